@@ -1,0 +1,3 @@
+from shadowline.cli.main import main
+
+main()

@@ -1,0 +1,296 @@
+"""The PostgreSQL event store: append batches, read events, state now and at any point.
+
+Driver errors are translated once, here, into `Unavailable` (`raise ... from`), so callers deal
+with shadowline's exceptions only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import Row, Select, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from shadowline.adapters.tables import events, items, snapshots, store_head
+from shadowline.domain.commands import ItemVersion
+from shadowline.domain.errors import ConcurrentWriter, Unavailable
+from shadowline.domain.events import CONFIG_EVENT_TYPES, GENESIS, Event
+from shadowline.domain.state import State, digest, fold
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    position: int
+    chain: bytes
+    recorded_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    position: int
+    digest: str
+    state: State
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    kind: str | None = None
+    name: str | None = None
+    actor: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+def _event(row: Row[Any]) -> Event:
+    return Event(
+        id=row.id,
+        position=row.position,
+        epoch=row.epoch,
+        type=row.type,
+        kind=row.kind,
+        name=row.name,
+        version=row.version,
+        data=row.data,
+        metadata=row.metadata,
+        recorded_at=row.recorded_at,
+        chain=bytes(row.chain),
+    )
+
+
+def _row(event: Event) -> dict[str, Any]:
+    return {
+        "position": event.position,
+        "id": event.id,
+        "epoch": event.epoch,
+        "type": event.type,
+        "kind": event.kind,
+        "name": event.name,
+        "version": event.version,
+        "data": event.data,
+        "metadata": event.metadata,
+        "recorded_at": event.recorded_at,
+        "chain": event.chain,
+    }
+
+
+def _item_rows(batch: Sequence[Event]) -> list[dict[str, Any]]:
+    latest: dict[tuple[str, str], Event] = {}
+    for event in batch:
+        if event.type in CONFIG_EVENT_TYPES:
+            latest[(event.kind or "", event.name or "")] = event
+    return [
+        {
+            "kind": kind,
+            "name": name,
+            "version": e.version,
+            "live": e.type != "ConfigDeleted",
+            "value": e.data if e.type != "ConfigDeleted" else None,
+            "position": e.position,
+            "updated_at": e.recorded_at,
+        }
+        for (kind, name), e in latest.items()
+    ]
+
+
+_DRIVER_ERRORS = (OperationalError, InterfaceError, DBAPIError, OSError, TimeoutError)
+
+
+class EventStore:
+    """One instance's store. Appends must come from a single writer (see instance.writer)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    @asynccontextmanager
+    async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        try:
+            if write:
+                async with self.engine.begin() as connection:
+                    yield connection
+            else:
+                async with self.engine.connect() as connection:
+                    await connection.execution_options(
+                        isolation_level="REPEATABLE READ", postgresql_readonly=True
+                    )
+                    yield connection
+        except IntegrityError:
+            raise
+        except _DRIVER_ERRORS as error:
+            raise Unavailable(
+                f"event store unavailable: {error.__class__.__name__}: {error}"
+            ) from error
+
+    async def _scalar(self, query: Select[Any]) -> Any:
+        async def work(c: AsyncConnection) -> Any:
+            return await c.scalar(query)
+
+        return await self._read(work)
+
+    async def _read(self, work: Callable[[AsyncConnection], Awaitable[T]]) -> T:
+        async with self._connect() as connection:
+            return await work(connection)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def append(self, batch: Sequence[Event], expected: int) -> None:
+        """Append events expected[+1..], with their current-state rows, in one transaction."""
+        if not batch:
+            return
+        last = batch[-1]
+        try:
+            async with self._connect(write=True) as connection:
+                moved = await connection.execute(
+                    update(store_head)
+                    .where(store_head.c.id == 1, store_head.c.position == expected)
+                    .values(position=last.position, chain=last.chain, recorded_at=last.recorded_at)
+                )
+                if moved.rowcount != 1:
+                    raise ConcurrentWriter(
+                        f"the store's head is no longer at {expected}: another writer appended"
+                    )
+                await connection.execute(events.insert(), [_row(e) for e in batch])
+                rows = _item_rows(batch)
+                if rows:
+                    stmt = pg_insert(items).values(rows)
+                    await connection.execute(
+                        stmt.on_conflict_do_update(
+                            index_elements=[items.c.kind, items.c.name],
+                            set_={
+                                c: stmt.excluded[c]
+                                for c in ("version", "live", "value", "position", "updated_at")
+                            },
+                        )
+                    )
+        except IntegrityError as error:
+            raise ConcurrentWriter(f"append refused by the database: {error.orig}") from error
+
+    async def save_snapshot(self, position: int, state: State) -> None:
+        async with self._connect(write=True) as connection:
+            await connection.execute(
+                pg_insert(snapshots)
+                .values(
+                    position=position,
+                    taken_at=func.now(),
+                    digest=digest(state),
+                    item_count=len(state),
+                    state=state,
+                )
+                .on_conflict_do_nothing()
+            )
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def head(self) -> Head:
+        async def work(c: AsyncConnection) -> Head:
+            row = (await c.execute(select(store_head).where(store_head.c.id == 1))).one()
+            return Head(row.position, bytes(row.chain), row.recorded_at)
+
+        return await self._read(work)
+
+    async def versions(self) -> dict[tuple[str, str], ItemVersion]:
+        async def work(c: AsyncConnection) -> dict[tuple[str, str], ItemVersion]:
+            result = await c.execute(
+                select(items.c.kind, items.c.name, items.c.version, items.c.live)
+            )
+            return {(r.kind, r.name): ItemVersion(r.version, r.live) for r in result}
+
+        return await self._read(work)
+
+    async def item(self, kind: str, name: str) -> tuple[Any, int] | None:
+        async def work(c: AsyncConnection) -> tuple[Any, int] | None:
+            row = (
+                await c.execute(
+                    select(items.c.value, items.c.version).where(
+                        items.c.kind == kind, items.c.name == name, items.c.live
+                    )
+                )
+            ).one_or_none()
+            return None if row is None else (row.value, row.version)
+
+        return await self._read(work)
+
+    async def current(self) -> tuple[int, State]:
+        """The head position and the state at it, read in one consistent snapshot."""
+
+        async def work(c: AsyncConnection) -> tuple[int, State]:
+            position = await c.scalar(select(store_head.c.position).where(store_head.c.id == 1))
+            result = await c.execute(
+                select(items.c.kind, items.c.name, items.c.value)
+                .where(items.c.live)
+                .order_by(items.c.kind, items.c.name)
+            )
+            return int(position or 0), {f"{r.kind}/{r.name}": r.value for r in result}
+
+        return await self._read(work)
+
+    async def state_at(self, position: int) -> State:
+        """State right after `position`: the nearest snapshot at or before it, plus a fold."""
+
+        async def work(c: AsyncConnection) -> State:
+            base = await self._snapshot_before(c, position)
+            start = base.position if base else 0
+            result = await c.execute(
+                select(events)
+                .where(events.c.position > start, events.c.position <= position)
+                .order_by(events.c.position)
+            )
+            return fold(base.state if base else {}, (_event(r) for r in result))
+
+        return await self._read(work)
+
+    async def _snapshot_before(self, c: AsyncConnection, position: int) -> Snapshot | None:
+        row = (
+            await c.execute(
+                select(snapshots.c.position, snapshots.c.digest, snapshots.c.state)
+                .where(snapshots.c.position <= position)
+                .order_by(snapshots.c.position.desc())
+                .limit(1)
+            )
+        ).one_or_none()
+        return None if row is None else Snapshot(row.position, row.digest, row.state)
+
+    async def latest_snapshot(self) -> Snapshot | None:
+        return await self._read(lambda c: self._snapshot_before(c, 2**62))
+
+    async def latest_snapshot_position(self) -> int:
+        return int(await self._scalar(select(func.coalesce(func.max(snapshots.c.position), 0))))
+
+    async def position_at(self, moment: datetime) -> int:
+        """The last position recorded at or before `moment` (0 before the first event)."""
+        query = select(func.coalesce(func.max(events.c.position), 0)).where(
+            events.c.recorded_at <= moment
+        )
+        return int(await self._scalar(query))
+
+    async def read(self, after: int, limit: int, where: EventFilter = EventFilter()) -> list[Event]:
+        query = select(events).where(events.c.position > after)
+        if where.kind is not None:
+            query = query.where(events.c.kind == where.kind)
+        if where.name is not None:
+            query = query.where(events.c.name == where.name)
+        if where.actor is not None:
+            query = query.where(events.c.metadata["actor"].astext == where.actor)
+        if where.since is not None:
+            query = query.where(events.c.recorded_at >= where.since)
+        if where.until is not None:
+            query = query.where(events.c.recorded_at <= where.until)
+        query = query.order_by(events.c.position).limit(limit)
+
+        async def work(c: AsyncConnection) -> list[Event]:
+            return [_event(r) for r in await c.execute(query)]
+
+        return await self._read(work)
+
+    async def chain_at(self, position: int) -> bytes | None:
+        if position == 0:
+            return GENESIS
+        value = await self._scalar(select(events.c.chain).where(events.c.position == position))
+        return None if value is None else bytes(value)

@@ -1,0 +1,103 @@
+"""The schema of one instance's database, as SQLAlchemy Core tables (migrations/ creates it)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    SmallInteger,
+    Table,
+    Text,
+    Uuid,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+# Append-only: a trigger and the grants refuse UPDATE, DELETE and TRUNCATE.
+events = Table(
+    "events",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("id", Uuid, nullable=False, unique=True),
+    Column("epoch", Integer, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("kind", Text),
+    Column("name", Text),
+    Column("version", Integer),
+    Column("data", JSONB),
+    Column("metadata", JSONB, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("chain", LargeBinary, nullable=False),
+)
+
+# One row. Every append updates it with a compare-and-set on `position`; the row lock this takes
+# serializes writers, so position order is commit order and a reader tailing `position > n`
+# never sees n+2 before n+1 is visible.
+store_head = Table(
+    "store_head",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("chain", LargeBinary, nullable=False),
+    Column("recorded_at", DateTime(timezone=True)),
+)
+
+# The current state, kept in the append's transaction: reads and version checks need no replay.
+items = Table(
+    "items",
+    metadata,
+    Column("kind", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("live", Boolean, nullable=False),
+    Column("value", JSONB),
+    Column("position", BigInteger, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+snapshots = Table(
+    "snapshots",
+    metadata,
+    Column("position", BigInteger, primary_key=True, autoincrement=False),
+    Column("taken_at", DateTime(timezone=True), nullable=False),
+    Column("digest", Text, nullable=False),
+    Column("item_count", Integer, nullable=False),
+    Column("state", JSONB, nullable=False),
+)
+
+# Local to each instance, never replicated.
+users = Table(
+    "users",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("role", Text, nullable=False),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+local_config = Table(
+    "local_config",
+    metadata,
+    Column("kind", Text, primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("value", JSONB, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_by", Text),
+)
+
+instance_state = Table(
+    "instance_state",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("role", Text, nullable=False),
+    Column("epoch", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

@@ -1,0 +1,1 @@
+"""The `shadowline` console script."""

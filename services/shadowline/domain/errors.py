@@ -1,0 +1,68 @@
+"""One exception tree for the whole program; the HTTP layer maps it to status codes in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class ShadowlineError(Exception):
+    """Root of every error shadowline raises on purpose."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    path: str
+    message: str
+
+
+class InvalidInput(ShadowlineError):
+    """Raised when a value, kind or name fails validation; carries one error per JSON path."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__("; ".join(f"{e.path}: {e.message}" for e in self.errors))
+
+
+class VersionConflict(ShadowlineError):
+    """Raised when a write names an expected version that is not the item's current version."""
+
+    def __init__(self, key: str, expected: int | None, actual: int | None) -> None:
+        self.key, self.expected, self.actual = key, expected, actual
+        super().__init__(f"{key}: expected version {expected}, current version is {actual}")
+
+
+class NotFound(ShadowlineError):
+    """Raised when an item, user or position that was asked for does not exist."""
+
+
+class NotWritable(ShadowlineError):
+    """Raised when this instance may not write (a shadow, a fenced master); names the master."""
+
+    def __init__(self, reason: str, master_url: str | None = None) -> None:
+        self.master_url = master_url
+        super().__init__(reason)
+
+
+class Unavailable(ShadowlineError):
+    """Raised when a dependency (the database) failed, so the outcome of a write is unknown."""
+
+
+class ConcurrentWriter(Unavailable):
+    """Raised when another process appended to this store: its head moved under our writer."""
+
+
+class SettingsError(ShadowlineError):
+    """Raised at start-up when the settings are invalid or break the timing rule."""
+
+
+class AlreadyExists(ShadowlineError):
+    """Raised when creating something (a user) that already exists."""
+
+
+class Unauthorized(ShadowlineError):
+    """Raised when a request carries no valid credentials."""
+
+
+class Forbidden(ShadowlineError):
+    """Raised when the authenticated user's role does not allow the request."""

@@ -1,0 +1,1 @@
+"""One shadowline instance: the writer, the application service and its HTTP entrypoint."""

@@ -1,0 +1,323 @@
+"""The HTTP API of an instance (paths fixed by DESIGN.md). Errors map to status codes here only."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Any
+from uuid import uuid4
+
+import orjson
+from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shadowline import __version__
+from shadowline.adapters.local import User
+from shadowline.adapters.store import EventFilter
+from shadowline.domain.errors import (
+    AlreadyExists,
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    NotWritable,
+    ShadowlineError,
+    Unauthorized,
+    Unavailable,
+    VersionConflict,
+)
+from shadowline.domain.events import envelope, parse_time, verify_chain
+from shadowline.instance.auth import Authenticator
+from shadowline.instance.limits import BodyTooLarge
+from shadowline.instance.metrics import Metrics
+from shadowline.instance.service import ConfigService
+
+NDJSON = "application/x-ndjson"
+
+
+class ORJSONResponse(Response):
+    """JSON rendered by orjson (FastAPI deprecated its own class of this name)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class MalformedBody(InvalidInput):
+    """Raised when a request body is not JSON at all (400, not 422)."""
+
+
+def _error(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> ORJSONResponse:
+    return ORJSONResponse(body, status_code=status, headers=headers)
+
+
+def error_response(error: Exception) -> ORJSONResponse:
+    """The one mapping from shadowline's exceptions to HTTP."""
+    match error:
+        case MalformedBody():
+            return _error(400, {"error": str(error), "errors": [e.__dict__ for e in error.errors]})
+        case InvalidInput():
+            return _error(
+                422, {"error": "invalid input", "errors": [e.__dict__ for e in error.errors]}
+            )
+        case VersionConflict():
+            return _error(
+                409, {"error": str(error), "expected": error.expected, "version": error.actual}
+            )
+        case AlreadyExists():
+            return _error(409, {"error": str(error)})
+        case NotFound():
+            return _error(404, {"error": str(error)})
+        case NotWritable():
+            return _error(503, {"error": str(error), "master": error.master_url})
+        case Unauthorized():
+            return _error(
+                401, {"error": str(error)}, {"WWW-Authenticate": 'Basic realm="shadowline"'}
+            )
+        case Forbidden():
+            return _error(403, {"error": str(error)})
+        case BodyTooLarge():
+            return _error(413, {"error": "request body too large"})
+        case Unavailable():
+            return _error(503, {"error": str(error), "master": None}, {"Retry-After": "1"})
+        case _:
+            return _error(500, {"error": f"internal error: {error.__class__.__name__}"})
+
+
+def _expected_version(if_match: str | None) -> int | None:
+    if if_match is None:
+        return None
+    token = if_match.strip().removeprefix("W/").strip('"')
+    if not token.isdigit():
+        raise InvalidInput([FieldError("If-Match", 'must be a version, e.g. "3"')])
+    return int(token)
+
+
+def _time(value: str, field: str) -> datetime:
+    try:
+        return parse_time(value)
+    except ValueError as error:
+        raise InvalidInput([FieldError(field, f"not an ISO-8601 time: {value!r}")]) from error
+
+
+def _point(value: str, field: str) -> dict[str, Any]:
+    """A point in history: a position (digits) or an ISO-8601 time."""
+    if value.isdigit():
+        return {"at": int(value)}
+    return {"as_of": _time(value, field)}
+
+
+def _requires(needs: str) -> Any:
+    async def check(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> User:
+        authenticator: Authenticator = request.app.state.auth
+        return await authenticator.authenticate(authorization, needs)
+
+    return Depends(check)
+
+
+Viewer = Annotated[User, _requires("viewer")]
+Auditor = Annotated[User, _requires("auditor")]
+Admin = Annotated[User, _requires("admin")]
+
+
+def create_app(
+    *, service: ConfigService, auth: Authenticator, metrics: Metrics, instance: str, max_body: int
+) -> FastAPI:
+    app = FastAPI(
+        title="shadowline",
+        version=__version__,
+        default_response_class=ORJSONResponse,
+        description="Master/shadow high availability for configuration.",
+    )
+    app.state.auth = auth
+
+    for error_class in (ShadowlineError, BodyTooLarge):
+        app.add_exception_handler(error_class, lambda _r, e: error_response(e))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, error: RequestValidationError) -> ORJSONResponse:
+        fields = [
+            FieldError(".".join(str(p) for p in e.get("loc", ())), e.get("msg", "invalid"))
+            for e in error.errors()
+        ]
+        return error_response(InvalidInput(fields))
+
+    def meta(user: User, request: Request) -> dict[str, Any]:
+        found: dict[str, Any] = {
+            "actor": user.name,
+            "request_id": request.headers.get("x-request-id") or str(uuid4()),
+        }
+        if reason := request.headers.get("x-reason"):
+            found["reason"] = reason[:500]
+        return found
+
+    async def body_json(request: Request) -> Any:
+        raw = await request.body()
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as error:
+            raise MalformedBody([FieldError("$", f"malformed JSON: {error}")]) from error
+
+    def health_doc() -> dict[str, Any]:
+        r = service.role
+        return {
+            "instance": instance,
+            "role": r.role,
+            "epoch": r.epoch,
+            "position": service.writer.position,
+        }
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return health_doc()
+
+    @app.get("/master")
+    async def master_probe() -> ORJSONResponse:
+        return ORJSONResponse(health_doc(), status_code=200 if service.role.writable else 503)
+
+    @app.get("/shadow")
+    async def shadow_probe() -> ORJSONResponse:
+        # Replication comes with the shadow role; an instance that is not a shadow is never one.
+        return ORJSONResponse(health_doc(), status_code=503)
+
+    @app.get("/ha")
+    async def ha(_: Viewer) -> dict[str, Any]:
+        return {
+            **health_doc(),
+            "replication": None,
+            "shadow": None,
+            "master": None,
+            "version": __version__,
+        }
+
+    @app.put("/config/{kind}/{name}")
+    async def put_item(
+        kind: str,
+        name: str,
+        request: Request,
+        user: Admin,
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> ORJSONResponse:
+        value = await body_json(request)
+        result = await service.put(
+            kind, name, value, _expected_version(if_match), meta(user, request)
+        )
+        return ORJSONResponse(
+            result.as_dict(),
+            status_code=201 if result.created else 200,
+            headers={"ETag": f'"{result.version}"'},
+        )
+
+    @app.delete("/config/{kind}/{name}")
+    async def delete_item(
+        kind: str,
+        name: str,
+        request: Request,
+        user: Admin,
+        if_match: Annotated[str | None, Header()] = None,
+    ) -> dict[str, Any]:
+        result = await service.delete(kind, name, _expected_version(if_match), meta(user, request))
+        return result.as_dict()
+
+    @app.get("/config/diff")
+    async def config_diff(
+        _: Auditor,
+        start: Annotated[str, Query(alias="from")],
+        end: Annotated[str | None, Query(alias="to")] = None,
+    ) -> dict[str, Any]:
+        first = await service.resolve(**_point(start, "from"))
+        last = await service.resolve(**_point(end, "to")) if end else await service.resolve()
+        return await service.diff(first, last)
+
+    @app.get("/config/{kind}/{name}")
+    async def get_item(kind: str, name: str, _: Auditor) -> ORJSONResponse:
+        value, version = await service.get(kind, name)
+        return ORJSONResponse(
+            {"value": value, "version": version}, headers={"ETag": f'"{version}"'}
+        )
+
+    @app.get("/config")
+    async def get_config(
+        _: Auditor, at: Annotated[int | None, Query(ge=0)] = None, as_of: str | None = None
+    ) -> dict[str, Any]:
+        if at is not None and as_of is not None:
+            raise InvalidInput([FieldError("as_of", "give either at or as_of, not both")])
+        moment = _time(as_of, "as_of") if as_of is not None else None
+        position, items = await service.state(at=at, as_of=moment)
+        doc: dict[str, Any] = {"position": position, "items": items}
+        if at is None and moment is None:
+            doc["local"] = await service.local.all()
+        return doc
+
+    @app.get("/events")
+    async def get_events(
+        _: Auditor,
+        after: Annotated[int, Query(ge=0)] = 0,
+        limit: Annotated[int, Query(ge=1, le=1_000_000)] = 1000,
+        kind: str | None = None,
+        name: str | None = None,
+        actor: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+        wait: Annotated[float, Query(ge=0, le=60)] = 0,
+    ) -> StreamingResponse:
+        where = EventFilter(
+            kind,
+            name,
+            actor,
+            _time(since, "since") if since else None,
+            _time(until, "until") if until else None,
+        )
+        if wait:
+            await service.wait_for(after, wait)
+
+        async def lines() -> AsyncIterator[bytes]:
+            async for event in service.events(after, limit, where):
+                yield orjson.dumps(envelope(event)) + b"\n"
+
+        return StreamingResponse(lines(), media_type=NDJSON)
+
+    @app.get("/audit/verify")
+    async def audit_verify(_: Auditor) -> dict[str, Any]:
+        """Recompute the hash chain over the whole log and report the first break, if any."""
+        previous, checked = bytes(32), 0
+        async for event in service.events(0, 2**62, EventFilter(), page=5000):
+            broken = verify_chain(previous, [event])
+            if broken is not None:
+                return {
+                    "ok": False,
+                    "position": broken.position,
+                    "expected": broken.expected,
+                    "found": broken.found,
+                    "checked": checked,
+                }
+            previous, checked = event.chain, checked + 1
+        return {"ok": True, "position": checked, "chain": previous.hex(), "checked": checked}
+
+    @app.get("/metrics")
+    async def get_metrics(_: Viewer) -> Response:
+        metrics.committed_position.set(service.writer.position)
+        metrics.epoch.set(service.role.epoch)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def screen(_: Viewer) -> HTMLResponse:
+        doc = health_doc()
+        rows = "".join(
+            f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
+            for k, v in doc.items()
+        )
+        return HTMLResponse(
+            "<!doctype html><html><head><title>shadowline: High Availability</title></head>"
+            f"<body><h1>High Availability</h1><table>{rows}</table></body></html>"
+        )
+
+    return app

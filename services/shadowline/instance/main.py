@@ -1,0 +1,89 @@
+"""Running one instance: migrate, load, serve HTTP, and shut down gracefully on SIGTERM.
+
+On SIGTERM uvicorn stops accepting connections and lets in-flight requests finish; then the
+writer takes no more commands, commits what is queued, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import uvicorn
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+from shadowline.adapters.migrate import upgrade
+from shadowline.bootstrap import Instance, build_instance
+from shadowline.domain.errors import Unavailable
+from shadowline.settings import Settings
+
+log = logging.getLogger("shadowline.instance")
+
+
+async def _wait_for_database(instance: Instance, patience: float) -> None:
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(Unavailable),
+        wait=wait_exponential(multiplier=0.2, max=2),
+        stop=stop_after_delay(patience),
+        reraise=True,
+    ):
+        with attempt:
+            await instance.store.head()
+
+
+@contextlib.asynccontextmanager
+async def running(
+    instance: Instance, *, migrate: bool = True, patience: float = 15.0
+) -> AsyncIterator[Instance]:
+    """Start the instance's background work; on exit drain the writer and stop the rest."""
+    settings = instance.settings
+    if migrate:
+        await asyncio.to_thread(upgrade, settings.database_url)
+    await _wait_for_database(instance, patience)
+    password = settings.admin_password
+    if password is not None and await instance.users.bootstrap_admin(password.get_secret_value()):
+        log.info("created user 'admin' (role admin) from SHADOWLINE_ADMIN_PASSWORD")
+    await instance.service.role.load(instance.engine)
+    await instance.writer.load()
+    await instance.auth.refresh()
+    writer = asyncio.create_task(instance.writer.run(), name="writer")
+    helpers = [
+        asyncio.create_task(instance.snapshotter.run(), name="snapshotter"),
+        asyncio.create_task(instance.auth.run(), name="users-refresh"),
+    ]
+    role = instance.service.role
+    log.info(
+        "instance %s is %s in epoch %d at position %d",
+        settings.instance,
+        role.role,
+        role.epoch,
+        instance.writer.position,
+    )
+    try:
+        yield instance
+    finally:
+        instance.writer.close()
+        await asyncio.wait_for(writer, timeout=30)
+        for task in helpers:
+            task.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
+        await instance.engine.dispose()
+
+
+async def serve(settings: Settings, *, migrate: bool = True) -> None:
+    instance = build_instance(settings)
+    config = uvicorn.Config(
+        instance.asgi,
+        host=settings.bind_host,
+        port=settings.bind_port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+        lifespan="off",
+    )
+    async with running(instance, migrate=migrate):
+        log.info("serving HTTP on %s (advertised as %s)", settings.http_bind, settings.public_url)
+        await uvicorn.Server(config).serve()
+    log.info("stopped cleanly")

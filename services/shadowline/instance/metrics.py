@@ -1,0 +1,43 @@
+"""Prometheus metrics of one instance, in a registry of its own (several apps per test process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.committed_position = Gauge(
+            "shadowline_committed_position",
+            "Last position committed to this store",
+            registry=self.registry,
+        )
+        self.epoch = Gauge(
+            "shadowline_epoch", "Leadership term of this instance", registry=self.registry
+        )
+        self.role = Gauge(
+            "shadowline_role", "1 for the instance's current role", ["role"], registry=self.registry
+        )
+        self.append_seconds = Histogram(
+            "shadowline_append_batch_seconds",
+            "Time to decide and commit one group-commit batch",
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "shadowline_append_batch_size",
+            "Events appended per transaction",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "shadowline_http_requests_total",
+            "HTTP requests by outcome",
+            ["method", "status"],
+            registry=self.registry,
+        )
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.append_seconds.observe(seconds)

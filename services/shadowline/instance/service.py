@@ -1,0 +1,162 @@
+"""The instance's application service: config writes and reads, history, state at a point."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from shadowline.adapters.local import LocalConfig
+from shadowline.adapters.store import EventFilter, EventStore
+from shadowline.domain.commands import DeleteItem, PutItem
+from shadowline.domain.errors import NotFound, NotWritable
+from shadowline.domain.events import Event
+from shadowline.domain.kinds import LOCAL_KINDS
+from shadowline.domain.state import State, diff
+from shadowline.domain.validation import Catalog
+from shadowline.instance.role import RoleState
+from shadowline.instance.writer import Writer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    kind: str
+    name: str
+    version: int
+    position: int | None
+    epoch: int
+    created: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "version": self.version,
+            "position": self.position,
+            "epoch": self.epoch,
+        }
+
+
+class ConfigService:
+    def __init__(
+        self,
+        *,
+        catalog: Catalog,
+        store: EventStore,
+        writer: Writer,
+        local: LocalConfig,
+        role: RoleState,
+    ) -> None:
+        self.catalog = catalog
+        self.store = store
+        self.writer = writer
+        self.local = local
+        self.role = role
+
+    # -- writes ------------------------------------------------------------------------------
+
+    async def put(
+        self, kind: str, name: str, value: Any, expected: int | None, meta: dict[str, Any]
+    ) -> WriteResult:
+        self.catalog.check(kind, name, value)
+        if kind in LOCAL_KINDS:
+            version, created = await self.local.put(kind, name, value, expected, meta["actor"])
+            _apply_local(kind, name, value)
+            return WriteResult(kind, name, version, None, self.role.epoch, created)
+        self._check_writable()
+        event, created = await self.writer.submit(PutItem(kind, name, value, expected, meta))
+        return self._result(event, created)
+
+    async def delete(
+        self, kind: str, name: str, expected: int | None, meta: dict[str, Any]
+    ) -> WriteResult:
+        self.catalog.check_key(kind, name)
+        if kind in LOCAL_KINDS:
+            version = await self.local.delete(kind, name, expected)
+            return WriteResult(kind, name, version + 1, None, self.role.epoch, False)
+        self._check_writable()
+        event, _ = await self.writer.submit(DeleteItem(kind, name, expected, meta))
+        return self._result(event, False)
+
+    def _check_writable(self) -> None:
+        if not self.role.writable:
+            raise NotWritable(
+                f"this instance is {self.role.role}: it does not accept writes",
+                self.role.master_url,
+            )
+
+    @staticmethod
+    def _result(event: Event, created: bool) -> WriteResult:
+        assert event.kind is not None and event.name is not None and event.version is not None
+        return WriteResult(
+            event.kind, event.name, event.version, event.position, event.epoch, created
+        )
+
+    # -- reads -------------------------------------------------------------------------------
+
+    async def get(self, kind: str, name: str) -> tuple[Any, int]:
+        self.catalog.check_key(kind, name)
+        found = await (
+            self.local.get(kind, name) if kind in LOCAL_KINDS else self.store.item(kind, name)
+        )
+        if found is None:
+            raise NotFound(f"{kind}/{name} does not exist")
+        return found
+
+    async def resolve(self, at: int | None = None, as_of: datetime | None = None) -> int:
+        """The position a point in history names: `at` itself, or the last one as of a time."""
+        head = (await self.store.head()).position
+        position = at if at is not None else head
+        if as_of is not None:
+            position = await self.store.position_at(as_of)
+        if position > head:
+            raise NotFound(f"position {position} is beyond the head of the log ({head})")
+        return position
+
+    async def state(
+        self, at: int | None = None, as_of: datetime | None = None
+    ) -> tuple[int, State]:
+        """(position, items) now, right after position `at`, or as of a moment."""
+        if at is None and as_of is None:
+            return await self.store.current()
+        position = await self.resolve(at, as_of)
+        return position, await self.store.state_at(position)
+
+    async def diff(self, start: int, end: int) -> dict[str, Any]:
+        before, after = await asyncio.gather(self.store.state_at(start), self.store.state_at(end))
+        return {"from": start, "to": end, **diff(before, after).as_dict()}
+
+    async def events(
+        self, after: int, limit: int, where: EventFilter, page: int = 1000
+    ) -> AsyncIterator[Event]:
+        """Events after `after` in position order, read in pages, at most `limit` of them."""
+        left = limit
+        while left > 0:
+            chunk = await self.store.read(after, min(page, left), where)
+            for event in chunk:
+                yield event
+            if len(chunk) < min(page, left):
+                return
+            after, left = chunk[-1].position, left - len(chunk)
+
+    async def wait_for(self, after: int, seconds: float) -> None:
+        """Return once the log has grown past `after`, or after `seconds`."""
+        condition = self.writer.committed
+        async with condition:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    condition.wait_for(lambda: self.writer.position > after), seconds
+                )
+
+
+def _apply_local(kind: str, name: str, value: Any) -> None:
+    """Local kinds take effect on this instance at once; only log-level has an effect here."""
+    if kind == "log-level":
+        logging.getLogger(None if name == "root" else name).setLevel(value["level"])
+        log.info("log level of %s set to %s", name, value["level"])

@@ -1,0 +1,102 @@
+"""One typed, frozen settings object per service, read from SHADOWLINE_* environment variables.
+
+Every timeout of the HA machinery derives from the takeover delay, and the rule
+`lease + margin < takeover delay` is checked here, once, at start-up (Patroni-style), so a
+master always fences itself before a watchdog may promote its shadow.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+LEASE_FRACTION = 0.6
+
+
+def _masked_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SHADOWLINE_", frozen=True, extra="ignore")
+
+    database_url: str = "postgresql://postgres@127.0.0.1:5432/shadowline"
+    amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
+    instance: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9._-]{1,63}$")
+    cluster: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    http_bind: str = "127.0.0.1:8080"
+    cluster_secret: SecretStr | None = None
+    admin_password: SecretStr | None = None
+    advertise_url: str | None = None
+    heartbeat_interval: float = Field(default=1.0, gt=0)
+    takeover_delay: float = Field(default=5.0, gt=0)
+    snapshot_interval: int = Field(default=1000, ge=10)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    batch_max: int = Field(default=1000, ge=1, le=10000)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        url = make_url(value)
+        if not url.drivername.startswith("postgresql"):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("http_bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be host:port")
+        return value
+
+    @model_validator(mode="after")
+    def _timing_rule(self) -> Settings:
+        if self.lease + self.lease_margin >= self.takeover_delay:
+            raise ValueError(
+                f"timing rule broken: master lease {self.lease:.2f}s + margin "
+                f"{self.lease_margin:.2f}s must be < takeover delay {self.takeover_delay:.2f}s "
+                "(raise SHADOWLINE_TAKEOVER_DELAY or lower SHADOWLINE_HEARTBEAT_INTERVAL)"
+            )
+        return self
+
+    @property
+    def lease(self) -> float:
+        """How long a master may go without confirmed heartbeats before it fences itself."""
+        return self.takeover_delay * LEASE_FRACTION
+
+    @property
+    def lease_margin(self) -> float:
+        """One heartbeat: the master notices a lost lease at most one interval late."""
+        return self.heartbeat_interval
+
+    @property
+    def bind_host(self) -> str:
+        return self.http_bind.rpartition(":")[0].strip("[]")
+
+    @property
+    def bind_port(self) -> int:
+        return int(self.http_bind.rpartition(":")[2])
+
+    @property
+    def public_url(self) -> str:
+        if self.advertise_url:
+            return self.advertise_url.rstrip("/")
+        host = self.bind_host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"http://{host}:{self.bind_port}"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings, secrets masked: what a service logs once at start-up."""
+        shown = self.model_dump()
+        shown["database_url"] = _masked_url(self.database_url)
+        shown["amqp_url"] = _masked_url(self.amqp_url.get_secret_value())
+        for secret in ("cluster_secret", "admin_password"):
+            shown[secret] = "***" if getattr(self, secret) else None
+        shown["lease"] = self.lease
+        return shown
