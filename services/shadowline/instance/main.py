@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
@@ -72,6 +73,27 @@ async def running(
         await instance.engine.dispose()
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGTERM once its own shutdown is done, which would end the process
+    before the writer has drained; the signals are handled in `serve` instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _stop_on_signals(server: uvicorn.Server) -> None:
+    loop = asyncio.get_running_loop()
+
+    def stop(signum: signal.Signals) -> None:
+        log.info("%s received: stopping intake, finishing in-flight work", signum.name)
+        server.force_exit = server.should_exit and signum == signal.SIGINT
+        server.should_exit = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+
+
 async def serve(settings: Settings, *, migrate: bool = True) -> None:
     instance = build_instance(settings)
     config = uvicorn.Config(
@@ -85,5 +107,7 @@ async def serve(settings: Settings, *, migrate: bool = True) -> None:
     )
     async with running(instance, migrate=migrate):
         log.info("serving HTTP on %s (advertised as %s)", settings.http_bind, settings.public_url)
-        await uvicorn.Server(config).serve()
+        server = _Server(config)
+        _stop_on_signals(server)
+        await server.serve()
     log.info("stopped cleanly")
