@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -78,9 +78,7 @@ def template_database(postgres: None) -> Iterator[str]:
     asyncio.run(drop_database(url))
 
 
-@pytest.fixture
-async def db_url(template_database: str) -> AsyncIterator[str]:
-    """A fresh, migrated database of this test's own; dropped afterwards."""
+async def _copy_template(template: str) -> str:
     import asyncpg
 
     name = f"sl_test_{uuid.uuid4().hex[:12]}"
@@ -89,11 +87,30 @@ async def db_url(template_database: str) -> AsyncIterator[str]:
         host=base.host, port=base.port or 5432, user=base.username, database=base.database
     )
     try:
-        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     finally:
         await conn.close()
-    yield database_url(name)
-    await drop_database(database_url(name))
+    return database_url(name)
+
+
+@pytest.fixture
+async def db_factory(template_database: str) -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """Makes fresh, migrated databases of this test's own; all dropped afterwards."""
+    made: list[str] = []
+
+    async def make() -> str:
+        made.append(await _copy_template(template_database))
+        return made[-1]
+
+    yield make
+    for url in made:
+        await drop_database(url)
+
+
+@pytest.fixture
+async def db_url(db_factory: Callable[[], Awaitable[str]]) -> str:
+    """A fresh, migrated database of this test's own; dropped afterwards."""
+    return await db_factory()
 
 
 def make_settings(url: str, **overrides: Any) -> Settings:
@@ -139,3 +156,45 @@ def http_client(inst: Instance, user: str | None = "admin") -> httpx.AsyncClient
 async def admin(instance: Instance) -> AsyncIterator[httpx.AsyncClient]:
     async with http_client(instance, "admin") as client:
         yield client
+
+
+AMQP_URL = os.environ.get("SHADOWLINE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+def _rabbitmq_ready() -> str | None:
+    import aio_pika
+
+    async def probe() -> None:
+        connection = await aio_pika.connect(AMQP_URL, timeout=5)
+        await connection.close()
+
+    try:
+        asyncio.run(probe())
+        return None
+    except Exception as error:
+        return f"RabbitMQ at {AMQP_URL} is not reachable: {error}"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq() -> None:
+    require_service(_rabbitmq_ready())
+
+
+async def delete_cluster_topology(
+    cluster: str, shadows: list[str], amqp_url: str = AMQP_URL
+) -> None:
+    """Delete what a test cluster declared on the broker (queues first, then exchanges)."""
+    import aio_pika
+
+    from shadowline.adapters.broker import Names
+
+    names = Names(cluster)
+    connection = await aio_pika.connect(amqp_url, timeout=5)
+    try:
+        channel = await connection.channel()
+        for queue in [names.dead_letter, *(names.replication_queue(s) for s in shadows)]:
+            await channel.queue_delete(queue)
+        for exchange in (names.events, names.monitoring, names.commands, names.dead_letter):
+            await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()

@@ -84,6 +84,22 @@ class Client:
     def ha(self) -> Any:
         return self._call("GET", "/ha")
 
+    def ha_enable(self, auto_confirm: bool = False) -> Any:
+        return self._call("POST", "/ha/enable", json={"auto_confirm": auto_confirm})
+
+    def ha_join(self, master_url: str, user: str, password: str) -> Any:
+        body = {"master_url": master_url, "user": user, "password": password}
+        return self._call("POST", "/ha/join", json=body)
+
+    def ha_confirm(self, shadow: str | None = None) -> Any:
+        return self._call("POST", "/ha/confirm", json={"shadow": shadow} if shadow else {})
+
+    def ha_remove_shadow(self) -> Any:
+        return self._call("DELETE", "/ha/shadow")
+
+    def ha_verify(self) -> Any:
+        return self._call("GET", "/ha/verify")
+
     def health(self) -> Any:
         return self._call("GET", "/health")
 

@@ -17,8 +17,13 @@ from sqlalchemy.engine import make_url
 LEASE_FRACTION = 0.6
 
 
+_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "sslpassword"})
+
+
 def _masked_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+    parsed = make_url(url)
+    query = {k: "***" if k.lower() in _SECRET_QUERY_KEYS else v for k, v in parsed.query.items()}
+    return parsed.set(query=query).render_as_string(hide_password=True)
 
 
 class Settings(BaseSettings):

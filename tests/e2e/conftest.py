@@ -8,14 +8,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD
+from tests.conftest import ADMIN_PASSWORD, AMQP_URL, delete_cluster_topology
 
 
 def free_port() -> int:
@@ -82,18 +83,68 @@ class Process:
                 self.popen.wait()
 
 
-@pytest.fixture
-def instance_process(db_url: str, tmp_path: Path) -> Iterator[Process]:
+def make_process(db_url: str, log: Path, *, name: str, cluster: str, **env: str) -> Process:
     port = free_port()
-    env = {
+    environment = {
         **os.environ,
         "SHADOWLINE_DATABASE_URL": db_url,
-        "SHADOWLINE_INSTANCE": f"e2e-{port}",
-        "SHADOWLINE_CLUSTER": f"e2e{port}",
+        "SHADOWLINE_INSTANCE": name,
+        "SHADOWLINE_CLUSTER": cluster,
         "SHADOWLINE_HTTP_BIND": f"127.0.0.1:{port}",
         "SHADOWLINE_ADMIN_PASSWORD": ADMIN_PASSWORD,
         "SHADOWLINE_CLUSTER_SECRET": "e2e-secret",
+        "SHADOWLINE_AMQP_URL": AMQP_URL,
+        **env,
     }
-    process = Process(env=env, log=tmp_path / "instance.log", url=f"http://127.0.0.1:{port}")
+    return Process(env=environment, log=log, url=f"http://127.0.0.1:{port}")
+
+
+@pytest.fixture
+def instance_process(db_url: str, tmp_path: Path) -> Iterator[Process]:
+    process = make_process(
+        db_url, tmp_path / "instance.log", name="e2e-solo", cluster=f"e2e{uuid.uuid4().hex[:8]}"
+    )
     yield process
     process.stop()
+
+
+@dataclass
+class Pair:
+    master: Process
+    shadow: Process
+    cluster: str
+
+    def admin(self, process: Process) -> httpx.Client:
+        return httpx.Client(base_url=process.url, auth=("admin", ADMIN_PASSWORD), timeout=30)
+
+    def set_up(self, auto_confirm: bool = False) -> None:
+        """Start both, enable HA on the master, join the shadow, confirm it."""
+        for process in (self.master, self.shadow):
+            process.start()
+        for process in (self.master, self.shadow):
+            process.wait_healthy()
+        with self.admin(self.master) as master, self.admin(self.shadow) as shadow:
+            assert master.post("/ha/enable", json={"auto_confirm": auto_confirm}).status_code == 200
+            joined = shadow.post(
+                "/ha/join",
+                json={"master_url": self.master.url, "user": "admin", "password": ADMIN_PASSWORD},
+            )
+            assert joined.status_code == 200, joined.text
+            if not auto_confirm:
+                confirmed = master.post("/ha/confirm", json={})
+                assert confirmed.status_code == 200, confirmed.text
+
+
+@pytest.fixture
+async def pair(db_factory, rabbitmq, tmp_path: Path) -> AsyncIterator[Pair]:
+    cluster = f"e2e{uuid.uuid4().hex[:8]}"
+    master = make_process(
+        await db_factory(), tmp_path / "master.log", name="master", cluster=cluster
+    )
+    shadow = make_process(
+        await db_factory(), tmp_path / "shadow.log", name="shadow", cluster=cluster
+    )
+    yield Pair(master, shadow, cluster)
+    for process in (shadow, master):
+        process.stop()
+    await delete_cluster_topology(cluster, ["shadow"])

@@ -15,7 +15,7 @@ from shadowline.adapters.resources import migrations_dir
 # What the application role may do: events and snapshots are INSERT and SELECT only.
 APP_GRANTS = (
     "GRANT SELECT, INSERT ON events, snapshots TO {role}",
-    "GRANT SELECT, UPDATE ON store_head, instance_state TO {role}",
+    "GRANT SELECT, UPDATE ON store_head, instance_state, ha_state, relay_cursor TO {role}",
     "GRANT SELECT, INSERT, UPDATE ON items TO {role}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON users, local_config TO {role}",
     "GRANT SELECT ON alembic_version TO {role}",

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shadowline.adapters.tables import events, items, snapshots, store_head
+from shadowline.adapters.tables import events, items, relay_cursor, snapshots, store_head
 from shadowline.domain.commands import ItemVersion
 from shadowline.domain.errors import ConcurrentWriter, Unavailable
 from shadowline.domain.events import CONFIG_EVENT_TYPES, GENESIS, Event
@@ -31,12 +31,26 @@ class Head:
     position: int
     chain: bytes
     recorded_at: datetime | None
+    epoch: int = 0  # of the event at `position` (0 when the store is empty)
+    base_position: int = 0  # events at or below it may not be here yet (shadow bootstrap)
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     position: int
     digest: str
+    state: State
+    chain: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Image:
+    """A master's state for a shadow's bootstrap: head, item rows (with versions, tombstones)."""
+
+    position: int
+    chain: bytes
+    epoch: int
+    rows: list[dict[str, Any]]
     state: State
 
 
@@ -173,7 +187,9 @@ class EventStore:
             raise ConcurrentWriter(f"append refused by the database: {error.orig}") from error
 
     async def save_snapshot(self, position: int, state: State) -> None:
+        at = select(events.c.chain, events.c.epoch).where(events.c.position == position)
         async with self._connect(write=True) as connection:
+            row = (await connection.execute(at)).one_or_none()
             await connection.execute(
                 pg_insert(snapshots)
                 .values(
@@ -182,18 +198,104 @@ class EventStore:
                     digest=digest(state),
                     item_count=len(state),
                     state=state,
+                    chain=row.chain if row else None,
+                    epoch=row.epoch if row else None,
                 )
                 .on_conflict_do_nothing()
             )
+
+    async def install(self, image: Image) -> None:
+        """Make an empty store hold a master's image: its items, a snapshot and its head.
+
+        The events up to the image's position are not here afterwards (`base_position`); the
+        history backfill copies them later, chain-checked against the head installed here.
+        """
+        try:
+            async with self._connect(write=True) as connection:
+                moved = await connection.execute(
+                    update(store_head)
+                    .where(store_head.c.id == 1, store_head.c.position == 0)
+                    .values(
+                        position=image.position, chain=image.chain, base_position=image.position
+                    )
+                )
+                if moved.rowcount != 1:
+                    raise ConcurrentWriter(
+                        "a store that already holds events cannot be bootstrapped"
+                    )
+                if image.rows:
+                    for start in range(0, len(image.rows), 5000):
+                        await connection.execute(items.insert(), image.rows[start : start + 5000])
+                await connection.execute(
+                    snapshots.insert().values(
+                        position=image.position,
+                        taken_at=func.now(),
+                        digest=digest(image.state),
+                        item_count=len(image.state),
+                        state=image.state,
+                        chain=image.chain,
+                        epoch=image.epoch,
+                    )
+                )
+        except IntegrityError as error:
+            raise ConcurrentWriter(f"bootstrap refused by the database: {error.orig}") from error
+
+    async def backfill(self, batch: Sequence[Event], base_position: int) -> None:
+        """Insert history below the bootstrap position (already chain-checked by the caller)."""
+        async with self._connect(write=True) as connection:
+            await connection.execute(
+                pg_insert(events).on_conflict_do_nothing(), [_row(e) for e in batch]
+            )
+            await connection.execute(
+                update(store_head).where(store_head.c.id == 1).values(base_position=base_position)
+            )
+
+    async def image(self) -> Image:
+        """The full current state for a shadow's bootstrap, read in one consistent snapshot:
+        head, and every item row with its version (tombstones included)."""
+
+        async def work(c: AsyncConnection) -> Image:
+            head = await self._head(c)
+            result = await c.execute(select(items).order_by(items.c.kind, items.c.name))
+            # str(): SQLAlchemy names columns with a str subclass that orjson refuses as a key.
+            rows = [{str(k): v for k, v in row._mapping.items()} for row in result]
+            state = {f"{r['kind']}/{r['name']}": r["value"] for r in rows if r["live"]}
+            return Image(head.position, head.chain, head.epoch, rows, state)
+
+        return await self._read(work)
+
+    async def relay_cursor(self) -> int:
+        return int(
+            await self._scalar(select(relay_cursor.c.position).where(relay_cursor.c.id == 1))
+        )
+
+    async def set_relay_cursor(self, position: int, *, force: bool = False) -> None:
+        """Advance the relay's cursor (never backwards, unless `force`)."""
+        query = update(relay_cursor).where(relay_cursor.c.id == 1)
+        if not force:
+            query = query.where(relay_cursor.c.position < position)
+        async with self._connect(write=True) as connection:
+            await connection.execute(query.values(position=position, updated_at=func.now()))
 
     # -- reading -----------------------------------------------------------------------------
 
     async def head(self) -> Head:
         async def work(c: AsyncConnection) -> Head:
-            row = (await c.execute(select(store_head).where(store_head.c.id == 1))).one()
-            return Head(row.position, bytes(row.chain), row.recorded_at)
+            return await self._head(c)
 
         return await self._read(work)
+
+    @staticmethod
+    async def _head(c: AsyncConnection) -> Head:
+        row = (await c.execute(select(store_head).where(store_head.c.id == 1))).one()
+        epoch = await c.scalar(select(events.c.epoch).where(events.c.position == row.position))
+        if epoch is None and row.position:  # bootstrapped from a snapshot: its epoch
+            epoch = await c.scalar(
+                select(snapshots.c.epoch).where(snapshots.c.position == row.position)
+            )
+        return Head(
+            row.position, bytes(row.chain), row.recorded_at, int(epoch or 0), row.base_position
+        )
 
     async def versions(self) -> dict[tuple[str, str], ItemVersion]:
         async def work(c: AsyncConnection) -> dict[tuple[str, str], ItemVersion]:
@@ -249,13 +351,22 @@ class EventStore:
     async def _snapshot_before(self, c: AsyncConnection, position: int) -> Snapshot | None:
         row = (
             await c.execute(
-                select(snapshots.c.position, snapshots.c.digest, snapshots.c.state)
+                select(
+                    snapshots.c.position, snapshots.c.digest, snapshots.c.state, snapshots.c.chain
+                )
                 .where(snapshots.c.position <= position)
                 .order_by(snapshots.c.position.desc())
                 .limit(1)
             )
         ).one_or_none()
-        return None if row is None else Snapshot(row.position, row.digest, row.state)
+        if row is None:
+            return None
+        chain = bytes(row.chain) if row.chain is not None else None
+        return Snapshot(row.position, row.digest, row.state, chain)
+
+    async def snapshot_at(self, position: int) -> Snapshot | None:
+        found = await self._read(lambda c: self._snapshot_before(c, position))
+        return found if found is not None and found.position == position else None
 
     async def latest_snapshot(self) -> Snapshot | None:
         return await self._read(lambda c: self._snapshot_before(c, 2**62))

@@ -46,6 +46,7 @@ store_head = Table(
     Column("position", BigInteger, nullable=False),
     Column("chain", LargeBinary, nullable=False),
     Column("recorded_at", DateTime(timezone=True)),
+    Column("base_position", BigInteger, nullable=False),
 )
 
 # The current state, kept in the append's transaction: reads and version checks need no replay.
@@ -69,6 +70,8 @@ snapshots = Table(
     Column("digest", Text, nullable=False),
     Column("item_count", Integer, nullable=False),
     Column("state", JSONB, nullable=False),
+    Column("chain", LargeBinary),
+    Column("epoch", Integer),
 )
 
 # Local to each instance, never replicated.
@@ -99,5 +102,31 @@ instance_state = Table(
     Column("id", SmallInteger, primary_key=True),
     Column("role", Text, nullable=False),
     Column("epoch", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# What this instance knows of its peer. Stored shadow states are 'pending' and 'confirmed'; the
+# states shown to people ('syncing', 'connected', 'lost') derive from position and last contact.
+ha_state = Table(
+    "ha_state",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("auto_confirm", Boolean, nullable=False),
+    Column("master_instance", Text),
+    Column("master_url", Text),
+    Column("shadow_instance", Text),
+    Column("shadow_url", Text),
+    Column("shadow_state", Text),
+    Column("shadow_position", BigInteger),
+    Column("shadow_seen_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# The relay's outbox cursor: every event at or below it is confirmed by the broker.
+relay_cursor = Table(
+    "relay_cursor",
+    metadata,
+    Column("id", SmallInteger, primary_key=True),
+    Column("position", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )

@@ -39,6 +39,9 @@ def setup_logging(level: str = "INFO") -> None:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
     )
+    # Request lines of the peer client and broker chatter are noise at INFO.
+    for chatty in ("httpx", "aiormq", "aio_pika"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:

@@ -10,17 +10,10 @@ from sqlalchemy.exc import DBAPIError
 
 from shadowline import __version__
 from shadowline.cli import config as config_cli
+from shadowline.cli import ha as ha_cli
 from shadowline.cli import users as users_cli
 from shadowline.cli.common import (
-    DEFAULT_URL,
     EXIT_USAGE,
-    Json,
-    Password,
-    Url,
-    User,
-    call,
-    client,
-    emit,
     fail,
     load_settings,
     run,
@@ -38,8 +31,7 @@ app = typer.Typer(
 app.add_typer(config_cli.app, name="config")
 app.add_typer(users_cli.app, name="users")
 app.command("history")(config_cli.history)
-ha_app = typer.Typer(help="High availability: status and setup.", no_args_is_help=True)
-app.add_typer(ha_app, name="ha")
+app.add_typer(ha_cli.app, name="ha")
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 
@@ -117,16 +109,6 @@ def demo(
 
     setup_logging("WARNING")
     raise typer.Exit(run_demo(port, exit_after))
-
-
-@ha_app.command("status")
-def ha_status(
-    url: Url = DEFAULT_URL, user: User = "admin", password: Password = None, as_json: Json = False
-) -> None:
-    """Role, epoch, position, peer and replication of an instance."""
-    with client(url, user, password) as c:
-        doc = call(c.ha)
-    emit(doc, as_json, f"{doc['role']} in epoch {doc['epoch']} at position {doc['position']}")
 
 
 @bench_app.command("append")

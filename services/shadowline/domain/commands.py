@@ -27,7 +27,16 @@ class DeleteItem:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-Command = PutItem | DeleteItem
+@dataclass(frozen=True, slots=True)
+class RecordEvent:
+    """Record an HA event (ha.<type> on the broker) in the log; it changes no config item."""
+
+    type: str
+    data: dict[str, Any]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+Command = PutItem | DeleteItem | RecordEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +58,7 @@ class Decision:
     created: bool
 
 
-def decide(command: Command, current: ItemVersion | None) -> Decision:
+def decide(command: PutItem | DeleteItem, current: ItemVersion | None) -> Decision:
     """Decide a command against the item's current version; raises VersionConflict or NotFound."""
     key = item_key(command.kind, command.name)
     live_version = current.version if current is not None and current.live else None

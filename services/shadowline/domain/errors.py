@@ -66,3 +66,24 @@ class Unauthorized(ShadowlineError):
 
 class Forbidden(ShadowlineError):
     """Raised when the authenticated user's role does not allow the request."""
+
+
+class Conflict(ShadowlineError):
+    """Raised when the HA state does not allow a request (a second shadow, confirming nothing)."""
+
+
+class Gap(ShadowlineError):
+    """Raised when replicated events do not start right after the local head."""
+
+    def __init__(self, expected: int, got: int) -> None:
+        self.expected, self.got = expected, got
+        super().__init__(f"replication gap: expected position {expected}, got {got}")
+
+
+class Divergence(ShadowlineError):
+    """Raised when a replicated event does not extend the local hash chain, or breaks a rule
+    the master enforces (a version out of sequence, an older epoch, a local-only kind)."""
+
+    def __init__(self, position: int, reason: str) -> None:
+        self.position = position
+        super().__init__(f"position {position}: {reason}")

@@ -6,7 +6,7 @@ job, so this module stays free of I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -21,15 +21,20 @@ def _path(error: ValidationError) -> str:
     return "$" + parts
 
 
-def _contains_nul(value: Any) -> bool:
+def _nul_paths(value: Any, path: str = "$") -> Iterator[str]:
     # PostgreSQL text and jsonb cannot hold U+0000; refusing it here keeps a 422 from becoming a 500.
     if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_contains_nul(v) for v in value)
-    return False
+        if "\x00" in value:
+            yield path
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            child = f"{path}.{key}"
+            if "\x00" in key:
+                yield child
+            yield from _nul_paths(item, child)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _nul_paths(item, f"{path}[{index}]")
 
 
 class Catalog:
@@ -68,7 +73,6 @@ class Catalog:
                 validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path]
             )
         ]
-        if not errors and _contains_nul(value):
-            errors.append(FieldError("$", "strings may not contain U+0000"))
+        errors += [FieldError(p, "strings may not contain U+0000") for p in _nul_paths(value)]
         if errors:
             raise InvalidInput(errors)

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from uuid import uuid4
 
 import orjson
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -17,77 +17,24 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shadowline import __version__
 from shadowline.adapters.local import User
 from shadowline.adapters.store import EventFilter
-from shadowline.domain.errors import (
-    AlreadyExists,
-    FieldError,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    NotWritable,
-    ShadowlineError,
-    Unauthorized,
-    Unavailable,
-    VersionConflict,
-)
+from shadowline.domain.errors import FieldError, InvalidInput, ShadowlineError
 from shadowline.domain.events import envelope, parse_time, verify_chain
 from shadowline.instance.auth import Authenticator
+from shadowline.instance.ha import HaService
+from shadowline.instance.http_common import (
+    NDJSON,
+    Admin,
+    Auditor,
+    ORJSONResponse,
+    Viewer,
+    body_json,
+    error_response,
+)
+from shadowline.instance.http_ha import router as ha_router
 from shadowline.instance.limits import BodyTooLarge
 from shadowline.instance.metrics import Metrics
 from shadowline.instance.service import ConfigService
-
-NDJSON = "application/x-ndjson"
-
-
-class ORJSONResponse(Response):
-    """JSON rendered by orjson (FastAPI deprecated its own class of this name)."""
-
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content)
-
-
-class MalformedBody(InvalidInput):
-    """Raised when a request body is not JSON at all (400, not 422)."""
-
-
-def _error(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> ORJSONResponse:
-    return ORJSONResponse(body, status_code=status, headers=headers)
-
-
-def error_response(error: Exception) -> ORJSONResponse:
-    """The one mapping from shadowline's exceptions to HTTP."""
-    match error:
-        case MalformedBody():
-            return _error(400, {"error": str(error), "errors": [e.__dict__ for e in error.errors]})
-        case InvalidInput():
-            return _error(
-                422, {"error": "invalid input", "errors": [e.__dict__ for e in error.errors]}
-            )
-        case VersionConflict():
-            return _error(
-                409, {"error": str(error), "expected": error.expected, "version": error.actual}
-            )
-        case AlreadyExists():
-            return _error(409, {"error": str(error)})
-        case NotFound():
-            return _error(404, {"error": str(error)})
-        case NotWritable():
-            return _error(503, {"error": str(error), "master": error.master_url})
-        case Unauthorized():
-            return _error(
-                401, {"error": str(error)}, {"WWW-Authenticate": 'Basic realm="shadowline"'}
-            )
-        case Forbidden():
-            return _error(403, {"error": str(error)})
-        case BodyTooLarge():
-            return _error(413, {"error": "request body too large"})
-        case Unavailable():
-            return _error(503, {"error": str(error), "master": None}, {"Retry-After": "1"})
-        case _:
-            return _error(500, {"error": f"internal error: {error.__class__.__name__}"})
+from shadowline.settings import Settings
 
 
 def _expected_version(if_match: str | None) -> int | None:
@@ -113,24 +60,15 @@ def _point(value: str, field: str) -> dict[str, Any]:
     return {"as_of": _time(value, field)}
 
 
-def _requires(needs: str) -> Any:
-    async def check(
-        request: Request, authorization: Annotated[str | None, Header()] = None
-    ) -> User:
-        authenticator: Authenticator = request.app.state.auth
-        return await authenticator.authenticate(authorization, needs)
-
-    return Depends(check)
-
-
-Viewer = Annotated[User, _requires("viewer")]
-Auditor = Annotated[User, _requires("auditor")]
-Admin = Annotated[User, _requires("admin")]
-
-
 def create_app(
-    *, service: ConfigService, auth: Authenticator, metrics: Metrics, instance: str, max_body: int
+    *,
+    service: ConfigService,
+    ha: HaService,
+    auth: Authenticator,
+    metrics: Metrics,
+    settings: Settings,
 ) -> FastAPI:
+    instance = settings.instance
     app = FastAPI(
         title="shadowline",
         version=__version__,
@@ -138,6 +76,10 @@ def create_app(
         description="Master/shadow high availability for configuration.",
     )
     app.state.auth = auth
+    app.state.ha = ha
+    app.state.service = service
+    app.state.settings = settings
+    app.include_router(ha_router)
 
     for error_class in (ShadowlineError, BodyTooLarge):
         app.add_exception_handler(error_class, lambda _r, e: error_response(e))
@@ -159,13 +101,6 @@ def create_app(
             found["reason"] = reason[:500]
         return found
 
-    async def body_json(request: Request) -> Any:
-        raw = await request.body()
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as error:
-            raise MalformedBody([FieldError("$", f"malformed JSON: {error}")]) from error
-
     def health_doc() -> dict[str, Any]:
         r = service.role
         return {
@@ -185,18 +120,9 @@ def create_app(
 
     @app.get("/shadow")
     async def shadow_probe() -> ORJSONResponse:
-        # Replication comes with the shadow role; an instance that is not a shadow is never one.
-        return ORJSONResponse(health_doc(), status_code=503)
-
-    @app.get("/ha")
-    async def ha(_: Viewer) -> dict[str, Any]:
-        return {
-            **health_doc(),
-            "replication": None,
-            "shadow": None,
-            "master": None,
-            "version": __version__,
-        }
+        replica = ha.replica
+        in_sync = replica is not None and replica.in_sync(settings.takeover_delay)
+        return ORJSONResponse(health_doc(), status_code=200 if in_sync else 503)
 
     @app.put("/config/{kind}/{name}")
     async def put_item(

@@ -46,7 +46,7 @@ async def running(
     password = settings.admin_password
     if password is not None and await instance.users.bootstrap_admin(password.get_secret_value()):
         log.info("created user 'admin' (role admin) from SHADOWLINE_ADMIN_PASSWORD")
-    await instance.service.role.load(instance.engine)
+    await instance.ha.load()
     await instance.writer.load()
     await instance.auth.refresh()
     writer = asyncio.create_task(instance.writer.run(), name="writer")
@@ -54,6 +54,7 @@ async def running(
         asyncio.create_task(instance.snapshotter.run(), name="snapshotter"),
         asyncio.create_task(instance.auth.run(), name="users-refresh"),
     ]
+    await instance.roles.reconcile()
     role = instance.service.role
     log.info(
         "instance %s is %s in epoch %d at position %d",
@@ -65,6 +66,7 @@ async def running(
     try:
         yield instance
     finally:
+        await instance.roles.stop()
         instance.writer.close()
         await asyncio.wait_for(writer, timeout=30)
         for task in helpers:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from shadowline.domain.events import Event
 
 
 class Metrics:
@@ -31,12 +36,26 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024),
             registry=self.registry,
         )
-        self.requests = Counter(
-            "shadowline_http_requests_total",
-            "HTTP requests by outcome",
-            ["method", "status"],
+        self.alerts = Counter(
+            "shadowline_alerts_total", "Alerts raised, by name", ["name"], registry=self.registry
+        )
+        self.replicated = Counter(
+            "shadowline_replicated_events_total",
+            "Events applied from the master",
             registry=self.registry,
         )
+        self.replication_lag = Histogram(
+            "shadowline_replication_lag_seconds",
+            "From the master's commit (recorded_at) to the shadow's commit",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=self.registry,
+        )
+
+    def observe_replicated(self, events: Sequence[Event]) -> None:
+        now = datetime.now(UTC)
+        self.replicated.inc(len(events))
+        for event in events:
+            self.replication_lag.observe(max(0.0, (now - event.recorded_at).total_seconds()))
 
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)

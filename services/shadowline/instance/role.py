@@ -4,11 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
-
-from shadowline.adapters.tables import instance_state
-
 WRITABLE_ROLES = frozenset({"standalone", "master"})
 
 
@@ -21,8 +16,3 @@ class RoleState:
     @property
     def writable(self) -> bool:
         return self.role in WRITABLE_ROLES
-
-    async def load(self, engine: AsyncEngine) -> None:
-        async with engine.connect() as c:
-            row = (await c.execute(select(instance_state).where(instance_state.c.id == 1))).one()
-        self.role, self.epoch = row.role, row.epoch

@@ -5,6 +5,9 @@ to `batch_max`). Each command is decided on its own against the versions as they
 the commands before it in the batch, so a 409 for one request never fails its neighbours. Only
 the commands that pass are appended, in one transaction; their futures resolve after COMMIT, so
 nothing is acknowledged before it is durable.
+
+On a shadow the same writer appends the events that replication hands it, after checking that
+they extend the local log exactly (domain.replication): one writer per store, whatever the role.
 """
 
 from __future__ import annotations
@@ -12,25 +15,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 from uuid import uuid4
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shadowline.adapters.store import EventStore
-from shadowline.domain.commands import Command, ItemVersion, decide
+from shadowline.domain.commands import Command, ItemVersion, RecordEvent, decide
 from shadowline.domain.errors import ShadowlineError, Unavailable
 from shadowline.domain.events import Event, link
+from shadowline.domain.replication import check_replicated
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
 class _Pending:
-    command: Command
-    future: asyncio.Future[tuple[Event, bool]]
+    """One unit of work: a client command (group-committed), or an exclusive job."""
+
+    future: asyncio.Future[Any]
+    command: Command | None = None
+    job: Callable[[], Awaitable[Any]] | None = None
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -50,10 +58,11 @@ class Writer:
         self._epoch = epoch
         self._batch_max = batch_max
         self._on_batch = on_batch
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._versions: dict[tuple[str, str], ItemVersion] = {}
         self._position = 0
         self._chain = b""
+        self._head_epoch = 0
         self._last_recorded: datetime | None = None
         self._closed = False
         self.committed = asyncio.Condition()
@@ -61,6 +70,14 @@ class Writer:
     @property
     def position(self) -> int:
         return self._position
+
+    @property
+    def chain(self) -> bytes:
+        return self._chain
+
+    @property
+    def head_epoch(self) -> int:
+        return self._head_epoch
 
     async def load(self) -> None:
         """Read the head and every item's version; the writer trusts no other memory."""
@@ -73,35 +90,78 @@ class Writer:
             with attempt:
                 head = await self._store.head()
                 self._versions = await self._store.versions()
-        self._position, self._chain, self._last_recorded = (
-            head.position,
-            head.chain,
-            head.recorded_at,
-        )
+        self._position, self._chain = head.position, head.chain
+        self._head_epoch, self._last_recorded = head.epoch, head.recorded_at
+
+    # -- intake ------------------------------------------------------------------------------
+
+    def _enqueue(self, **work: Any) -> asyncio.Future[Any]:
+        if self._closed:
+            raise Unavailable("the instance is shutting down")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(future, **work))
+        return future
 
     async def submit(self, command: Command) -> tuple[Event, bool]:
         """Append one command's event; returns (event, created) once it is durable."""
-        if self._closed:
-            raise Unavailable("the instance is shutting down")
-        future: asyncio.Future[tuple[Event, bool]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(command, future))
-        return await future
+        result: tuple[Event, bool] = await self._enqueue(command=command)
+        return result
+
+    async def replicate(self, events: Sequence[Event]) -> None:
+        """Append events from the master, exactly as they are (positions, ids, chain)."""
+        await self._enqueue(job=lambda: self._append_replicated(events))
+
+    async def exclusive(self, job: Callable[[], Awaitable[Any]]) -> Any:
+        """Run `job` with no append in flight (role changes, snapshot installs), then reload."""
+
+        async def run_and_reload() -> Any:
+            try:
+                return await job()
+            finally:
+                await self.load()
+                await self._notify()
+
+        return await self._enqueue(job=run_and_reload)
 
     def close(self) -> None:
         """Stop intake; `run` finishes what is queued, then returns."""
         self._closed = True
-        self._queue.put_nowait(_Pending(None, None))  # type: ignore[arg-type]
+        self._queue.put_nowait(None)
+
+    # -- the loop ----------------------------------------------------------------------------
 
     async def run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
+            first = await self._queue.get()
+            batch = [first]
             while len(batch) < self._batch_max and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            live = [p for p in batch if p.command is not None]
-            if live:
-                await self._commit(live)
+            commands: list[_Pending] = []
+            for pending in batch:
+                if pending is None:
+                    continue
+                if pending.command is not None:
+                    commands.append(pending)
+                    continue
+                if commands:  # keep order: commands queued before a job commit before it
+                    await self._commit(commands)
+                    commands = []
+                await self._run_job(pending)
+            if commands:
+                await self._commit(commands)
             if self._closed and self._queue.empty():
                 return
+
+    async def _run_job(self, pending: _Pending) -> None:
+        assert pending.job is not None
+        try:
+            result = await pending.job()
+        except Exception as error:
+            if not pending.future.done():
+                pending.future.set_exception(error)
+            return
+        if not pending.future.done():
+            pending.future.set_result(result)
 
     def _now(self) -> datetime:
         # recorded_at never goes backwards, so "state as of a time" is a prefix of the log.
@@ -120,50 +180,101 @@ class Writer:
             if pending.future.done():  # the client went away before we got to it
                 continue
             cmd = pending.command
-            key = (cmd.kind, cmd.name)
+            assert cmd is not None
             try:
-                decision = decide(cmd, overlay.get(key, self._versions.get(key)))
+                event, created = self._event_for(cmd, overlay, position + 1, epoch, recorded_at)
             except ShadowlineError as error:
                 pending.future.set_exception(error)
                 continue
-            position += 1
-            event = Event(
-                id=uuid4(),
-                position=position,
-                epoch=epoch,
-                type=decision.type,
-                kind=cmd.kind,
-                name=cmd.name,
-                version=decision.version,
-                data=getattr(cmd, "value", None),
-                metadata=cmd.metadata,
-                recorded_at=recorded_at,
-            )
             chain = link(chain, event)
             event = replace(event, chain=chain)
-            overlay[key] = ItemVersion(decision.version, decision.type == "ConfigPut")
-            accepted.append((pending, event, decision.created))
+            position += 1
+            accepted.append((pending, event, created))
         if not accepted:
             return
-        try:
-            await self._store.append([e for _, e, _ in accepted], self._position)
-        except Exception as error:
-            # The outcome is unknown (COMMIT may have landed): fail the batch, then re-read the
-            # truth from the database before deciding anything else.
-            log.error("append of %d events failed: %s", len(accepted), error)
-            failure = error if isinstance(error, ShadowlineError) else Unavailable(str(error))
-            for pending, _, _ in accepted:
-                if not pending.future.done():
-                    pending.future.set_exception(failure)
-            await self._reload_after_failure()
+        events = [e for _, e, _ in accepted]
+        if not await self._append(events, overlay, [p for p, _, _ in accepted]):
             return
-        self._versions.update(overlay)
-        self._position, self._chain, self._last_recorded = position, chain, recorded_at
         for pending, event, created in accepted:
             if not pending.future.done():
                 pending.future.set_result((event, created))
         if self._on_batch is not None:
             self._on_batch(len(accepted), time.perf_counter() - started)
+
+    def _event_for(
+        self,
+        cmd: Command,
+        overlay: dict[tuple[str, str], ItemVersion],
+        position: int,
+        epoch: int,
+        recorded_at: datetime,
+    ) -> tuple[Event, bool]:
+        if isinstance(cmd, RecordEvent):
+            return (
+                Event(
+                    uuid4(),
+                    position,
+                    epoch,
+                    cmd.type,
+                    None,
+                    None,
+                    None,
+                    cmd.data,
+                    cmd.metadata,
+                    recorded_at,
+                ),
+                False,
+            )
+        key = (cmd.kind, cmd.name)
+        decision = decide(cmd, overlay.get(key, self._versions.get(key)))
+        overlay[key] = ItemVersion(decision.version, decision.type == "ConfigPut")
+        event = Event(
+            id=uuid4(),
+            position=position,
+            epoch=epoch,
+            type=decision.type,
+            kind=cmd.kind,
+            name=cmd.name,
+            version=decision.version,
+            data=getattr(cmd, "value", None),
+            metadata=cmd.metadata,
+            recorded_at=recorded_at,
+        )
+        return event, decision.created
+
+    async def _append_replicated(self, events: Sequence[Event]) -> None:
+        overlay = check_replicated(
+            self._position, self._chain, self._head_epoch, self._versions, events
+        )
+        if not await self._append(list(events), overlay, []):
+            raise Unavailable("could not append replicated events")
+
+    async def _append(
+        self,
+        events: list[Event],
+        overlay: dict[tuple[str, str], ItemVersion],
+        waiting: list[_Pending],
+    ) -> bool:
+        try:
+            await self._store.append(events, self._position)
+        except Exception as error:
+            # The outcome is unknown (COMMIT may have landed): fail the batch, then re-read the
+            # truth from the database before deciding anything else.
+            log.error("append of %d events failed: %s", len(events), error)
+            failure = error if isinstance(error, ShadowlineError) else Unavailable(str(error))
+            for pending in waiting:
+                if not pending.future.done():
+                    pending.future.set_exception(failure)
+            await self._reload_after_failure()
+            return False
+        last = events[-1]
+        self._versions.update(overlay)
+        self._position, self._chain = last.position, last.chain
+        self._head_epoch, self._last_recorded = last.epoch, last.recorded_at
+        await self._notify()
+        return True
+
+    async def _notify(self) -> None:
         async with self.committed:
             self.committed.notify_all()
 

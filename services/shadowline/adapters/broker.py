@@ -1,0 +1,166 @@
+"""RabbitMQ: the names DESIGN.md fixes, idempotent topology declaration, confirmed publishing.
+
+Every service declares what it uses at start (declaring is idempotent in RabbitMQ as long as the
+arguments agree), so no start order between master, shadow and watchdog matters.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractQueue,
+    AbstractRobustConnection,
+    DeliveryMode,
+)
+
+log = logging.getLogger(__name__)
+
+# RabbitMQ 3.10 sets no delivery limit on quorum queues by default: a poison message would be
+# redelivered for ever. After this many deliveries it is dead-lettered (and alerted).
+DELIVERY_LIMIT = 5
+
+
+@dataclass(frozen=True, slots=True)
+class Names:
+    cluster: str
+
+    @property
+    def events(self) -> str:
+        return f"shadowline.{self.cluster}.events"
+
+    @property
+    def monitoring(self) -> str:
+        return f"shadowline.{self.cluster}.monitoring"
+
+    @property
+    def commands(self) -> str:
+        return f"shadowline.{self.cluster}.commands"
+
+    @property
+    def dead_letter(self) -> str:
+        return f"shadowline.{self.cluster}.dead-letter"
+
+    def replication_queue(self, shadow: str) -> str:
+        return f"shadowline.{self.cluster}.replication.{shadow}"
+
+
+async def connect(url: str, name: str) -> AbstractRobustConnection:
+    """A robust connection: it reconnects by itself and restores channels and topology."""
+    connection = await aio_pika.connect_robust(url, client_properties={"connection_name": name})
+    connection.reconnect_callbacks.add(lambda *_: log.warning("reconnected to RabbitMQ"))
+    connection.close_callbacks.add(lambda *_: log.warning("connection to RabbitMQ lost"))
+    return connection
+
+
+async def declare_exchanges(channel: AbstractChannel, names: Names) -> dict[str, AbstractExchange]:
+    topic = aio_pika.ExchangeType.TOPIC
+    exchanges = {
+        "events": await channel.declare_exchange(names.events, topic, durable=True),
+        "monitoring": await channel.declare_exchange(names.monitoring, topic, durable=True),
+        "commands": await channel.declare_exchange(names.commands, topic, durable=True),
+        "dead_letter": await channel.declare_exchange(names.dead_letter, topic, durable=True),
+    }
+    dead = await channel.declare_queue(
+        names.dead_letter, durable=True, arguments={"x-queue-type": "quorum"}
+    )
+    await dead.bind(exchanges["dead_letter"], "#")
+    return exchanges
+
+
+async def declare_replication_queue(
+    channel: AbstractChannel, names: Names, shadow: str
+) -> AbstractQueue:
+    """The shadow's durable quorum queue, bound to every replicated event."""
+    queue = await channel.declare_queue(
+        names.replication_queue(shadow),
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": names.dead_letter,
+            "x-dead-letter-routing-key": f"replication.{shadow}",
+        },
+    )
+    await queue.bind(names.events, "config.#")
+    await queue.bind(names.events, "ha.#")
+    return queue
+
+
+def json_message(
+    body: Any,
+    *,
+    message_id: str | None = None,
+    headers: dict[str, Any] | None = None,
+    persistent: bool = True,
+    expiration: float | None = None,
+) -> aio_pika.Message:
+    return aio_pika.Message(
+        orjson.dumps(body),
+        content_type="application/json",
+        message_id=message_id,
+        headers=headers or {},
+        delivery_mode=DeliveryMode.PERSISTENT if persistent else DeliveryMode.NOT_PERSISTENT,
+        expiration=expiration,
+    )
+
+
+class BrokerLink:
+    """One robust connection per instance, its channels and the exchanges it uses."""
+
+    def __init__(self, url: str, names: Names, connection_name: str, prefetch: int = 1000) -> None:
+        self._url = url
+        self.names = names
+        self._connection_name = connection_name
+        self._prefetch = prefetch
+        self._connection: AbstractRobustConnection | None = None
+        self._publish: AbstractChannel | None = None
+        self._consume: AbstractChannel | None = None
+        self.exchanges: dict[str, AbstractExchange] = {}
+
+    @property
+    def ready(self) -> bool:
+        return self._connection is not None and not self._connection.is_closed
+
+    async def start(self) -> None:
+        if self._connection is not None:
+            return
+        connection = await connect(self._url, self._connection_name)
+        try:
+            self._publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            self.exchanges = await declare_exchanges(self._publish, self.names)
+            self._consume = await connection.channel()
+            await self._consume.set_qos(prefetch_count=self._prefetch)
+        except BaseException:
+            await connection.close()
+            raise
+        self._connection = connection
+
+    async def replication_queue(self, shadow: str) -> AbstractQueue:
+        assert self._consume is not None, "start() first"
+        return await declare_replication_queue(self._consume, self.names, shadow)
+
+    async def delete_replication_queue(self, shadow: str) -> None:
+        assert self._publish is not None, "start() first"
+        await self._publish.queue_delete(self.names.replication_queue(shadow))
+
+    async def publish_monitoring(
+        self, routing_key: str, body: Any, ttl: float | None = None
+    ) -> None:
+        exchange = self.exchanges.get("monitoring")
+        if exchange is None:
+            return
+        message = json_message(body, persistent=False, expiration=ttl)
+        # Nobody may be listening to monitoring: an unroutable message is fine here.
+        await exchange.publish(message, routing_key, mandatory=False, timeout=5)
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            await self._connection.close()
+            self._connection = None

@@ -1,0 +1,102 @@
+"""What the HTTP modules share: JSON responses, the one error mapping, auth dependencies."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import Depends, Header, Request
+from fastapi.responses import Response
+
+from shadowline.adapters.local import User
+from shadowline.domain.errors import (
+    AlreadyExists,
+    Conflict,
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    NotWritable,
+    Unauthorized,
+    Unavailable,
+    VersionConflict,
+)
+from shadowline.instance.auth import Authenticator
+from shadowline.instance.limits import BodyTooLarge
+
+NDJSON = "application/x-ndjson"
+
+
+class ORJSONResponse(Response):
+    """JSON rendered by orjson (FastAPI deprecated its own class of this name)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+class MalformedBody(InvalidInput):
+    """Raised when a request body is not JSON at all (400, not 422)."""
+
+
+def _error(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> ORJSONResponse:
+    return ORJSONResponse(body, status_code=status, headers=headers)
+
+
+def error_response(error: Exception) -> ORJSONResponse:
+    """The one mapping from shadowline's exceptions to HTTP."""
+    match error:
+        case MalformedBody():
+            return _error(400, {"error": str(error), "errors": [e.__dict__ for e in error.errors]})
+        case InvalidInput():
+            return _error(
+                422, {"error": "invalid input", "errors": [e.__dict__ for e in error.errors]}
+            )
+        case VersionConflict():
+            return _error(
+                409, {"error": str(error), "expected": error.expected, "version": error.actual}
+            )
+        case AlreadyExists() | Conflict():
+            return _error(409, {"error": str(error)})
+        case NotFound():
+            return _error(404, {"error": str(error)})
+        case NotWritable():
+            return _error(503, {"error": str(error), "master": error.master_url})
+        case Unauthorized():
+            return _error(
+                401, {"error": str(error)}, {"WWW-Authenticate": 'Basic realm="shadowline"'}
+            )
+        case Forbidden():
+            return _error(403, {"error": str(error)})
+        case BodyTooLarge():
+            return _error(413, {"error": "request body too large"})
+        case Unavailable():
+            return _error(503, {"error": str(error), "master": None}, {"Retry-After": "1"})
+        case _:
+            return _error(500, {"error": f"internal error: {error.__class__.__name__}"})
+
+
+def _requires(needs: str) -> Any:
+    async def check(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> User:
+        authenticator: Authenticator = request.app.state.auth
+        return await authenticator.authenticate(authorization, needs)
+
+    return Depends(check)
+
+
+Viewer = Annotated[User, _requires("viewer")]
+Auditor = Annotated[User, _requires("auditor")]
+Admin = Annotated[User, _requires("admin")]
+
+
+async def body_json(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as error:
+        raise MalformedBody([FieldError("$", f"malformed JSON: {error}")]) from error

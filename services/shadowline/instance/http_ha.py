@@ -1,0 +1,158 @@
+"""HTTP routes of HA: setup and status for people, signed peer calls between the instances."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import StreamingResponse
+
+from shadowline.adapters import peer as peer_auth
+from shadowline.adapters.store import EventFilter
+from shadowline.domain.errors import FieldError, InvalidInput
+from shadowline.domain.events import envelope, format_time
+from shadowline.domain.state import digest
+from shadowline.instance.ha import HaService
+from shadowline.instance.http_common import NDJSON, Admin, Auditor, Viewer, body_json
+
+router = APIRouter()
+
+
+def _ha(request: Request) -> HaService:
+    service: HaService = request.app.state.ha
+    return service
+
+
+HA = Annotated[HaService, Depends(_ha)]
+
+
+async def _peer(request: Request) -> str:
+    """The calling instance, when the request carries a valid cluster signature."""
+    target = request.scope.get("raw_path", request.url.path.encode()).decode()
+    if request.url.query:
+        target += "?" + request.url.query
+    secret = request.app.state.settings.cluster_secret
+    return peer_auth.verify(
+        secret.get_secret_value() if secret else None,
+        request.headers,
+        request.method,
+        target,
+        await request.body(),
+    )
+
+
+Peer = Annotated[str, Depends(_peer)]
+
+
+async def _optional_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    doc = await body_json(request)
+    if not isinstance(doc, dict):
+        raise InvalidInput([FieldError("$", "must be a JSON object")])
+    return doc
+
+
+# -- for people ----------------------------------------------------------------------------------
+
+
+@router.get("/ha")
+async def ha_status(ha: HA, _: Viewer) -> dict[str, Any]:
+    return await ha.status()
+
+
+@router.post("/ha/enable")
+async def ha_enable(ha: HA, user: Admin, request: Request) -> dict[str, Any]:
+    body = await _optional_body(request)
+    return await ha.enable(bool(body.get("auto_confirm", False)), user.name)
+
+
+@router.post("/ha/join")
+async def ha_join(ha: HA, _: Admin, request: Request) -> dict[str, Any]:
+    body = await _optional_body(request)
+    missing = [f for f in ("master_url", "user", "password") if not isinstance(body.get(f), str)]
+    if missing:
+        raise InvalidInput([FieldError(f"$.{f}", "required string") for f in missing])
+    return await ha.join(body["master_url"], body["user"], body["password"])
+
+
+@router.post("/ha/confirm")
+async def ha_confirm(ha: HA, user: Admin, request: Request) -> dict[str, Any]:
+    body = await _optional_body(request)
+    return await ha.confirm(body.get("shadow"), user.name)
+
+
+@router.delete("/ha/shadow")
+async def ha_forget(ha: HA, user: Admin) -> dict[str, Any]:
+    return await ha.forget(user.name)
+
+
+@router.get("/ha/verify")
+async def ha_verify(ha: HA, _: Auditor) -> dict[str, Any]:
+    return await ha.verify()
+
+
+# -- between the instances -----------------------------------------------------------------------
+
+
+@router.post("/ha/peer/register")
+async def peer_register(ha: HA, _: Admin, caller: Peer, request: Request) -> dict[str, Any]:
+    body = await _optional_body(request)
+    if body.get("instance") != caller:
+        raise InvalidInput([FieldError("$.instance", "must be the calling instance")])
+    return await ha.register(body)
+
+
+@router.post("/ha/peer/ack")
+async def peer_ack(ha: HA, caller: Peer, request: Request) -> dict[str, Any]:
+    body = await _optional_body(request)
+    position = body.get("position")
+    if not isinstance(position, int) or position < 0:
+        raise InvalidInput([FieldError("$.position", "must be a position (integer >= 0)")])
+    return await ha.shadow_ack(caller, position)
+
+
+@router.get("/ha/peer/chain")
+async def peer_chain(
+    ha: HA, _: Peer, at: Annotated[int | None, Query(ge=0)] = None
+) -> dict[str, Any]:
+    return await ha.chain_at(ha.position if at is None else at)
+
+
+@router.get("/ha/peer/events")
+async def peer_events(
+    request: Request,
+    _: Peer,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000_000)] = 1000,
+) -> StreamingResponse:
+    service = request.app.state.service
+
+    async def lines() -> AsyncIterator[bytes]:
+        async for event in service.events(after, limit, EventFilter(), page=5000):
+            yield orjson.dumps(envelope(event)) + b"\n"
+
+    return StreamingResponse(lines(), media_type=NDJSON)
+
+
+@router.get("/ha/peer/image")
+async def peer_image(request: Request, _: Peer) -> StreamingResponse:
+    """Header (position, chain, epoch), one line per item row, then a trailer with the SHA-256
+    of the row lines and the state digest, so the shadow can refuse a corrupt image."""
+    image = await request.app.state.service.store.image()
+
+    async def lines() -> AsyncIterator[bytes]:
+        hasher = hashlib.sha256()
+        head = {"position": image.position, "chain": image.chain.hex(), "epoch": image.epoch}
+        yield orjson.dumps(head) + b"\n"
+        for row in image.rows:
+            line = orjson.dumps({**row, "updated_at": format_time(row["updated_at"])})
+            hasher.update(line)
+            yield line + b"\n"
+        yield orjson.dumps({"sha256": hasher.hexdigest(), "digest": digest(image.state)}) + b"\n"
+
+    return StreamingResponse(lines(), media_type=NDJSON)

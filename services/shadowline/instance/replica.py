@@ -1,0 +1,281 @@
+"""The shadow's side of replication: bootstrap from the master's image, then apply its events.
+
+Events come from the shadow's durable quorum queue. They are applied in position order, in
+batches, each batch in one transaction through the store's single writer, which records the new
+head in that same transaction; only then are the messages acked, so a crash anywhere repeats
+work instead of losing it, and duplicates (position already applied) are skipped. A missing
+range (a purged queue, a dead-lettered message) is fetched from the master over HTTP. The
+master's log is the truth: a message that disagrees with it (bad chain, older epoch, local-only
+kind, garbage) is dead-lettered and alerted, and the master's copy is applied instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
+
+from shadowline.adapters.peer import PeerClient, PeerRefused
+from shadowline.adapters.store import EventStore, Image
+from shadowline.domain.errors import Divergence, Gap, ShadowlineError, Unavailable
+from shadowline.domain.events import GENESIS, Event, from_envelope, verify_chain
+from shadowline.domain.state import digest
+from shadowline.instance.writer import Writer
+
+log = logging.getLogger(__name__)
+
+Alert = Callable[[str, str, dict[str, Any]], None]
+
+
+class Poison(Exception):
+    """A message that can never be applied: it is dead-lettered."""
+
+
+def parse(message: AbstractIncomingMessage) -> Event:
+    try:
+        event = from_envelope(orjson.loads(message.body))
+    except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError) as error:
+        raise Poison(f"not an event envelope: {error.__class__.__name__}: {error}") from error
+    header = (message.headers or {}).get("position")
+    if isinstance(header, bytes):
+        header = header.decode()
+    if header is not None and str(header) != str(event.position):
+        raise Poison(f"header position {header} differs from the envelope's {event.position}")
+    return event
+
+
+class Replicator:
+    def __init__(
+        self,
+        *,
+        writer: Writer,
+        store: EventStore,
+        peer: PeerClient,
+        alert: Alert,
+        batch_max: int = 500,
+        report_every: float = 0.5,
+        on_applied: Callable[[Sequence[Event]], None] | None = None,
+    ) -> None:
+        self._writer = writer
+        self._store = store
+        self._peer = peer
+        self._alert = alert
+        self._batch_max = batch_max
+        self._report_every = report_every
+        self._on_applied = on_applied
+        self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self.confirmed = asyncio.Event()
+        self.master_position = 0
+        self.last_contact: float | None = None
+        self.behind_since: float | None = None
+
+    # -- status ------------------------------------------------------------------------------
+
+    def lag_events(self) -> int:
+        return max(0, self.master_position - self._writer.position)
+
+    def lag_seconds(self) -> float:
+        return 0.0 if self.behind_since is None else time.monotonic() - self.behind_since
+
+    def contact_age(self) -> float | None:
+        return None if self.last_contact is None else time.monotonic() - self.last_contact
+
+    def in_sync(self, lost_after: float) -> bool:
+        age = self.contact_age()
+        return (
+            self.confirmed.is_set()
+            and age is not None
+            and age <= lost_after
+            and self.lag_events() == 0
+        )
+
+    # -- reporting to the master -------------------------------------------------------------
+
+    async def report(self) -> None:
+        """Tell the master what we applied; learn whether we are confirmed and how far it is."""
+        answer = await self._peer.call("POST", "/ha/peer/ack", {"position": self._writer.position})
+        self.last_contact = time.monotonic()
+        self.master_position = int(answer["position"])
+        if answer["state"] == "confirmed":
+            self.confirmed.set()
+        self._track_lag()
+
+    def _track_lag(self) -> None:
+        if self.master_position > self._writer.position:
+            self.behind_since = self.behind_since or time.monotonic()
+        else:
+            self.behind_since = None
+
+    async def run_reporter(self) -> None:
+        while True:
+            try:
+                await self.report()
+            except PeerRefused as error:
+                self._alert("shadow-refused", f"the master refuses this shadow: {error}", {})
+            except Unavailable as error:
+                log.warning("master unreachable: %s", error)
+            await asyncio.sleep(self._report_every)
+
+    # -- bootstrap ---------------------------------------------------------------------------
+
+    async def bootstrap(self) -> None:
+        """Install the master's image if this store is empty; verify it before anything lands."""
+        if self._writer.position > 0 or self.master_position == 0:
+            return
+        header: dict[str, Any] | None = None
+        trailer: dict[str, Any] | None = None
+        rows: list[dict[str, Any]] = []
+        hasher = hashlib.sha256()
+        async for line in self._peer.lines("/ha/peer/image"):
+            doc = orjson.loads(line)
+            if header is None:
+                header = doc
+            elif "sha256" in doc and "kind" not in doc:
+                trailer = doc
+            else:
+                hasher.update(line)
+                rows.append(doc)
+        if header is None or trailer is None:
+            raise Unavailable("the master's image ended early")
+        image = _image(header, rows)
+        if hasher.hexdigest() != trailer["sha256"] or digest(image.state) != trailer["digest"]:
+            self._alert(
+                "corrupt-snapshot", "the master's image failed its digest check; refused", {}
+            )
+            raise Unavailable("corrupt image from the master: digest mismatch")
+        await self._writer.exclusive(lambda: self._store.install(image))
+        log.info(
+            "bootstrapped from the master's image at position %d (%d items)",
+            image.position,
+            len(image.state),
+        )
+
+    async def backfill(self) -> None:
+        """Copy the history below the bootstrap position, checked against the installed chain."""
+        base = (await self._store.head()).base_position
+        image = await self._store.snapshot_at(base) if base else None
+        if image is None:
+            return
+        events = await self._fetch(0, base)
+        if verify_chain(GENESIS, events) or len(events) != base or events[-1].chain != image.chain:
+            self._alert(
+                "divergence", "the master's history does not lead to the bootstrap image", {}
+            )
+            return
+        for start in range(0, base, 5000):
+            done = start + 5000 >= base
+            await self._store.backfill(events[start : start + 5000], 0 if done else base)
+        log.info("history backfilled: positions 1..%d", base)
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    async def consume(self, queue: AbstractQueue) -> None:
+        await queue.consume(self._inbox.put, no_ack=False)
+
+    async def run_applier(self) -> None:
+        while True:
+            batch = [await self._inbox.get()]
+            while len(batch) < self._batch_max and not self._inbox.empty():
+                batch.append(self._inbox.get_nowait())
+            await self._apply(batch)
+
+    async def _apply(self, messages: list[AbstractIncomingMessage]) -> None:
+        events: dict[int, tuple[Event, AbstractIncomingMessage]] = {}
+        for message in messages:
+            try:
+                event = parse(message)
+            except Poison as error:
+                await self._dead_letter(message, str(error))
+                continue
+            if event.position in events:  # the same position twice in one batch
+                await self._dead_or_duplicate(message, event, events[event.position][0])
+                continue
+            events[event.position] = (event, message)
+        attempt = 0
+        while True:
+            try:
+                await self._apply_events(events)
+                break
+            except Unavailable as error:  # our database or the master: keep the messages unacked
+                attempt += 1
+                log.warning("replication paused (%s); retrying", error)
+                await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
+        for _, message in events.values():
+            await message.ack()
+
+    async def _apply_events(self, events: dict[int, tuple[Event, AbstractIncomingMessage]]) -> None:
+        wanted = sorted(p for p in events if p > self._writer.position)
+        if not wanted:
+            return
+        candidate = [events[p][0] for p in range(wanted[0], wanted[-1] + 1) if p in events]
+        if (
+            wanted[0] != self._writer.position + 1
+            or len(candidate) != len(wanted)
+            or len(wanted) != wanted[-1] - wanted[0] + 1
+        ):
+            candidate = await self._fetch(self._writer.position, wanted[-1])
+        try:
+            await self._writer.replicate(candidate)
+        except (Divergence, Gap) as error:
+            log.warning("replicated events refused (%s): taking the master's copy", error)
+            authoritative = await self._fetch(self._writer.position, wanted[-1])
+            await self._writer.replicate(
+                authoritative
+            )  # raises again if the master itself diverges
+            truth = {e.position: e for e in authoritative}
+            for position, (event, message) in list(events.items()):
+                if position in truth and truth[position].chain != event.chain:
+                    await self._dead_letter(
+                        message, f"disagrees with the master's log at {position}"
+                    )
+                    del events[position]
+            candidate = authoritative
+        self._applied(candidate)
+
+    def _applied(self, events: Sequence[Event]) -> None:
+        self.master_position = max(self.master_position, events[-1].position)
+        self._track_lag()
+        if self._on_applied is not None:
+            self._on_applied(events)
+
+    async def _fetch(self, after: int, last: int) -> list[Event]:
+        log.info("fetching positions %d..%d from the master", after + 1, last)
+        lines = self._peer.lines("/ha/peer/events", {"after": after, "limit": last - after})
+        return [from_envelope(orjson.loads(line)) async for line in lines]
+
+    async def _dead_or_duplicate(
+        self, message: AbstractIncomingMessage, event: Event, kept: Event
+    ) -> None:
+        if event.chain == kept.chain:
+            await message.ack()
+        else:
+            await self._dead_letter(
+                message, f"two different events claim position {event.position}"
+            )
+
+    async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
+        self._alert(
+            "dead-lettered",
+            f"replication message dead-lettered: {reason}",
+            {"message_id": message.message_id, "routing_key": message.routing_key},
+        )
+        await message.reject(requeue=False)
+
+
+def _image(header: dict[str, Any], rows: list[dict[str, Any]]) -> Image:
+    for row in rows:
+        row["updated_at"] = datetime.fromisoformat(row["updated_at"]).astimezone(UTC)
+    state = {f"{r['kind']}/{r['name']}": r["value"] for r in rows if r["live"]}
+    return Image(
+        int(header["position"]), bytes.fromhex(header["chain"]), int(header["epoch"]), rows, state
+    )
+
+
+__all__ = ["Poison", "Replicator", "ShadowlineError", "parse"]

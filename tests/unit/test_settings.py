@@ -1,0 +1,170 @@
+"""Settings from SHADOWLINE_* variables: defaults, the timing rule, validation and masking."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from shadowline.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test sees only the SHADOWLINE_* variables it sets itself."""
+    for name in list(os.environ):
+        if name.startswith("SHADOWLINE_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_follow_the_contract():
+    settings = Settings()
+    assert settings.database_url == "postgresql://postgres@127.0.0.1:5432/shadowline"
+    assert settings.amqp_url.get_secret_value() == "amqp://guest:guest@127.0.0.1:5672/"
+    assert settings.instance == socket.gethostname()
+    assert settings.cluster == "default"
+    assert settings.http_bind == "127.0.0.1:8080"
+    assert settings.cluster_secret is None
+    assert settings.admin_password is None
+    assert settings.advertise_url is None
+    assert settings.heartbeat_interval == 1.0
+    assert settings.takeover_delay == 5.0
+    assert settings.public_url == "http://127.0.0.1:8080"
+
+
+def test_the_default_timings_keep_the_lease_and_a_heartbeat_inside_the_takeover_delay():
+    settings = Settings()
+    assert settings.lease + settings.lease_margin < settings.takeover_delay
+
+
+def test_every_setting_is_read_from_its_environment_variable(monkeypatch):
+    env = {
+        "SHADOWLINE_DATABASE_URL": "postgresql://app@db.example:5433/sl",
+        "SHADOWLINE_AMQP_URL": "amqp://bob:pw@rabbit:5672/vh",
+        "SHADOWLINE_INSTANCE": "scc-a",
+        "SHADOWLINE_CLUSTER": "prod-eu",
+        "SHADOWLINE_HTTP_BIND": "0.0.0.0:9443",
+        "SHADOWLINE_CLUSTER_SECRET": "s3",
+        "SHADOWLINE_ADMIN_PASSWORD": "pw",
+        "SHADOWLINE_ADVERTISE_URL": "https://scc-a.example/",
+        "SHADOWLINE_HEARTBEAT_INTERVAL": "0.5",
+        "SHADOWLINE_TAKEOVER_DELAY": "3",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+    assert settings.database_url == "postgresql://app@db.example:5433/sl"
+    assert settings.amqp_url.get_secret_value() == "amqp://bob:pw@rabbit:5672/vh"
+    assert (settings.instance, settings.cluster) == ("scc-a", "prod-eu")
+    assert (settings.bind_host, settings.bind_port) == ("0.0.0.0", 9443)
+    assert settings.cluster_secret is not None
+    assert settings.cluster_secret.get_secret_value() == "s3"
+    assert settings.public_url == "https://scc-a.example"
+    assert (settings.heartbeat_interval, settings.takeover_delay) == (0.5, 3.0)
+
+
+def test_settings_are_frozen():
+    settings = Settings()
+    with pytest.raises(ValidationError):
+        settings.takeover_delay = 1.0  # type: ignore[misc]
+
+
+def test_heartbeat_one_and_takeover_five_satisfy_the_timing_rule(monkeypatch):
+    monkeypatch.setenv("SHADOWLINE_HEARTBEAT_INTERVAL", "1")
+    monkeypatch.setenv("SHADOWLINE_TAKEOVER_DELAY", "5")
+    settings = Settings()
+    assert settings.lease == pytest.approx(3.0)
+    assert settings.lease + settings.lease_margin < settings.takeover_delay
+
+
+def test_heartbeat_three_and_takeover_four_are_refused_naming_the_timing_rule(monkeypatch):
+    monkeypatch.setenv("SHADOWLINE_HEARTBEAT_INTERVAL", "3")
+    monkeypatch.setenv("SHADOWLINE_TAKEOVER_DELAY", "4")
+    with pytest.raises(ValidationError) as refused:
+        Settings()
+    message = str(refused.value)
+    assert "timing rule" in message
+    assert "lease" in message and "takeover delay" in message
+    assert "SHADOWLINE_TAKEOVER_DELAY" in message
+
+
+def test_a_takeover_delay_exactly_at_the_limit_is_refused(monkeypatch):
+    # lease 0.6 * 5 = 3 plus a heartbeat of 2 equals the delay: the rule is strict.
+    monkeypatch.setenv("SHADOWLINE_HEARTBEAT_INTERVAL", "2")
+    monkeypatch.setenv("SHADOWLINE_TAKEOVER_DELAY", "5")
+    with pytest.raises(ValidationError, match="timing rule"):
+        Settings()
+
+
+@pytest.mark.parametrize("name", ["SHADOWLINE_HEARTBEAT_INTERVAL", "SHADOWLINE_TAKEOVER_DELAY"])
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_timings_must_be_positive_numbers(monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+@pytest.mark.parametrize("bind", ["localhost", "localhost:", ":8080", "host:http", "host:70000"])
+def test_a_bad_http_bind_is_refused(monkeypatch, bind):
+    monkeypatch.setenv("SHADOWLINE_HTTP_BIND", bind)
+    with pytest.raises(ValidationError, match="http_bind"):
+        Settings()
+
+
+def test_an_ipv6_http_bind_is_accepted(monkeypatch):
+    monkeypatch.setenv("SHADOWLINE_HTTP_BIND", "[::1]:8080")
+    settings = Settings()
+    assert (settings.bind_host, settings.bind_port) == ("::1", 8080)
+
+
+def test_a_database_url_that_is_not_postgresql_is_refused(monkeypatch):
+    monkeypatch.setenv("SHADOWLINE_DATABASE_URL", "mysql://app@db/sl")
+    with pytest.raises(ValidationError, match="postgresql"):
+        Settings()
+
+
+@pytest.mark.parametrize("cluster", ["Prod", "-prod", "a b", ""])
+def test_a_cluster_name_that_cannot_namespace_broker_names_is_refused(monkeypatch, cluster):
+    monkeypatch.setenv("SHADOWLINE_CLUSTER", cluster)
+    with pytest.raises(ValidationError):
+        Settings()
+
+
+SECRETS = ("amqp-pw-123", "db-pw-456", "cluster-secret-789", "admin-pw-000")
+
+
+def test_masked_settings_hide_every_password_and_secret(monkeypatch):
+    monkeypatch.setenv("SHADOWLINE_AMQP_URL", "amqp://bob:amqp-pw-123@rabbit:5672/vh")
+    monkeypatch.setenv("SHADOWLINE_DATABASE_URL", "postgresql://app:db-pw-456@db:5432/sl")
+    monkeypatch.setenv("SHADOWLINE_CLUSTER_SECRET", "cluster-secret-789")
+    monkeypatch.setenv("SHADOWLINE_ADMIN_PASSWORD", "admin-pw-000")
+    shown = Settings().masked()
+    text = orjson.dumps(shown, default=str).decode()
+    for secret in SECRETS:
+        assert secret not in text
+    assert shown["amqp_url"] == "amqp://bob:***@rabbit:5672/vh"
+    assert shown["database_url"] == "postgresql://app:***@db:5432/sl"
+    assert shown["cluster_secret"] == "***"
+    assert shown["admin_password"] == "***"
+
+
+def test_masked_settings_show_everything_that_is_not_secret(monkeypatch):
+    monkeypatch.setenv("SHADOWLINE_INSTANCE", "scc-a")
+    shown = Settings().masked()
+    assert shown["instance"] == "scc-a"
+    assert shown["http_bind"] == "127.0.0.1:8080"
+    assert shown["heartbeat_interval"] == 1.0
+    assert shown["takeover_delay"] == 5.0
+    assert shown["lease"] == pytest.approx(3.0)
+    assert shown["cluster_secret"] is None
+    assert shown["admin_password"] is None
+
+
+def test_masked_settings_hide_a_password_given_in_the_database_url_query(monkeypatch):
+    # libpq and asyncpg both accept postgresql://app@db/sl?password=...
+    monkeypatch.setenv("SHADOWLINE_DATABASE_URL", "postgresql://app@db:5432/sl?password=db-pw-456")
+    text = orjson.dumps(Settings().masked(), default=str).decode()
+    assert "db-pw-456" not in text
