@@ -22,7 +22,9 @@ def create_engine(url: str, *, pool_size: int = 10, **options: Any) -> AsyncEngi
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
+        # No pre-ping: it costs a round trip per write. A connection that died with the server
+        # fails its one request (503, the writer reloads), and the pool then reconnects.
+        pool_pre_ping=False,
         json_serializer=_dumps,
         json_deserializer=orjson.loads,
         **options,

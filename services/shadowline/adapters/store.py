@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import orjson
 from sqlalchemy import Row, Select, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -114,6 +115,33 @@ def _item_rows(batch: Sequence[Event]) -> list[dict[str, Any]]:
     ]
 
 
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+# The whole append as one statement over arrays (see EventStore.append). Every insert waits for
+# the head's compare-and-set, whose row lock serializes writers: position order = commit order.
+_APPEND = """
+WITH head AS (
+  UPDATE store_head SET position = $1, chain = $2, recorded_at = $3
+  WHERE id = 1 AND position = $4 RETURNING 1
+), appended AS (
+  INSERT INTO events (position, id, epoch, type, kind, name, version, data, metadata,
+                      recorded_at, chain)
+  SELECT * FROM unnest($5::bigint[], $6::uuid[], $7::int[], $8::text[], $9::text[], $10::text[],
+                       $11::int[], $12::jsonb[], $13::jsonb[], $14::timestamptz[], $15::bytea[])
+  WHERE EXISTS (SELECT FROM head)
+), current AS (
+  INSERT INTO items (kind, name, version, live, value, position, updated_at)
+  SELECT * FROM unnest($16::text[], $17::text[], $18::int[], $19::bool[], $20::jsonb[],
+                       $21::bigint[], $22::timestamptz[])
+  WHERE EXISTS (SELECT FROM head)
+  ON CONFLICT (kind, name) DO UPDATE SET version = excluded.version, live = excluded.live,
+    value = excluded.value, position = excluded.position, updated_at = excluded.updated_at
+)
+SELECT count(*) FROM head
+"""
+
 _DRIVER_ERRORS = (OperationalError, InterfaceError, DBAPIError, OSError, TimeoutError)
 
 
@@ -124,9 +152,15 @@ class EventStore:
         self.engine = engine
 
     @asynccontextmanager
-    async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def _connect(
+        self, *, write: bool = False, autocommit: bool = False
+    ) -> AsyncIterator[AsyncConnection]:
         try:
-            if write:
+            if autocommit:
+                async with self.engine.connect() as connection:
+                    await connection.execution_options(isolation_level="AUTOCOMMIT")
+                    yield connection
+            elif write:
                 async with self.engine.begin() as connection:
                     yield connection
             else:
@@ -155,36 +189,36 @@ class EventStore:
     # -- writing -----------------------------------------------------------------------------
 
     async def append(self, batch: Sequence[Event], expected: int) -> None:
-        """Append events expected[+1..], with their current-state rows, in one transaction."""
+        """Append events expected+1.. and their current-state rows, atomically.
+
+        One statement does it all (so one round trip and one commit per batch): the
+        compare-and-set on the head, the events, and the items upsert, each guarded by the
+        head's success. A statement is atomic, so autocommit is a transaction here.
+        """
         if not batch:
             return
         last = batch[-1]
+        rows = _item_rows(batch)
+        params = (
+            last.position, last.chain, last.recorded_at, expected,
+            [e.position for e in batch], [e.id for e in batch], [e.epoch for e in batch],
+            [e.type for e in batch], [e.kind for e in batch], [e.name for e in batch],
+            [e.version for e in batch], [_json(e.data) for e in batch],
+            [_json(e.metadata) for e in batch], [e.recorded_at for e in batch],
+            [e.chain for e in batch],
+            [r["kind"] for r in rows], [r["name"] for r in rows], [r["version"] for r in rows],
+            [r["live"] for r in rows], [_json(r["value"]) for r in rows],
+            [r["position"] for r in rows], [r["updated_at"] for r in rows],
+        )  # fmt: skip
         try:
-            async with self._connect(write=True) as connection:
-                moved = await connection.execute(
-                    update(store_head)
-                    .where(store_head.c.id == 1, store_head.c.position == expected)
-                    .values(position=last.position, chain=last.chain, recorded_at=last.recorded_at)
-                )
-                if moved.rowcount != 1:
-                    raise ConcurrentWriter(
-                        f"the store's head is no longer at {expected}: another writer appended"
-                    )
-                await connection.execute(events.insert(), [_row(e) for e in batch])
-                rows = _item_rows(batch)
-                if rows:
-                    stmt = pg_insert(items).values(rows)
-                    await connection.execute(
-                        stmt.on_conflict_do_update(
-                            index_elements=[items.c.kind, items.c.name],
-                            set_={
-                                c: stmt.excluded[c]
-                                for c in ("version", "live", "value", "position", "updated_at")
-                            },
-                        )
-                    )
+            async with self._connect(autocommit=True) as connection:
+                moved = (await connection.exec_driver_sql(_APPEND, params)).scalar()
         except IntegrityError as error:
             raise ConcurrentWriter(f"append refused by the database: {error.orig}") from error
+        if moved != 1:
+            raise ConcurrentWriter(
+                f"the store's head is no longer at {expected}: another writer appended"
+            )
 
     async def save_snapshot(self, position: int, state: State) -> None:
         at = select(events.c.chain, events.c.epoch).where(events.c.position == position)

@@ -1,0 +1,166 @@
+"""`shadowline bench append`: acknowledged, durable appends, measured and printed.
+
+Three measurements, each on a fresh database of its own that is dropped afterwards:
+
+1. the store in-process (a running Instance; PutItem through the group-commit Writer) with
+   1 and with 32 concurrent writers;
+2. HTTP: a real `shadowline instance` process and 16 keep-alive clients sending PUTs;
+3. the same store workload through the `eventsourcing` library's PostgreSQL recorder.
+
+Figures are printed, never asserted: the exit code says only whether every write was
+acknowledged and the instance shut down cleanly (0), or not (1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import sys
+import traceback
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from shadowline import __version__
+from shadowline.adapters.db import create_engine
+from shadowline.bench.common import Run
+from shadowline.bench.eventsourcing_rate import eventsourcing_runs, missing
+from shadowline.bench.http_rate import http_run
+from shadowline.bench.report import report
+from shadowline.bench.store_rate import store_runs
+from shadowline.settings import Settings
+
+WRITERS = (1, 32)
+HTTP_CLIENTS = 16
+T = TypeVar("T")
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def machine_facts(settings: Settings) -> dict[str, Any]:
+    facts: dict[str, Any] = {
+        "nproc": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity")
+        else os.cpu_count(),
+        "cpu": _cpu_model(),
+        "python": platform.python_version(),
+        "shadowline": __version__,
+        "batch_max": settings.batch_max,
+    }
+    server = make_url(settings.database_url).set(database="postgres").render_as_string(False)
+    engine = create_engine(server, pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            for name in ("server_version", "synchronous_commit", "fsync", "commit_delay"):
+                facts[f"postgres_{name}"] = await connection.scalar(text(f"SHOW {name}"))
+    finally:
+        await engine.dispose()
+    return facts
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+async def _phase(title: str, work: Awaitable[T], failures: list[str]) -> T | None:
+    say(f"\n== {title}")
+    try:
+        return await work
+    except Exception as error:
+        failures.append(f"{title}: {error.__class__.__name__}: {error}")
+        traceback.print_exc(file=sys.stderr)
+        say(f"   FAILED: {error.__class__.__name__}: {error}")
+        return None
+
+
+def _lost_or_failed(runs: list[Run]) -> list[str]:
+    """Failed writes, and acknowledged writes that the log does not hold (re-read from it)."""
+    found = [
+        f"{r.name}, {r.writers} writers: {r.failures} writes failed" for r in runs if r.failures
+    ]
+    for r in runs:
+        durable = r.notes.get("durable_positions")
+        if durable is not None and durable < r.ok:
+            found.append(
+                f"{r.name}, {r.writers} writers: {r.ok} acknowledged, {durable} in the log"
+            )
+    return found
+
+
+async def main(
+    settings: Settings, events: int, http_requests: int, compare_eventsourcing: bool
+) -> int:
+    if events < 1 or http_requests < 1:
+        say("shadowline bench append: --events and --http-requests must be at least 1")
+        return 2
+    failures: list[str] = []
+    facts = await machine_facts(settings)
+    say(
+        f"shadowline bench append: {events} events per store run, {http_requests} HTTP "
+        f"requests; {facts['nproc']} CPUs, PostgreSQL {facts['postgres_server_version']} "
+        f"(synchronous_commit={facts['postgres_synchronous_commit']})"
+    )
+    runs: list[Run] = []
+
+    store = await _phase(
+        f"store in-process: {events} PutItem with 1 and 32 writers",
+        store_runs(settings, events, WRITERS),
+        failures,
+    )
+    for run in store or []:
+        say(run.line())
+    runs += store or []
+
+    http = await _phase(
+        f"HTTP: {http_requests} PUT from {HTTP_CLIENTS} keep-alive clients to a real instance",
+        http_run(settings.database_url, http_requests, HTTP_CLIENTS),
+        failures,
+    )
+    if http is not None:
+        run, server = http
+        say(run.line())
+        say(f"   statuses {run.notes['statuses']}; instance exited with code {server.exit_code}")
+        if server.exit_code != 0:
+            failures.append(f"the instance exited with code {server.exit_code} after SIGTERM")
+        runs.append(run)
+
+    skipped: str | None = None
+    if not compare_eventsourcing:
+        skipped = "skipped (--skip-eventsourcing)"
+    elif (problem := missing()) is not None:
+        skipped = f"not run: the eventsourcing library is not installed: {problem}"
+    if skipped:
+        say(f"\n== eventsourcing comparison {skipped}")
+    else:
+        baseline = await _phase(
+            f"eventsourcing PostgresApplicationRecorder: {events} insert_events, 1 and 32 threads",
+            eventsourcing_runs(settings.database_url, events, WRITERS),
+            failures,
+        )
+        for run in baseline or []:
+            say(run.line())
+        runs += baseline or []
+
+    failures += [
+        f"{r.name} with {r.writers}: {r.failures} writes failed" for r in runs if r.failures
+    ]
+    doc = report(runs, facts, skipped, failures, say)
+    if path := os.environ.get("SHADOWLINE_BENCH_JSON"):
+        data = orjson.dumps(doc, option=orjson.OPT_INDENT_2)
+        await asyncio.to_thread(Path(path).write_bytes, data)
+        say(f"\nresults written to {path}")
+    return 1 if failures else 0

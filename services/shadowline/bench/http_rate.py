@@ -1,0 +1,192 @@
+"""HTTP rate: a real `shadowline instance` process, 16 keep-alive clients sending PUTs.
+
+The clients run in this process (httpx, HTTP/1.1, one connection each). On 2 cores they compete
+with the server and PostgreSQL for CPU, so the CPU each side used is measured and reported: a
+low figure here can be the client's fault, and the numbers say whether it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from shadowline.bench.common import KIND, CpuMeter, Run, drive, fresh_database, system_mapping
+
+
+@dataclass
+class Server:
+    url: str
+    password: str
+    process: asyncio.subprocess.Process
+    log: Path
+    exit_code: int | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def _start(database_url: str, log: Path) -> Server:
+    port, password = _free_port(), secrets.token_urlsafe(12)
+    env = {
+        **os.environ,
+        "SHADOWLINE_DATABASE_URL": database_url,
+        "SHADOWLINE_HTTP_BIND": f"127.0.0.1:{port}",
+        "SHADOWLINE_ADMIN_PASSWORD": password,
+        "SHADOWLINE_INSTANCE": "bench-http",
+        "SHADOWLINE_CLUSTER": "bench",
+        "SHADOWLINE_CLUSTER_SECRET": secrets.token_hex(16),
+    }
+    command = [sys.executable, "-m", "shadowline", "instance"]
+    if profile := os.environ.get("SHADOWLINE_BENCH_PROFILE_SERVER"):
+        # Evidence for a bottleneck hunt: the instance runs under cProfile; the profile is
+        # written when it exits after SIGTERM (read it with `python -m pstats PATH`).
+        command[1:1] = ["-m", "cProfile", "-o", profile]
+    with log.open("ab") as out:
+        process = await asyncio.create_subprocess_exec(*command, env=env, stdout=out, stderr=out)
+    return Server(f"http://127.0.0.1:{port}", password, process, log)
+
+
+async def _wait_healthy(server: Server, patience: float = 60) -> None:
+    deadline = time.monotonic() + patience
+    async with httpx.AsyncClient(base_url=server.url, timeout=1) as probe:
+        while time.monotonic() < deadline:
+            if server.process.returncode is not None:
+                raise RuntimeError(f"the instance exited with code {server.process.returncode}")
+            try:
+                if (await probe.get("/health")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"the instance did not become healthy within {patience:.0f}s")
+
+
+async def _stop(server: Server) -> None:
+    """SIGTERM, as an operator would; the graceful shutdown must end with exit code 0."""
+    if server.process.returncode is None:
+        server.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(server.process.wait(), timeout=30)
+        except TimeoutError:
+            server.process.kill()
+            await server.process.wait()
+            server.notes["killed_after_sigterm_timeout"] = True
+    server.exit_code = server.process.returncode
+
+
+def _clients(server: Server, count: int) -> list[httpx.AsyncClient]:
+    # The Authorization header is computed once: per-request BasicAuth would only add client CPU.
+    token = base64.b64encode(f"admin:{server.password}".encode()).decode()
+    headers = {"Authorization": f"Basic {token}", "Content-Type": "application/json"}
+    return [
+        httpx.AsyncClient(
+            base_url=server.url,
+            headers=headers,
+            http1=True,
+            http2=False,
+            timeout=30,
+            limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
+        )
+        for _ in range(count)
+    ]
+
+
+async def _batches(client: httpx.AsyncClient) -> tuple[float, float]:
+    """(commits, events) so far, from the instance's own /metrics."""
+    text = (await client.get("/metrics")).text
+    found = {"count": 0.0, "sum": 0.0}
+    for line in text.splitlines():
+        for suffix in found:
+            if line.startswith(f"shadowline_append_batch_size_{suffix} "):
+                found[suffix] = float(line.split()[1])
+    return found["count"], found["sum"]
+
+
+async def _load(
+    server: Server, database_url: str, clients: list[httpx.AsyncClient], count: int
+) -> Run:
+    statuses: Counter[str] = Counter()
+    first = clients[0]
+    # Warm-up: one authenticated request pays the Argon2 check once and fills the cache.
+    (await first.get("/ha")).raise_for_status()
+    commits_before, events_before = await _batches(first)
+    head_before = (await first.get("/health")).json()["position"]
+
+    async def write(w: int, i: int) -> bool:
+        name, value = system_mapping(i)
+        try:
+            response = await clients[w].put(f"/config/{KIND}/{name}", content=orjson.dumps(value))
+        except httpx.HTTPError as error:
+            statuses[error.__class__.__name__] += 1
+            return False
+        statuses[str(response.status_code)] += 1
+        return response.status_code in (200, 201)
+
+    meter = await CpuMeter.start(database_url, server.process.pid)
+    seconds, latencies, failures = await drive(len(clients), 0, count, write)
+    cpu = await meter.stop("client")
+    commits, events = await _batches(first)
+    head = (await first.get("/health")).json()["position"]
+    notes: dict[str, Any] = {
+        "statuses": dict(statuses),
+        "commits": int(commits - commits_before),
+        "durable_positions": head - head_before,
+    }
+    if commits > commits_before:
+        notes["events_per_commit"] = round((events - events_before) / (commits - commits_before), 1)
+    if latencies:
+        notes["client_cpu_us_per_request"] = round(1e6 * cpu["client_s"] / len(latencies), 1)
+    return Run(
+        f"shadowline HTTP PUT ({len(clients)} clients)",
+        len(clients),
+        len(latencies),
+        seconds,
+        latencies,
+        failures,
+        cpu,
+        notes,
+    )
+
+
+async def http_run(base_url: str, count: int, clients: int = 16) -> tuple[Run, Server]:
+    """Start an instance on a fresh database, load it, stop it; the server says how it ended."""
+    async with fresh_database(base_url, "http") as url:
+        log = Path(tempfile.mkdtemp(prefix="shadowline-bench-")) / "instance.log"
+        server = await _start(url, log)
+        try:
+            await _wait_healthy(server)
+            pool = _clients(server, clients)
+            try:
+                run = await _load(server, url, pool, count)
+            finally:
+                await asyncio.gather(*(c.aclose() for c in pool))
+        except BaseException:
+            print(f"instance log: {log}", file=sys.stderr)
+            raise
+        finally:
+            await asyncio.shield(_stop(server))
+        run.notes["server_exit_code"] = server.exit_code
+        if server.exit_code == 0:
+            log.unlink(missing_ok=True)
+            log.parent.rmdir()
+        else:
+            run.notes["server_log"] = str(log)
+        return run, server
