@@ -183,18 +183,7 @@ def rabbitmq() -> None:
 async def delete_cluster_topology(
     cluster: str, shadows: list[str], amqp_url: str = AMQP_URL
 ) -> None:
-    """Delete what a test cluster declared on the broker (queues first, then exchanges)."""
-    import aio_pika
+    """Delete what a test cluster declared on the broker."""
+    from shadowline.adapters.broker import Names, delete_topology
 
-    from shadowline.adapters.broker import Names
-
-    names = Names(cluster)
-    connection = await aio_pika.connect(amqp_url, timeout=5)
-    try:
-        channel = await connection.channel()
-        for queue in [names.dead_letter, *(names.replication_queue(s) for s in shadows)]:
-            await channel.queue_delete(queue)
-        for exchange in (names.events, names.monitoring, names.commands, names.dead_letter):
-            await channel.exchange_delete(exchange)
-    finally:
-        await connection.close()
+    await delete_topology(amqp_url, Names(cluster), shadows)

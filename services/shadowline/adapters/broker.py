@@ -164,3 +164,16 @@ class BrokerLink:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
+
+
+async def delete_topology(url: str, names: Names, shadows: list[str]) -> None:
+    """Delete a cluster's queues and exchanges (the demo and the tests start from nothing)."""
+    connection = await aio_pika.connect(url, timeout=10)
+    try:
+        channel = await connection.channel()
+        for queue in [names.dead_letter, *(names.replication_queue(s) for s in shadows)]:
+            await channel.queue_delete(queue)
+        for exchange in (names.events, names.monitoring, names.commands, names.dead_letter):
+            await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()
