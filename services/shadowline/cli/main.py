@@ -9,6 +9,7 @@ import typer
 from sqlalchemy.exc import DBAPIError
 
 from shadowline import __version__
+from shadowline.cli import broker as broker_cli
 from shadowline.cli import config as config_cli
 from shadowline.cli import ha as ha_cli
 from shadowline.cli import users as users_cli
@@ -31,6 +32,7 @@ app = typer.Typer(
 app.add_typer(config_cli.app, name="config")
 app.add_typer(users_cli.app, name="users")
 app.command("history")(config_cli.history)
+app.command("broker-setup")(broker_cli.broker_setup)
 app.add_typer(ha_cli.app, name="ha")
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
