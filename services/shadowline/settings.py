@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     advertise_url: str | None = None
     heartbeat_interval: float = Field(default=1.0, gt=0)
     takeover_delay: float = Field(default=5.0, gt=0)
-    snapshot_interval: int = Field(default=1000, ge=10)
+    snapshot_interval: int = Field(default=10_000, ge=10)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     batch_max: int = Field(default=1000, ge=1, le=10000)
 

@@ -1,0 +1,119 @@
+"""What a shadow accepts from its master, the HA status rules and the cluster signature."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from uuid import uuid4
+
+import pytest
+
+from shadowline.adapters import peer
+from shadowline.domain.commands import ItemVersion
+from shadowline.domain.errors import Divergence, Forbidden, Gap
+from shadowline.domain.events import GENESIS, Event, link
+from shadowline.domain.ha import handshake_problem, shadow_state
+from shadowline.domain.replication import check_replicated
+
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+
+
+def chained(specs: list[tuple], start: int = 0, previous: bytes = GENESIS) -> list[Event]:
+    events = []
+    for offset, (type_, kind, name, version, data, epoch) in enumerate(specs, start=1):
+        event = Event(
+            uuid4(), start + offset, epoch, type_, kind, name, version, data, {"actor": "a"}, NOW
+        )
+        previous = link(previous, event)
+        events.append(replace(event, chain=previous))
+    return events
+
+
+PUT = ("ConfigPut", "subaccount", "acme", 1, {"region": "eu", "subaccount_id": "1"}, 1)
+
+
+def test_a_shadow_accepts_events_that_extend_its_log_exactly():
+    events = chained(
+        [PUT, ("ConfigPut", "subaccount", "acme", 2, {"region": "us", "subaccount_id": "1"}, 1)]
+    )
+    assert check_replicated(0, GENESIS, 1, {}, events) == {
+        ("subaccount", "acme"): ItemVersion(2, True)
+    }
+
+
+def test_a_shadow_refuses_a_gap_before_the_first_event():
+    events = chained([PUT], start=1)
+    with pytest.raises(Gap) as refused:
+        check_replicated(0, GENESIS, 1, {}, events)
+    assert (refused.value.expected, refused.value.got) == (1, 2)
+
+
+def test_a_shadow_refuses_a_tampered_event_by_its_chain_value():
+    [event] = chained([PUT])
+    with pytest.raises(Divergence, match="chain"):
+        check_replicated(
+            0, GENESIS, 1, {}, [replace(event, data={"region": "xx", "subaccount_id": "1"})]
+        )
+
+
+def test_a_shadow_refuses_events_from_an_older_epoch():
+    first = chained([(*PUT[:5], 2)])
+    second = chained(
+        [("ConfigPut", "subaccount", "acme", 2, PUT[4], 1)], start=1, previous=first[0].chain
+    )
+    with pytest.raises(Divergence, match="epoch 1 is older than 2"):
+        check_replicated(0, GENESIS, 0, {}, first + second)
+
+
+def test_a_shadow_refuses_a_local_only_kind_even_with_a_valid_chain():
+    events = chained([("ConfigPut", "log-level", "root", 1, {"level": "DEBUG"}, 1)])
+    with pytest.raises(Divergence, match="local-only"):
+        check_replicated(0, GENESIS, 1, {}, events)
+
+
+def test_a_shadow_refuses_a_version_that_skips_or_a_delete_of_nothing():
+    with pytest.raises(Divergence, match="version 3"):
+        check_replicated(0, GENESIS, 1, {}, chained([("ConfigPut", "subaccount", "a", 3, {}, 1)]))
+    with pytest.raises(Divergence, match="does not exist"):
+        check_replicated(
+            0, GENESIS, 1, {}, chained([("ConfigDeleted", "subaccount", "a", 1, None, 1)])
+        )
+
+
+def test_shadow_state_is_pending_until_confirmed_then_follows_position_and_contact():
+    assert shadow_state("pending", None, 0.1, 10, 5) == "pending"
+    assert shadow_state("confirmed", 10, 0.1, 10, 5) == "connected"
+    assert shadow_state("confirmed", 7, 0.1, 10, 5) == "syncing"
+    assert shadow_state("confirmed", 10, 6.0, 10, 5) == "lost"
+    assert shadow_state("confirmed", None, None, 0, 5) == "lost"
+
+
+def test_the_join_handshake_names_both_versions_on_a_mismatch():
+    assert handshake_problem("1.0", "0002", "1.0", "0002") is None
+    problem = handshake_problem("1.0", "0002", "1.1", "0003")
+    assert (
+        problem is not None
+        and "1.0" in problem
+        and "1.1" in problem
+        and "0002" in problem
+        and "0003" in problem
+    )
+
+
+def test_a_cluster_signature_binds_secret_path_body_and_time():
+    headers = peer.sign("s3cret", "shadow", "POST", "/ha/peer/ack", b'{"position":1}')
+    assert peer.verify("s3cret", headers, "POST", "/ha/peer/ack", b'{"position":1}') == "shadow"
+    for secret, path, body in (
+        ("other", "/ha/peer/ack", b'{"position":1}'),
+        ("s3cret", "/ha/peer/register", b'{"position":1}'),
+        ("s3cret", "/ha/peer/ack", b'{"position":2}'),
+    ):
+        with pytest.raises(Forbidden):
+            peer.verify(secret, headers, "POST", path, body)
+    stamped = float(headers[peer.TIME_HEADER])
+    with pytest.raises(Forbidden, match="old"):
+        peer.verify("s3cret", headers, "POST", "/ha/peer/ack", b'{"position":1}', now=stamped + 31)
+    with pytest.raises(Forbidden, match="without"):
+        peer.verify("s3cret", {}, "GET", "/", b"")
+    with pytest.raises(Forbidden, match="SHADOWLINE_CLUSTER_SECRET"):
+        peer.verify(None, headers, "POST", "/ha/peer/ack", b'{"position":1}')
