@@ -6,6 +6,7 @@ with shadowline's exceptions only.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from shadowline.domain.events import CONFIG_EVENT_TYPES, GENESIS, Event
 from shadowline.domain.state import State, digest, fold
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)

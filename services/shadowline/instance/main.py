@@ -49,6 +49,7 @@ async def running(
     await instance.ha.load()
     await instance.writer.load()
     await instance.auth.refresh()
+    await instance.service.apply_local()
     writer = asyncio.create_task(instance.writer.run(), name="writer")
     helpers = [
         asyncio.create_task(instance.snapshotter.run(), name="snapshotter"),

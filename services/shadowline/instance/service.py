@@ -15,7 +15,7 @@ from shadowline.adapters.store import EventFilter, EventStore
 from shadowline.domain.commands import DeleteItem, PutItem
 from shadowline.domain.errors import NotFound, NotWritable
 from shadowline.domain.events import Event
-from shadowline.domain.kinds import LOCAL_KINDS
+from shadowline.domain.kinds import LOCAL_KINDS, split_key
 from shadowline.domain.state import State, diff
 from shadowline.domain.validation import Catalog
 from shadowline.instance.role import RoleState
@@ -79,6 +79,7 @@ class ConfigService:
         self.catalog.check_key(kind, name)
         if kind in LOCAL_KINDS:
             version = await self.local.delete(kind, name, expected)
+            _apply_local(kind, name, None)
             return WriteResult(kind, name, version + 1, None, self.role.epoch, False)
         self._check_writable()
         event, _ = await self.writer.submit(DeleteItem(kind, name, expected, meta))
@@ -97,6 +98,12 @@ class ConfigService:
         return WriteResult(
             event.kind, event.name, event.version, event.position, event.epoch, created
         )
+
+    async def apply_local(self) -> None:
+        """Give the stored local settings (log levels) their effect again after a start."""
+        for key, value in (await self.local.all()).items():
+            kind, name = split_key(key)
+            _apply_local(kind, name, value)
 
     # -- reads -------------------------------------------------------------------------------
 
@@ -156,7 +163,10 @@ class ConfigService:
 
 
 def _apply_local(kind: str, name: str, value: Any) -> None:
-    """Local kinds take effect on this instance at once; only log-level has an effect here."""
+    """Local kinds take effect on this instance at once; only log-level has an effect here.
+    A deleted log level returns the logger to its default (INFO for root, else inherited)."""
     if kind == "log-level":
-        logging.getLogger(None if name == "root" else name).setLevel(value["level"])
-        log.info("log level of %s set to %s", name, value["level"])
+        default = "INFO" if name == "root" else "NOTSET"
+        level = value["level"] if value is not None else default
+        logging.getLogger(None if name == "root" else name).setLevel(level)
+        log.info("log level of %s set to %s", name, level)
