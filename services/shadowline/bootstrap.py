@@ -6,6 +6,7 @@ Nothing here runs at import time; `build_instance` is called by the entrypoints 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,9 +20,12 @@ from shadowline.adapters.resources import load_config_schemas
 from shadowline.adapters.store import EventStore
 from shadowline.domain.validation import Catalog
 from shadowline.instance.auth import Authenticator
+from shadowline.instance.failover import Failover
+from shadowline.instance.gate import CommitGate
 from shadowline.instance.ha import HaService
 from shadowline.instance.http import create_app
 from shadowline.instance.limits import BodyLimit
+from shadowline.instance.liveness import Liveness
 from shadowline.instance.metrics import Metrics
 from shadowline.instance.role import RoleState
 from shadowline.instance.roletasks import RoleTasks
@@ -48,6 +52,28 @@ class Instance:
     asgi: BodyLimit
 
 
+def heartbeat_of(ha: HaService) -> dict[str, Any]:
+    """What an instance says about itself in each heartbeat."""
+    record, role = ha.record, ha.role
+    peer = peer_url = None
+    if record is not None and role.role == "master":
+        peer, peer_url = record.shadow_instance, record.shadow_url
+    elif record is not None and role.role == "shadow":
+        peer, peer_url = record.master_instance, record.master_url
+    return {
+        "instance": ha.instance,
+        "role": role.shown,
+        "epoch": role.epoch,
+        "committed": ha.position,
+        "applied": ha.position,
+        "replication": ha.gate.replication if role.role == "master" else None,
+        "acked": ha.gate.acked if role.role == "master" else None,
+        "peer": peer,
+        "peer_url": peer_url,
+        "maintenance": bool(record and record.maintenance),
+    }
+
+
 def build_instance(settings: Settings) -> Instance:
     engine = create_engine(settings.database_url)
     store = EventStore(engine)
@@ -71,8 +97,21 @@ def build_instance(settings: Settings) -> Instance:
     roles: list[RoleTasks] = []  # filled below: HaService and RoleTasks refer to each other
 
     async def role_changed() -> None:
-        await roles[0].reconcile()
+        await roles[0].changed()
 
+    broker = BrokerLink(
+        settings.amqp_url.get_secret_value(),
+        Names(settings.cluster),
+        f"shadowline {settings.instance}",
+    )
+    liveness = Liveness(settings, broker, lambda: heartbeat_of(ha))  # ha: defined just below
+    gate = CommitGate(
+        timeout=settings.sync_timeout,
+        lease_valid=liveness.lease_valid,
+        announce=liveness.beat_once,
+        alert=lambda name, message: roles[0].alert(name, message, {}),
+    )
+    service.gate = gate
     ha = HaService(
         settings=settings,
         repo=HaRepository(engine),
@@ -81,23 +120,30 @@ def build_instance(settings: Settings) -> Instance:
         role=role,
         revision=lambda: current_revision(settings.database_url),
         on_change=role_changed,
+        gate=gate,
     )
-    broker = BrokerLink(
-        settings.amqp_url.get_secret_value(),
-        Names(settings.cluster),
-        f"shadowline {settings.instance}",
+    tasks = RoleTasks(
+        instance=settings.instance,
+        ha=ha,
+        broker=broker,
+        store=store,
+        writer=writer,
+        metrics=metrics,
     )
-    roles.append(
-        RoleTasks(
-            instance=settings.instance,
-            ha=ha,
-            broker=broker,
-            store=store,
-            writer=writer,
-            metrics=metrics,
-        )
+    roles.append(tasks)
+    failover = Failover(
+        settings=settings,
+        ha=ha,
+        store=store,
+        writer=writer,
+        liveness=liveness,
+        gate=gate,
+        alert=tasks.alert,
+        publish=tasks.publish,
     )
+    tasks.failover, tasks.liveness = failover, liveness
     app = create_app(service=service, ha=ha, auth=auth, metrics=metrics, settings=settings)
+    app.state.failover = failover
     return Instance(
         ha=ha,
         roles=roles[0],

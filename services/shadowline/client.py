@@ -100,6 +100,15 @@ class Client:
     def ha_verify(self) -> Any:
         return self._call("GET", "/ha/verify")
 
+    def ha_switch_roles(self) -> Any:
+        return self._call("POST", "/ha/switch-roles")
+
+    def ha_maintenance(self, on: bool) -> Any:
+        return self._call("POST", "/ha/maintenance", json={"on": on})
+
+    def ha_quarantine(self) -> Any:
+        return self._call("GET", "/ha/quarantine")
+
     def health(self) -> Any:
         return self._call("GET", "/health")
 

@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     snapshot_interval: int = Field(default=10_000, ge=10)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     batch_max: int = Field(default=1000, ge=1, le=10000)
+    # How long a sync write waits for the shadow before the master degrades to async.
+    sync_timeout: float = Field(default=1.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

@@ -153,12 +153,37 @@ class BrokerLink:
     async def publish_monitoring(
         self, routing_key: str, body: Any, ttl: float | None = None
     ) -> None:
+        """Publish on monitoring; returns once the broker confirmed it (the master's lease rests
+        on that). Nobody may be listening, so an unroutable message is fine here."""
         exchange = self.exchanges.get("monitoring")
         if exchange is None:
-            return
+            raise ConnectionError("not connected to RabbitMQ")
         message = json_message(body, persistent=False, expiration=ttl)
-        # Nobody may be listening to monitoring: an unroutable message is fine here.
         await exchange.publish(message, routing_key, mandatory=False, timeout=5)
+
+    async def publish_command(self, routing_key: str, body: Any) -> None:
+        await self.exchanges["commands"].publish(
+            json_message(body, persistent=False, expiration=60),
+            routing_key,
+            mandatory=True,
+            timeout=5,
+        )
+
+    async def heartbeat_queue(self) -> AbstractQueue:
+        """An exclusive, server-named queue of this cluster's heartbeats."""
+        assert self._consume is not None, "start() first"
+        queue = await self._consume.declare_queue(exclusive=True, auto_delete=True)
+        await queue.bind(self.names.monitoring, "heartbeat.*")
+        return queue
+
+    async def command_queue(self, instance: str) -> AbstractQueue:
+        """An exclusive queue of the commands addressed to this instance."""
+        assert self._consume is not None, "start() first"
+        queue = await self._consume.declare_queue(
+            f"{self.names.commands}.{instance}", exclusive=True, auto_delete=True
+        )
+        await queue.bind(self.names.commands, f"*.{instance}")
+        return queue
 
     async def close(self) -> None:
         if self._connection is not None:

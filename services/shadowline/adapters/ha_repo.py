@@ -25,6 +25,7 @@ class HaRecord:
     shadow_state: str | None
     shadow_position: int | None
     shadow_seen_at: datetime | None
+    maintenance: bool = False
 
 
 class HaRepository:
@@ -50,6 +51,7 @@ class HaRepository:
             row.shadow_state,
             row.shadow_position,
             row.shadow_seen_at,
+            row.maintenance,
         )
 
     async def set_role(

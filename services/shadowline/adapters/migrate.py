@@ -17,6 +17,9 @@ APP_GRANTS = (
     "GRANT SELECT, INSERT ON events, snapshots TO {role}",
     "GRANT SELECT, UPDATE ON store_head, instance_state, ha_state, relay_cursor TO {role}",
     "GRANT SELECT, INSERT, UPDATE ON items TO {role}",
+    # DELETE on events and snapshots only works through the quarantine (see migration 0003).
+    "GRANT SELECT ON quarantine TO {role}",
+    "GRANT EXECUTE ON FUNCTION shadowline_quarantine_after(bigint, integer) TO {role}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON users, local_config TO {role}",
     "GRANT SELECT ON alembic_version TO {role}",
 )

@@ -19,7 +19,14 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shadowline.adapters.tables import events, items, relay_cursor, snapshots, store_head
+from shadowline.adapters.tables import (
+    events,
+    items,
+    quarantine,
+    relay_cursor,
+    snapshots,
+    store_head,
+)
 from shadowline.domain.commands import ItemVersion
 from shadowline.domain.errors import ConcurrentWriter, Unavailable
 from shadowline.domain.events import CONFIG_EVENT_TYPES, GENESIS, Event
@@ -36,6 +43,7 @@ class Head:
     recorded_at: datetime | None
     epoch: int = 0  # of the event at `position` (0 when the store is empty)
     base_position: int = 0  # events at or below it may not be here yet (shadow bootstrap)
+    fence_epoch: int = 0  # appends of an older epoch are refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +134,7 @@ def _json(value: Any) -> str | None:
 _APPEND = """
 WITH head AS (
   UPDATE store_head SET position = $1, chain = $2, recorded_at = $3
-  WHERE id = 1 AND position = $4 RETURNING 1
+  WHERE id = 1 AND position = $4 AND fence_epoch <= $23 RETURNING 1
 ), appended AS (
   INSERT INTO events (position, id, epoch, type, kind, name, version, data, metadata,
                       recorded_at, chain)
@@ -211,6 +219,7 @@ class EventStore:
             [r["kind"] for r in rows], [r["name"] for r in rows], [r["version"] for r in rows],
             [r["live"] for r in rows], [_json(r["value"]) for r in rows],
             [r["position"] for r in rows], [r["updated_at"] for r in rows],
+            min(e.epoch for e in batch),
         )  # fmt: skip
         try:
             async with self._connect(autocommit=True) as connection:
@@ -297,6 +306,46 @@ class EventStore:
             rows = [{str(k): v for k, v in row._mapping.items()} for row in result]
             state = {f"{r['kind']}/{r['name']}": r["value"] for r in rows if r["live"]}
             return Image(head.position, head.chain, head.epoch, rows, state)
+
+        return await self._read(work)
+
+    async def fence(self, epoch: int) -> None:
+        """Refuse appends of any epoch older than `epoch` from now on, at the database."""
+        async with self._connect(write=True) as connection:
+            await connection.execute(
+                update(store_head)
+                .where(store_head.c.id == 1)
+                .values(fence_epoch=func.greatest(store_head.c.fence_epoch, epoch))
+            )
+
+    async def quarantine_after(self, fork: int, new_epoch: int) -> int:
+        """Move every event after `fork` to quarantine and rewind to it; returns how many."""
+        async with self._connect(write=True) as connection:
+            moved = await connection.scalar(
+                select(func.shadowline_quarantine_after(fork, new_epoch))
+            )
+        return int(moved or 0)
+
+    async def quarantined(self) -> list[dict[str, Any]]:
+        query = select(quarantine).order_by(quarantine.c.quarantined_at, quarantine.c.position)
+
+        async def work(c: AsyncConnection) -> list[dict[str, Any]]:
+            return [{str(k): v for k, v in row._mapping.items()} for row in await c.execute(query)]
+
+        return await self._read(work)
+
+    async def promotion_after(self, epoch: int) -> Event | None:
+        """The event that opened the first epoch after `epoch` (a MasterPromoted), if any."""
+        query = (
+            select(events)
+            .where(events.c.epoch > epoch, events.c.type == "MasterPromoted")
+            .order_by(events.c.position)
+            .limit(1)
+        )
+
+        async def work(c: AsyncConnection) -> Event | None:
+            row = (await c.execute(query)).one_or_none()
+            return None if row is None else _event(row)
 
         return await self._read(work)
 

@@ -47,6 +47,7 @@ store_head = Table(
     Column("chain", LargeBinary, nullable=False),
     Column("recorded_at", DateTime(timezone=True)),
     Column("base_position", BigInteger, nullable=False),
+    Column("fence_epoch", Integer, nullable=False),
 )
 
 # The current state, kept in the append's transaction: reads and version checks need no replay.
@@ -119,6 +120,7 @@ ha_state = Table(
     Column("shadow_state", Text),
     Column("shadow_position", BigInteger),
     Column("shadow_seen_at", DateTime(timezone=True)),
+    Column("maintenance", Boolean, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 
@@ -129,4 +131,24 @@ relay_cursor = Table(
     Column("id", SmallInteger, primary_key=True),
     Column("position", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Events an old master wrote after the fork, moved here on recovery (never dropped).
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("position", BigInteger, nullable=False),
+    Column("id", Uuid, primary_key=True),
+    Column("epoch", Integer, nullable=False),
+    Column("type", Text, nullable=False),
+    Column("kind", Text),
+    Column("name", Text),
+    Column("version", Integer),
+    Column("data", JSONB),
+    Column("metadata", JSONB, nullable=False),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("chain", LargeBinary, nullable=False),
+    Column("quarantined_at", DateTime(timezone=True), nullable=False),
+    Column("fork_position", BigInteger, nullable=False),
+    Column("new_epoch", Integer, nullable=False),
 )

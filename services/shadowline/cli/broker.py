@@ -30,7 +30,7 @@ class Grant:
 def grants(cluster: str) -> list[Grant]:
     c = re.escape(f"shadowline.{cluster}.")
     own = r"^amq\.gen-.*$"
-    instance = rf"^{c}(events|monitoring|commands|dead-letter|replication\..+)$"
+    instance = rf"^{c}(events|monitoring|commands|dead-letter|replication\..+|commands\..+)$|{own}"
     watchdog_queues = rf"^{c}watchdog\..+$|{own}"
     monitor_queues = rf"^{c}monitor\..+$|{own}"
     return [

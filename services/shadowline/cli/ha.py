@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 import typer
 
 from shadowline.cli.common import (
@@ -16,6 +17,7 @@ from shadowline.cli.common import (
     call,
     client,
     emit,
+    fail,
 )
 
 app = typer.Typer(
@@ -130,3 +132,73 @@ def verify(
     emit(doc, as_json, doc["sentence"])
     if not doc["agree"]:
         raise typer.Exit(EXIT_REFUSED)
+
+
+@app.command("switch-roles")
+def switch_roles(
+    url: Url = DEFAULT_URL, user: User = "admin", password: Password = None, as_json: Json = False
+) -> None:
+    """Planned, lossless handover: the shadow becomes master, this master its shadow.
+
+    Example: shadowline ha switch-roles --url http://master:8080
+    """
+    with client(url, user, password) as c:
+        doc = call(c.ha_switch_roles)
+    emit(
+        doc,
+        as_json,
+        f"{doc['new_master']} is master in epoch {doc['epoch']} (handover took "
+        f"{doc['seconds'] * 1000:.0f} ms); this instance is its shadow",
+    )
+
+
+@app.command("maintenance")
+def maintenance(
+    state: Annotated[str, typer.Argument(help="on or off")],
+    url: Url = DEFAULT_URL,
+    user: User = "admin",
+    password: Password = None,
+    as_json: Json = False,
+) -> None:
+    """Pause or resume automatic failover by the watchdogs (run against the master).
+
+    Example: shadowline ha maintenance on
+    """
+    if state not in ("on", "off"):
+        fail("STATE must be on or off")
+    with client(url, user, password) as c:
+        doc = call(c.ha_maintenance, state == "on")
+    emit(
+        doc,
+        as_json,
+        f"maintenance {'on: automatic failover paused' if doc['maintenance'] else 'off'}",
+    )
+
+
+@app.command("quarantine")
+def quarantine(
+    export: Annotated[
+        str | None, typer.Option(help="Write the events as NDJSON to this file.")
+    ] = None,
+    url: Url = DEFAULT_URL,
+    user: User = "admin",
+    password: Password = None,
+    as_json: Json = False,
+) -> None:
+    """List (or export) events an old master wrote after a fork, kept in quarantine.
+
+    Example: shadowline ha quarantine --export forked.ndjson
+    """
+    with client(url, user, password) as c:
+        doc = call(c.ha_quarantine)
+    if export:
+        with open(export, "wb") as out:
+            for event in doc["events"]:
+                out.write(orjson.dumps(event) + b"\n")
+    lines = [f"{doc['count']} quarantined events" + (f" written to {export}" if export else "")]
+    lines += [
+        f"{e['position']:>8}  e{e['epoch']}  {e['type']:<14} {e['kind'] or ''}/{e['name'] or ''} "
+        f"v{e['version']}  (fork {e['fork_position']}, new epoch {e['new_epoch']})"
+        for e in doc["events"]
+    ]
+    emit(doc, as_json, "\n".join(lines))

@@ -19,6 +19,7 @@ from shadowline.domain.commands import RecordEvent
 from shadowline.domain.errors import Conflict, Forbidden, NotFound, Unavailable
 from shadowline.domain.ha import handshake_problem, shadow_state
 from shadowline.domain.state import digest
+from shadowline.instance.gate import CommitGate
 from shadowline.instance.role import RoleState
 from shadowline.instance.writer import Writer
 from shadowline.settings import Settings
@@ -37,9 +38,11 @@ class HaService:
         role: RoleState,
         revision: Callable[[], Awaitable[str | None]],
         on_change: Callable[[], Awaitable[None]],
+        gate: CommitGate,
     ) -> None:
+        self.gate = gate
         self._settings = settings
-        self._repo = repo
+        self.repo = repo
         self._store = store
         self._writer = writer
         self.role = role
@@ -47,27 +50,36 @@ class HaService:
         self._on_change = on_change
         self.record: HaRecord | None = None
         self.shadow_seen: float | None = None  # monotonic, on the master
+        self._persisted_at = 0.0
+        self.shadow_position = 0
         self.replica: Any = None  # the shadow's Replicator while it runs
+
+    @property
+    def instance(self) -> str:
+        return self._settings.instance
 
     @property
     def position(self) -> int:
         return self._writer.position
 
     async def load(self) -> HaRecord:
-        self.record = await self._repo.load()
+        self.record = await self.repo.load()
         self.role.role, self.role.epoch = self.record.role, self.record.epoch
         self.role.master_url = self.record.master_url if self.record.role == "shadow" else None
+        confirmed = self.record.role == "master" and self.record.shadow_state == "confirmed"
+        if confirmed != self.gate.enabled:
+            self.gate.configure(enabled=confirmed, acked=self.record.shadow_position or 0)
         return self.record
 
-    def _secret(self) -> str:
+    def secret(self) -> str:
         if self._settings.cluster_secret is None:
             raise Conflict("HA needs SHADOWLINE_CLUSTER_SECRET (the same on master and shadow)")
         return self._settings.cluster_secret.get_secret_value()
 
     def peer(self, url: str) -> PeerClient:
-        return PeerClient(url, self._secret(), self._settings.instance)
+        return PeerClient(url, self.secret(), self._settings.instance)
 
-    async def _changed(self, sentence: str) -> None:
+    async def changed(self, sentence: str) -> None:
         log.info(sentence)
         await self.load()
         await self._on_change()
@@ -75,17 +87,17 @@ class HaService:
     # -- on the master -------------------------------------------------------------------------
 
     async def enable(self, auto_confirm: bool, actor: str) -> dict[str, Any]:
-        self._secret()
+        self.secret()
         if self.role.role == "master":
-            await self._repo.update(auto_confirm=auto_confirm)
+            await self.repo.update(auto_confirm=auto_confirm)
         elif self.role.role == "standalone":
-            await self._repo.set_role("master", expect={"standalone"}, auto_confirm=auto_confirm)
+            await self.repo.set_role("master", expect={"standalone"}, auto_confirm=auto_confirm)
             await self._writer.submit(
                 RecordEvent("HaEnabled", {"master": self._settings.instance}, {"actor": actor})
             )
         else:
             raise Conflict(f"HA can be enabled on a standalone instance, not on a {self.role.role}")
-        await self._changed(
+        await self.changed(
             f"HA enabled on {self._settings.instance}: it is master (auto-confirm {auto_confirm})"
         )
         return await self.status()
@@ -110,11 +122,11 @@ class HaService:
                 "an instance cannot be its own shadow (give the shadow another SHADOWLINE_INSTANCE)"
             )
         assert self.record is not None
-        state = await self._repo.register_shadow(
+        state = await self.repo.register_shadow(
             body["instance"], body["url"], self.record.auto_confirm
         )
-        self.shadow_seen = time.monotonic()
-        await self._changed(f"shadow {body['instance']} joined ({state})")
+        self.shadow_seen, self.shadow_position = time.monotonic(), 0
+        await self.changed(f"shadow {body['instance']} joined ({state})")
         if state == "confirmed":
             await self._start_relay_at_head()
         return {"master": self._settings.instance, "epoch": self.role.epoch, "state": state}
@@ -122,12 +134,12 @@ class HaService:
     async def confirm(self, shadow: str | None, actor: str) -> dict[str, Any]:
         if self.role.role != "master":
             raise Conflict(f"only a master confirms a shadow; this instance is {self.role.role}")
-        confirmed = await self._repo.confirm_shadow(shadow)
+        confirmed = await self.repo.confirm_shadow(shadow)
         await self._writer.submit(
             RecordEvent("ShadowConfirmed", {"shadow": confirmed}, {"actor": actor})
         )
         await self._start_relay_at_head()
-        await self._changed(f"shadow {confirmed} confirmed by {actor}")
+        await self.changed(f"shadow {confirmed} confirmed by {actor}")
         return await self.status()
 
     async def _start_relay_at_head(self) -> None:
@@ -139,24 +151,46 @@ class HaService:
             raise Conflict(
                 f"only a master has a shadow to remove; this instance is {self.role.role}"
             )
-        removed = await self._repo.forget_shadow()
-        self.shadow_seen = None
+        removed = await self.repo.forget_shadow()
+        self.shadow_seen, self.shadow_position = None, 0
         await self._writer.submit(
             RecordEvent("ShadowRemoved", {"shadow": removed}, {"actor": actor})
         )
-        await self._changed(f"shadow {removed} removed by {actor}; a new shadow may join")
+        await self.changed(f"shadow {removed} removed by {actor}; a new shadow may join")
         return {"removed": removed}
 
     async def shadow_ack(self, instance: str, position: int) -> dict[str, Any]:
-        if self.role.role != "master" or not await self._repo.shadow_seen(instance, position):
+        """A shadow reports what it applied: kept in memory at once (sync mode waits on it),
+        written to the database at most once a second."""
+        record = self.record
+        if self.role.role != "master" or record is None or record.shadow_instance != instance:
             raise Forbidden(f"{instance!r} is not the shadow of this master")
-        self.shadow_seen = time.monotonic()
-        self.record = await self._repo.load()
+        now = time.monotonic()
+        self.shadow_seen = now
+        self.shadow_position = max(self.shadow_position, position)
+        await self.gate.shadow_acked(position, self._writer.position)
+        if now - self._persisted_at > 1.0:
+            self._persisted_at = now
+            await self.repo.shadow_seen(instance, position)
         return {
-            "state": self.record.shadow_state,
+            "state": record.shadow_state,
             "position": self._writer.position,
             "epoch": self.role.epoch,
+            "replication": self.gate.replication,
         }
+
+    async def maintenance(self, on: bool, actor: str) -> dict[str, Any]:
+        """Pause (or resume) automatic failover: the master's heartbeats carry the flag."""
+        if self.role.role != "master":
+            raise Conflict(
+                f"maintenance mode is set on the master; this instance is {self.role.role}"
+            )
+        await self.repo.update(maintenance=on)
+        await self.changed(
+            f"maintenance mode {'on' if on else 'off'} by {actor}: automatic failover "
+            f"{'paused' if on else 'resumed'}"
+        )
+        return await self.status()
 
     # -- on the shadow -------------------------------------------------------------------------
 
@@ -194,14 +228,14 @@ class HaService:
             raise Conflict(f"the master refused the join: {error}") from error
         finally:
             await peer.close()
-        await self._repo.set_role(
+        await self.repo.set_role(
             "shadow",
             expect={"standalone"},
             epoch=int(answer["epoch"]),
             master_instance=answer["master"],
             master_url=master_url.rstrip("/"),
         )
-        await self._changed(
+        await self.changed(
             f"{self._settings.instance} joined {answer['master']} as shadow ({answer['state']})"
         )
         return await self.status()
@@ -212,35 +246,38 @@ class HaService:
         record = self.record or await self.load()
         doc: dict[str, Any] = {
             "instance": self._settings.instance,
-            "role": self.role.role,
+            "role": self.role.shown,
             "epoch": self.role.epoch,
             "position": self._writer.position,
             "version": __version__,
+            "fenced": self.role.fenced,
+            "maintenance": record.maintenance,
             "replication": None,
             "shadow": None,
             "master": None,
         }
         if self.role.role == "master" and record.shadow_instance:
             age = None if self.shadow_seen is None else time.monotonic() - self.shadow_seen
+            position = max(self.shadow_position, record.shadow_position or 0)
             state = shadow_state(
                 record.shadow_state or "pending",
-                record.shadow_position,
+                position,
                 age,
                 self._writer.position,
                 self._settings.takeover_delay,
             )
-            doc["replication"] = "async"
+            doc["replication"] = self.gate.replication
             doc["shadow"] = {
                 "instance": record.shadow_instance,
                 "url": record.shadow_url,
                 "state": state,
-                "position": record.shadow_position,
-                "lag_events": max(0, self._writer.position - (record.shadow_position or 0)),
+                "position": position,
+                "lag_events": max(0, self._writer.position - position),
                 "last_seen_age": age,
             }
         if self.role.role == "shadow":
             replica = self.replica
-            doc["replication"] = "async"
+            doc["replication"] = self.replica.replication if self.replica else None
             doc["master"] = {"instance": record.master_instance, "url": record.master_url}
             doc["lag"] = {
                 "events": replica.lag_events() if replica else None,

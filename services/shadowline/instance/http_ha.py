@@ -12,9 +12,10 @@ from fastapi.responses import StreamingResponse
 
 from shadowline.adapters import peer as peer_auth
 from shadowline.adapters.store import EventFilter
-from shadowline.domain.errors import FieldError, InvalidInput
+from shadowline.domain.errors import FieldError, InvalidInput, NotFound
 from shadowline.domain.events import envelope, format_time
 from shadowline.domain.state import digest
+from shadowline.instance.failover import Failover
 from shadowline.instance.ha import HaService
 from shadowline.instance.http_common import NDJSON, Admin, Auditor, Viewer, body_json
 
@@ -91,6 +92,31 @@ async def ha_forget(ha: HA, user: Admin) -> dict[str, Any]:
     return await ha.forget(user.name)
 
 
+@router.post("/ha/maintenance")
+async def ha_maintenance(ha: HA, user: Admin, request: Request) -> dict[str, Any]:
+    body = await _optional_body(request)
+    if not isinstance(body.get("on"), bool):
+        raise InvalidInput([FieldError("$.on", "required boolean")])
+    return await ha.maintenance(body["on"], user.name)
+
+
+@router.post("/ha/switch-roles")
+async def ha_switch_roles(request: Request, user: Admin) -> dict[str, Any]:
+    failover: Failover = request.app.state.failover
+    return await failover.switch_roles(user.name)
+
+
+@router.get("/ha/quarantine")
+async def ha_quarantine(request: Request, _: Auditor) -> dict[str, Any]:
+    rows = await request.app.state.service.store.quarantined()
+    for row in rows:
+        row["chain"] = row["chain"].hex()
+        row["id"] = str(row["id"])
+        for moment in ("recorded_at", "quarantined_at"):
+            row[moment] = format_time(row[moment])
+    return {"count": len(rows), "events": rows}
+
+
 @router.get("/ha/verify")
 async def ha_verify(ha: HA, _: Auditor) -> dict[str, Any]:
     return await ha.verify()
@@ -114,6 +140,25 @@ async def peer_ack(ha: HA, caller: Peer, request: Request) -> dict[str, Any]:
     if not isinstance(position, int) or position < 0:
         raise InvalidInput([FieldError("$.position", "must be a position (integer >= 0)")])
     return await ha.shadow_ack(caller, position)
+
+
+@router.post("/ha/peer/promote")
+async def peer_promote(request: Request, caller: Peer) -> dict[str, Any]:
+    body = await _optional_body(request)
+    failover: Failover = request.app.state.failover
+    return await failover.promote(body, via=f"http from {caller}")
+
+
+@router.get("/ha/peer/fork")
+async def peer_fork(
+    ha: HA, request: Request, _: Peer, after_epoch: Annotated[int, Query(ge=0)]
+) -> dict[str, Any]:
+    """Where this master's history forked from an older epoch: an old master rejoining asks."""
+    event = await request.app.state.service.store.promotion_after(after_epoch)
+    if event is None:
+        raise NotFound(f"no promotion after epoch {after_epoch} in this log")
+    fork = int(event.data["fork_position"])
+    return {**await ha.chain_at(fork), "fork_position": fork, "epoch": event.epoch}
 
 
 @router.get("/ha/peer/chain")

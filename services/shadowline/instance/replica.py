@@ -12,6 +12,7 @@ kind, garbage) is dead-lettered and alerted, and the master's copy is applied in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -71,10 +72,14 @@ class Replicator:
         self._report_every = report_every
         self._on_applied = on_applied
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._report_now = asyncio.Event()
+        self._queue: AbstractQueue | None = None
+        self._busy = False
         self.confirmed = asyncio.Event()
         self.master_position = 0
         self.last_contact: float | None = None
         self.behind_since: float | None = None
+        self.replication: str | None = None  # the master's mode, as its last answer said
 
     # -- status ------------------------------------------------------------------------------
 
@@ -103,6 +108,7 @@ class Replicator:
         answer = await self._peer.call("POST", "/ha/peer/ack", {"position": self._writer.position})
         self.last_contact = time.monotonic()
         self.master_position = int(answer["position"])
+        self.replication = answer.get("replication")
         if answer["state"] == "confirmed":
             self.confirmed.set()
         self._track_lag()
@@ -114,14 +120,30 @@ class Replicator:
             self.behind_since = None
 
     async def run_reporter(self) -> None:
+        """Report at once after each applied batch (sync mode waits on it), else periodically."""
         while True:
+            self._report_now.clear()
             try:
                 await self.report()
             except PeerRefused as error:
                 self._alert("shadow-refused", f"the master refuses this shadow: {error}", {})
             except Unavailable as error:
                 log.warning("master unreachable: %s", error)
-            await asyncio.sleep(self._report_every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._report_now.wait(), self._report_every)
+
+    async def drain(self, within: float) -> None:
+        """Apply what the queue still holds from the old master (for at most `within` s)."""
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            ready = 0
+            if self._queue is not None:
+                with contextlib.suppress(Exception):
+                    ready = (await self._queue.declare(timeout=1)).message_count or 0
+            if ready == 0 and self._inbox.empty() and not self._busy:
+                return
+            await asyncio.sleep(0.01)
+        log.warning("drain stopped after %.1fs with messages left", within)
 
     # -- bootstrap ---------------------------------------------------------------------------
 
@@ -177,6 +199,7 @@ class Replicator:
     # -- streaming ---------------------------------------------------------------------------
 
     async def consume(self, queue: AbstractQueue) -> None:
+        self._queue = queue
         await queue.consume(self._inbox.put, no_ack=False)
 
     async def run_applier(self) -> None:
@@ -184,7 +207,11 @@ class Replicator:
             batch = [await self._inbox.get()]
             while len(batch) < self._batch_max and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
-            await self._apply(batch)
+            self._busy = True
+            try:
+                await self._apply(batch)
+            finally:
+                self._busy = False
 
     async def _apply(self, messages: list[AbstractIncomingMessage]) -> None:
         events: dict[int, tuple[Event, AbstractIncomingMessage]] = {}
@@ -211,37 +238,39 @@ class Replicator:
             await message.ack()
 
     async def _apply_events(self, events: dict[int, tuple[Event, AbstractIncomingMessage]]) -> None:
-        wanted = sorted(p for p in events if p > self._writer.position)
+        """Apply the batch's new events; fetch from the master what is missing or disputed."""
+        head = self._writer.position
+        wanted = sorted(p for p in events if p > head)
         if not wanted:
             return
-        candidate = [events[p][0] for p in range(wanted[0], wanted[-1] + 1) if p in events]
-        if (
-            wanted[0] != self._writer.position + 1
-            or len(candidate) != len(wanted)
-            or len(wanted) != wanted[-1] - wanted[0] + 1
-        ):
-            candidate = await self._fetch(self._writer.position, wanted[-1])
+        fetched = wanted != list(range(head + 1, wanted[-1] + 1))
+        candidate = (
+            await self._fetch(head, wanted[-1]) if fetched else [events[p][0] for p in wanted]
+        )
         try:
-            await self._writer.replicate(candidate)
+            if candidate:
+                await self._writer.replicate(candidate)
         except (Divergence, Gap) as error:
             log.warning("replicated events refused (%s): taking the master's copy", error)
-            authoritative = await self._fetch(self._writer.position, wanted[-1])
-            await self._writer.replicate(
-                authoritative
-            )  # raises again if the master itself diverges
-            truth = {e.position: e for e in authoritative}
-            for position, (event, message) in list(events.items()):
-                if position in truth and truth[position].chain != event.chain:
+            candidate, fetched = await self._fetch(head, wanted[-1]), True
+            if candidate:
+                await self._writer.replicate(candidate)  # raises again if the master diverges
+        if fetched:  # the master's log is the truth: what it does not hold is poison
+            truth = {e.position: e for e in candidate}
+            for position in wanted:
+                event, message = events[position]
+                if position not in truth or truth[position].chain != event.chain:
                     await self._dead_letter(
                         message, f"disagrees with the master's log at {position}"
                     )
                     del events[position]
-            candidate = authoritative
-        self._applied(candidate)
+        if candidate:
+            self._applied(candidate)
 
     def _applied(self, events: Sequence[Event]) -> None:
         self.master_position = max(self.master_position, events[-1].position)
         self._track_lag()
+        self._report_now.set()
         if self._on_applied is not None:
             self._on_applied(events)
 

@@ -9,13 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
+
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
 
 from shadowline.adapters.broker import BrokerLink
 from shadowline.adapters.store import EventStore
-from shadowline.domain.errors import ShadowlineError
+from shadowline.domain.errors import Forbidden, ShadowlineError
+from shadowline.instance.failover import Failover
 from shadowline.instance.ha import HaService
+from shadowline.instance.liveness import Liveness
 from shadowline.instance.metrics import Metrics
 from shadowline.instance.relay import Relay
 from shadowline.instance.replica import Replicator
@@ -57,31 +64,61 @@ class RoleTasks:
         self._metrics = metrics
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._started = False
+        self._reconciling = asyncio.Lock()
+        self.failover: Failover | None = None  # set by the composition root
+        self.liveness: Liveness | None = None
+
+    # -- monitoring ------------------------------------------------------------------------------
 
     def alert(self, name: str, message: str, details: dict[str, Any]) -> None:
         """Log an alert and publish it on monitoring as alert.<name> (best effort)."""
         log.warning("ALERT %s: %s %s", name, message, details or "")
         self._metrics.alerts.labels(name).inc()
-        body = {"alert": name, "instance": self._instance, "message": message, "details": details}
-        task = asyncio.create_task(self._publish_alert(name, body))
+        self.publish(f"alert.{name}", {"alert": name, "message": message, "details": details})
+
+    def publish(self, routing_key: str, body: dict[str, Any]) -> None:
+        """Publish on monitoring in the background; monitoring never blocks the work."""
+        doc = {"instance": self._instance, "at": time.time(), **body}
+        task = asyncio.create_task(self._publish(routing_key, doc))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _publish_alert(self, name: str, body: dict[str, Any]) -> None:
+    async def _publish(self, routing_key: str, body: dict[str, Any]) -> None:
         try:
             if self._broker.ready:
-                await self._broker.publish_monitoring(f"alert.{name}", body)
-        except Exception as error:  # monitoring is best effort; the log line above stays
-            log.debug("alert %s not published: %s", name, error)
+                await self._broker.publish_monitoring(routing_key, body)
+        except Exception as error:  # best effort: the log line stays
+            log.debug("%s not published: %s", routing_key, error)
+
+    # -- reconciling tasks with the role ---------------------------------------------------------
 
     def _wanted(self) -> set[str]:
         record = self._ha.record
         role = self._ha.role.role
-        if role == "master" and record is not None and record.shadow_state == "confirmed":
-            return {"relay"}
+        wanted: set[str] = set()
+        if role != "standalone":
+            wanted |= {"heartbeats", "commands"}
+        if role == "master":
+            wanted.add("lease")
+            if record is not None and record.shadow_state == "confirmed":
+                wanted.add("relay")
         if role == "shadow":
-            return {"replica"}
-        return set()
+            wanted.add("replica")
+        return wanted
+
+    async def changed(self) -> None:
+        """The role changed: reconcile in a task of its own, since the caller may be one of the
+        tasks that the change stops (a lease watcher that found a newer master)."""
+        task = asyncio.create_task(self._reconcile_locked())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        if asyncio.current_task() not in self._running.values():
+            await asyncio.shield(task)
+
+    async def _reconcile_locked(self) -> None:
+        async with self._reconciling:
+            await self.reconcile()
 
     async def reconcile(self) -> None:
         wanted = self._wanted()
@@ -91,10 +128,18 @@ class RoleTasks:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
                 log.info("stopped %s", name)
+        first = not self._started
+        work: dict[str, Callable[[], Awaitable[Any]]] = {
+            "relay": self._relay,
+            "replica": self._replica,
+            "heartbeats": self._heartbeats,
+            "commands": self._commands,
+            "lease": partial(self._lease, first),
+        }
         for name in wanted - self._running.keys():
-            work = self._relay if name == "relay" else self._replica
-            self._running[name] = asyncio.create_task(work(), name=name)
+            self._running[name] = asyncio.ensure_future(work[name]())
             log.info("started %s", name)
+        self._started = True
 
     async def stop(self) -> None:
         for task in [*self._running.values(), *self._background]:
@@ -102,6 +147,44 @@ class RoleTasks:
         await asyncio.gather(*self._running.values(), *self._background, return_exceptions=True)
         self._running.clear()
         await self._broker.close()
+
+    # -- the tasks -------------------------------------------------------------------------------
+
+    async def _lease(self, first: bool) -> None:
+        assert self.failover is not None
+        # Started with the process (not by a promotion): check for a newer epoch before writing.
+        await self.failover.watch_lease(check_first=first)
+
+    async def _heartbeats(self) -> None:
+        assert self.liveness is not None
+        await _retrying("connecting to RabbitMQ", self._broker.start)
+        await _retrying("listening to heartbeats", self.liveness.listen)
+        await self.liveness.run()
+
+    async def _commands(self) -> None:
+        await _retrying("connecting to RabbitMQ", self._broker.start)
+        queue = await _retrying(
+            "declaring the command queue", lambda: self._broker.command_queue(self._instance)
+        )
+        await queue.consume(self._on_command, no_ack=True)
+        await asyncio.Future()  # consume until cancelled
+
+    async def _on_command(self, message: AbstractIncomingMessage) -> None:
+        assert self.failover is not None
+        try:
+            command = orjson.loads(message.body)
+            if not isinstance(command, dict) or command.get("type") != "promote":
+                raise Forbidden(f"unknown command {message.routing_key}")
+            await self.failover.promote(command, via=f"broker ({message.routing_key})")
+        except (orjson.JSONDecodeError, ShadowlineError) as error:
+            if not isinstance(error, Forbidden):  # Forbidden was alerted by promote already
+                self.alert(
+                    "rejected-command",
+                    f"command refused: {error}",
+                    {"routing_key": message.routing_key},
+                )
+            else:
+                log.warning("command %s refused: %s", message.routing_key, error)
 
     async def _relay(self) -> None:
         await _retrying("connecting to RabbitMQ", self._broker.start)

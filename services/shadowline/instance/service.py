@@ -18,6 +18,7 @@ from shadowline.domain.events import Event
 from shadowline.domain.kinds import LOCAL_KINDS, split_key
 from shadowline.domain.state import State, diff
 from shadowline.domain.validation import Catalog
+from shadowline.instance.gate import CommitGate
 from shadowline.instance.role import RoleState
 from shadowline.instance.writer import Writer
 
@@ -58,6 +59,7 @@ class ConfigService:
         self.writer = writer
         self.local = local
         self.role = role
+        self.gate: CommitGate | None = None  # set by the composition root
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -71,6 +73,7 @@ class ConfigService:
             return WriteResult(kind, name, version, None, self.role.epoch, created)
         self._check_writable()
         event, created = await self.writer.submit(PutItem(kind, name, value, expected, meta))
+        await self._admit(event)
         return self._result(event, created)
 
     async def delete(
@@ -83,7 +86,14 @@ class ConfigService:
             return WriteResult(kind, name, version + 1, None, self.role.epoch, False)
         self._check_writable()
         event, _ = await self.writer.submit(DeleteItem(kind, name, expected, meta))
+        await self._admit(event)
         return self._result(event, False)
+
+    async def _admit(self, event: Event) -> None:
+        """A master acknowledges only with a valid lease, and in sync mode once the shadow has
+        applied the write (instance.gate)."""
+        if self.role.role == "master" and self.gate is not None:
+            await self.gate.admit(event.position, self.role.master_url)
 
     def _check_writable(self) -> None:
         if not self.role.writable:

@@ -1,0 +1,183 @@
+"""The watchdog's decisions as pure functions of (view, observation, now).
+
+Each returns the new view, the actions to carry out and a sentence to log and publish. Time is
+a monotonic clock reading passed in; nothing here sleeps, reads a clock or does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    instance: str
+    role: str
+    epoch: int
+    url: str | None
+    committed: int
+    replication: str | None
+    peer: str | None
+    peer_url: str | None
+    seen: float
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    instance: str
+    url: str
+
+
+@dataclass(frozen=True, slots=True)
+class Promote:
+    shadow: str
+    epoch: int
+    master: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    cluster: str
+    started: float
+    members: dict[str, Member] = field(default_factory=dict)
+    phase: str = "watching"  # watching | probing | promoting | refused
+    since: float = 0.0
+    promoting: Promote | None = None
+    maintenance: bool = False
+
+
+Action = Probe | Promote
+Decision = tuple[View, list[Action], str | None]
+
+
+def observe(view: View, beat: dict[str, Any], now: float) -> View:
+    """Record a heartbeat; a shadow's heartbeat also vouches that its master exists."""
+    members = dict(view.members)
+    name = str(beat["instance"])
+    members[name] = Member(
+        name,
+        str(beat["role"]),
+        int(beat["epoch"]),
+        beat.get("url"),
+        int(beat.get("committed") or 0),
+        beat.get("replication"),
+        beat.get("peer"),
+        beat.get("peer_url"),
+        now,
+    )
+    peer = beat.get("peer")
+    if beat["role"] == "shadow" and peer and peer not in members:
+        # Learned second-hand (e.g. after a restart of the watchdog): counted as seen now.
+        members[peer] = Member(
+            peer, "master", int(beat["epoch"]), beat.get("peer_url"), 0, None, name, None, now
+        )
+    return replace(view, members=members)
+
+
+def master_of(view: View) -> Member | None:
+    masters = [m for m in view.members.values() if m.role in ("master", "fenced")]
+    return max(masters, key=lambda m: (m.epoch, m.seen), default=None)
+
+
+def shadow_of(view: View, master: Member) -> Member | None:
+    shadows = [m for m in view.members.values() if m.role == "shadow" and m.peer == master.instance]
+    return max(shadows, key=lambda m: m.seen, default=None)
+
+
+def tick(view: View, now: float, takeover_delay: float) -> Decision:
+    master = master_of(view)
+    if view.maintenance or master is None:
+        return view, [], None
+    if view.phase == "promoting" and view.promoting is not None:
+        promoted = view.members.get(view.promoting.shadow)
+        if promoted and promoted.role == "master" and promoted.epoch >= view.promoting.epoch:
+            return (
+                replace(view, phase="watching", promoting=None, since=now),
+                [],
+                f"{promoted.instance} is master in epoch {promoted.epoch}: failover complete",
+            )
+        if (
+            now - view.since > 2 * takeover_delay
+        ):  # no word from it: send again (idempotent by epoch)
+            return (
+                replace(view, since=now),
+                [view.promoting],
+                (
+                    f"no heartbeat of {view.promoting.shadow} as master yet: promote command sent again"
+                ),
+            )
+        return view, [], None
+    silent = now - master.seen
+    if silent < takeover_delay:
+        if view.phase != "watching":
+            return (
+                replace(view, phase="watching", since=now),
+                [],
+                f"master {master.instance} is heard again",
+            )
+        return view, [], None
+    if now - view.started < takeover_delay:
+        return view, [], None  # just started: give every instance one full delay to be heard
+    if view.phase == "refused" and now - view.since > takeover_delay:
+        view = replace(view, phase="watching")  # look again: the shadow may have caught up
+    if view.phase == "watching":
+        if not master.url:
+            return view, [], None
+        return (
+            replace(view, phase="probing", since=now),
+            [Probe(master.instance, master.url)],
+            f"no heartbeat from master {master.instance} for {silent:.1f}s: probing it directly",
+        )
+    return view, [], None
+
+
+def probed(
+    view: View,
+    instance: str,
+    answer: dict[str, Any] | None,
+    problem: str,
+    now: float,
+    takeover_delay: float,
+    allow_data_loss: bool,
+) -> Decision:
+    """The result of a direct probe of the master: promote only if it is really gone."""
+    master = master_of(view)
+    if view.phase != "probing" or master is None or master.instance != instance:
+        return view, [], None
+    if answer is not None and answer.get("role") == "master":
+        return (
+            replace(view, phase="watching", since=now),
+            [],
+            f"master {instance} missed heartbeats but answers its probe as master: no failover",
+        )
+    why = problem if answer is None else f"it answers as {answer.get('role')}"
+    shadow = shadow_of(view, master)
+    if shadow is None or now - shadow.seen > takeover_delay:
+        return (
+            replace(view, phase="refused", since=now),
+            [],
+            f"master {instance} is gone ({why}) but no live shadow is known: cannot fail over",
+        )
+    safe = master.replication == "sync" or shadow.committed >= master.committed
+    if not safe and not allow_data_loss:
+        behind = master.committed - shadow.committed
+        return (
+            replace(view, phase="refused", since=now),
+            [],
+            f"master {instance} is gone ({why}) but shadow {shadow.instance} is {behind} events "
+            "behind acknowledged writes: not promoting (start the watchdog with --allow-data-loss "
+            "to force)",
+        )
+    epoch = max(m.epoch for m in view.members.values()) + 1
+    command = Promote(shadow.instance, epoch, instance, f"master {instance} gone: {why}")
+    return (
+        replace(view, phase="promoting", since=now, promoting=command),
+        [command],
+        f"master {instance} is gone ({why}): promoting shadow {shadow.instance} to epoch {epoch}",
+    )
+
+
+def replace_maintenance(view: View, on: bool) -> View:
+    return replace(view, maintenance=on, phase="watching" if on else view.phase)

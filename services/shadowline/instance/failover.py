@@ -1,0 +1,340 @@
+"""Failover on the instance side: the master's lease, promotion, switch roles, and the recovery
+of an old master as the shadow of the new one (quarantining what it wrote after the fork).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from shadowline.adapters.peer import PeerRefused
+from shadowline.adapters.store import EventStore
+from shadowline.domain import signing
+from shadowline.domain.commands import RecordEvent
+from shadowline.domain.errors import Conflict, Forbidden, ShadowlineError, Unavailable
+from shadowline.instance.gate import CommitGate
+from shadowline.instance.ha import HaService
+from shadowline.instance.liveness import Liveness
+from shadowline.instance.writer import Writer
+from shadowline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+Alert = Callable[[str, str, dict[str, Any]], None]
+Publish = Callable[[str, dict[str, Any]], None]
+
+
+class Failover:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        ha: HaService,
+        store: EventStore,
+        writer: Writer,
+        liveness: Liveness,
+        gate: CommitGate,
+        alert: Alert,
+        publish: Publish,
+    ) -> None:
+        self._settings = settings
+        self._ha = ha
+        self._store = store
+        self._writer = writer
+        self._liveness = liveness
+        self._gate = gate
+        self._alert = alert
+        self._publish = publish
+        self._lock = asyncio.Lock()  # one role change at a time
+
+    @property
+    def role(self) -> Any:
+        return self._ha.role
+
+    # -- the master's lease --------------------------------------------------------------------
+
+    def fence(self, reason: str) -> None:
+        if self.role.fenced is None:
+            self.role.fenced = reason
+            self._alert("fenced", f"{self._settings.instance} fenced itself: {reason}", {})
+            self._publish("role.changed", self._role_doc(f"fenced: {reason}"))
+
+    def unfence(self, sentence: str) -> None:
+        if self.role.fenced is not None:
+            self.role.fenced = None
+            log.info(sentence)
+            self._publish("role.changed", self._role_doc(sentence))
+
+    def _role_doc(self, sentence: str) -> dict[str, Any]:
+        return {
+            "instance": self._settings.instance,
+            "role": self.role.shown,
+            "epoch": self.role.epoch,
+            "position": self._writer.position,
+            "sentence": sentence,
+        }
+
+    async def watch_lease(self, check_first: bool) -> None:
+        """On a master: fence when the lease runs out; lift it only when no newer epoch exists.
+        A master that (re)starts begins fenced: it may have been replaced while it was down."""
+        if check_first:
+            self.fence("starting: checking the peer and the heartbeats for a newer epoch")
+        while True:
+            await asyncio.sleep(min(0.1, self._settings.heartbeat_interval / 4))
+            if self.role.role != "master":
+                return
+            if self.role.fenced is None:
+                if not self._liveness.lease_valid():
+                    self.fence(
+                        f"no heartbeat confirmed by the broker for {self._settings.lease:.1f}s (lease)"
+                    )
+                continue
+            if self.role.fenced.startswith("handing over"):
+                continue
+            try:
+                await self._try_unfence()
+            except ShadowlineError as error:
+                log.warning("still fenced: %s", error)
+
+    async def _try_unfence(self) -> None:
+        if not self._liveness.lease_valid():
+            return
+        newest, beat = self._liveness.newest_epoch_heard(self._settings.takeover_delay)
+        if newest > self.role.epoch and beat is not None:
+            await self.recover(beat["url"])
+            return
+        peer = await self._peer_health()
+        if (
+            peer is not None
+            and peer.get("role") == "master"
+            and int(peer["epoch"]) > self.role.epoch
+        ):
+            record = self._ha.record
+            assert record is not None and record.shadow_url is not None
+            await self.recover(record.shadow_url)
+            return
+        observed = time.monotonic() - (self._liveness.connected_at or time.monotonic())
+        if peer is not None and int(peer["epoch"]) <= self.role.epoch:
+            self.unfence(
+                f"{self._settings.instance} is master in epoch {self.role.epoch}: the peer is "
+                f"{peer.get('role')} in epoch {peer['epoch']} and the broker confirms heartbeats"
+            )
+        elif observed >= self._settings.takeover_delay:
+            self.unfence(
+                f"{self._settings.instance} is master in epoch {self.role.epoch}: no newer "
+                f"epoch heard for {observed:.1f}s"
+            )
+
+    async def _peer_health(self) -> dict[str, Any] | None:
+        record = self._ha.record
+        if record is None or not record.shadow_url:
+            return None
+        try:
+            async with httpx.AsyncClient(timeout=1.0) as client:
+                response = await client.get(f"{record.shadow_url}/health")
+            return response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
+            return None
+
+    # -- promotion (on the shadow) -------------------------------------------------------------
+
+    async def promote(self, command: dict[str, Any], via: str) -> dict[str, Any]:
+        """Verify a promote command, drain what the master sent, and become master."""
+        try:
+            signing.verify(self._ha.secret(), command, time.time(), self.role.epoch)
+            if command.get("shadow") != self._settings.instance:
+                raise Forbidden(f"command for {command.get('shadow')!r}, not for this instance")
+        except Forbidden as error:
+            self._alert(
+                "rejected-command",
+                f"promote command refused: {error}",
+                {"command_id": command.get("command_id"), "via": via},
+            )
+            raise
+        async with self._lock:
+            if self.role.role != "shadow":
+                raise Conflict(f"only a shadow can be promoted; this instance is {self.role.role}")
+            replica = self._ha.replica
+            if replica is not None:
+                await replica.drain(self._settings.takeover_delay)
+            fork = self._writer.position
+            expected = command.get("fork_position")
+            if isinstance(expected, int) and expected != fork:
+                raise Conflict(
+                    f"the master handed over at position {expected}, this shadow is at {fork}"
+                )
+            record = self._ha.record
+            assert record is not None
+            epoch = int(command["epoch"])
+            await self._store.fence(epoch)
+            await self._store.set_relay_cursor(fork, force=True)
+            await self._ha.repo.set_role(
+                "master",
+                expect={"shadow"},
+                epoch=epoch,
+                master_instance=None,
+                master_url=None,
+                shadow_instance=record.master_instance,
+                shadow_url=record.master_url,
+                shadow_state="confirmed",
+                shadow_position=None,
+            )
+            await self._ha.load()
+            self._gate.configure(enabled=True, acked=0)
+            await self._writer.submit(
+                RecordEvent(
+                    "MasterPromoted",
+                    {
+                        "epoch": epoch,
+                        "fork_position": fork,
+                        "previous_master": record.master_instance,
+                        "previous_epoch": command.get("previous_epoch"),
+                        "reason": command.get("reason"),
+                        "command_id": command.get("command_id"),
+                        "issued_by": command.get("issued_by"),
+                    },
+                    {
+                        "actor": str(command.get("issued_by") or via),
+                        "request_id": str(command.get("command_id")),
+                    },
+                )
+            )
+        sentence = (
+            f"{self._settings.instance} promoted to master in epoch {epoch} at fork position "
+            f"{fork} ({command.get('reason')}; by {command.get('issued_by')} via {via})"
+        )
+        self._publish("role.changed", self._role_doc(sentence))
+        await self._ha.changed(sentence)
+        return {
+            "instance": self._settings.instance,
+            "role": "master",
+            "epoch": epoch,
+            "fork_position": fork,
+        }
+
+    # -- recovery (an old master) --------------------------------------------------------------
+
+    async def recover(self, new_master_url: str) -> dict[str, Any]:
+        """Become the shadow of a newer master: quarantine what we wrote after the fork."""
+        async with self._lock:
+            if self.role.role != "master":
+                raise Conflict(f"only an old master recovers; this instance is {self.role.role}")
+            self.fence("a newer master exists: rejoining as its shadow")
+            peer = self._ha.peer(new_master_url)
+            try:
+                fork = await peer.call(
+                    "GET", "/ha/peer/fork", params={"after_epoch": self.role.epoch}
+                )
+            finally:
+                await peer.close()
+            position, new_epoch = int(fork["fork_position"]), int(fork["epoch"])
+            ours = await self._store.chain_at(position)
+            if ours is None or ours.hex() != fork["chain"]:
+                self._alert(
+                    "divergence",
+                    f"our log differs from {fork['instance']}'s at fork position "
+                    f"{position}: staying fenced for an operator",
+                    {"fork": fork},
+                )
+                raise Conflict(f"divergence at fork position {position}")
+            moved = await self._writer.exclusive(
+                lambda: self._store.quarantine_after(position, new_epoch)
+            )
+            await self._ha.repo.set_role(
+                "shadow",
+                expect={"master"},
+                epoch=new_epoch,
+                master_instance=fork["instance"],
+                master_url=new_master_url,
+                shadow_instance=None,
+                shadow_url=None,
+                shadow_state=None,
+                shadow_position=None,
+            )
+            self.role.fenced = None
+            self._gate.configure(enabled=False, acked=0)
+        if moved:
+            self._alert(
+                "quarantined",
+                f"{moved} events written after fork position {position} were "
+                "moved to quarantine (list them with `shadowline ha quarantine`)",
+                {"count": moved},
+            )
+        sentence = (
+            f"{self._settings.instance} rejoined {fork['instance']} as shadow in epoch {new_epoch} "
+            f"at fork position {position}; {moved} events quarantined"
+        )
+        self._publish("role.changed", self._role_doc(sentence))
+        await self._ha.changed(sentence)
+        return {"fork_position": position, "quarantined": moved, "epoch": new_epoch}
+
+    # -- switch roles (on the master) ----------------------------------------------------------
+
+    async def switch_roles(self, actor: str) -> dict[str, Any]:
+        record = self._ha.record
+        if self.role.role != "master" or self.role.fenced is not None:
+            raise Conflict(
+                f"switch roles runs on a writable master; this instance is {self.role.shown}"
+            )
+        status = await self._ha.status()
+        shadow = status.get("shadow")
+        if not shadow or shadow["state"] != "connected" or record is None or not record.shadow_url:
+            state = shadow["state"] if shadow else "absent"
+            raise Conflict(
+                f"the shadow is {state}, not connected and in sync: switch roles refused"
+            )
+        started = time.monotonic()
+        self.role.fenced = f"handing over to {record.shadow_instance}"
+        self.role.master_url = record.shadow_url
+        try:
+            fork = self._writer.position
+            deadline = started + self._settings.takeover_delay
+            while self._gate.acked < fork:
+                if time.monotonic() > deadline:
+                    raise Conflict(
+                        f"the shadow did not reach position {fork} in time: switch roles aborted"
+                    )
+                await asyncio.sleep(0.005)
+            command = signing.sign(
+                self._ha.secret(),
+                {
+                    "type": "promote",
+                    "shadow": record.shadow_instance,
+                    "epoch": self.role.epoch + 1,
+                    "previous_epoch": self.role.epoch,
+                    "command_id": str(uuid.uuid4()),
+                    "issued_at": time.time(),
+                    "issued_by": self._settings.instance,
+                    "reason": f"switch roles requested by {actor}",
+                    "fork_position": fork,
+                },
+            )
+            peer = self._ha.peer(record.shadow_url)
+            try:
+                await peer.call("POST", "/ha/peer/promote", command)
+            except PeerRefused as error:
+                raise Conflict(f"the shadow refused the handover: {error}") from error
+            finally:
+                await peer.close()
+        except (Conflict, Unavailable):
+            self.role.fenced = None
+            self.role.master_url = None
+            raise
+        result = await self.recover(record.shadow_url)
+        took = time.monotonic() - started
+        self._publish(
+            "failover.switched",
+            {
+                "from": self._settings.instance,
+                "to": record.shadow_instance,
+                "epoch": result["epoch"],
+                "seconds": took,
+            },
+        )
+        return {**result, "new_master": record.shadow_instance, "seconds": took}

@@ -1,0 +1,97 @@
+"""When a master may acknowledge a write: the lease, and in sync mode the shadow's ack.
+
+sync: a write is acknowledged only once the shadow has applied it, so a failover loses no
+acknowledged write. If the shadow does not acknowledge within `timeout`, the master degrades to
+async (and says so in a confirmed heartbeat before acknowledging anything more), raising
+`alert.sync-degraded`; it returns to sync once the shadow has caught up. In every mode nothing is
+acknowledged without a valid lease: a master that may have been replaced answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from shadowline.domain.errors import NotWritable
+
+log = logging.getLogger(__name__)
+
+
+class CommitGate:
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        lease_valid: Callable[[], bool],
+        announce: Callable[[], Awaitable[bool]],
+        alert: Callable[[str, str], None],
+    ) -> None:
+        self._timeout = timeout
+        self._lease_valid = lease_valid
+        self._announce = announce
+        self._alert = alert
+        self.enabled = False  # a confirmed shadow exists
+        self.mode = "async"
+        self.acked = 0
+        self._changed = asyncio.Condition()
+
+    @property
+    def replication(self) -> str | None:
+        return self.mode if self.enabled else None
+
+    def configure(self, enabled: bool, acked: int) -> None:
+        """A new shadow relation starts async and turns sync once the shadow has caught up, so
+        a shadow still bootstrapping (or an old master still rejoining) blocks no write."""
+        self.enabled = enabled
+        self.acked = acked
+        self.mode = "async"
+
+    async def shadow_acked(self, position: int, head: int) -> None:
+        if position <= self.acked and not (
+            self.enabled and self.mode == "async" and position >= head
+        ):
+            return
+        self.acked = max(self.acked, position)
+        if self.enabled and self.mode == "async" and position >= head:
+            self.mode = "sync"
+            log.info("shadow caught up at position %d: replication is sync again", position)
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def admit(self, position: int, master_url: str | None = None) -> None:
+        """Return when the write at `position` may be acknowledged; raise NotWritable if never."""
+        if self.enabled and self.mode == "sync" and self.acked < position:
+            timed_out = False
+            async with self._changed:
+                try:
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: self.acked >= position), self._timeout
+                    )
+                except TimeoutError:
+                    timed_out = True
+            if timed_out:
+                await self._degrade(position)
+        if not self._lease_valid():
+            raise NotWritable(
+                "this master has no valid lease (cut off from the broker or paused): the write was "
+                "not acknowledged and may be quarantined if a newer master exists",
+                master_url,
+            )
+
+    async def _degrade(self, position: int) -> None:
+        if self.mode != "sync":
+            return
+        self.mode = "async"
+        started = time.monotonic()
+        self._alert(
+            "sync-degraded",
+            f"the shadow did not acknowledge position {position} within {self._timeout:.1f}s: "
+            "replication degraded to async",
+        )
+        # The watchdog must know before any write is acknowledged without the shadow.
+        if not await self._announce():
+            log.warning(
+                "async mode not confirmed on the broker after %.2fs", time.monotonic() - started
+            )

@@ -1,0 +1,108 @@
+"""Heartbeats, the master's lease, and what this instance hears of the others.
+
+Every instance publishes `heartbeat.<instance>` on the monitoring exchange each interval, as
+transient messages that expire. A master's heartbeats are published with confirms: the last
+confirmation is its lease. Without one for `lease` seconds it fences itself (no write is
+acknowledged), well before a watchdog may act (lease + margin < takeover delay, checked at
+start). It also listens to everyone's heartbeats, so it learns of a newer epoch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from aio_pika.abc import AbstractIncomingMessage
+
+from shadowline.adapters.broker import BrokerLink
+from shadowline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Liveness:
+    def __init__(
+        self, settings: Settings, broker: BrokerLink, describe: Callable[[], dict[str, Any]]
+    ) -> None:
+        self._settings = settings
+        self._broker = broker
+        self._describe = describe
+        self._seq = 0
+        self.confirmed_at: float | None = None  # monotonic time of the last confirmed heartbeat
+        self.connected_at: float | None = (
+            None  # since when heartbeats are confirmed without a break
+        )
+        self.heard: dict[str, tuple[float, dict[str, Any]]] = {}  # others' last heartbeats
+
+    def lease_valid(self, now: float | None = None) -> bool:
+        if self.confirmed_at is None:
+            return False
+        return (
+            now if now is not None else time.monotonic()
+        ) - self.confirmed_at <= self._settings.lease
+
+    def newest_epoch_heard(self, within: float) -> tuple[int, dict[str, Any] | None]:
+        """The highest epoch any other instance claimed as master within `within` seconds."""
+        now = time.monotonic()
+        best: tuple[int, dict[str, Any] | None] = (0, None)
+        for at, beat in self.heard.values():
+            if now - at <= within and beat.get("role") == "master" and int(beat["epoch"]) > best[0]:
+                best = (int(beat["epoch"]), beat)
+        return best
+
+    def heartbeat(self) -> dict[str, Any]:
+        self._seq += 1
+        return {
+            **self._describe(),
+            "cluster": self._settings.cluster,
+            "url": self._settings.public_url,
+            "seq": self._seq,
+            "sent_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+            "interval": self._settings.heartbeat_interval,
+        }
+
+    async def beat_once(self) -> bool:
+        """Publish one heartbeat and wait for the broker's confirm (at most one interval)."""
+        interval = self._settings.heartbeat_interval
+        beat = self.heartbeat()
+        try:
+            await asyncio.wait_for(
+                self._broker.publish_monitoring(
+                    f"heartbeat.{self._settings.instance}", beat, ttl=max(1.0, 3 * interval)
+                ),
+                timeout=interval,
+            )
+        except Exception as error:
+            log.debug("heartbeat %d not confirmed: %s", beat["seq"], error)
+            self.connected_at = None
+            return False
+        now = time.monotonic()
+        self.connected_at = self.connected_at or now
+        self.confirmed_at = now
+        return True
+
+    async def run(self) -> None:
+        interval = self._settings.heartbeat_interval
+        while True:
+            started = time.monotonic()
+            if self._broker.ready:
+                await self.beat_once()
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+
+    async def listen(self) -> None:
+        """Hear every instance's heartbeats of this cluster (an exclusive, server-named queue)."""
+        queue = await self._broker.heartbeat_queue()
+        await queue.consume(self._on_heartbeat, no_ack=True)
+
+    async def _on_heartbeat(self, message: AbstractIncomingMessage) -> None:
+        try:
+            beat = orjson.loads(message.body)
+            if beat.get("instance") != self._settings.instance:
+                self.heard[str(beat["instance"])] = (time.monotonic(), beat)
+        except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError):
+            log.warning("ignored a malformed heartbeat on %s", message.routing_key)
