@@ -1,0 +1,155 @@
+"""The watchdog's decisions, as pure functions of (view, observation, now)."""
+
+from __future__ import annotations
+
+
+import pytest
+
+from shadowline.domain import signing
+from shadowline.domain import watchdog as rules
+from shadowline.domain.errors import Forbidden
+
+DELAY = 2.0
+
+
+def beat(
+    instance, role, epoch=1, committed=10, replication="sync", peer=None, peer_url=None, url=None
+):
+    return {
+        "instance": instance,
+        "role": role,
+        "epoch": epoch,
+        "committed": committed,
+        "replication": replication,
+        "peer": peer,
+        "peer_url": peer_url,
+        "url": url or f"http://{instance}:8080",
+    }
+
+
+def watching(now=0.0, replication="sync", shadow_committed=10) -> rules.View:
+    view = rules.View("c", started=now - 10)
+    view = rules.observe(view, beat("m", "master", replication=replication, peer="s"), now)
+    return rules.observe(
+        view,
+        beat("s", "shadow", committed=shadow_committed, peer="m", peer_url="http://m:8080"),
+        now,
+    )
+
+
+def test_nothing_happens_while_the_master_is_heard():
+    view = watching()
+    assert rules.tick(view, DELAY - 0.1, DELAY) == (view, [], None)
+
+
+def test_a_silent_master_is_probed_before_anything_else():
+    view, actions, sentence = rules.tick(watching(), DELAY + 0.1, DELAY)
+    assert actions == [rules.Probe("m", "http://m:8080")] and view.phase == "probing"
+    assert "no heartbeat from master m" in sentence
+
+
+def test_a_master_that_answers_its_probe_as_master_is_not_replaced():
+    view, _, _ = rules.tick(watching(), DELAY + 0.1, DELAY)
+    view, actions, sentence = rules.probed(
+        view, "m", {"role": "master"}, "", DELAY + 0.2, DELAY, False
+    )
+    assert actions == [] and view.phase == "watching" and "no failover" in sentence
+
+
+@pytest.mark.parametrize("answer", [None, {"role": "fenced"}])
+def test_a_gone_or_fenced_master_gets_its_shadow_promoted_to_the_next_epoch(answer):
+    view = rules.observe(
+        watching(), beat("s", "shadow", committed=10, peer="m"), DELAY
+    )  # shadow alive
+    view, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
+    view, actions, sentence = rules.probed(
+        view, "m", answer, "connection refused", DELAY + 0.2, DELAY, False
+    )
+    assert actions == [rules.Promote("s", 2, "m", actions[0].reason)]
+    assert view.phase == "promoting" and "promoting shadow s to epoch 2" in sentence
+
+
+def test_a_lagging_shadow_of_an_async_master_is_not_promoted_without_the_override():
+    view = watching(replication="async", shadow_committed=7)
+    view = rules.observe(view, beat("s", "shadow", committed=7, peer="m"), DELAY)
+    view, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
+    refused, actions, sentence = rules.probed(view, "m", None, "timeout", DELAY + 0.2, DELAY, False)
+    assert actions == [] and refused.phase == "refused" and "3 events behind" in sentence
+    _, forced, _ = rules.probed(view, "m", None, "timeout", DELAY + 0.2, DELAY, True)
+    assert [type(a) for a in forced] == [rules.Promote]
+
+
+def test_no_promotion_without_a_live_shadow():
+    view = rules.observe(rules.View("c", started=-10), beat("m", "master"), 0.0)
+    view, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
+    view, actions, sentence = rules.probed(view, "m", None, "refused", DELAY + 0.2, DELAY, False)
+    assert actions == [] and "no live shadow" in sentence
+
+
+def test_a_restarted_watchdog_waits_a_full_delay_and_learns_the_master_from_the_shadow():
+    view = rules.View("c", started=100.0)
+    view = rules.observe(view, beat("s", "shadow", peer="m", peer_url="http://m:8080"), 100.1)
+    assert rules.master_of(view).instance == "m"  # known only second-hand
+    assert rules.tick(view, 100.0 + DELAY - 0.1, DELAY)[1] == []
+    view = rules.observe(view, beat("s", "shadow", peer="m", peer_url="http://m:8080"), 102.0)
+    assert rules.tick(view, 102.2, DELAY)[1] == [rules.Probe("m", "http://m:8080")]
+
+
+def test_promotion_completes_when_the_shadow_beats_as_master_and_is_resent_otherwise():
+    view = rules.observe(watching(), beat("s", "shadow", peer="m"), DELAY)
+    view, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
+    view, [promote], _ = rules.probed(view, "m", None, "refused", DELAY + 0.2, DELAY, False)
+    _, resent, sentence = rules.tick(view, DELAY + 0.2 + 2 * DELAY + 0.1, DELAY)
+    assert resent == [promote] and "sent again" in sentence
+    done = rules.observe(view, beat("s", "master", epoch=2, peer="m"), DELAY + 0.5)
+    view, actions, sentence = rules.tick(done, DELAY + 0.6, DELAY)
+    assert actions == [] and view.phase == "watching" and "failover complete" in sentence
+
+
+def test_maintenance_mode_pauses_every_decision():
+    view = rules.replace_maintenance(watching(), True)
+    assert rules.tick(view, DELAY * 10, DELAY) == (view, [], None)
+
+
+SECRET = "s3cret"
+
+
+def command(**changes):
+    return {
+        "type": "promote",
+        "shadow": "s",
+        "epoch": 2,
+        "command_id": "c1",
+        "issued_at": 1000.0,
+        "issued_by": "w",
+        "reason": "test",
+        **changes,
+    }
+
+
+def test_a_signed_command_verifies_and_any_change_breaks_it():
+    signed = signing.sign(SECRET, command())
+    signing.verify(SECRET, signed, now=1001.0, current_epoch=1)
+    for tampered in (
+        {**signed, "epoch": 3},
+        {**signed, "shadow": "x"},
+        {**signed, "signature": "00"},
+    ):
+        with pytest.raises(Forbidden, match="signature"):
+            signing.verify(SECRET, tampered, now=1001.0, current_epoch=1)
+    with pytest.raises(Forbidden, match="signature"):
+        signing.verify("other", signed, now=1001.0, current_epoch=1)
+
+
+def test_a_replayed_or_stale_command_is_refused():
+    signed = signing.sign(SECRET, command())
+    with pytest.raises(Forbidden, match="window"):
+        signing.verify(SECRET, signed, now=1000.0 + 31, current_epoch=1)
+    with pytest.raises(Forbidden, match="not newer"):
+        signing.verify(SECRET, signed, now=1001.0, current_epoch=2)  # already applied: a replay
+
+
+def test_signing_is_independent_of_key_order():
+    a = signing.sign(SECRET, command())
+    b = signing.sign(SECRET, dict(reversed(list(command().items()))))
+    assert a["signature"] == b["signature"]
