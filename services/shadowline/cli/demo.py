@@ -1,8 +1,9 @@
 """`shadowline demo`: a working shadowline on this machine in one command.
 
-It creates fresh demo databases on the local PostgreSQL, starts a master and a shadow as real
-`shadowline instance` processes against the local RabbitMQ, loads sample configuration, sets up
-HA as an operator would (enable, join, confirm) and prints the URLs and credentials. Ctrl-C
+It creates fresh demo databases on the local PostgreSQL, starts a master, a shadow and a
+watchdog as real processes against the local RabbitMQ, loads sample configuration, sets up HA as
+an operator would (enable, join, confirm) and prints the URLs and credentials. With --failover
+it then kills the master, shows the promotion and the old master rejoining as shadow. Ctrl-C
 stops everything.
 """
 
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -66,11 +68,16 @@ SAMPLES = [
 
 
 @dataclass
-class DemoInstance:
+class DemoProcess:
     name: str
-    url: str
-    database_url: str
+    command: str  # instance | watchdog
+    url: str | None = None
+    database_url: str | None = None
     process: subprocess.Popen[bytes] | None = None
+
+
+# Snappy timings for a demo: heartbeats every 0.5 s, failover after 2 s of silence.
+TIMING = {"SHADOWLINE_HEARTBEAT_INTERVAL": "0.5", "SHADOWLINE_TAKEOVER_DELAY": "2"}
 
 
 def _free(port: int) -> int:
@@ -84,44 +91,52 @@ def _free(port: int) -> int:
             return int(probe.getsockname()[1])
 
 
-def _base_database_url() -> str:
-    return os.environ.get(
-        "SHADOWLINE_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-    )
-
-
-def _start(node: DemoInstance, password: str, secret: str, log_dir: str) -> None:
+def _start(node: DemoProcess, password: str, secret: str, log_dir: str) -> None:
     env = {
         **os.environ,
-        "SHADOWLINE_DATABASE_URL": node.database_url,
+        **TIMING,
         "SHADOWLINE_INSTANCE": node.name,
         "SHADOWLINE_CLUSTER": "demo",
-        "SHADOWLINE_HTTP_BIND": node.url.removeprefix("http://"),
         "SHADOWLINE_ADMIN_PASSWORD": password,
         "SHADOWLINE_CLUSTER_SECRET": secret,
     }
+    if node.url and node.database_url:
+        env["SHADOWLINE_HTTP_BIND"] = node.url.removeprefix("http://")
+        env["SHADOWLINE_DATABASE_URL"] = node.database_url
     log = open(os.path.join(log_dir, f"{node.name}.log"), "ab")  # noqa: SIM115 - owned by the child
     node.process = subprocess.Popen(
-        [sys.executable, "-m", "shadowline", "instance"], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "shadowline", node.command], env=env, stdout=log, stderr=log
     )
 
 
-def _wait_healthy(node: DemoInstance, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def _wait(what: str, predicate: Callable[[], bool], timeout: float = 60) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        try:
+            if predicate():
+                return time.monotonic() - started
+        except (httpx.HTTPError, ClientError, KeyError, TypeError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} did not happen within {timeout:.0f}s")
+
+
+def _healthy(node: DemoProcess) -> Callable[[], bool]:
+    def check() -> bool:
         assert node.process is not None
         if node.process.poll() is not None:
             raise RuntimeError(f"{node.name} exited with code {node.process.returncode}")
-        try:
-            if httpx.get(f"{node.url}/health", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"{node.name} did not become healthy within {timeout:.0f}s")
+        return httpx.get(f"{node.url}/health", timeout=1).status_code == 200
+
+    return check
 
 
-def _stop(nodes: list[DemoInstance]) -> None:
+def _role(node: DemoProcess) -> tuple[str, int]:
+    doc = httpx.get(f"{node.url}/health", timeout=1).json()
+    return str(doc["role"]), int(doc["epoch"])
+
+
+def _stop(nodes: list[DemoProcess]) -> None:
     for node in nodes:
         if node.process and node.process.poll() is None:
             node.process.send_signal(signal.SIGTERM)
@@ -133,63 +148,104 @@ def _stop(nodes: list[DemoInstance]) -> None:
                 node.process.kill()
 
 
-def _set_up_ha(master: DemoInstance, shadow: DemoInstance, password: str) -> None:
+def _set_up_ha(master: DemoProcess, shadow: DemoProcess, password: str) -> None:
     """What an operator does: enable HA on the master, join the shadow, confirm it."""
+    assert master.url and shadow.url
     with Client(master.url, "admin", password) as m, Client(shadow.url, "admin", password) as s:
         m.ha_enable()
         s.ha_join(master.url, "admin", password)
         m.ha_confirm(shadow.name)
-        deadline = time.monotonic() + 60
-        while m.ha()["shadow"]["state"] != "connected":
-            if time.monotonic() > deadline:
-                raise RuntimeError("the shadow did not catch up within 60s")
-            time.sleep(0.2)
+        _wait("the shadow catching up", lambda: m.ha()["shadow"]["state"] == "connected")
 
 
-def run_demo(port: int, exit_after: float | None) -> int:
-    base = make_url(_base_database_url())
+def _say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _show_failover(
+    master: DemoProcess, shadow: DemoProcess, password: str, log_dir: str, secret: str
+) -> None:
+    """Kill the master, watch the watchdog promote the shadow, bring the old master back."""
+    assert master.url and shadow.url and master.process
+    _say(f"\n--failover: killing {master.name} with SIGKILL ...")
+    master.process.kill()
+    master.process.wait()
+    took = _wait("the promotion", lambda: _role(shadow) == ("master", 2))
+    _say(
+        f"  {shadow.name} is master in epoch 2, {took:.1f}s after the kill (the watchdog's log: "
+        f"{log_dir}/demo-watchdog.log)"
+    )
+    with Client(shadow.url, "admin", password) as client:
+        result = client.put(
+            "subaccount", "after-failover", {"region": "eu10", "subaccount_id": "f1"}
+        )
+        _say(f"  a write on the new master: position {result['position']}, epoch {result['epoch']}")
+    _say(f"  restarting {master.name}: it finds the newer epoch and rejoins as shadow ...")
+    _start(master, password, secret, log_dir)
+    took = _wait("the rejoin", lambda: _role(master) == ("shadow", 2))
+    with Client(master.url, "admin", password) as client:
+        _wait("the old master catching up", lambda: client.ha_verify()["agree"])
+        _say(
+            f"  {master.name} is shadow in epoch 2 after {took:.1f}s; {client.ha_verify()['sentence']}"
+        )
+    master.url, shadow.url = shadow.url, master.url  # for the summary below: who is master now
+    master.name, shadow.name = shadow.name, master.name
+
+
+def run_demo(port: int, exit_after: float | None, failover: bool = False) -> int:
+    base = make_url(
+        os.environ.get("SHADOWLINE_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    )
     log_dir = os.path.abspath(".shadowline-demo")
     os.makedirs(log_dir, exist_ok=True)
     password = secrets.token_urlsafe(12)
     master_port = _free(port)
-    master = DemoInstance(
+    master = DemoProcess(
         "demo-master",
+        "instance",
         f"http://127.0.0.1:{master_port}",
         base.set(database="shadowline_demo_master").render_as_string(False),
     )
-    shadow = DemoInstance(
+    shadow = DemoProcess(
         "demo-shadow",
+        "instance",
         f"http://127.0.0.1:{_free(master_port + 1)}",
         base.set(database="shadowline_demo_shadow").render_as_string(False),
     )
-    nodes = [master, shadow]
+    watchdog = DemoProcess("demo-watchdog", "watchdog")
+    nodes = [master, shadow, watchdog]
     secret = os.environ.get("SHADOWLINE_CLUSTER_SECRET") or secrets.token_hex(16)
-    for node in nodes:
+    for node in (master, shadow):
+        assert node.database_url
         run(drop_database(node.database_url))
         run(create_database(node.database_url))
     amqp_url = os.environ.get("SHADOWLINE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     try:
-        run(delete_topology(amqp_url, Names("demo"), [shadow.name]))
+        run(delete_topology(amqp_url, Names("demo"), [master.name, shadow.name]))
     except OSError as error:
         print(f"shadowline demo: RabbitMQ at {amqp_url} is not reachable: {error}", file=sys.stderr)
         return 1
     try:
         for node in nodes:
             _start(node, password, secret, log_dir)
-        for node in nodes:
-            _wait_healthy(node)
+        for node in (master, shadow):
+            _wait(f"{node.name} starting", _healthy(node))
+        assert master.url and shadow.url
         with Client(master.url, "admin", password) as client:
             for kind, name, value in SAMPLES:
                 client.put(kind, name, value, reason="demo sample")
         _set_up_ha(master, shadow, password)
+        if failover:
+            _show_failover(master, shadow, password, log_dir, secret)
         with Client(master.url, "admin", password) as client:
             position = client.health()["position"]
         print(
             f"""
 shadowline demo is running (logs in {log_dir}/)
 
-  master  {master.url}   {len(SAMPLES)} sample items, position {position}
-  shadow  {shadow.url}   confirmed, in sync, read-only
+  master    {master.url}   {master.name}, position {position}
+  shadow    {shadow.url}   {shadow.name}, confirmed, in sync, read-only
+  watchdog  promotes the shadow 2 s after the master's heartbeats stop
 
   user admin, password {password} (on both: users are local to each instance)
 
@@ -202,6 +258,7 @@ Try:
   shadowline history
   shadowline config list --at 2
   shadowline config diff --from 2
+  shadowline ha switch-roles                       # planned handover, nothing lost
   curl -u admin:{password} {master.url}/ha
 
 Press Ctrl-C to stop.""",
