@@ -155,8 +155,12 @@ def test_instances_reach_each_other_and_the_host_on_their_own_urls(
         assert service["ports"] == [f"{host_port}:8080"]
 
 
+# What the client commands read (shadowline --help), besides the services' settings.
+CLIENT_VARIABLES = {"SHADOWLINE_URL", "SHADOWLINE_USER", "SHADOWLINE_PASSWORD"}
+
+
 def test_instances_set_only_settings_that_exist(compose: dict[str, Any]) -> None:
-    known = {f"SHADOWLINE_{field.upper()}" for field in Settings.model_fields}
+    known = {f"SHADOWLINE_{field.upper()}" for field in Settings.model_fields} | CLIENT_VARIABLES
     for service in shadowline_services(compose).values():
         assert {k for k in environment(service) if k.startswith("SHADOWLINE_")} <= known
 
@@ -185,6 +189,9 @@ def test_every_dependency_exists_and_is_waited_for_until_healthy(compose: dict[s
 
 def test_every_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
     for name, service in services(compose).items():
+        if service.get("restart") == "no":  # a one-shot job: nothing to keep healthy
+            assert service["healthcheck"] == {"disable": True}, name
+            continue
         assert service["healthcheck"]["test"][0] in ("CMD", "CMD-SHELL"), name
 
 
@@ -195,6 +202,8 @@ def test_shadowline_services_run_real_subcommands(compose: dict[str, Any]) -> No
         assert "entrypoint" not in service, name
         assert service["command"][0] in subcommands(), name
     assert built["master"]["command"] == built["shadow"]["command"] == ["instance"]
+    assert built["watchdog"]["command"][0] == "watchdog"
+    assert built["ha-setup"]["command"][:2] == ["ha", "setup"]
 
 
 # -- Dockerfile and .dockerignore --------------------------------------------------------------

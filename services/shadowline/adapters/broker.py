@@ -161,6 +161,28 @@ class BrokerLink:
         message = json_message(body, persistent=False, expiration=ttl)
         await exchange.publish(message, routing_key, mandatory=False, timeout=5)
 
+    async def publish_event(
+        self, message: aio_pika.Message, routing_key: str, confirm_within: float
+    ) -> None:
+        """Publish a replicated event and wait for the broker's confirm.
+
+        Straight on the underlying aiormq channel with wait=False: aio-pika's publish holds the
+        channel lock until the frame is written, which serializes a window of concurrent
+        publishes behind one event-loop turn each on a busy loop. The confirm still decides the
+        outcome, and an unroutable message raises (the channel has on_return_raises).
+        """
+        assert self._publish is not None, "start() first"
+        channel = await self._publish.get_underlay_channel()
+        await channel.basic_publish(
+            message.body,
+            exchange=self.names.events,
+            routing_key=routing_key,
+            properties=message.properties,
+            mandatory=True,
+            timeout=confirm_within,
+            wait=False,  # type: ignore[call-arg]  # aiormq >= 7 has it; its ABC does not say so
+        )
+
     async def publish_command(self, routing_key: str, body: Any) -> None:
         await self.exchanges["commands"].publish(
             json_message(body, persistent=False, expiration=60),

@@ -28,7 +28,7 @@ from shadowline.adapters.tables import (
     store_head,
 )
 from shadowline.domain.commands import ItemVersion
-from shadowline.domain.errors import ConcurrentWriter, Unavailable
+from shadowline.domain.errors import ConcurrentWriter, NotFound, Unavailable
 from shadowline.domain.events import CONFIG_EVENT_TYPES, GENESIS, Event
 from shadowline.domain.state import State, digest, fold
 
@@ -422,6 +422,12 @@ class EventStore:
         """State right after `position`: the nearest snapshot at or before it, plus a fold."""
 
         async def work(c: AsyncConnection) -> State:
+            head = await self._head(c)
+            if 0 < position < head.base_position:
+                raise NotFound(
+                    f"history before position {head.base_position} is still being copied from "
+                    "the master (shadow bootstrap); ask again shortly"
+                )
             base = await self._snapshot_before(c, position)
             start = base.position if base else 0
             result = await c.execute(

@@ -202,3 +202,32 @@ def quarantine(
         for e in doc["events"]
     ]
     emit(doc, as_json, "\n".join(lines))
+
+
+@app.command("setup")
+def setup(
+    master_url: Annotated[str, typer.Option("--master-url", help="The master-to-be.")],
+    shadow_url: Annotated[str, typer.Option("--shadow-url", help="The shadow-to-be.")],
+    user: User = "admin",
+    password: Password = None,
+    as_json: Json = False,
+) -> None:
+    """Enable HA on the master, join the shadow and confirm it, skipping steps already done
+    (the same user and password on both instances).
+
+    Example: shadowline ha setup --master-url http://master:8080 --shadow-url http://shadow:8080
+    """
+    with client(master_url, user, password) as master, client(shadow_url, user, password) as shadow:
+        if call(master.ha)["role"] == "standalone":
+            call(master.ha_enable)
+        shadow_doc = call(shadow.ha)
+        if shadow_doc["role"] == "standalone":
+            call(shadow.ha_join, master_url, user, password or "")
+        elif shadow_doc["role"] != "shadow":
+            fail(
+                f"{shadow_url} is {shadow_doc['role']}, not a shadow: set up already, roles differ"
+            )
+        if (call(master.ha).get("shadow") or {}).get("state") == "pending":
+            call(master.ha_confirm)
+        doc = call(master.ha)
+    emit(doc, as_json, _describe(doc))

@@ -105,12 +105,46 @@ def demo(
     exit_after: Annotated[
         float | None, typer.Option(help="Stop after this many seconds (for scripts).")
     ] = None,
+    failover: Annotated[
+        bool, typer.Option("--failover", help="Then kill the master and show the failover.")
+    ] = False,
 ) -> None:
     """The main job on a fresh machine: start shadowline locally, load samples, print the URLs."""
     from shadowline.cli.demo import run_demo
 
     setup_logging("WARNING")
-    raise typer.Exit(run_demo(port, exit_after))
+    raise typer.Exit(run_demo(port, exit_after, failover))
+
+
+@app.command()
+def watchdog(
+    cluster: Annotated[
+        list[str] | None, typer.Option("--cluster", help="A cluster to watch (repeatable).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="This watchdog's name (default: from the host).")
+    ] = None,
+    allow_data_loss: Annotated[
+        bool, typer.Option(help="Promote a shadow even when it lags behind acknowledged writes.")
+    ] = False,
+    health_file: Annotated[
+        str | None, typer.Option(help="Touch this file every second while connected.")
+    ] = None,
+) -> None:
+    """Run the watchdog: promote a shadow when its master's heartbeats stop and a probe fails.
+
+    Example: shadowline watchdog --cluster prod --cluster staging
+    """
+    import socket
+
+    from shadowline.watchdog.service import run_watchdog
+
+    setup_logging()
+    settings = load_settings()
+    clusters = cluster or [settings.cluster]
+    me = name or f"watchdog-{socket.gethostname()}"
+    log.info("watchdog %s: clusters %s, settings %s", me, clusters, settings.masked())
+    run(run_watchdog(settings, clusters, me, allow_data_loss, health_file))
 
 
 @bench_app.command("append")
@@ -125,6 +159,42 @@ def bench_append(
     setup_logging("WARNING")
     settings = load_settings()
     raise typer.Exit(run(bench_main(settings, events, http_requests, not skip_eventsourcing)))
+
+
+@bench_app.command("replication")
+def bench_replication(
+    quick: Annotated[
+        bool, typer.Option(help="Small sizes, for a check on a busy machine.")
+    ] = False,
+    seconds: Annotated[
+        float | None, typer.Option(help="Maximum-rate run length (default 30; 0 skips it).")
+    ] = None,
+    clients: Annotated[int, typer.Option(help="Clients in the maximum-rate run.")] = 16,
+    paced_rate: Annotated[
+        float | None, typer.Option(help="PUT/s of the open-loop run (default 1000).")
+    ] = None,
+    paced_seconds: Annotated[
+        float | None, typer.Option(help="Open-loop run length (default 10; 0 skips it).")
+    ] = None,
+    items: Annotated[
+        int | None, typer.Option(help="Items for the bootstrap (default 100000; 0 skips it).")
+    ] = None,
+) -> None:
+    """A master and its shadow as processes: apply rate vs append rate, lag p50/p99, bootstrap."""
+    from shadowline.bench.replication import FULL, QUICK, Sizes
+    from shadowline.bench.replication import main as bench_main
+
+    setup_logging("WARNING")
+    settings = load_settings()
+    base = QUICK if quick else FULL
+    sizes = Sizes(
+        seconds=base.seconds if seconds is None else seconds,
+        paced_rate=base.paced_rate if paced_rate is None else paced_rate,
+        paced_seconds=base.paced_seconds if paced_seconds is None else paced_seconds,
+        items=base.items if items is None else items,
+        clients=clients,
+    )
+    raise typer.Exit(run(bench_main(settings, sizes)))
 
 
 def main() -> None:

@@ -15,9 +15,8 @@ import logging
 from collections.abc import Sequence
 
 from aio_pika import Message
-from aio_pika.abc import AbstractExchange
 
-from shadowline.adapters.broker import json_message
+from shadowline.adapters.broker import BrokerLink, json_message
 from shadowline.adapters.store import EventStore
 from shadowline.domain.events import Event, envelope
 from shadowline.instance.writer import Writer
@@ -38,7 +37,7 @@ class Relay:
         self,
         store: EventStore,
         writer: Writer,
-        exchange: AbstractExchange,
+        broker: BrokerLink,
         *,
         window: int = 500,
         publish_timeout: float = 5.0,
@@ -46,7 +45,7 @@ class Relay:
     ) -> None:
         self._store = store
         self._writer = writer
-        self._exchange = exchange
+        self._broker = broker
         self._window = window
         self._timeout = publish_timeout
         self._poll = poll
@@ -100,4 +99,4 @@ class Relay:
 
     async def _publish_one(self, event: Event) -> None:
         routing_key, message = message_for(event)
-        await self._exchange.publish(message, routing_key, mandatory=True, timeout=self._timeout)
+        await self._broker.publish_event(message, routing_key, confirm_within=self._timeout)

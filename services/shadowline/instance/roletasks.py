@@ -193,7 +193,7 @@ class RoleTasks:
             await _retrying(
                 "declaring the replication queue", lambda: self._broker.replication_queue(shadow)
             )
-        relay = Relay(self._store, self._writer, self._broker.exchanges["events"])
+        relay = Relay(self._store, self._writer, self._broker)
         await _retrying("relay", relay.run)
 
     async def _replica(self) -> None:

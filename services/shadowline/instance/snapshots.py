@@ -37,6 +37,10 @@ class Snapshotter:
                 )
             # Snapshot at a multiple of the interval, skipping ahead when writes outpace us.
             target = self._writer.position - self._writer.position % self._interval
+            latest = await self._store.latest_snapshot_position()
+            if target <= latest:  # e.g. a shadow's bootstrap installed the image's snapshot
+                self.last = latest
+                continue
             try:
                 await self.take(target)
             except Exception as error:  # a missed snapshot only makes `?at=` fold more events

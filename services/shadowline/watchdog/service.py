@@ -15,6 +15,7 @@ import signal
 import time
 import uuid
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -75,6 +76,10 @@ class ClusterWatch:
         while True:
             await asyncio.sleep(TICK)
             self._apply(*rules.tick(self.view, time.monotonic(), self._settings.takeover_delay))
+
+    @property
+    def connected(self) -> bool:
+        return self._broker.ready
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -183,8 +188,20 @@ class ClusterWatch:
             self._say(f"promote command for {promote.shadow} not delivered: {error}", "refused")
 
 
+async def _touch(path: str, watches: list[ClusterWatch]) -> None:
+    """Touch `path` every second while every cluster's broker link is up (a health check)."""
+    while True:
+        if all(w.connected for w in watches):
+            await asyncio.to_thread(Path(path).touch)
+        await asyncio.sleep(1)
+
+
 async def run_watchdog(
-    settings: Settings, clusters: list[str], name: str, allow_data_loss: bool
+    settings: Settings,
+    clusters: list[str],
+    name: str,
+    allow_data_loss: bool,
+    health_file: str | None = None,
 ) -> None:
     watches = [ClusterWatch(c, settings, name, allow_data_loss) for c in clusters]
     stop = asyncio.Event()
@@ -192,6 +209,8 @@ async def run_watchdog(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     tasks = [asyncio.create_task(w.run()) for w in watches]
+    if health_file:
+        tasks.append(asyncio.create_task(_touch(health_file, watches)))
     await stop.wait()
     for task in tasks:
         task.cancel()
