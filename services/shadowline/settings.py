@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=1000, ge=1, le=10000)
     # How long a sync write waits for the shadow before the master degrades to async.
     sync_timeout: float = Field(default=1.0, gt=0)
+    # How long start-up waits for the database before giving up (exit code 2).
+    startup_patience: float = Field(default=15.0, ge=0)
 
     @field_validator("database_url")
     @classmethod

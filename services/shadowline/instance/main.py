@@ -13,6 +13,7 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
+from sqlalchemy.exc import InterfaceError, OperationalError
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shadowline.adapters.migrate import upgrade
@@ -34,14 +35,28 @@ async def _wait_for_database(instance: Instance, patience: float) -> None:
             await instance.store.head()
 
 
+async def _migrate(url: str, patience: float) -> None:
+    """Migrate, retrying while the database cannot be reached (it may be starting too)."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type((OSError, OperationalError, InterfaceError)),
+        wait=wait_exponential(multiplier=0.2, max=2),
+        stop=stop_after_delay(patience),
+        before_sleep=lambda state: log.warning(
+            "database not reachable yet (%s); retrying", state.outcome and state.outcome.exception()
+        ),
+        reraise=True,
+    ):
+        with attempt:
+            await asyncio.to_thread(upgrade, url)
+
+
 @contextlib.asynccontextmanager
-async def running(
-    instance: Instance, *, migrate: bool = True, patience: float = 15.0
-) -> AsyncIterator[Instance]:
+async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[Instance]:
     """Start the instance's background work; on exit drain the writer and stop the rest."""
     settings = instance.settings
+    patience = settings.startup_patience
     if migrate:
-        await asyncio.to_thread(upgrade, settings.database_url)
+        await _migrate(settings.database_url, patience)
     await _wait_for_database(instance, patience)
     password = settings.admin_password
     if password is not None and await instance.users.bootstrap_admin(password.get_secret_value()):
