@@ -26,7 +26,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from shadowline.adapters.peer import PeerClient, PeerRefused
 from shadowline.adapters.store import EventStore, Image
 from shadowline.domain.errors import Divergence, Gap, ShadowlineError, Unavailable
-from shadowline.domain.events import GENESIS, Event, from_envelope, verify_chain
+from shadowline.domain.events import GENESIS, Event, envelope, from_envelope, verify_chain
 from shadowline.domain.state import digest
 from shadowline.instance.writer import Writer
 
@@ -62,6 +62,7 @@ class Replicator:
         alert: Alert,
         batch_max: int = 500,
         report_every: float = 0.5,
+        catch_up_after: float = 2.0,
         on_applied: Callable[[Sequence[Event]], None] | None = None,
     ) -> None:
         self._writer = writer
@@ -70,6 +71,7 @@ class Replicator:
         self._alert = alert
         self._batch_max = batch_max
         self._report_every = report_every
+        self._catch_up_after = catch_up_after
         self._on_applied = on_applied
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._report_now = asyncio.Event()
@@ -204,14 +206,31 @@ class Replicator:
 
     async def run_applier(self) -> None:
         while True:
-            batch = [await self._inbox.get()]
-            while len(batch) < self._batch_max and not self._inbox.empty():
+            try:
+                batch = [await asyncio.wait_for(self._inbox.get(), self._catch_up_after)]
+            except TimeoutError:
+                batch = []
+            while batch and len(batch) < self._batch_max and not self._inbox.empty():
                 batch.append(self._inbox.get_nowait())
             self._busy = True
             try:
-                await self._apply(batch)
+                await (self._apply(batch) if batch else self._catch_up())
             finally:
                 self._busy = False
+
+    async def _catch_up(self) -> None:
+        """The queue is quiet, yet the master reported a higher position: messages were lost
+        on the way (a purged or deleted queue, a dead-lettered head), so fetch them."""
+        head = self._writer.position
+        if self.master_position <= head:
+            return
+        try:
+            events = await self._fetch(head, self.master_position)
+            if events:
+                await self._writer.replicate(events)
+                self._applied(events)
+        except Unavailable as error:
+            log.warning("catching up from the master paused (%s); retrying", error)
 
     async def _apply(self, messages: list[AbstractIncomingMessage]) -> None:
         events: dict[int, tuple[Event, AbstractIncomingMessage]] = {}
@@ -259,7 +278,8 @@ class Replicator:
             truth = {e.position: e for e in candidate}
             for position in wanted:
                 event, message = events[position]
-                if position not in truth or truth[position].chain != event.chain:
+                # every field counts: a tampered copy may carry the genuine chain value
+                if position not in truth or envelope(truth[position]) != envelope(event):
                     await self._dead_letter(
                         message, f"disagrees with the master's log at {position}"
                     )
@@ -282,7 +302,7 @@ class Replicator:
     async def _dead_or_duplicate(
         self, message: AbstractIncomingMessage, event: Event, kept: Event
     ) -> None:
-        if event.chain == kept.chain:
+        if envelope(event) == envelope(kept):
             await message.ack()
         else:
             await self._dead_letter(
