@@ -142,6 +142,7 @@ def build_instance(settings: Settings) -> Instance:
         publish=tasks.publish,
     )
     tasks.failover, tasks.liveness = failover, liveness
+    writer.on_commit.append(tasks.config_changed)
     app = create_app(service=service, ha=ha, auth=auth, metrics=metrics, settings=settings)
     app.state.failover = failover
     return Instance(

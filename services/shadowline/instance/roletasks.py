@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from shadowline.adapters.broker import BrokerLink
 from shadowline.adapters.store import EventStore
 from shadowline.domain.errors import Forbidden, ShadowlineError
+from shadowline.domain.events import Event
 from shadowline.instance.failover import Failover
 from shadowline.instance.ha import HaService
 from shadowline.instance.liveness import Liveness
@@ -90,6 +91,31 @@ class RoleTasks:
                 await self._broker.publish_monitoring(routing_key, body)
         except Exception as error:  # best effort: the log line stays
             log.debug("%s not published: %s", routing_key, error)
+
+    def config_changed(self, events: list[Event]) -> None:
+        """A summary of each committed batch of client writes, for monitoring."""
+        changes = [
+            {
+                "kind": e.kind,
+                "name": e.name,
+                "version": e.version,
+                "type": e.type,
+                "actor": e.metadata.get("actor"),
+            }
+            for e in events
+            if e.kind is not None
+        ]
+        if changes and self._ha.role.role == "master":
+            self.publish(
+                "config.changed",
+                {
+                    "epoch": events[-1].epoch,
+                    "from_position": events[0].position,
+                    "to_position": events[-1].position,
+                    "count": len(changes),
+                    "changes": changes[:100],
+                },
+            )
 
     # -- reconciling tasks with the role ---------------------------------------------------------
 

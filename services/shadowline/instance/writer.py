@@ -58,6 +58,7 @@ class Writer:
         self._epoch = epoch
         self._batch_max = batch_max
         self._on_batch = on_batch
+        self.on_commit: list[Callable[[list[Event]], None]] = []  # after each client batch
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._versions: dict[tuple[str, str], ItemVersion] = {}
         self._position = 0
@@ -200,6 +201,8 @@ class Writer:
                 pending.future.set_result((event, created))
         if self._on_batch is not None:
             self._on_batch(len(accepted), time.perf_counter() - started)
+        for observer in self.on_commit:
+            observer(events)
 
     def _event_for(
         self,
