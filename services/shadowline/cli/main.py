@@ -197,5 +197,34 @@ def bench_replication(
     raise typer.Exit(run(bench_main(settings, sizes)))
 
 
+@bench_app.command("failover")
+def bench_failover(
+    quick: Annotated[bool, typer.Option(help="3 trials of each, for a check.")] = False,
+    trials: Annotated[
+        int | None, typer.Option(help="Failovers after SIGKILL (default 20; 0 skips them).")
+    ] = None,
+    switches: Annotated[
+        int | None, typer.Option(help="Switches of roles (default 10; 0 skips them).")
+    ] = None,
+    clients: Annotated[int, typer.Option(help="Clients writing through the trials.")] = 4,
+    keep_logs: Annotated[
+        bool, typer.Option(help="Keep the instances' and the watchdog's logs.")
+    ] = False,
+) -> None:
+    """Master, shadow and watchdog as processes: failover time, switch-roles unavailability."""
+    from shadowline.bench.failover import FULL, QUICK, Sizes
+    from shadowline.bench.failover import main as bench_main
+
+    setup_logging("WARNING")
+    settings = load_settings()
+    base = QUICK if quick else FULL
+    sizes = Sizes(
+        trials=base.trials if trials is None else trials,
+        switches=base.switches if switches is None else switches,
+        clients=clients,
+    )
+    raise typer.Exit(run(bench_main(settings, sizes, keep_logs)))
+
+
 def main() -> None:
     app()

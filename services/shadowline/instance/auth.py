@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import logging
 
 from shadowline.adapters.local import User, Users
@@ -28,7 +27,7 @@ def parse_basic(header: str | None) -> tuple[str, str]:
         user, sep, password = (
             base64.b64decode(header[6:].strip(), validate=True).decode().partition(":")
         )
-    except (binascii.Error, UnicodeDecodeError) as error:
+    except ValueError as error:  # binascii.Error, UnicodeDecodeError, or non-ASCII base64
         raise Unauthorized("malformed Basic credentials") from error
     if not sep:
         raise Unauthorized("malformed Basic credentials")

@@ -30,6 +30,9 @@ Alert = Callable[[str, str, dict[str, Any]], None]
 Publish = Callable[[str, dict[str, Any]], None]
 
 
+STARTING = "starting: checking the peer and the heartbeats for a newer epoch"
+
+
 class Failover:
     def __init__(
         self,
@@ -65,11 +68,11 @@ class Failover:
             self._alert("fenced", f"{self._settings.instance} fenced itself: {reason}", {})
             self._publish("role.changed", self._role_doc(f"fenced: {reason}"))
 
-    def unfence(self, sentence: str) -> None:
+    async def unfence(self, sentence: str) -> None:
         if self.role.fenced is not None:
             self.role.fenced = None
-            log.info(sentence)
             self._publish("role.changed", self._role_doc(sentence))
+            await self._ha.changed(sentence)  # the relay waits for the start-up check
 
     def _role_doc(self, sentence: str) -> dict[str, Any]:
         return {
@@ -84,7 +87,7 @@ class Failover:
         """On a master: fence when the lease runs out; lift it only when no newer epoch exists.
         A master that (re)starts begins fenced: it may have been replaced while it was down."""
         if check_first:
-            self.fence("starting: checking the peer and the heartbeats for a newer epoch")
+            self.fence(STARTING)
         while True:
             await asyncio.sleep(min(0.1, self._settings.heartbeat_interval / 4))
             if self.role.role != "master":
@@ -121,12 +124,12 @@ class Failover:
             return
         observed = time.monotonic() - (self._liveness.connected_at or time.monotonic())
         if peer is not None and int(peer["epoch"]) <= self.role.epoch:
-            self.unfence(
+            await self.unfence(
                 f"{self._settings.instance} is master in epoch {self.role.epoch}: the peer is "
                 f"{peer.get('role')} in epoch {peer['epoch']} and the broker confirms heartbeats"
             )
         elif observed >= self._settings.takeover_delay:
-            self.unfence(
+            await self.unfence(
                 f"{self._settings.instance} is master in epoch {self.role.epoch}: no newer "
                 f"epoch heard for {observed:.1f}s"
             )
@@ -163,16 +166,23 @@ class Failover:
             replica = self._ha.replica
             if replica is not None:
                 await replica.drain(self._settings.takeover_delay)
-            fork = self._writer.position
+            epoch = int(command["epoch"])
             expected = command.get("fork_position")
-            if isinstance(expected, int) and expected != fork:
-                raise Conflict(
-                    f"the master handed over at position {expected}, this shadow is at {fork}"
-                )
+
+            async def fork_and_fence() -> int:
+                # Inside the writer: no replicated batch can land between reading the fork and
+                # fencing the old epoch, and any later one is refused by the store.
+                fork = self._writer.position
+                if isinstance(expected, int) and expected != fork:
+                    raise Conflict(
+                        f"the master handed over at position {expected}, this shadow is at {fork}"
+                    )
+                await self._store.fence(epoch)
+                return fork
+
+            fork = await self._writer.exclusive(fork_and_fence, reload=False)
             record = self._ha.record
             assert record is not None
-            epoch = int(command["epoch"])
-            await self._store.fence(epoch)
             await self._store.set_relay_cursor(fork, force=True)
             await self._ha.repo.set_role(
                 "master",
@@ -284,16 +294,22 @@ class Failover:
             )
         status = await self._ha.status()
         shadow = status.get("shadow")
-        if not shadow or shadow["state"] != "connected" or record is None or not record.shadow_url:
+        # Under a steady load the shadow is always a few events behind ("syncing"); in sync
+        # mode it acknowledges every write, so the wait below is short and bounded.
+        in_sync = shadow is not None and (
+            shadow["state"] == "connected"
+            or (shadow["state"] == "syncing" and self._gate.replication == "sync")
+        )
+        if not in_sync or record is None or not record.shadow_url:
             state = shadow["state"] if shadow else "absent"
-            raise Conflict(
-                f"the shadow is {state}, not connected and in sync: switch roles refused"
-            )
+            raise Conflict(f"the shadow is {state}, not in sync: switch roles refused")
         started = time.monotonic()
         self.role.fenced = f"handing over to {record.shadow_instance}"
         self.role.master_url = record.shadow_url
         try:
-            fork = self._writer.position
+            # Writes admitted before the fence are still queued in the writer: the fork is the
+            # head once they have committed, so the shadow must have them all.
+            fork = await self._writer.barrier()
             deadline = started + self._settings.takeover_delay
             while self._gate.acked < fork:
                 if time.monotonic() > deadline:

@@ -35,7 +35,8 @@ class CommitGate:
         self.enabled = False  # a confirmed shadow exists
         self.mode = "async"
         self.acked = 0
-        self._changed = asyncio.Condition()
+        self.generation = 0
+        self._signal = asyncio.Event()
 
     @property
     def replication(self) -> str | None:
@@ -47,6 +48,13 @@ class CommitGate:
         self.enabled = enabled
         self.acked = acked
         self.mode = "async"
+        # Writes still waiting for the old relation's shadow can never be acknowledged now.
+        self.generation += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        self._signal.set()
+        self._signal = asyncio.Event()
 
     async def shadow_acked(self, position: int, head: int) -> None:
         if position <= self.acked and not (
@@ -57,21 +65,25 @@ class CommitGate:
         if self.enabled and self.mode == "async" and position >= head:
             self.mode = "sync"
             log.info("shadow caught up at position %d: replication is sync again", position)
-        async with self._changed:
-            self._changed.notify_all()
+        self._wake()
 
     async def admit(self, position: int, master_url: str | None = None) -> None:
         """Return when the write at `position` may be acknowledged; raise NotWritable if never."""
         if self.enabled and self.mode == "sync" and self.acked < position:
-            timed_out = False
-            async with self._changed:
+            generation = self.generation
+            deadline = time.monotonic() + self._timeout
+            while self.acked < position and self.generation == generation:
                 try:
-                    await asyncio.wait_for(
-                        self._changed.wait_for(lambda: self.acked >= position), self._timeout
-                    )
+                    await asyncio.wait_for(self._signal.wait(), deadline - time.monotonic())
                 except TimeoutError:
-                    timed_out = True
-            if timed_out:
+                    break
+            if self.generation != generation:
+                raise NotWritable(
+                    "the roles changed before the shadow acknowledged this write: it was not "
+                    "acknowledged and may be quarantined",
+                    master_url,
+                )
+            if self.acked < position:
                 await self._degrade(position)
         if not self._lease_valid():
             raise NotWritable(

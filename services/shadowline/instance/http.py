@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import uuid4
 
@@ -36,26 +36,49 @@ from shadowline.instance.metrics import Metrics
 from shadowline.instance.service import ConfigService
 from shadowline.settings import Settings
 
+MAX_VERSION = 2**31 - 1  # versions are PostgreSQL integers: no item can have a larger one
+MAX_POSITION = 2**63 - 1  # positions are PostgreSQL bigints
+
+
+def _digits(value: str) -> bool:
+    # str.isdigit() alone also admits '²' and other digits that int() refuses.
+    return value.isascii() and value.isdigit()
+
 
 def _expected_version(if_match: str | None) -> int | None:
     if if_match is None:
         return None
     token = if_match.strip().removeprefix("W/").strip('"')
-    if not token.isdigit():
+    if not _digits(token) or int(token) > MAX_VERSION:
         raise InvalidInput([FieldError("If-Match", 'must be a version, e.g. "3"')])
     return int(token)
 
 
 def _time(value: str, field: str) -> datetime:
     try:
-        return parse_time(value)
+        moment = parse_time(value)
     except ValueError as error:
         raise InvalidInput([FieldError(field, f"not an ISO-8601 time: {value!r}")]) from error
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # Within hours of year 1 or 9999 with an offset: in UTC it is past the end of the
+        # calendar, and before (or after) every event, like the calendar's end itself.
+        return (datetime.min if moment.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
+def _no_nul(**fields: str | None) -> None:
+    # PostgreSQL text cannot hold U+0000: refused here, before a stream's 200 has gone out.
+    found = [
+        FieldError(k, "may not contain U+0000") for k, v in fields.items() if v and "\x00" in v
+    ]
+    if found:
+        raise InvalidInput(found)
 
 
 def _point(value: str, field: str) -> dict[str, Any]:
     """A point in history: a position (digits) or an ISO-8601 time."""
-    if value.isdigit():
+    if _digits(value):
         return {"at": int(value)}
     return {"as_of": _time(value, field)}
 
@@ -79,7 +102,6 @@ def create_app(
     app.state.ha = ha
     app.state.service = service
     app.state.settings = settings
-    app.include_router(ha_router)
 
     for error_class in (ShadowlineError, BodyTooLarge):
         app.add_exception_handler(error_class, lambda _r, e: error_response(e))
@@ -186,7 +208,7 @@ def create_app(
     @app.get("/events")
     async def get_events(
         _: Auditor,
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
         limit: Annotated[int, Query(ge=1, le=1_000_000)] = 1000,
         kind: str | None = None,
         name: str | None = None,
@@ -195,6 +217,7 @@ def create_app(
         until: str | None = None,
         wait: Annotated[float, Query(ge=0, le=60)] = 0,
     ) -> StreamingResponse:
+        _no_nul(kind=kind, name=name, actor=actor)
         where = EventFilter(
             kind,
             name,
@@ -246,4 +269,7 @@ def create_app(
             f"<body><h1>High Availability</h1><table>{rows}</table></body></html>"
         )
 
+    # Last: routes are matched in order, and the config writes should not first be tried
+    # against every /ha route (no path here overlaps one there, so the order changes nothing else).
+    app.include_router(ha_router)
     return app

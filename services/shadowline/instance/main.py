@@ -19,6 +19,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from shadowline.adapters.migrate import upgrade
 from shadowline.bootstrap import Instance, build_instance
 from shadowline.domain.errors import Unavailable
+from shadowline.instance.failover import STARTING
 from shadowline.settings import Settings
 
 log = logging.getLogger("shadowline.instance")
@@ -62,6 +63,10 @@ async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[
     if password is not None and await instance.users.bootstrap_admin(password.get_secret_value()):
         log.info("created user 'admin' (role admin) from SHADOWLINE_ADMIN_PASSWORD")
     await instance.ha.load()
+    if instance.ha.role.role == "master":
+        # It may have been replaced while it was down: no writes, no relay, until the lease
+        # watcher has checked the peer and the heartbeats for a newer epoch.
+        instance.ha.role.fenced = STARTING
     await instance.writer.load()
     await instance.auth.refresh()
     await instance.service.apply_local()

@@ -127,7 +127,10 @@ class RoleTasks:
             wanted |= {"heartbeats", "commands"}
         if role == "master":
             wanted.add("lease")
-            if record is not None and record.shadow_state == "confirmed":
+            # A master fenced at start may be about to quarantine what it holds: publish nothing
+            # until it knows no newer epoch exists.
+            checking = (self._ha.role.fenced or "").startswith("starting")
+            if record is not None and record.shadow_state == "confirmed" and not checking:
                 wanted.add("relay")
         if role == "shadow":
             wanted.add("replica")

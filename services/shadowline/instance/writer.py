@@ -112,17 +112,29 @@ class Writer:
         """Append events from the master, exactly as they are (positions, ids, chain)."""
         await self._enqueue(job=lambda: self._append_replicated(events))
 
-    async def exclusive(self, job: Callable[[], Awaitable[Any]]) -> Any:
-        """Run `job` with no append in flight (role changes, snapshot installs), then reload."""
+    async def exclusive(self, job: Callable[[], Awaitable[Any]], *, reload: bool = True) -> Any:
+        """Run `job` after everything queued before it and with no append in flight (role
+        changes, snapshot installs); then re-read the store, unless the job changed nothing
+        the writer keeps in memory (`reload=False`)."""
 
         async def run_and_reload() -> Any:
             try:
                 return await job()
             finally:
-                await self.load()
-                await self._notify()
+                if reload:
+                    await self.load()
+                    await self._notify()
 
         return await self._enqueue(job=run_and_reload)
+
+    async def barrier(self) -> int:
+        """The head position once every command queued so far has been committed (or failed)."""
+
+        async def head() -> int:
+            return self._position
+
+        position: int = await self.exclusive(head, reload=False)
+        return position
 
     def close(self) -> None:
         """Stop intake; `run` finishes what is queued, then returns."""
