@@ -20,7 +20,7 @@ import sys
 import traceback
 from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 from sqlalchemy import text
@@ -30,10 +30,12 @@ from shadowline import __version__
 from shadowline.adapters.db import create_engine
 from shadowline.bench.common import Run
 from shadowline.bench.eventsourcing_rate import eventsourcing_runs, missing
-from shadowline.bench.http_rate import http_run
 from shadowline.bench.report import report
 from shadowline.bench.store_rate import store_runs
 from shadowline.settings import Settings
+
+if TYPE_CHECKING:  # the module itself needs aiohttp, from the bench extra
+    from shadowline.bench.http_rate import Server
 
 WRITERS = (1, 32)
 HTTP_CLIENTS = 16
@@ -101,6 +103,14 @@ def _lost_or_failed(runs: list[Run]) -> list[str]:
     return found
 
 
+async def _http_run(database_url: str, requests: int) -> tuple[Run, Server]:
+    try:
+        from shadowline.bench.http_rate import http_run
+    except ImportError as error:
+        raise RuntimeError(f"{error}: install it with: pip install 'shadowline[bench]'") from error
+    return await http_run(database_url, requests, HTTP_CLIENTS)
+
+
 async def main(
     settings: Settings, events: int, http_requests: int, compare_eventsourcing: bool
 ) -> int:
@@ -127,7 +137,7 @@ async def main(
 
     http = await _phase(
         f"HTTP: {http_requests} PUT from {HTTP_CLIENTS} keep-alive clients to a real instance",
-        http_run(settings.database_url, http_requests, HTTP_CLIENTS),
+        _http_run(settings.database_url, http_requests),
         failures,
     )
     if http is not None:

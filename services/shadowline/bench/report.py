@@ -95,7 +95,8 @@ def _http_cpu_sentence(http: Run, nproc: int) -> str:
     client = cpu.get("client_s", 0.0)
     server, postgres = cpu.get("server_s"), cpu.get("postgres_s")
     sentence = (
-        f"HTTP CPU over {wall:.2f}s: httpx clients (this process) {client:.2f}s "
+        f"HTTP CPU over {wall:.2f}s: {http.notes.get('client', 'HTTP')} clients (this process) "
+        f"{client:.2f}s "
         f"({http.notes.get('client_cpu_us_per_request', '?')} us/request, "
         f"{100 * client / wall:.0f}% of one core)"
     )
