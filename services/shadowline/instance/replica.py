@@ -76,6 +76,7 @@ class Replicator:
         self._inbox: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
         self._report_now = asyncio.Event()
         self._queue: AbstractQueue | None = None
+        self._consumer: str | None = None
         self._busy = False
         self.confirmed = asyncio.Event()
         self.master_position = 0
@@ -202,7 +203,18 @@ class Replicator:
 
     async def consume(self, queue: AbstractQueue) -> None:
         self._queue = queue
-        await queue.consume(self._inbox.put, no_ack=False)
+        self._consumer = await queue.consume(self._inbox.put, no_ack=False)
+
+    async def stop_consuming(self) -> None:
+        """Cancel the consumer and hand back what it holds, so that no stale consumer steals
+        every other message from a later one (a consumer outlives the task that started it)."""
+        if self._queue is not None and self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._queue.cancel(self._consumer)
+            self._consumer = None
+        while not self._inbox.empty():
+            with contextlib.suppress(Exception):
+                await self._inbox.get_nowait().nack(requeue=True)
 
     async def run_applier(self) -> None:
         while True:

@@ -8,6 +8,7 @@ consumer, applier and history backfill. standalone: nothing. Each piece retries 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -259,5 +260,11 @@ class RoleTasks:
                 if task is not None:
                     task.cancel()
             await asyncio.gather(reporter, *([applier] if applier else []), return_exceptions=True)
+            await replica.stop_consuming()
             self._ha.replica = None
             await peer.close()
+            if self._ha.role.role == "master":
+                # Promoted: its own queue would only collect its own events from now on. A
+                # master declares it again for this instance if it ever becomes a shadow.
+                with contextlib.suppress(Exception):
+                    await self._broker.delete_replication_queue(self._instance)
