@@ -31,7 +31,12 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/shadowline"
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
-    instance: str = Field(default_factory=socket.gethostname, pattern=r"^[A-Za-z0-9._-]{1,63}$")
+    # One word of a routing key (heartbeat.<instance>, promote.<instance>): no dots, so the
+    # default is the host name without its domain.
+    instance: str = Field(
+        default_factory=lambda: socket.gethostname().split(".")[0],
+        pattern=r"^[A-Za-z0-9_-]{1,63}$",
+    )
     cluster: str = Field(default="default", pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
     http_bind: str = "127.0.0.1:8080"
     cluster_secret: SecretStr | None = None

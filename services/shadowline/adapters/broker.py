@@ -20,6 +20,8 @@ from aio_pika.abc import (
     DeliveryMode,
 )
 
+from shadowline.domain import signing
+
 log = logging.getLogger(__name__)
 
 # RabbitMQ 3.10 sets no delivery limit on quorum queues by default: a poison message would be
@@ -59,18 +61,23 @@ async def connect(url: str, name: str) -> AbstractRobustConnection:
     return connection
 
 
-async def declare_exchanges(channel: AbstractChannel, names: Names) -> dict[str, AbstractExchange]:
+ALL_EXCHANGES = ("events", "monitoring", "commands", "dead_letter")
+
+
+async def declare_exchanges(
+    channel: AbstractChannel, names: Names, kinds: tuple[str, ...] = ALL_EXCHANGES
+) -> dict[str, AbstractExchange]:
+    """Declare the exchanges named by `kinds` (a watchdog's user may declare only its own)."""
     topic = aio_pika.ExchangeType.TOPIC
     exchanges = {
-        "events": await channel.declare_exchange(names.events, topic, durable=True),
-        "monitoring": await channel.declare_exchange(names.monitoring, topic, durable=True),
-        "commands": await channel.declare_exchange(names.commands, topic, durable=True),
-        "dead_letter": await channel.declare_exchange(names.dead_letter, topic, durable=True),
+        kind: await channel.declare_exchange(getattr(names, kind), topic, durable=True)
+        for kind in kinds
     }
-    dead = await channel.declare_queue(
-        names.dead_letter, durable=True, arguments={"x-queue-type": "quorum"}
-    )
-    await dead.bind(exchanges["dead_letter"], "#")
+    if "dead_letter" in exchanges:
+        dead = await channel.declare_queue(
+            names.dead_letter, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        await dead.bind(exchanges["dead_letter"], "#")
     return exchanges
 
 
@@ -114,8 +121,16 @@ def json_message(
 class BrokerLink:
     """One robust connection per instance, its channels and the exchanges it uses."""
 
-    def __init__(self, url: str, names: Names, connection_name: str, prefetch: int = 1000) -> None:
+    def __init__(
+        self,
+        url: str,
+        names: Names,
+        connection_name: str,
+        prefetch: int = 1000,
+        declare: tuple[str, ...] = ALL_EXCHANGES,
+    ) -> None:
         self._url = url
+        self._declare = declare
         self.names = names
         self._connection_name = connection_name
         self._prefetch = prefetch
@@ -134,7 +149,7 @@ class BrokerLink:
         connection = await connect(self._url, self._connection_name)
         try:
             self._publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            self.exchanges = await declare_exchanges(self._publish, self.names)
+            self.exchanges = await declare_exchanges(self._publish, self.names, self._declare)
             self._consume = await connection.channel()
             await self._consume.set_qos(prefetch_count=self._prefetch)
         except BaseException:
@@ -185,7 +200,7 @@ class BrokerLink:
 
     async def publish_command(self, routing_key: str, body: Any) -> None:
         await self.exchanges["commands"].publish(
-            json_message(body, persistent=False, expiration=60),
+            json_message(body, persistent=False, expiration=signing.WINDOW),
             routing_key,
             mandatory=True,
             timeout=5,

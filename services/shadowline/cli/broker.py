@@ -39,7 +39,7 @@ def grants(cluster: str) -> list[Grant]:
         Grant(
             f"shadowline-{cluster}-watchdog",
             rf"^{c}(monitoring|commands)$|{watchdog_queues}",
-            rf"^{c}commands$|{watchdog_queues}",
+            rf"^{c}(monitoring|commands)$|{watchdog_queues}",
             rf"^{c}monitoring$|{watchdog_queues}",
         ),
         Grant(

@@ -268,6 +268,7 @@ class Failover:
                 shadow_position=None,
             )
             self.role.fenced = None
+            await self._ha.load()  # role.changed below says the new role and epoch
             self._gate.configure(enabled=False, acked=0)
         if moved:
             self._alert(
@@ -344,9 +345,16 @@ class Failover:
             raise
         result = await self.recover(record.shadow_url)
         took = time.monotonic() - started
+        sentence = (
+            f"roles switched: {record.shadow_instance} is master in epoch {result['epoch']}, "
+            f"{self._settings.instance} its shadow ({took:.2f}s without writes)"
+        )
+        log.info(sentence)
         self._publish(
             "failover.switched",
             {
+                "step": "switched",
+                "sentence": sentence,
                 "from": self._settings.instance,
                 "to": record.shadow_instance,
                 "epoch": result["epoch"],

@@ -35,9 +35,9 @@ TICK = 0.05
 def _step(sentence: str) -> str:
     for word, step in (
         ("probing", "probing"),
+        ("not promoting", "refused"),  # before "promoting", which it contains
         ("promoting", "promoting"),
         ("complete", "promoted"),
-        ("not promoting", "refused"),
         ("cannot fail over", "refused"),
         ("no failover", "master-alive"),
         ("heard again", "master-alive"),
@@ -55,7 +55,10 @@ class ClusterWatch:
         self._name = name
         self._allow_data_loss = allow_data_loss
         self._broker = BrokerLink(
-            settings.amqp_url.get_secret_value(), Names(cluster), f"shadowline {name}"
+            settings.amqp_url.get_secret_value(),
+            Names(cluster),
+            f"shadowline {name}",
+            declare=("monitoring", "commands"),
         )
         self.view = rules.View(cluster, started=time.monotonic())
         self._tasks: set[asyncio.Task[None]] = set()
