@@ -93,7 +93,10 @@ class Failover:
             if self.role.role != "master":
                 return
             if self.role.fenced is None:
-                if not self._liveness.lease_valid():
+                newest, _ = self._liveness.newest_epoch_heard(self._settings.takeover_delay)
+                if newest > self.role.epoch:
+                    self.fence(f"heard a master in epoch {newest}, newer than {self.role.epoch}")
+                elif not self._liveness.lease_valid():
                     self.fence(
                         f"no heartbeat confirmed by the broker for {self._settings.lease:.1f}s (lease)"
                     )
@@ -113,11 +116,9 @@ class Failover:
             await self.recover(beat["url"])
             return
         peer = await self._peer_health()
-        if (
-            peer is not None
-            and peer.get("role") == "master"
-            and int(peer["epoch"]) > self.role.epoch
-        ):
+        if peer is not None and int(peer["epoch"]) > self.role.epoch:
+            if peer.get("role") not in ("master", "fenced"):
+                return  # a newer epoch exists: never unfence before its master is known
             record = self._ha.record
             assert record is not None and record.shadow_url is not None
             await self.recover(record.shadow_url)
@@ -337,6 +338,12 @@ class Failover:
                 await peer.call("POST", "/ha/peer/promote", command)
             except PeerRefused as error:
                 raise Conflict(f"the shadow refused the handover: {error}") from error
+            except Unavailable as error:
+                if not isinstance(error.__cause__, httpx.ConnectError):
+                    raise  # sent but unanswered: it may have promoted itself
+                raise Conflict(
+                    f"the shadow is not reachable, switch roles refused: {error}"
+                ) from error
             finally:
                 await peer.close()
         except (Conflict, Unavailable):

@@ -25,11 +25,13 @@ class CommitGate:
         *,
         timeout: float,
         lease_valid: Callable[[], bool],
+        fenced: Callable[[], bool] | None = None,
         announce: Callable[[], Awaitable[bool]],
         alert: Callable[[str, str], None],
     ) -> None:
         self._timeout = timeout
         self._lease_valid = lease_valid
+        self._fenced = fenced or (lambda: False)
         self._announce = announce
         self._alert = alert
         self.enabled = False  # a confirmed shadow exists
@@ -85,7 +87,11 @@ class CommitGate:
                 )
             if self.acked < position:
                 await self._degrade(position)
-        if not self._lease_valid():
+        # A fenced master may have been replaced (paused past its lease, or it heard a newer
+        # epoch): the heartbeat `_degrade` just got confirmed renews the lease but says nothing
+        # about that, so only a write the shadow already holds may still be acknowledged.
+        held = self.enabled and self.acked >= position
+        if not self._lease_valid() or (self._fenced() and not held):
             raise NotWritable(
                 "this master has no valid lease (cut off from the broker or paused): the write was "
                 "not acknowledged and may be quarantined if a newer master exists",

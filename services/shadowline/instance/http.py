@@ -127,7 +127,7 @@ def create_app(
         r = service.role
         return {
             "instance": instance,
-            "role": r.role,
+            "role": r.shown,
             "epoch": r.epoch,
             "position": service.writer.position,
         }

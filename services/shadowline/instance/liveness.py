@@ -51,7 +51,11 @@ class Liveness:
         now = time.monotonic()
         best: tuple[int, dict[str, Any] | None] = (0, None)
         for at, beat in self.heard.values():
-            if now - at <= within and beat.get("role") == "master" and int(beat["epoch"]) > best[0]:
+            if (
+                now - at <= within
+                and beat.get("role") in ("master", "fenced")
+                and int(beat["epoch"]) > best[0]
+            ):
                 best = (int(beat["epoch"]), beat)
         return best
 
