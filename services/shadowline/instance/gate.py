@@ -40,6 +40,9 @@ class CommitGate:
         self.generation = 0
         self._signal = asyncio.Event()
 
+    def lease_ok(self) -> bool:
+        return self._lease_valid()
+
     @property
     def replication(self) -> str | None:
         return self.mode if self.enabled else None

@@ -6,6 +6,7 @@ match the role; this module decides the role changes and records them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -100,6 +101,11 @@ class HaService:
         await self.changed(
             f"HA enabled on {self._settings.instance}: it is master (auto-confirm {auto_confirm})"
         )
+        # A master acknowledges writes only with a lease: answer once the first heartbeat is
+        # confirmed (or the lease time has passed), so writes right after this do not get 503.
+        deadline = time.monotonic() + self._settings.lease
+        while not self.gate.lease_ok() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         return await self.status()
 
     async def register(self, body: dict[str, Any]) -> dict[str, Any]:
