@@ -108,6 +108,7 @@ def build_instance(settings: Settings) -> Instance:
     gate = CommitGate(
         timeout=settings.sync_timeout,
         lease_valid=liveness.lease_valid,
+        wait_lease=liveness.wait_lease,
         fenced=lambda: role.fenced is not None,
         announce=liveness.beat_once,
         alert=lambda name, message: roles[0].alert(name, message, {}),

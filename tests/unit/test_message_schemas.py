@@ -533,6 +533,10 @@ class Node:
     settings: Settings
 
 
+async def _lease_held(within: float) -> bool:
+    return True
+
+
 async def _announce() -> bool:
     return True
 
@@ -544,6 +548,7 @@ def node(ha_record: HaRecord, instance: str = "node-a") -> Node:
     gate = CommitGate(
         timeout=1.0,
         lease_valid=lambda: True,
+        wait_lease=_lease_held,
         announce=_announce,
         alert=lambda name, message: tasks_box[0].alert(name, message, {}),  # as bootstrap.py does
     )

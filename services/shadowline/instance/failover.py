@@ -89,9 +89,7 @@ class Failover:
         if check_first:
             self.fence(STARTING)
         else:  # just became master (HA enabled, promoted): let the first heartbeat be confirmed
-            deadline = time.monotonic() + self._settings.lease
-            while not self._liveness.lease_valid() and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            await self._liveness.wait_lease(self._settings.lease)
         while True:
             await asyncio.sleep(min(0.1, self._settings.heartbeat_interval / 4))
             if self.role.role != "master":

@@ -25,12 +25,14 @@ class CommitGate:
         *,
         timeout: float,
         lease_valid: Callable[[], bool],
+        wait_lease: Callable[[float], Awaitable[bool]],
         fenced: Callable[[], bool] | None = None,
         announce: Callable[[], Awaitable[bool]],
         alert: Callable[[str, str], None],
     ) -> None:
         self._timeout = timeout
         self._lease_valid = lease_valid
+        self._wait_lease = wait_lease
         self._fenced = fenced or (lambda: False)
         self._announce = announce
         self._alert = alert
@@ -40,8 +42,8 @@ class CommitGate:
         self.generation = 0
         self._signal = asyncio.Event()
 
-    def lease_ok(self) -> bool:
-        return self._lease_valid()
+    async def wait_lease(self, within: float) -> bool:
+        return await self._wait_lease(within)
 
     @property
     def replication(self) -> str | None:

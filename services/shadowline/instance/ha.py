@@ -6,7 +6,6 @@ match the role; this module decides the role changes and records them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -103,9 +102,7 @@ class HaService:
         )
         # A master acknowledges writes only with a lease: answer once the first heartbeat is
         # confirmed (or the lease time has passed), so writes right after this do not get 503.
-        deadline = time.monotonic() + self._settings.lease
-        while not self.gate.lease_ok() and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+        await self.gate.wait_lease(self._settings.lease)
         return await self.status()
 
     async def register(self, body: dict[str, Any]) -> dict[str, Any]:

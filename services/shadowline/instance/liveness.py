@@ -10,6 +10,7 @@ start). It also listens to everyone's heartbeats, so it learns of a newer epoch.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ class Liveness:
         self.connected_at: float | None = (
             None  # since when heartbeats are confirmed without a break
         )
+        self._confirmed = asyncio.Event()
         self.heard: dict[str, tuple[float, dict[str, Any]]] = {}  # others' last heartbeats
 
     def lease_valid(self, now: float | None = None) -> bool:
@@ -88,7 +90,17 @@ class Liveness:
         now = time.monotonic()
         self.connected_at = self.connected_at or now
         self.confirmed_at = now
+        self._confirmed.set()
         return True
+
+    async def wait_lease(self, within: float) -> bool:
+        """Wait (at most `within` s) until a confirmed heartbeat gives this instance a lease."""
+        if self.lease_valid():
+            return True
+        self._confirmed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._confirmed.wait(), within)
+        return self.lease_valid()
 
     async def run(self) -> None:
         interval = self._settings.heartbeat_interval
