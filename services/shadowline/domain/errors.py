@@ -52,10 +52,6 @@ class ConcurrentWriter(Unavailable):
     """Raised when another process appended to this store: its head moved under our writer."""
 
 
-class SettingsError(ShadowlineError):
-    """Raised at start-up when the settings are invalid or break the timing rule."""
-
-
 class AlreadyExists(ShadowlineError):
     """Raised when creating something (a user) that already exists."""
 

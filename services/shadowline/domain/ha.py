@@ -1,24 +1,6 @@
-"""High-availability rules as pure functions: shadow status, sync checks, version handshake."""
+"""High-availability rules as pure functions: the shadow's status and the version handshake."""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Final
-
-ROLES: Final = frozenset({"standalone", "master", "shadow", "fenced"})
-
-# How far behind (in events) a shadow may be and still count as in sync for the /shadow probe.
-IN_SYNC_EVENTS: Final = 0
-
-
-@dataclass(frozen=True, slots=True)
-class ShadowView:
-    """What a master shows of its shadow."""
-
-    instance: str
-    state: str  # pending | syncing | connected | lost
-    position: int | None
-    last_seen_age: float | None
 
 
 def shadow_state(
