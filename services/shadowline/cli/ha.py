@@ -75,13 +75,18 @@ def enable(
 @app.command("join")
 def join(
     master_url: Annotated[str, typer.Option("--master-url", help="The master's URL.")],
-    master_user: Annotated[str, typer.Option("--master-user", help="An admin user of the master.")],
+    master_user: Annotated[
+        str | None,
+        typer.Option("--master-user", help="An admin user of the master (default: --user)."),
+    ] = None,
     master_password: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--master-password", envvar="SHADOWLINE_MASTER_PASSWORD", prompt=True, hide_input=True
+            "--master-password",
+            envvar="SHADOWLINE_MASTER_PASSWORD",
+            help="Its password (default: --password).",
         ),
-    ],
+    ] = None,
     url: Url = DEFAULT_URL,
     user: User = "admin",
     password: Password = None,
@@ -89,10 +94,10 @@ def join(
 ) -> None:
     """Make this instance the shadow of a master (run against the shadow).
 
-    Example: shadowline ha join --url http://shadow:8081 --master-url http://master:8080 --master-user admin
+    Example: shadowline ha join --url http://shadow:8081 --master-url http://master:8080
     """
     with client(url, user, password) as c:
-        doc = call(c.ha_join, master_url, master_user, master_password)
+        doc = call(c.ha_join, master_url, master_user or user, master_password or password or "")
     emit(doc, as_json, _describe(doc))
 
 
