@@ -42,7 +42,7 @@ from shadowline.instance.liveness import Liveness
 from shadowline.instance.metrics import Metrics
 from shadowline.instance.replica import Replicator
 from shadowline.instance.role import RoleState
-from shadowline.instance.roletasks import RoleTasks
+from shadowline.instance.roletasks import CHANGES_EVERY, RoleTasks
 from shadowline.settings import Settings
 from shadowline.watchdog import service as watchdog_service
 from shadowline.watchdog.service import ClusterWatch
@@ -631,7 +631,9 @@ async def test_config_changed_of_a_committed_batch_is_valid_and_lists_at_most_10
     batch = [_event(10, None, None, type_="ShadowConfirmed")]
     batch += [_event(11 + i, "system-mapping", f"m{i}") for i in range(149)]
     batch += [_event(160, "resource", "r1", type_="ConfigDeleted")]
-    n.tasks.config_changed(batch)
+    n.tasks.config_changed(batch[:75])
+    n.tasks.config_changed(batch[75:])  # batches committed together make one summary
+    await asyncio.sleep(CHANGES_EVERY + 0.1)
     await settle()
     assert n.broker.problems() == []
     (summary,) = n.broker.bodies("config.changed")

@@ -32,6 +32,8 @@ from shadowline.instance.writer import Writer
 
 log = logging.getLogger(__name__)
 
+CHANGES_EVERY = 0.25  # seconds between config.changed summaries
+
 
 async def _retrying(name: str, work: Callable[[], Awaitable[Any]], *, limit: float = 5.0) -> Any:
     """Run `work` until it succeeds, backing off after each failure (cancellation stops it)."""
@@ -68,6 +70,7 @@ class RoleTasks:
         self._background: set[asyncio.Task[Any]] = set()
         self._started = False
         self._reconciling = asyncio.Lock()
+        self._changes: list[Event] = []
         self.failover: Failover | None = None  # set by the composition root
         self.liveness: Liveness | None = None
 
@@ -94,29 +97,34 @@ class RoleTasks:
             log.debug("%s not published: %s", routing_key, error)
 
     def config_changed(self, events: list[Event]) -> None:
-        """A summary of each committed batch of client writes, for monitoring."""
+        """Collect committed client writes; a summary goes out at most every CHANGES_EVERY s
+        (one message per group-commit batch would cost the master more than the writes)."""
+        if self._ha.role.role != "master":
+            return
+        if not self._changes:
+            asyncio.get_running_loop().call_later(CHANGES_EVERY, self._flush_changes)
+        self._changes.extend(events)
+
+    def _flush_changes(self) -> None:
+        batch, self._changes = self._changes, []
+        events = [e for e in batch if e.kind is not None]
+        if not events:
+            return
         changes = [
+            {"kind": e.kind, "name": e.name, "version": e.version, "type": e.type,
+             "actor": e.metadata.get("actor")}
+            for e in events[:100]
+        ]  # fmt: skip
+        self.publish(
+            "config.changed",
             {
-                "kind": e.kind,
-                "name": e.name,
-                "version": e.version,
-                "type": e.type,
-                "actor": e.metadata.get("actor"),
-            }
-            for e in events
-            if e.kind is not None
-        ]
-        if changes and self._ha.role.role == "master":
-            self.publish(
-                "config.changed",
-                {
-                    "epoch": events[-1].epoch,
-                    "from_position": events[0].position,
-                    "to_position": events[-1].position,
-                    "count": len(changes),
-                    "changes": changes[:100],
-                },
-            )
+                "epoch": batch[-1].epoch,
+                "from_position": batch[0].position,
+                "to_position": batch[-1].position,
+                "count": len(events),
+                "changes": changes,
+            },
+        )
 
     # -- reconciling tasks with the role ---------------------------------------------------------
 
