@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -19,22 +21,26 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
+
+def _event_columns() -> list[Column[Any]]:
+    """The columns of an event: the log and the quarantine hold the same rows."""
+    return [
+        Column("position", BigInteger, primary_key=True, autoincrement=False),
+        Column("id", Uuid, nullable=False, unique=True),
+        Column("epoch", Integer, nullable=False),
+        Column("type", Text, nullable=False),
+        Column("kind", Text),
+        Column("name", Text),
+        Column("version", Integer),
+        Column("data", JSONB),
+        Column("metadata", JSONB, nullable=False),
+        Column("recorded_at", DateTime(timezone=True), nullable=False),
+        Column("chain", LargeBinary, nullable=False),
+    ]
+
+
 # Append-only: a trigger and the grants refuse UPDATE, DELETE and TRUNCATE.
-events = Table(
-    "events",
-    metadata,
-    Column("position", BigInteger, primary_key=True, autoincrement=False),
-    Column("id", Uuid, nullable=False, unique=True),
-    Column("epoch", Integer, nullable=False),
-    Column("type", Text, nullable=False),
-    Column("kind", Text),
-    Column("name", Text),
-    Column("version", Integer),
-    Column("data", JSONB),
-    Column("metadata", JSONB, nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
-    Column("chain", LargeBinary, nullable=False),
-)
+events = Table("events", metadata, *_event_columns())
 
 # One row. Every append updates it with a compare-and-set on `position`; the row lock this takes
 # serializes writers, so position order is commit order and a reader tailing `position > n`
@@ -137,17 +143,9 @@ relay_cursor = Table(
 quarantine = Table(
     "quarantine",
     metadata,
+    *(column for column in _event_columns() if column.name not in ("position", "id")),
     Column("position", BigInteger, nullable=False),
     Column("id", Uuid, primary_key=True),
-    Column("epoch", Integer, nullable=False),
-    Column("type", Text, nullable=False),
-    Column("kind", Text),
-    Column("name", Text),
-    Column("version", Integer),
-    Column("data", JSONB),
-    Column("metadata", JSONB, nullable=False),
-    Column("recorded_at", DateTime(timezone=True), nullable=False),
-    Column("chain", LargeBinary, nullable=False),
     Column("quarantined_at", DateTime(timezone=True), nullable=False),
     Column("fork_position", BigInteger, nullable=False),
     Column("new_epoch", Integer, nullable=False),

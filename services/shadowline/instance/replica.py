@@ -265,6 +265,14 @@ class Replicator:
                 attempt += 1
                 log.warning("replication paused (%s); retrying", error)
                 await asyncio.sleep(min(0.1 * 2**attempt, 5.0))
+            except BaseException:
+                # Anything else (a master that diverges, a cancellation): hand the messages back
+                # so they are redelivered, and dead-lettered after the queue's delivery limit,
+                # instead of staying unacked on the channel.
+                for _, message in events.values():
+                    with contextlib.suppress(Exception):
+                        await message.nack(requeue=True)
+                raise
         for _, message in events.values():
             await message.ack()
 
