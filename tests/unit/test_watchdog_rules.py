@@ -152,3 +152,12 @@ def test_signing_is_independent_of_key_order():
     a = signing.sign(SECRET, command())
     b = signing.sign(SECRET, dict(reversed(list(command().items()))))
     assert a["signature"] == b["signature"]
+
+
+def test_a_master_that_answers_its_probes_is_probed_at_most_twice_per_delay():
+    view, _, _ = rules.tick(watching(), DELAY + 0.1, DELAY)
+    view, _, _ = rules.probed(view, "m", {"role": "master"}, "", DELAY + 0.2, DELAY, False)
+    assert rules.tick(view, DELAY + 0.3, DELAY)[1] == []  # still silent, but it just answered
+    assert rules.tick(view, DELAY + 0.2 + DELAY / 2 + 0.01, DELAY)[1] == [
+        rules.Probe("m", "http://m:8080")
+    ]

@@ -13,6 +13,7 @@ from shadowline.cli import broker as broker_cli
 from shadowline.cli import config as config_cli
 from shadowline.cli import ha as ha_cli
 from shadowline.cli import users as users_cli
+from shadowline.cli import watch as watch_cli
 from shadowline.cli.common import (
     EXIT_USAGE,
     fail,
@@ -33,6 +34,7 @@ app.add_typer(config_cli.app, name="config")
 app.add_typer(users_cli.app, name="users")
 app.command("history")(config_cli.history)
 app.command("broker-setup")(broker_cli.broker_setup)
+app.command("watch")(watch_cli.watch)
 app.add_typer(ha_cli.app, name="ha")
 bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
@@ -135,14 +137,12 @@ def watchdog(
 
     Example: shadowline watchdog --cluster prod --cluster staging
     """
-    import socket
-
     from shadowline.watchdog.service import run_watchdog
 
     setup_logging()
     settings = load_settings()
     clusters = cluster or [settings.cluster]
-    me = name or f"watchdog-{socket.gethostname()}"
+    me = name or settings.instance
     log.info("watchdog %s: clusters %s, settings %s", me, clusters, settings.masked())
     run(run_watchdog(settings, clusters, me, allow_data_loss, health_file))
 

@@ -46,6 +46,7 @@ class View:
     since: float = 0.0
     promoting: Promote | None = None
     maintenance: bool = False
+    alive_at: float | None = None  # when the silent master last answered a probe as master
 
 
 Action = Probe | Promote
@@ -123,8 +124,10 @@ def tick(view: View, now: float, takeover_delay: float) -> Decision:
     if view.phase == "refused" and now - view.since > takeover_delay:
         view = replace(view, phase="watching")  # look again: the shadow may have caught up
     if view.phase == "watching":
-        if not master.url:
-            return view, [], None
+        if not master.url or (
+            view.alive_at is not None and now - view.alive_at < takeover_delay / 2
+        ):
+            return view, [], None  # it answered a probe just now: no probe storm
         return (
             replace(view, phase="probing", since=now),
             [Probe(master.instance, master.url)],
@@ -148,7 +151,7 @@ def probed(
         return view, [], None
     if answer is not None and answer.get("role") == "master":
         return (
-            replace(view, phase="watching", since=now),
+            replace(view, phase="watching", since=now, alive_at=now),
             [],
             f"master {instance} missed heartbeats but answers its probe as master: no failover",
         )

@@ -253,8 +253,7 @@ def create_app(
 
     @app.get("/metrics")
     async def get_metrics(_: Viewer) -> Response:
-        metrics.committed_position.set(service.writer.position)
-        metrics.epoch.set(service.role.epoch)
+        metrics.refresh(await ha.status())
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/", response_class=HTMLResponse)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shadowline.domain.events import Event
+
+ROLES = ("standalone", "master", "shadow", "fenced")
 
 
 class Metrics:
@@ -23,6 +26,26 @@ class Metrics:
         )
         self.role = Gauge(
             "shadowline_role", "1 for the instance's current role", ["role"], registry=self.registry
+        )
+        self.sync = Gauge(
+            "shadowline_replication_sync",
+            "1 while writes wait for the shadow (sync mode)",
+            registry=self.registry,
+        )
+        self.lag_events = Gauge(
+            "shadowline_replication_lag_events",
+            "Events the shadow is behind (on the master: its shadow; on a shadow: itself)",
+            registry=self.registry,
+        )
+        self.lag_seconds = Gauge(
+            "shadowline_replication_lag_seconds_now",
+            "How long a shadow has been behind",
+            registry=self.registry,
+        )
+        self.peer_age = Gauge(
+            "shadowline_peer_last_seen_seconds",
+            "Seconds since the peer was last heard of",
+            registry=self.registry,
         )
         self.append_seconds = Histogram(
             "shadowline_append_batch_seconds",
@@ -60,3 +83,18 @@ class Metrics:
     def observe_batch(self, size: int, seconds: float) -> None:
         self.batch_size.observe(size)
         self.append_seconds.observe(seconds)
+
+    def refresh(self, status: dict[str, Any]) -> None:
+        """Set the gauges from the instance's HA status, at scrape time."""
+        self.committed_position.set(status["position"])
+        self.epoch.set(status["epoch"])
+        for role in ROLES:
+            self.role.labels(role).set(1 if status["role"] == role else 0)
+        self.sync.set(1 if status.get("replication") == "sync" else 0)
+        shadow, lag = status.get("shadow") or {}, status.get("lag") or {}
+        events = shadow.get("lag_events", lag.get("events"))
+        self.lag_events.set(events if events is not None else float("nan"))
+        seconds = lag.get("seconds")
+        self.lag_seconds.set(seconds if seconds is not None else float("nan"))
+        age = shadow.get("last_seen_age", status.get("last_contact_age"))
+        self.peer_age.set(age if age is not None else float("nan"))

@@ -1,0 +1,106 @@
+"""`shadowline watch`: the cluster's monitoring stream, for a person, readable and coloured."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import aio_pika
+import orjson
+import typer
+from aio_pika.abc import AbstractIncomingMessage
+from aiormq.exceptions import ChannelNotFoundEntity
+
+from shadowline.adapters.broker import Names
+from shadowline.cli.common import fail, run
+
+COLOURS = {
+    "alert": typer.colors.RED,
+    "failover": typer.colors.YELLOW,
+    "role": typer.colors.CYAN,
+    "config": typer.colors.GREEN,
+    "heartbeat": typer.colors.BRIGHT_BLACK,
+}
+
+
+def describe(routing_key: str, body: dict[str, Any]) -> str:
+    """One line per message: what a person wants to read first."""
+    kind = routing_key.split(".", 1)[0]
+    who = body.get("instance") or body.get("watchdog") or ""
+    if kind == "heartbeat":
+        return (
+            f"{who} {body.get('role')} e{body.get('epoch')} @{body.get('committed')} "
+            f"{body.get('replication') or ''} peer={body.get('peer') or '-'}"
+        )
+    if kind == "config":
+        return f"{who} +{body.get('count')} changes, positions {body.get('from_position')}..{body.get('to_position')}"
+    if kind == "alert":
+        return f"{who} {body.get('alert')}: {body.get('message')}"
+    return f"{who} {body.get('sentence') or orjson.dumps(body).decode()}"
+
+
+async def _watch(
+    url: str, cluster: str, heartbeats: bool, as_json: bool, limit: int | None
+) -> None:
+    connection = await aio_pika.connect_robust(url)
+    seen = 0
+    done = asyncio.Event()
+    async with connection:
+        while True:  # the cluster's instances declare the exchange; it may not exist yet
+            channel = await connection.channel()
+            queue = await channel.declare_queue(exclusive=True, auto_delete=True)
+            try:
+                await queue.bind(Names(cluster).monitoring, "#")
+                break
+            except ChannelNotFoundEntity:
+                typer.secho(
+                    f"waiting for cluster {cluster!r} to declare its exchanges ...", err=True
+                )
+                await asyncio.sleep(1)
+
+        async def show(message: AbstractIncomingMessage) -> None:
+            nonlocal seen
+            key = message.routing_key or ""
+            if key.startswith("heartbeat.") and not heartbeats:
+                return
+            try:
+                body = orjson.loads(message.body)
+            except orjson.JSONDecodeError:
+                body = {"raw": message.body[:200].decode(errors="replace")}
+            if as_json:
+                typer.echo(orjson.dumps({"routing_key": key, "body": body}).decode())
+            else:
+                stamp = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
+                colour = COLOURS.get(key.split(".", 1)[0], typer.colors.WHITE)
+                typer.secho(f"{stamp} {key:<28} {describe(key, body)}", fg=colour)
+            seen += 1
+            if limit is not None and seen >= limit:
+                done.set()
+
+        await queue.consume(show, no_ack=True)
+        await done.wait()
+
+
+def watch(
+    cluster: Annotated[
+        str, typer.Option(envvar="SHADOWLINE_CLUSTER", help="The cluster.")
+    ] = "default",
+    amqp_url: Annotated[
+        str,
+        typer.Option(envvar="SHADOWLINE_AMQP_URL", help="The broker (a monitoring user suffices)."),
+    ] = "amqp://guest:guest@127.0.0.1:5672/",
+    heartbeats: Annotated[bool, typer.Option("--heartbeats", help="Show heartbeats too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per message.")] = False,
+    count: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
+) -> None:
+    """Print the cluster's monitoring stream: role changes, failover steps, alerts, changes.
+
+    Example: shadowline watch --cluster demo --heartbeats
+    """
+    try:
+        run(_watch(amqp_url, cluster, heartbeats, as_json, count))
+    except KeyboardInterrupt:
+        pass
+    except OSError as error:
+        fail(f"cannot reach RabbitMQ: {error}", 3)
