@@ -231,6 +231,33 @@ class Failover:
             "fork_position": fork,
         }
 
+    async def complete_interrupted_promotion(self) -> None:
+        """A master in a promoted epoch whose log holds no event of it died between taking the
+        role and recording MasterPromoted: record it now. Nothing was written in the epoch, so
+        the fork is the head; an old master rejoining needs the event to find the fork."""
+        if self.role.role != "master" or self.role.epoch <= 1:
+            return
+        if self._writer.head_epoch >= self.role.epoch:
+            return
+        record = self._ha.record
+        fork = self._writer.position
+        await self._writer.submit(
+            RecordEvent(
+                "MasterPromoted",
+                {
+                    "epoch": self.role.epoch,
+                    "fork_position": fork,
+                    "previous_master": record.shadow_instance if record else None,
+                    "previous_epoch": None,
+                    "reason": "promotion completed after a restart",
+                    "command_id": None,
+                    "issued_by": self._settings.instance,
+                },
+                {"actor": self._settings.instance, "request_id": str(uuid.uuid4())},
+            )
+        )
+        log.info("recorded the interrupted promotion to epoch %d at fork %d", self.role.epoch, fork)
+
     # -- recovery (an old master) --------------------------------------------------------------
 
     async def recover(self, new_master_url: str) -> dict[str, Any]:

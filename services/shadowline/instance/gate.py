@@ -40,6 +40,8 @@ class CommitGate:
         self.mode = "async"
         self.acked = 0
         self.generation = 0
+        self._degrading = asyncio.Lock()
+        self._announcing = False
         self._signal = asyncio.Event()
 
     async def wait_lease(self, within: float) -> bool:
@@ -47,7 +49,9 @@ class CommitGate:
 
     @property
     def replication(self) -> str | None:
-        return self.mode if self.enabled else None
+        if not self.enabled:
+            return None
+        return "async" if self._announcing else self.mode
 
     def configure(self, enabled: bool, acked: int) -> None:
         """A new shadow relation starts async and turns sync once the shadow has caught up, so
@@ -90,8 +94,12 @@ class CommitGate:
                     "acknowledged and may be quarantined",
                     master_url,
                 )
-            if self.acked < position:
-                await self._degrade(position)
+            if self.acked < position and not await self._degrade(position):
+                raise NotWritable(
+                    "the shadow did not acknowledge this write and the switch to async could "
+                    "not be announced: it was not acknowledged",
+                    master_url,
+                )
         # A fenced master may have been replaced (paused past its lease, or it heard a newer
         # epoch): the heartbeat `_degrade` just got confirmed renews the lease but says nothing
         # about that, so only a write the shadow already holds may still be acknowledged.
@@ -103,18 +111,27 @@ class CommitGate:
                 master_url,
             )
 
-    async def _degrade(self, position: int) -> None:
-        if self.mode != "sync":
-            return
-        self.mode = "async"
-        started = time.monotonic()
+    async def _degrade(self, position: int) -> bool:
+        """Switch to async, but only once a confirmed heartbeat told the watchdogs so: until
+        then nothing may be acknowledged without the shadow. False if that did not happen."""
+        async with self._degrading:
+            if self.mode != "sync":
+                return True
+            self._announcing = True  # heartbeats say async from now on
+            try:
+                announced = await self._announce()
+            finally:
+                self._announcing = False
+            if not announced:
+                log.warning(
+                    "could not announce async mode on the broker: write %d not acknowledged",
+                    position,
+                )
+                return False
+            self.mode = "async"
         self._alert(
             "sync-degraded",
             f"the shadow did not acknowledge position {position} within {self._timeout:.1f}s: "
             "replication degraded to async",
         )
-        # The watchdog must know before any write is acknowledged without the shadow.
-        if not await self._announce():
-            log.warning(
-                "async mode not confirmed on the broker after %.2fs", time.monotonic() - started
-            )
+        return True

@@ -71,6 +71,8 @@ async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[
     await instance.auth.refresh()
     await instance.service.apply_local()
     writer = asyncio.create_task(instance.writer.run(), name="writer")
+    assert instance.roles.failover is not None
+    await instance.roles.failover.complete_interrupted_promotion()
     helpers = [
         asyncio.create_task(instance.snapshotter.run(), name="snapshotter"),
         asyncio.create_task(instance.auth.run(), name="users-refresh"),
