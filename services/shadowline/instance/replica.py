@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 Alert = Callable[[str, str, dict[str, Any]], None]
 
+BACKFILL_PAGE = 5000  # events per page of the history copied below a bootstrap image
+
 
 class Poison(Exception):
     """A message that can never be applied: it is dead-lettered."""
@@ -188,15 +190,24 @@ class Replicator:
         image = await self._store.snapshot_at(base) if base else None
         if image is None:
             return
-        events = await self._fetch(0, base)
-        if verify_chain(GENESIS, events) or len(events) != base or events[-1].chain != image.chain:
-            self._alert(
-                "divergence", "the master's history does not lead to the bootstrap image", {}
-            )
-            return
-        for start in range(0, base, 5000):
-            done = start + 5000 >= base
-            await self._store.backfill(events[start : start + 5000], 0 if done else base)
+        # Page by page, each page chained to the one before, the last one to the image: the
+        # history is checked exactly as a whole, without holding all of it in memory.
+        previous, after = GENESIS, 0
+        while after < base:
+            page = await self._fetch(after, min(after + BACKFILL_PAGE, base))
+            done = bool(page) and page[-1].position >= base
+            if (
+                not page
+                or page[0].position != after + 1
+                or verify_chain(previous, page)
+                or (done and page[-1].chain != image.chain)
+            ):
+                self._alert(
+                    "divergence", "the master's history does not lead to the bootstrap image", {}
+                )
+                return
+            await self._store.backfill(page, 0 if done else base)
+            previous, after = page[-1].chain, page[-1].position
         log.info("history backfilled: positions 1..%d", base)
 
     # -- streaming ---------------------------------------------------------------------------
