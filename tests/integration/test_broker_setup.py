@@ -22,12 +22,14 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture
 def applied(rabbitmq):
     cluster = f"bs{uuid.uuid4().hex[:8]}"
-    out = subprocess.run(
+    done = subprocess.run(
         [sys.executable, "-m", "shadowline", "broker-setup", "--cluster", cluster, "--apply"],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
     users = dict(line.split("\t") for line in out.strip().splitlines())
     yield cluster, users
     for user in users:

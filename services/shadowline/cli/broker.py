@@ -11,6 +11,7 @@ import re
 import secrets
 import shlex
 import subprocess
+import time
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -98,5 +99,11 @@ def broker_setup(
         typer.echo(f"{grant.user}\t{password}")
 
 
-def _run(command: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, check=False)
+def _run(command: list[str], attempts: int = 4) -> subprocess.CompletedProcess[str]:
+    """Run rabbitmqctl; a busy node sometimes fails a CLI call transiently, so try again."""
+    for attempt in range(attempts):
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode == 0 or "already" in result.stdout + result.stderr:
+            return result
+        time.sleep(1 + attempt)
+    return result
