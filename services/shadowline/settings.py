@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=1000, ge=1, le=10000)
     # How long a sync write waits for the shadow before the master degrades to async.
     sync_timeout: float = Field(default=1.0, gt=0)
+    # The master raises alert.lag when its shadow is more than this many seconds behind.
+    lag_alert_seconds: float = Field(default=10.0, gt=0)
     # How long start-up waits for the database before giving up (exit code 2).
     startup_patience: float = Field(default=15.0, ge=0)
 

@@ -55,6 +55,10 @@ class HaService:
         self.replica: Any = None  # the shadow's Replicator while it runs
 
     @property
+    def settings(self) -> Settings:
+        return self._settings
+
+    @property
     def instance(self) -> str:
         return self._settings.instance
 

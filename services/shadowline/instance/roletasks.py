@@ -1,6 +1,6 @@
 """Starts and stops the broker-facing work to match the instance's role.
 
-master with a confirmed shadow: the relay. shadow: the replication reporter, bootstrap,
+master with a confirmed shadow: the relay and the shadow's watch (lost, lag). shadow: the replication reporter, bootstrap,
 consumer, applier and history backfill. standalone: nothing. Each piece retries on its own
 (with backoff) when the broker, the peer or the database is away, and never crash-loops.
 """
@@ -20,6 +20,7 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from shadowline.adapters.broker import BrokerLink
 from shadowline.adapters.store import EventStore
+from shadowline.domain import alerting
 from shadowline.domain.errors import Forbidden, ShadowlineError
 from shadowline.domain.events import Event
 from shadowline.instance.failover import Failover
@@ -140,7 +141,7 @@ class RoleTasks:
             # until it knows no newer epoch exists.
             checking = (self._ha.role.fenced or "").startswith("starting")
             if record is not None and record.shadow_state == "confirmed" and not checking:
-                wanted.add("relay")
+                wanted |= {"relay", "peer-watch"}
         if role == "shadow":
             wanted.add("replica")
         return wanted
@@ -173,6 +174,7 @@ class RoleTasks:
             "heartbeats": self._heartbeats,
             "commands": self._commands,
             "lease": partial(self._lease, first),
+            "peer-watch": self._peer_watch,
         }
         for name in wanted - self._running.keys():
             self._running[name] = asyncio.ensure_future(work[name]())
@@ -223,6 +225,27 @@ class RoleTasks:
                 )
             else:
                 log.warning("command %s refused: %s", message.routing_key, error)
+
+    async def _peer_watch(self) -> None:
+        """Alert when the confirmed shadow is lost or lags (rules in domain.alerting)."""
+        settings = self._ha.settings
+        watch = alerting.Watch()
+        while True:
+            await asyncio.sleep(settings.heartbeat_interval)
+            shadow = (await self._ha.status()).get("shadow")
+            if not shadow:
+                continue
+            seen = alerting.Observation(
+                master_position=self._writer.position,
+                shadow=shadow["instance"],
+                shadow_state=shadow["state"],
+                shadow_position=shadow["position"],
+            )
+            watch, alerts = alerting.observe(
+                watch, seen, time.monotonic(), lag_limit=settings.lag_alert_seconds
+            )
+            for found in alerts:
+                self.alert(found.name, found.message, found.details)
 
     async def _relay(self) -> None:
         await _retrying("connecting to RabbitMQ", self._broker.start)

@@ -1,0 +1,88 @@
+"""When the master alerts about its shadow, as pure functions of (watch, observation, now).
+
+Two alerts come from here: `shadow-lost` (a confirmed shadow was not heard of for the takeover
+delay) and `lag` (the shadow is more than a limit of seconds behind). Lag in seconds is measured
+against the master's own history, not against clocks: the shadow is more than L seconds behind
+when its position is still below the position the master had L seconds ago. That holds under a
+steady load too, where the shadow is never fully caught up for a moment yet is not lagging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the master sees of itself and its confirmed shadow at one moment."""
+
+    master_position: int
+    shadow: str
+    shadow_state: str  # as domain.ha.shadow_state: pending, syncing, connected, lost
+    shadow_position: int
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    message: str
+    details: dict[str, object]
+
+
+@dataclass(frozen=True)
+class Watch:
+    """The alerting memory: what was already said, and recent (time, master position) pairs."""
+
+    lost: bool = False
+    lagging: bool = False
+    samples: tuple[tuple[float, int], ...] = field(default=())
+
+
+def position_at(samples: tuple[tuple[float, int], ...], moment: float) -> int | None:
+    """The master's position at `moment` (the latest sample not after it), if that is known."""
+    found = None
+    for at, position in samples:
+        if at > moment:
+            break
+        found = position
+    return found
+
+
+def observe(
+    watch: Watch, seen: Observation, now: float, *, lag_limit: float
+) -> tuple[Watch, list[Alert]]:
+    """The next watch and the alerts to raise; each alert is raised once per episode."""
+    samples = (*watch.samples, (now, seen.master_position))
+    # Keep one sample at or before now - lag_limit, so position_at() can answer for that moment.
+    while len(samples) > 1 and samples[1][0] <= now - lag_limit:
+        samples = samples[1:]
+    alerts: list[Alert] = []
+    lost = seen.shadow_state == "lost"
+    if lost and not watch.lost:
+        alerts.append(
+            Alert(
+                "shadow-lost",
+                f"shadow {seen.shadow} has not been heard of for longer than the takeover delay; "
+                "this master is running without a standby",
+                {"shadow": seen.shadow, "position": seen.shadow_position},
+            )
+        )
+    then = position_at(samples, now - lag_limit)
+    behind = then is not None and seen.shadow_position < then and not lost
+    if behind and not watch.lagging:
+        alerts.append(
+            Alert(
+                "lag",
+                f"shadow {seen.shadow} is more than {lag_limit:g} s behind: at position "
+                f"{seen.shadow_position}, while the master was at {then} {lag_limit:g} s ago "
+                f"and is at {seen.master_position} now",
+                {
+                    "shadow": seen.shadow,
+                    "position": seen.shadow_position,
+                    "master_position": seen.master_position,
+                    "lag_events": max(0, seen.master_position - seen.shadow_position),
+                    "limit_seconds": lag_limit,
+                },
+            )
+        )
+    return Watch(lost=lost, lagging=behind, samples=samples), alerts
