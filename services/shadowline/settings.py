@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     lag_alert_seconds: float = Field(default=10.0, gt=0)
     # How long start-up waits for the database before giving up (exit code 2).
     startup_patience: float = Field(default=15.0, ge=0)
+    # The watchdog's own /health and /metrics (host:port); off when unset, since several
+    # watchdogs may run on one host (and beside the instances, as in `shadowline demo`).
+    watchdog_http_bind: str | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -62,9 +65,11 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// URL")
         return value
 
-    @field_validator("http_bind")
+    @field_validator("http_bind", "watchdog_http_bind")
     @classmethod
-    def _bind(cls, value: str) -> str:
+    def _bind(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be host:port")

@@ -103,6 +103,8 @@ def _start(node: DemoProcess, password: str, secret: str, log_dir: str) -> None:
     if node.url and node.database_url:
         env["SHADOWLINE_HTTP_BIND"] = node.url.removeprefix("http://")
         env["SHADOWLINE_DATABASE_URL"] = node.database_url
+    elif node.url:  # the watchdog: its own /health and /metrics
+        env["SHADOWLINE_WATCHDOG_HTTP_BIND"] = node.url.removeprefix("http://")
     log = open(os.path.join(log_dir, f"{node.name}.log"), "ab")  # noqa: SIM115 - owned by the child
     node.process = subprocess.Popen(
         [sys.executable, "-m", "shadowline", node.command], env=env, stdout=log, stderr=log
@@ -212,7 +214,7 @@ def run_demo(port: int, exit_after: float | None, failover: bool = False) -> int
         f"http://127.0.0.1:{_free(master_port + 1)}",
         base.set(database="shadowline_demo_shadow").render_as_string(False),
     )
-    watchdog = DemoProcess("demo-watchdog", "watchdog")
+    watchdog = DemoProcess("demo-watchdog", "watchdog", f"http://127.0.0.1:{_free(port + 10)}")
     nodes = [master, shadow, watchdog]
     secret = os.environ.get("SHADOWLINE_CLUSTER_SECRET") or secrets.token_hex(16)
     for node in (master, shadow):
@@ -245,7 +247,7 @@ shadowline demo is running (logs in {log_dir}/)
 
   master    {master.url}   {master.name}, position {position}
   shadow    {shadow.url}   {shadow.name}, confirmed, in sync, read-only
-  watchdog  promotes the shadow 2 s after the master's heartbeats stop
+  watchdog  {watchdog.url}   promotes the shadow 2 s after the master's heartbeats stop
 
   user admin, password {password} (on both: users are local to each instance)
 
@@ -260,6 +262,7 @@ Try:
   shadowline config diff --from 2
   shadowline ha switch-roles                       # planned handover, nothing lost
   curl -u admin:{password} {master.url}/ha
+  curl -u admin:{password} {master.url}/metrics    # Prometheus; the watchdog's: {watchdog.url}/metrics
 
 Press Ctrl-C to stop.""",
             flush=True,

@@ -21,6 +21,7 @@ from shadowline.domain.errors import Conflict, Forbidden, ShadowlineError, Unava
 from shadowline.instance.gate import CommitGate
 from shadowline.instance.ha import HaService
 from shadowline.instance.liveness import Liveness
+from shadowline.instance.metrics import Metrics
 from shadowline.instance.writer import Writer
 from shadowline.settings import Settings
 
@@ -45,6 +46,7 @@ class Failover:
         gate: CommitGate,
         alert: Alert,
         publish: Publish,
+        metrics: Metrics | None = None,
     ) -> None:
         self._settings = settings
         self._ha = ha
@@ -54,6 +56,7 @@ class Failover:
         self._gate = gate
         self._alert = alert
         self._publish = publish
+        self._metrics = metrics or Metrics()
         self._lock = asyncio.Lock()  # one role change at a time
 
     @property
@@ -65,6 +68,7 @@ class Failover:
     def fence(self, reason: str) -> None:
         if self.role.fenced is None:
             self.role.fenced = reason
+            self._metrics.fenced(reason)
             self._alert("fenced", f"{self._settings.instance} fenced itself: {reason}", {})
             self._publish("role.changed", self._role_doc(f"fenced: {reason}"))
 
@@ -157,6 +161,7 @@ class Failover:
             if command.get("shadow") != self._settings.instance:
                 raise Forbidden(f"command for {command.get('shadow')!r}, not for this instance")
         except Forbidden as error:
+            self._metrics.rejected(error)
             self._alert(
                 "rejected-command",
                 f"promote command refused: {error}",
@@ -165,7 +170,11 @@ class Failover:
             raise
         async with self._lock:
             if self.role.role != "shadow":
-                raise Conflict(f"only a shadow can be promoted; this instance is {self.role.role}")
+                refused = Conflict(
+                    f"only a shadow can be promoted; this instance is {self.role.role}"
+                )
+                self._metrics.rejected(refused)
+                raise refused
             replica = self._ha.replica
             if replica is not None:
                 await replica.drain(self._settings.takeover_delay)
@@ -177,9 +186,11 @@ class Failover:
                 # fencing the old epoch, and any later one is refused by the store.
                 fork = self._writer.position
                 if isinstance(expected, int) and expected != fork:
-                    raise Conflict(
+                    refused = Conflict(
                         f"the master handed over at position {expected}, this shadow is at {fork}"
                     )
+                    self._metrics.rejected(refused)
+                    raise refused
                 await self._store.fence(epoch)
                 return fork
 
@@ -218,6 +229,7 @@ class Failover:
                     },
                 )
             )
+        self._metrics.promoted(command)
         sentence = (
             f"{self._settings.instance} promoted to master in epoch {epoch} at fork position "
             f"{fork} ({command.get('reason')}; by {command.get('issued_by')} via {via})"
@@ -300,6 +312,7 @@ class Failover:
             self.role.fenced = None
             await self._ha.load()  # role.changed below says the new role and epoch
             self._gate.configure(enabled=False, acked=0)
+        self._metrics.rejoined(moved)
         if moved:
             self._alert(
                 "quarantined",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aio_pika import Message
 
@@ -42,6 +42,7 @@ class Relay:
         window: int = 500,
         publish_timeout: float = 5.0,
         poll: float = 1.0,
+        on_cursor: Callable[[int], None] | None = None,
     ) -> None:
         self._store = store
         self._writer = writer
@@ -50,9 +51,11 @@ class Relay:
         self._timeout = publish_timeout
         self._poll = poll
         self.cursor = 0
+        self._on_cursor = on_cursor or (lambda position: None)  # the published-position gauge
 
     async def run(self) -> None:
         self.cursor = await self._store.relay_cursor()
+        self._on_cursor(self.cursor)
         log.info("relay starts after position %d", self.cursor)
         failures = 0
         while True:
@@ -75,6 +78,7 @@ class Relay:
                 continue
             await self._store.set_relay_cursor(confirmed)
             self.cursor, failures = confirmed, 0
+            self._on_cursor(confirmed)
 
     async def _wait_for_commit(self) -> None:
         async with self._writer.committed:

@@ -10,6 +10,7 @@ waits one full takeover delay before it may act.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import time
@@ -26,6 +27,8 @@ from shadowline.adapters.broker import BrokerLink, Names
 from shadowline.domain import signing
 from shadowline.domain import watchdog as rules
 from shadowline.settings import Settings
+from shadowline.watchdog import http
+from shadowline.watchdog.metrics import Seen, WatchdogMetrics
 
 log = logging.getLogger("shadowline.watchdog")
 
@@ -49,7 +52,14 @@ def _step(sentence: str) -> str:
 
 
 class ClusterWatch:
-    def __init__(self, cluster: str, settings: Settings, name: str, allow_data_loss: bool) -> None:
+    def __init__(
+        self,
+        cluster: str,
+        settings: Settings,
+        name: str,
+        allow_data_loss: bool,
+        metrics: WatchdogMetrics | None = None,
+    ) -> None:
         self.cluster = cluster
         self._settings = settings
         self._name = name
@@ -62,6 +72,9 @@ class ClusterWatch:
         )
         self.view = rules.View(cluster, started=time.monotonic())
         self._tasks: set[asyncio.Task[None]] = set()
+        self.metrics = metrics or WatchdogMetrics(
+            [cluster], lambda: [self.seen()], settings.takeover_delay
+        )
 
     async def run(self) -> None:
         while True:
@@ -83,6 +96,9 @@ class ClusterWatch:
     @property
     def connected(self) -> bool:
         return self._broker.ready
+
+    def seen(self) -> Seen:
+        return Seen(self.cluster, self.view, self.connected)
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -111,6 +127,7 @@ class ClusterWatch:
             log.warning("[%s] ignored a malformed heartbeat", self.cluster)
 
     def _apply(self, view: rules.View, actions: list[rules.Action], sentence: str | None) -> None:
+        self.metrics.decided(self.cluster, self.view, view, sentence)
         self.view = view
         if sentence:
             self._say(sentence, _step(sentence))
@@ -155,6 +172,7 @@ class ClusterWatch:
                 problem = f"/health answered {response.status_code}"
         except (httpx.HTTPError, ValueError) as error:
             problem = f"{error.__class__.__name__} {error}".strip()
+        self.metrics.probed(self.cluster, answer)
         self._apply(
             *rules.probed(
                 self.view,
@@ -170,6 +188,7 @@ class ClusterWatch:
     async def _promote(self, promote: rules.Promote) -> None:
         secret = self._settings.cluster_secret
         if secret is None:
+            self.metrics.commanded(self.cluster, result="unsigned")
             self._say("cannot promote: SHADOWLINE_CLUSTER_SECRET is not set", "refused")
             return
         command = signing.sign(
@@ -187,7 +206,9 @@ class ClusterWatch:
         )
         try:
             await self._broker.publish_command(f"promote.{promote.shadow}", command)
+            self.metrics.commanded(self.cluster, result="sent")
         except Exception as error:
+            self.metrics.commanded(self.cluster, result="undelivered")
             self._say(f"promote command for {promote.shadow} not delivered: {error}", "refused")
 
 
@@ -199,6 +220,23 @@ async def _touch(path: str, watches: list[ClusterWatch]) -> None:
         await asyncio.sleep(1)
 
 
+def _health(name: str, watches: list[ClusterWatch]) -> dict[str, Any]:
+    """GET /health of the watchdog: ok while every cluster's broker link is up."""
+    now, clusters = time.monotonic(), {}
+    for watch in watches:
+        master = rules.master_of(watch.view)
+        clusters[watch.cluster] = {
+            "connected": watch.connected,
+            "phase": watch.view.phase,
+            "maintenance": watch.view.maintenance,
+            "master": master.instance if master else None,
+            "master_heartbeat_age": now - master.seen if master else None,
+            "epoch": max((m.epoch for m in watch.view.members.values()), default=None),
+        }
+    ok = all(c["connected"] for c in clusters.values())
+    return {"watchdog": name, "ok": ok, "clusters": clusters}
+
+
 async def run_watchdog(
     settings: Settings,
     clusters: list[str],
@@ -206,7 +244,13 @@ async def run_watchdog(
     allow_data_loss: bool,
     health_file: str | None = None,
 ) -> None:
-    watches = [ClusterWatch(c, settings, name, allow_data_loss) for c in clusters]
+    watches: list[ClusterWatch] = []
+    metrics = WatchdogMetrics(
+        clusters, lambda: [w.seen() for w in watches], settings.takeover_delay
+    )
+    watches += [ClusterWatch(c, settings, name, allow_data_loss, metrics) for c in clusters]
+    bind = settings.watchdog_http_bind
+    sock = http.listen(bind) if bind else None  # a port in use fails here, before any work
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -214,7 +258,17 @@ async def run_watchdog(
     tasks = [asyncio.create_task(w.run()) for w in watches]
     if health_file:
         tasks.append(asyncio.create_task(_touch(health_file, watches)))
+    server = None
+    if sock is not None:
+        server = http.server(http.create_app(metrics, lambda: _health(name, watches)))
+        tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
+        host, port = sock.getsockname()[:2]
+        log.info("serving /health and /metrics on %s:%d", host, port)
     await stop.wait()
+    if server is not None:  # let a scrape in flight finish; the rest is cancelled below
+        server.should_exit = True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(tasks[-1]), 5)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
