@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,9 @@ import pytest
 from aiormq.exceptions import ChannelAccessRefused
 
 from shadowline.adapters.broker import Names, declare_exchanges
-from tests.conftest import delete_cluster_topology
+from shadowline.client import AsyncBrokerClient, subscribe
+from tests.conftest import delete_cluster_topology, started
+from tests.integration.test_broker_config_commands import by_actor, make_master
 
 pytestmark = pytest.mark.skipif(
     shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl beside the broker"
@@ -44,7 +47,8 @@ async def test_instance_users_may_declare_the_topology_and_monitors_may_only_lis
     cluster, users = applied
     names = Names(cluster)
     assert set(users) == {
-        f"shadowline-{cluster}-{r}" for r in ("master", "shadow", "watchdog", "monitor")
+        f"shadowline-{cluster}-{r}"
+        for r in ("master", "shadow", "watchdog", "monitor", "publisher")
     }
     master = await aio_pika.connect(
         _url(f"shadowline-{cluster}-master", users[f"shadowline-{cluster}-master"])
@@ -77,4 +81,66 @@ async def test_instance_users_may_declare_the_topology_and_monitors_may_only_lis
             await other.bind(names.events, "#")
     finally:
         await monitor.close()
+        await delete_cluster_topology(cluster, [])
+
+
+def _user(cluster: str, users: dict[str, str], role: str) -> str:
+    name = f"shadowline-{cluster}-{role}"
+    return _url(name, users[name])
+
+
+async def test_a_publisher_changes_config_through_the_master_and_a_monitor_hears_it(
+    applied, db_url: str
+):
+    """Every party on its own least-privilege user: the instance declares its topology, takes
+    the command and answers it on the default exchange; the publisher gets the answer by
+    direct reply-to; the monitor hears the instance's heartbeats on a server-named queue."""
+    cluster, users = applied
+    publisher = _user(cluster, users, "publisher")
+    try:
+        async with started(
+            db_url, cluster=cluster, amqp_url=_user(cluster, users, "master")
+        ) as inst:
+            await make_master(inst)
+            async with AsyncBrokerClient(publisher, cluster) as client:
+                reply = await client.put(
+                    "subaccount", "eu10", {"region": "eu10", "subaccount_id": "a"}
+                )
+            (event,) = await by_actor(inst, f"amqp:shadowline-{cluster}-publisher")
+            assert (event["position"], event["metadata"]["command_id"]) == (
+                reply["position"],
+                reply["command_id"],
+            )
+            stream = subscribe(_user(cluster, users, "monitor"), cluster, ["heartbeat.*"])
+            try:
+                beat = await asyncio.wait_for(anext(stream), 30)
+            finally:
+                await stream.aclose()
+            assert (beat.kind, beat.body["instance"]) == ("heartbeat", inst.settings.instance)
+    finally:
+        await delete_cluster_topology(cluster, [])
+
+
+async def test_a_publisher_may_send_config_commands_only(applied, rabbitmq):
+    cluster, users = applied
+    names = Names(cluster)
+    setup = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
+    connection = await aio_pika.connect(_user(cluster, users, "publisher"))
+    try:
+        await declare_exchanges(await setup.channel(), names)
+        channel = await connection.channel(publisher_confirms=True)
+        commands = await channel.get_exchange(names.commands, ensure=False)
+        # No master consumes here, so nothing routes it; the broker still let it through.
+        await commands.publish(aio_pika.Message(b"{}"), "config.put.subaccount")
+        with pytest.raises(ChannelAccessRefused):  # topic permissions: not a config command
+            await commands.publish(aio_pika.Message(b"{}"), "promote.node-b")
+        for forbidden in (names.events, names.monitoring):
+            exchange = await (await connection.channel()).get_exchange(forbidden, ensure=False)
+            with pytest.raises(ChannelAccessRefused):
+                await exchange.publish(aio_pika.Message(b"{}"), "config.put.subaccount")
+        with pytest.raises(ChannelAccessRefused):
+            await (await connection.channel()).declare_queue(exclusive=True)
+    finally:
+        await connection.close()
+        await setup.close()
         await delete_cluster_topology(cluster, [])

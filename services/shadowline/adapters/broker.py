@@ -6,6 +6,7 @@ arguments agree), so no start order between master, shadow and watchdog matters.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,12 @@ class Names:
 
     def replication_queue(self, shadow: str) -> str:
         return f"shadowline.{self.cluster}.replication.{shadow}"
+
+    @property
+    def config_commands(self) -> str:
+        # Not `commands.config`: that is the exclusive command queue of an instance named
+        # `config` (commands.<instance>), and the two could not both exist.
+        return f"shadowline.{self.cluster}.config-commands"
 
 
 async def connect(url: str, name: str) -> AbstractRobustConnection:
@@ -100,6 +107,29 @@ async def declare_replication_queue(
     return queue
 
 
+async def declare_config_command_queue(channel: AbstractChannel, names: Names) -> AbstractQueue:
+    """The cluster's queue of config commands (config.put.<kind>, config.delete.<kind>).
+
+    Durable quorum queue, so commands wait here while no instance may write (a failover) and
+    whoever is master next answers them. Single active consumer: should two instances ever
+    consume at once (a handover), only one gets commands, so they are still applied in order.
+    """
+    queue = await channel.declare_queue(
+        names.config_commands,
+        durable=True,
+        arguments={
+            "x-queue-type": "quorum",
+            "x-single-active-consumer": True,
+            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-dead-letter-exchange": names.dead_letter,
+            "x-dead-letter-routing-key": "commands.config",
+        },
+    )
+    # Three words: never matched by the `*.<instance>` binding of an instance's promote queue.
+    await queue.bind(names.commands, "config.#")
+    return queue
+
+
 def json_message(
     body: Any,
     *,
@@ -107,11 +137,13 @@ def json_message(
     headers: dict[str, Any] | None = None,
     persistent: bool = True,
     expiration: float | None = None,
+    correlation_id: str | None = None,
 ) -> aio_pika.Message:
     return aio_pika.Message(
         orjson.dumps(body),
         content_type="application/json",
         message_id=message_id,
+        correlation_id=correlation_id,
         headers=headers or {},
         delivery_mode=DeliveryMode.PERSISTENT if persistent else DeliveryMode.NOT_PERSISTENT,
         expiration=expiration,
@@ -137,6 +169,9 @@ class BrokerLink:
         self._connection: AbstractRobustConnection | None = None
         self._publish: AbstractChannel | None = None
         self._consume: AbstractChannel | None = None
+        # Several role tasks start the link at once: without the lock each would connect, and
+        # the connections all but the last left open (with their exclusive queues) for ever.
+        self._starting = asyncio.Lock()
         self.exchanges: dict[str, AbstractExchange] = {}
 
     @property
@@ -144,8 +179,11 @@ class BrokerLink:
         return self._connection is not None and not self._connection.is_closed
 
     async def start(self) -> None:
-        if self._connection is not None:
-            return
+        async with self._starting:
+            if self._connection is None:
+                await self._connect()
+
+    async def _connect(self) -> None:
         connection = await connect(self._url, self._connection_name)
         try:
             self._publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
@@ -206,6 +244,25 @@ class BrokerLink:
             timeout=5,
         )
 
+    async def config_command_queue(self, prefetch: int) -> tuple[AbstractChannel, AbstractQueue]:
+        """The config command queue on a channel of its own, whose prefetch is `prefetch`: the
+        master holds few commands, the others wait in the queue for whoever is master."""
+        assert self._connection is not None, "start() first"
+        channel = await self._connection.channel()
+        try:
+            await channel.set_qos(prefetch_count=prefetch)
+            return channel, await declare_config_command_queue(channel, self.names)
+        except BaseException:
+            await channel.close()
+            raise
+
+    async def publish_reply(self, reply_to: str, correlation_id: str | None, body: Any) -> None:
+        """Answer a command on the default exchange (direct reply-to works only there), with
+        the broker's confirm. Not mandatory: a publisher that stopped waiting is no error."""
+        assert self._publish is not None, "start() first"
+        message = json_message(body, persistent=False, correlation_id=correlation_id)
+        await self._publish.default_exchange.publish(message, reply_to, mandatory=False, timeout=5)
+
     async def heartbeat_queue(self) -> AbstractQueue:
         """An exclusive, server-named queue of this cluster's heartbeats."""
         assert self._consume is not None, "start() first"
@@ -233,7 +290,8 @@ async def delete_topology(url: str, names: Names, shadows: list[str]) -> None:
     connection = await aio_pika.connect(url, timeout=10)
     try:
         channel = await connection.channel()
-        for queue in [names.dead_letter, *(names.replication_queue(s) for s in shadows)]:
+        queues = [names.dead_letter, names.config_commands]
+        for queue in [*queues, *(names.replication_queue(s) for s in shadows)]:
             await channel.queue_delete(queue)
         for exchange in (names.events, names.monitoring, names.commands, names.dead_letter):
             await channel.exchange_delete(exchange)

@@ -23,6 +23,7 @@ from shadowline.adapters.store import EventStore
 from shadowline.domain import alerting
 from shadowline.domain.errors import Forbidden, ShadowlineError
 from shadowline.domain.events import Event
+from shadowline.instance.config_commands import ConfigCommands
 from shadowline.instance.failover import Failover
 from shadowline.instance.ha import HaService
 from shadowline.instance.liveness import Liveness
@@ -74,6 +75,7 @@ class RoleTasks:
         self._changes: list[Event] = []
         self.failover: Failover | None = None  # set by the composition root
         self.liveness: Liveness | None = None
+        self.config_commands: ConfigCommands | None = None
 
     # -- monitoring ------------------------------------------------------------------------------
 
@@ -137,6 +139,10 @@ class RoleTasks:
             wanted |= {"heartbeats", "commands"}
         if role == "master":
             wanted.add("lease")
+            # Only a master: a standalone instance may be a shadow that has not joined yet, and
+            # what it applied would be replaced by its master's image (and the reply a lie).
+            if self.config_commands is not None:
+                wanted.add("config-commands")
             # A master fenced at start may be about to quarantine what it holds: publish nothing
             # until it knows no newer epoch exists.
             checking = (self._ha.role.fenced or "").startswith("starting")
@@ -174,6 +180,7 @@ class RoleTasks:
             "heartbeats": self._heartbeats,
             "commands": self._commands,
             "lease": partial(self._lease, first),
+            "config-commands": self._config_commands,
             "peer-watch": self._peer_watch,
         }
         for name in wanted - self._running.keys():
@@ -189,6 +196,11 @@ class RoleTasks:
         await self._broker.close()
 
     # -- the tasks -------------------------------------------------------------------------------
+
+    async def _config_commands(self) -> None:
+        assert self.config_commands is not None
+        await _retrying("connecting to RabbitMQ", self._broker.start)
+        await _retrying("consuming config commands", self.config_commands.run)
 
     async def _lease(self, first: bool) -> None:
         assert self.failover is not None
@@ -214,9 +226,13 @@ class RoleTasks:
         try:
             command = orjson.loads(message.body)
             if not isinstance(command, dict) or command.get("type") != "promote":
-                raise Forbidden(f"unknown command {message.routing_key}")
+                unknown = Forbidden(f"unknown command {message.routing_key}")
+                self._metrics.rejected(unknown)
+                raise unknown
             await self.failover.promote(command, via=f"broker ({message.routing_key})")
         except (orjson.JSONDecodeError, ShadowlineError) as error:
+            if isinstance(error, orjson.JSONDecodeError):  # promote counted the others
+                self._metrics.rejected(error)
             if not isinstance(error, Forbidden):  # Forbidden was alerted by promote already
                 self.alert(
                     "rejected-command",
@@ -254,7 +270,9 @@ class RoleTasks:
             await _retrying(
                 "declaring the replication queue", lambda: self._broker.replication_queue(shadow)
             )
-        relay = Relay(self._store, self._writer, self._broker)
+        relay = Relay(
+            self._store, self._writer, self._broker, on_cursor=self._metrics.observe_published
+        )
         await _retrying("relay", relay.run)
 
     async def _replica(self) -> None:

@@ -1,0 +1,344 @@
+"""The instance's HTTP API, as a sync `Client` and an async `AsyncClient`.
+
+Both are thin: every request is built once, by the functions of `_Requests` (a `Call`), and every
+answer is read once, by `parse`; a client only sends. So the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, cast
+
+import httpx
+import orjson
+
+from shadowline.client.types import (
+    ClientError,
+    ConfigState,
+    Health,
+    Item,
+    Json,
+    Written,
+)
+
+T = TypeVar("T")
+PAGE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One request, and (as its type parameter) what its answer is."""
+
+    method: str
+    path: str
+    params: dict[str, Any] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    content: bytes | None = None
+
+    def send_args(self) -> dict[str, Any]:
+        return {"params": self.params, "headers": self.headers, "content": self.content}
+
+
+def parse(response: httpx.Response) -> Any:
+    """The JSON body, or ClientError for an error status (with the body, JSON or text)."""
+    try:
+        body = orjson.loads(response.content) if response.content else None
+    except orjson.JSONDecodeError:
+        body = response.text
+    if response.is_error:
+        raise ClientError(response.status_code, body)
+    return body
+
+
+def _write_headers(if_match: int | None, reason: str | None) -> dict[str, str]:
+    headers = {}
+    if if_match is not None:
+        headers["If-Match"] = f'"{if_match}"'
+    if reason:
+        headers["X-Reason"] = reason
+    return headers
+
+
+def _given(**params: Any) -> dict[str, Any]:
+    return {k: v for k, v in params.items() if v is not None}
+
+
+class _Requests:
+    """Every request of the API, built the same for both clients."""
+
+    @staticmethod
+    def put(
+        kind: str, name: str, value: Any, if_match: int | None, reason: str | None
+    ) -> Call[Written]:
+        headers = {"Content-Type": "application/json", **_write_headers(if_match, reason)}
+        return Call("PUT", f"/config/{kind}/{name}", headers=headers, content=orjson.dumps(value))
+
+    @staticmethod
+    def delete(kind: str, name: str, if_match: int | None, reason: str | None) -> Call[Written]:
+        return Call("DELETE", f"/config/{kind}/{name}", headers=_write_headers(if_match, reason))
+
+    @staticmethod
+    def get(kind: str, name: str) -> Call[Item]:
+        return Call("GET", f"/config/{kind}/{name}")
+
+    @staticmethod
+    def state(at: int | None, as_of: str | None) -> Call[ConfigState]:
+        return Call("GET", "/config", params=_given(at=at, as_of=as_of))
+
+    @staticmethod
+    def diff(start: str, end: str | None) -> Call[Json]:
+        return Call("GET", "/config/diff", params=_given(**{"from": start, "to": end}))
+
+    @staticmethod
+    def events(after: int, limit: int, wait: float, filters: dict[str, Any]) -> Call[Json]:
+        """Answered with NDJSON, one event envelope (schemas/event.json) a line."""
+        params = {"after": after, "limit": limit, **_given(**filters)}
+        return Call("GET", "/events", params=params | ({"wait": wait} if wait else {}))
+
+    @staticmethod
+    def json(method: str, path: str, body: Any = None) -> Call[Json]:
+        content = None if body is None else orjson.dumps(body)
+        headers = {"Content-Type": "application/json"} if content is not None else {}
+        return Call(method, path, headers=headers, content=content)
+
+
+R = _Requests
+
+
+def _event_line(line: str | bytes) -> Json | None:
+    # Plain dicts, not a TypedDict: callers pass events on as dict[str, Any] (the CLI's export).
+    return cast(Json, orjson.loads(line)) if line else None
+
+
+def _stream_timeout(wait: float) -> httpx.Timeout:
+    return httpx.Timeout(wait + 30)  # the server holds a waiting request open for `wait` s
+
+
+class Client:
+    """Sync client of one instance (the CLI's). Results are the API's JSON, typed."""
+
+    def __init__(
+        self,
+        url: str,
+        user: str | None,
+        password: str | None,
+        timeout: float = 30.0,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        auth = (user, password or "") if user else None
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"), auth=auth, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _run(self, call: Call[T]) -> T:
+        return cast(T, parse(self._http.request(call.method, call.path, **call.send_args())))
+
+    def _call(self, method: str, path: str, body: Any = None) -> Json:
+        return self._run(R.json(method, path, body))
+
+    def put(
+        self,
+        kind: str,
+        name: str,
+        value: Any,
+        *,
+        if_match: int | None = None,
+        reason: str | None = None,
+    ) -> Written:
+        """Create or replace an item; `if_match`: only if its current version is this."""
+        return self._run(R.put(kind, name, value, if_match, reason))
+
+    def delete(
+        self, kind: str, name: str, *, if_match: int | None = None, reason: str | None = None
+    ) -> Written:
+        return self._run(R.delete(kind, name, if_match, reason))
+
+    def get(self, kind: str, name: str) -> Item:
+        return self._run(R.get(kind, name))
+
+    def state(self, *, at: int | None = None, as_of: str | None = None) -> ConfigState:
+        """The configuration now, right after position `at`, or as of an ISO-8601 time."""
+        return self._run(R.state(at, as_of))
+
+    def diff(self, start: str, end: str | None = None) -> Json:
+        return self._run(R.diff(start, end))
+
+    def events(
+        self, after: int = 0, limit: int = PAGE, wait: float = 0, **filters: Any
+    ) -> Iterator[Json]:
+        """One page of events after `after`; with `wait`, the server waits that long for one."""
+        call = R.events(after, limit, wait, filters)
+        with self._http.stream(
+            call.method, call.path, params=call.params, timeout=_stream_timeout(wait)
+        ) as response:
+            if response.is_error:
+                response.read()
+                parse(response)
+            for line in response.iter_lines():
+                if (event := _event_line(line)) is not None:
+                    yield event
+
+    def history(self, after: int = 0, **filters: Any) -> Iterator[Json]:
+        """Every event after `after` (filters: kind, name, actor, since, until), page by page."""
+        while True:
+            page = list(self.events(after, PAGE, **filters))
+            yield from page
+            if len(page) < PAGE:
+                return
+            after = page[-1]["position"]
+
+    def health(self) -> Health:
+        return cast(Health, self._call("GET", "/health"))
+
+    def ha(self) -> Json:
+        return self._call("GET", "/ha")
+
+    def ha_enable(self, auto_confirm: bool = False) -> Json:
+        return self._call("POST", "/ha/enable", {"auto_confirm": auto_confirm})
+
+    def ha_join(self, master_url: str, user: str, password: str) -> Json:
+        body = {"master_url": master_url, "user": user, "password": password}
+        return self._call("POST", "/ha/join", body)
+
+    def ha_confirm(self, shadow: str | None = None) -> Json:
+        return self._call("POST", "/ha/confirm", {"shadow": shadow} if shadow else {})
+
+    def ha_remove_shadow(self) -> Json:
+        return self._call("DELETE", "/ha/shadow")
+
+    def ha_verify(self) -> Json:
+        return self._call("GET", "/ha/verify")
+
+    def ha_switch_roles(self) -> Json:
+        return self._call("POST", "/ha/switch-roles")
+
+    def ha_maintenance(self, on: bool) -> Json:
+        return self._call("POST", "/ha/maintenance", {"on": on})
+
+    def ha_quarantine(self) -> Json:
+        return self._call("GET", "/ha/quarantine")
+
+
+class AsyncClient:
+    """Async client of one instance; the same calls as `Client`, awaited."""
+
+    def __init__(
+        self,
+        url: str,
+        user: str | None,
+        password: str | None,
+        timeout: float = 30.0,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        """`transport`: e.g. httpx.ASGITransport(app) to talk to an in-process instance."""
+        auth = (user, password or "") if user else None
+        self._http = httpx.AsyncClient(
+            base_url=url.rstrip("/"), auth=auth, timeout=timeout, transport=transport
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _run(self, call: Call[T]) -> T:
+        response = await self._http.request(call.method, call.path, **call.send_args())
+        return cast(T, parse(response))
+
+    async def _call(self, method: str, path: str, body: Any = None) -> Json:
+        return await self._run(R.json(method, path, body))
+
+    async def put(
+        self,
+        kind: str,
+        name: str,
+        value: Any,
+        *,
+        if_match: int | None = None,
+        reason: str | None = None,
+    ) -> Written:
+        return await self._run(R.put(kind, name, value, if_match, reason))
+
+    async def delete(
+        self, kind: str, name: str, *, if_match: int | None = None, reason: str | None = None
+    ) -> Written:
+        return await self._run(R.delete(kind, name, if_match, reason))
+
+    async def get(self, kind: str, name: str) -> Item:
+        return await self._run(R.get(kind, name))
+
+    async def state(self, *, at: int | None = None, as_of: str | None = None) -> ConfigState:
+        return await self._run(R.state(at, as_of))
+
+    async def diff(self, start: str, end: str | None = None) -> Json:
+        return await self._run(R.diff(start, end))
+
+    async def events(
+        self, after: int = 0, limit: int = PAGE, wait: float = 0, **filters: Any
+    ) -> AsyncIterator[Json]:
+        call = R.events(after, limit, wait, filters)
+        async with self._http.stream(
+            call.method, call.path, params=call.params, timeout=_stream_timeout(wait)
+        ) as response:
+            if response.is_error:
+                await response.aread()
+                parse(response)
+            async for line in response.aiter_lines():
+                if (event := _event_line(line)) is not None:
+                    yield event
+
+    async def history(self, after: int = 0, **filters: Any) -> AsyncIterator[Json]:
+        while True:
+            page = [event async for event in self.events(after, PAGE, **filters)]
+            for event in page:
+                yield event
+            if len(page) < PAGE:
+                return
+            after = page[-1]["position"]
+
+    async def health(self) -> Health:
+        return cast(Health, await self._call("GET", "/health"))
+
+    async def ha(self) -> Json:
+        return await self._call("GET", "/ha")
+
+    async def ha_enable(self, auto_confirm: bool = False) -> Json:
+        return await self._call("POST", "/ha/enable", {"auto_confirm": auto_confirm})
+
+    async def ha_join(self, master_url: str, user: str, password: str) -> Json:
+        body = {"master_url": master_url, "user": user, "password": password}
+        return await self._call("POST", "/ha/join", body)
+
+    async def ha_confirm(self, shadow: str | None = None) -> Json:
+        return await self._call("POST", "/ha/confirm", {"shadow": shadow} if shadow else {})
+
+    async def ha_remove_shadow(self) -> Json:
+        return await self._call("DELETE", "/ha/shadow")
+
+    async def ha_verify(self) -> Json:
+        return await self._call("GET", "/ha/verify")
+
+    async def ha_switch_roles(self) -> Json:
+        return await self._call("POST", "/ha/switch-roles")
+
+    async def ha_maintenance(self, on: bool) -> Json:
+        return await self._call("POST", "/ha/maintenance", {"on": on})
+
+    async def ha_quarantine(self) -> Json:
+        return await self._call("GET", "/ha/quarantine")

@@ -1,0 +1,283 @@
+"""How the master answers config commands from the broker (instance.config_commands), with the
+config service, the command log and the broker replaced by small fakes that record what they
+are given: every reply passes schemas/commands/config-reply.json, a refusal carries the status
+PUT/DELETE would get, nothing is acknowledged before it is answered, and what cannot be
+answered is dead-lettered with a valid alert.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import pytest
+
+from shadowline.adapters.broker import DELIVERY_LIMIT
+from shadowline.adapters.command_log import Applied
+from shadowline.adapters.resources import load_config_schemas
+from shadowline.client import command
+from shadowline.domain.errors import NotFound, NotWritable, Unavailable, VersionConflict
+from shadowline.domain.validation import Catalog
+from shadowline.instance.config_commands import CommandReader, ConfigCommands, command_schemas
+from shadowline.instance.role import RoleState
+from shadowline.instance.service import WriteResult
+from tests.unit.test_message_schemas import check_message, problems
+
+SUBACCOUNT = {"region": "eu10", "subaccount_id": "a1"}
+
+
+CATALOG = Catalog(load_config_schemas())
+
+
+@dataclass
+class Gate:
+    """The commit gate: admits positions the shadow acknowledged, else says the master may not."""
+
+    acked: int
+    admitted: list[int] = field(default_factory=list)
+
+    async def admit(self, position: int, master_url: str | None = None) -> None:
+        if position > self.acked:
+            raise NotWritable("the shadow did not acknowledge this write", master_url)
+        self.admitted.append(position)
+
+
+@dataclass
+class Service:
+    """ConfigService as the commands use it: the real validation of values, then a write with
+    metadata (recorded) or a given error."""
+
+    fail: Exception | None = None
+    role: RoleState = field(default_factory=lambda: RoleState("master"))
+    gate: Gate | None = None
+    calls: list[tuple[str, str, str, Any, int | None, dict[str, Any]]] = field(default_factory=list)
+
+    async def put(self, kind: str, name: str, value: Any, expected: int | None, meta: Any):
+        CATALOG.check(kind, name, value)
+        return self._write("put", kind, name, value, expected, meta)
+
+    async def delete(self, kind: str, name: str, expected: int | None, meta: Any):
+        return self._write("delete", kind, name, None, expected, meta)
+
+    def _write(self, verb: str, kind: str, name: str, value: Any, expected: Any, meta: Any):
+        if self.fail is not None:
+            raise self.fail
+        self.calls.append((verb, kind, name, value, expected, meta))
+        return WriteResult(kind, name, 4, 1042, 2, created=False)
+
+
+@dataclass
+class Log:
+    found: Applied | None = None
+
+    async def applied(self, command_id: str) -> Applied | None:
+        return self.found
+
+
+@dataclass
+class Broker:
+    done: list[str]
+    alerts: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    async def publish_reply(self, reply_to: str, correlation_id: str | None, body: Any) -> None:
+        self.done.append(f"reply {correlation_id} {orjson.dumps(body).decode()}")
+
+
+@dataclass
+class Delivery:
+    """An incoming command as aio-pika hands it over; records acks and rejections."""
+
+    done: list[str]
+    body: bytes
+    routing_key: str = "config.put.subaccount"
+    user_id: str | None = "publisher-1"
+    reply_to: str | None = "amq.rabbitmq.reply-to.abc"
+    correlation_id: str | None = "corr-1"
+    message_id: str | None = "msg-1"
+    headers: dict[str, Any] = field(default_factory=dict)
+
+    async def ack(self) -> None:
+        self.done.append("ack")
+
+    async def nack(self, requeue: bool = True) -> None:
+        self.done.append(f"nack requeue={requeue}")
+
+    async def reject(self, requeue: bool = False) -> None:
+        self.done.append(f"reject requeue={requeue}")
+
+
+def commands(service: Service, log: Log | None = None) -> tuple[ConfigCommands, Broker]:
+    done: list[str] = []
+    broker = Broker(done)
+    handler = ConfigCommands(
+        service=service,  # type: ignore[arg-type]
+        commands=log or Log(),  # type: ignore[arg-type]
+        broker=broker,  # type: ignore[arg-type]
+        reader=CommandReader(command_schemas(), max_bytes=4096),
+        alert=lambda name, message, details: broker.alerts.append((name, details)),
+    )
+    return handler, broker
+
+
+def put_body(**changes: Any) -> bytes:
+    return orjson.dumps({**command("subaccount", "eu10", SUBACCOUNT), **changes})
+
+
+async def test_an_applied_put_is_answered_as_put_answers_and_recorded_with_its_author():
+    service = Service()
+    handler, _ = commands(service)
+    body = put_body(expected_version=3, reason="CHG-7")
+    reply = await handler.answer("config.put.subaccount", body, "publisher-1")
+    command_id = orjson.loads(body)["command_id"]
+    assert reply == {
+        "command_id": command_id, "ok": True, "kind": "subaccount", "name": "eu10",
+        "version": 4, "position": 1042, "epoch": 2,
+    }  # fmt: skip
+    assert problems("commands/config-reply.json", reply) == []
+    ((verb, kind, name, value, expected, meta),) = service.calls
+    assert (verb, kind, name, value, expected) == ("put", "subaccount", "eu10", SUBACCOUNT, 3)
+    assert meta == {
+        "actor": "amqp:publisher-1",
+        "request_id": command_id,
+        "command_id": command_id,
+        "reason": "CHG-7",
+    }
+
+
+async def test_a_command_applied_before_is_answered_from_its_event_once_admitted_never_twice():
+    service = Service()
+    applied = Applied("ConfigPut", "subaccount", "eu10", 2, 17, 1)
+    handler, _ = commands(service, Log(applied))
+    reply = await handler.answer("config.put.subaccount", put_body(), "publisher-1")
+    assert (reply["ok"], reply["version"], reply["position"], reply["duplicate"]) == (
+        True, 2, 17, True,
+    )  # fmt: skip
+    assert problems("commands/config-reply.json", reply) == []
+    assert service.calls == []
+    service.gate = Gate(acked=16)  # the first attempt stopped at the gate: no answer yet
+    with pytest.raises(NotWritable):
+        await handler.answer("config.put.subaccount", put_body(), "publisher-1")
+    service.gate.acked = 17
+    assert (await handler.answer("config.put.subaccount", put_body(), "p"))["ok"] is True
+    assert service.gate.admitted == [17]
+    reused = await handler.answer(
+        "config.delete.subaccount",
+        orjson.dumps(command("subaccount", "eu10", command_id=str(uuid.uuid4()))),
+        "publisher-1",
+    )
+    assert (reused["ok"], reused["status"]) == (False, 409)
+
+
+TOO_LARGE = put_body(reason="x" * 400, value={**SUBACCOUNT, "display_name": "y" * 4000})
+
+
+@pytest.mark.parametrize(
+    ("routing_key", "body", "user_id", "fail", "status"),
+    [
+        ("config.put.subaccount", TOO_LARGE, "p", None, 413),
+        ("config.put.subaccount", b"{nope", "p", None, 400),
+        ("config.rename.subaccount", put_body(), "p", None, 400),
+        ("config.put.subaccount", put_body(), None, None, 403),
+        ("config.put.subaccount", put_body(value={"region": 10}), "p", None, 422),
+        ("config.put.subaccount", put_body(expected_version=0), "p", None, 422),
+        ("config.put.log-level", put_body(kind="log-level", value={"level": "INFO"}), "p", None, 422),
+        ("config.put.resource", put_body(), "p", None, 422),
+        ("config.put.subaccount", put_body(), "p", VersionConflict("subaccount/eu10", 3, 4), 409),
+        ("config.delete.subaccount", put_body(value=None), "p", None, 422),
+        ("config.put.subaccount", put_body(), "p", NotFound("subaccount/eu10 does not exist"), 404),
+        ("config.put.subaccount", put_body(), "p", Unavailable("event store unavailable"), 503),
+    ],
+    ids=["too large", "not JSON", "unknown verb", "no user_id", "schema violation",
+         "version 0", "local-only kind", "kind not the routed one", "version conflict",
+         "delete with a value", "absent", "database down"],
+)  # fmt: skip
+async def test_a_refused_command_is_answered_with_the_status_http_would_give_and_a_valid_reply(
+    routing_key: str, body: bytes, user_id: str | None, fail: Exception | None, status: int
+):
+    handler, broker = commands(Service(fail=fail))
+    reply = await handler.answer(routing_key, body, user_id)
+    assert (reply["ok"], reply["status"]) == (False, status), reply
+    assert problems("commands/config-reply.json", reply) == []
+    alerted = [name for name, _ in broker.alerts]
+    assert alerted == (["rejected-command"] if status == 403 else [])
+
+
+async def test_a_command_without_user_id_raises_a_valid_rejected_command_alert():
+    handler, broker = commands(Service())
+    body = put_body()
+    await handler.answer("config.put.subaccount", body, None)
+    ((name, details),) = broker.alerts
+    alert = {"instance": "node-a", "at": 1.0, "alert": name, "message": "m", "details": details}
+    assert check_message("shadowline.prod.monitoring", f"alert.{name}", alert) == []
+    assert details["command_id"] == orjson.loads(body)["command_id"]
+
+
+async def test_a_master_that_may_not_write_neither_answers_nor_acknowledges_the_command():
+    handler, broker = commands(Service(fail=NotWritable("fenced", None)))
+    message = Delivery(broker.done, put_body())
+    assert await handler._handle(message) is False  # type: ignore[arg-type]
+    assert broker.done == []
+
+
+async def test_the_reply_goes_out_before_the_ack_so_a_crash_between_them_repeats_the_answer():
+    handler, broker = commands(Service())
+    message = Delivery(broker.done, put_body())
+    assert await handler._handle(message) is True  # type: ignore[arg-type]
+    assert [step.split(" ")[0] for step in broker.done] == ["reply", "ack"]
+    assert broker.done[0].startswith("reply corr-1 ")
+
+
+async def test_a_refused_command_without_reply_to_is_dead_lettered_with_a_valid_alert():
+    handler, broker = commands(Service())
+    message = Delivery(broker.done, b"\xff", reply_to=None)
+    await handler._handle(message)  # type: ignore[arg-type]
+    assert broker.done == ["reject requeue=False"]
+    ((name, details),) = broker.alerts
+    alert = {"instance": "node-a", "at": 1.0, "alert": name, "message": "m", "details": details}
+    assert check_message("shadowline.prod.monitoring", f"alert.{name}", alert) == []
+
+
+async def test_a_valid_command_without_reply_to_is_applied_and_acknowledged():
+    service = Service()
+    handler, broker = commands(service)
+    await handler._handle(Delivery(broker.done, put_body(), reply_to=None))  # type: ignore[arg-type]
+    assert (len(service.calls), broker.done) == (1, ["ack"])
+
+
+@pytest.mark.parametrize(
+    ("delivered", "outcome"),
+    [(0, "nack requeue=True"), (DELIVERY_LIMIT - 1, "reject requeue=False")],
+    ids=["first failure: retried", "at the delivery limit: dead-lettered"],
+)
+async def test_a_command_that_fails_unexpectedly_is_retried_then_dead_lettered(
+    delivered: int, outcome: str
+):
+    handler, broker = commands(Service(fail=RuntimeError("a bug")))
+    message = Delivery(broker.done, put_body(), headers={"x-delivery-count": delivered})
+    await handler._handle(message)  # type: ignore[arg-type]
+    assert broker.done == [outcome]
+    assert [name for name, _ in broker.alerts] == (["dead-lettered"] if delivered else [])
+
+
+async def test_a_repeated_refused_command_id_gets_the_same_refusal_even_if_it_would_now_apply():
+    service = Service(fail=VersionConflict("subaccount/eu10", 3, 4))
+    handler, _ = commands(service)
+    body = put_body(expected_version=3)
+    first = await handler.answer("config.put.subaccount", body, "publisher-1")
+    service.fail = None  # the item is now at the version the command expected
+    again = await handler.answer("config.put.subaccount", body, "publisher-1")
+    assert (first["status"], again) == (409, first)
+    assert service.calls == []
+
+
+async def test_a_command_refused_for_an_outage_is_evaluated_again_when_repeated():
+    service = Service(fail=Unavailable("event store unavailable"))
+    handler, _ = commands(service)
+    body = put_body()
+    first = await handler.answer("config.put.subaccount", body, "publisher-1")
+    service.fail = None
+    again = await handler.answer("config.put.subaccount", body, "publisher-1")
+    assert (first["status"], again["ok"]) == (503, True)
+    assert len(service.calls) == 1
