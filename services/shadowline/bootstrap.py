@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shadowline.adapters.broker import BrokerLink, Names
+from shadowline.adapters.command_log import CommandLog
 from shadowline.adapters.db import create_engine
 from shadowline.adapters.ha_repo import HaRepository
 from shadowline.adapters.local import LocalConfig, Users
@@ -20,7 +21,9 @@ from shadowline.adapters.resources import load_config_schemas
 from shadowline.adapters.store import EventStore
 from shadowline.domain.validation import Catalog
 from shadowline.instance.auth import Authenticator
+from shadowline.instance.config_commands import CommandReader, ConfigCommands, command_schemas
 from shadowline.instance.failover import Failover
+from shadowline.instance.feed import MonitoringFeed
 from shadowline.instance.gate import CommitGate
 from shadowline.instance.ha import HaService
 from shadowline.instance.http import create_app
@@ -50,6 +53,7 @@ class Instance:
     metrics: Metrics
     app: FastAPI
     asgi: BodyLimit
+    feed: MonitoringFeed
 
 
 def heartbeat_of(ha: HaService) -> dict[str, Any]:
@@ -105,6 +109,7 @@ def build_instance(settings: Settings) -> Instance:
         f"shadowline {settings.instance}",
     )
     liveness = Liveness(settings, broker, lambda: heartbeat_of(ha))  # ha: defined just below
+    metrics.liveness = liveness  # heartbeat ages, read at scrape time
     gate = CommitGate(
         timeout=settings.sync_timeout,
         lease_valid=liveness.lease_valid,
@@ -142,11 +147,26 @@ def build_instance(settings: Settings) -> Instance:
         gate=gate,
         alert=tasks.alert,
         publish=tasks.publish,
+        metrics=metrics,
     )
     tasks.failover, tasks.liveness = failover, liveness
+    tasks.config_commands = ConfigCommands(
+        service=service,
+        commands=CommandLog(engine),
+        broker=broker,
+        reader=CommandReader(command_schemas(), settings.max_body_bytes),
+        alert=tasks.alert,
+    )
     writer.on_commit.append(tasks.config_changed)
     app = create_app(service=service, ha=ha, auth=auth, metrics=metrics, settings=settings)
     app.state.failover = failover
+    # What the HA screen shows of monitoring; a standalone instance has nothing there to hear.
+    app.state.feed = feed = MonitoringFeed(
+        settings.amqp_url.get_secret_value(),
+        Names(settings.cluster),
+        f"shadowline {settings.instance} monitoring feed",
+        active=lambda: role.role != "standalone",
+    )
     return Instance(
         ha=ha,
         roles=roles[0],
@@ -161,4 +181,5 @@ def build_instance(settings: Settings) -> Instance:
         metrics=metrics,
         app=app,
         asgi=BodyLimit(app, settings.max_body_bytes),
+        feed=feed,
     )

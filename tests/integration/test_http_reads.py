@@ -295,6 +295,20 @@ async def test_events_can_be_filtered_by_kind_name_and_actor(admin):
     assert [e["position"] for e in await events(admin, kind="subaccount", after=3)] == [4, 5]
 
 
+async def test_events_can_be_filtered_by_event_type_one_or_several(admin):
+    await write_history(admin)
+
+    deleted = await events(admin, type="ConfigDeleted")
+    both = await events(admin, type=["ConfigDeleted", "ConfigPut"], kind="subaccount")
+    unknown = await events(admin, type="NoSuchType")
+
+    assert [e["position"] for e in deleted] == [4]
+    assert [e["position"] for e in both] == [1, 3, 4, 5]
+    assert unknown == []
+    response = await admin.get("/events", params={"type": "Config\x00Put"})
+    assert_invalid(response, "type")
+
+
 async def test_events_can_be_filtered_by_time(admin):
     history = await write_history(admin)
     stamps = [e["recorded_at"] for e in history]

@@ -292,6 +292,28 @@ def test_wheel_carries_the_migrations_and_the_schemas_where_the_package_looks() 
     assert (REPO / pyproject["project"]["readme"]).is_file()
 
 
+SCREEN_TEMPLATES = {"base.html", "screen.html", "_status.html", "login.html", "refused.html"}
+AUDIT_TEMPLATES = {"history.html", "state.html", "diff.html"}
+
+
+def test_wheel_carries_the_screen_templates_inside_the_package_where_jinja_loads_them() -> None:
+    """hatch ships every file under the wheel's package directory that neither .gitignore nor
+    an exclude drops (`pip wheel . --no-deps` lists shadowline/instance/templates/*.html), and
+    the screen loads its templates from the package, not from the source tree."""
+    from shadowline.instance.screen_pages import environment
+
+    wheel = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
+    templates = REPO / "services/shadowline/instance/templates"
+    assert any(templates.is_relative_to(REPO / p) for p in wheel["targets"]["wheel"]["packages"])
+    assert "exclude" not in wheel and "exclude" not in wheel["targets"]["wheel"]
+    ignored = (REPO / ".gitignore").read_text().split()
+    assert not [rule for rule in ignored if "html" in rule or "templates" in rule]
+    shipped = {p.name for p in (resources.files("shadowline.instance") / "templates").iterdir()}
+    assert shipped >= SCREEN_TEMPLATES | AUDIT_TEMPLATES
+    for name in shipped:
+        environment().get_template(name)  # each one parses
+
+
 @pytest.mark.parametrize("path", schema_files(), ids=lambda p: str(p.relative_to(SCHEMAS)))
 def test_every_shipped_schema_is_a_valid_draft_2020_12_schema(path: Path) -> None:
     schema = json.loads(path.read_text())

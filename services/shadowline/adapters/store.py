@@ -72,6 +72,7 @@ class EventFilter:
     actor: str | None = None
     since: datetime | None = None
     until: datetime | None = None
+    types: tuple[str, ...] = ()  # event types (ConfigPut, MasterPromoted, ...); empty: all
 
 
 def _event(row: Row[Any]) -> Event:
@@ -484,6 +485,8 @@ class EventStore:
             query = query.where(events.c.recorded_at >= where.since)
         if where.until is not None:
             query = query.where(events.c.recorded_at <= where.until)
+        if where.types:
+            query = query.where(events.c.type.in_(where.types))
         query = query.order_by(events.c.position).limit(limit)
 
         async def work(c: AsyncConnection) -> list[Event]:

@@ -52,6 +52,10 @@ class Authenticator:
             except Exception as error:  # keep the last good copy; the next tick tries again
                 log.warning("could not refresh users: %s", error)
 
+    def user(self, name: str) -> User | None:
+        """The current user of that name (from the copy refreshed every second), or None."""
+        return self._by_name.get(name)
+
     async def authenticate(self, header: str | None, needs: str) -> User:
         name, password = parse_basic(header)
         user = self._by_name.get(name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -11,7 +10,7 @@ from uuid import uuid4
 import orjson
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shadowline import __version__
@@ -33,6 +32,7 @@ from shadowline.instance.http_common import (
 from shadowline.instance.http_ha import router as ha_router
 from shadowline.instance.limits import BodyTooLarge
 from shadowline.instance.metrics import Metrics
+from shadowline.instance.screen import include_screen
 from shadowline.instance.service import ConfigService
 from shadowline.settings import Settings
 
@@ -215,15 +215,17 @@ def create_app(
         actor: str | None = None,
         since: str | None = None,
         until: str | None = None,
+        type: Annotated[list[str] | None, Query()] = None,  # repeatable: ?type=A&type=B
         wait: Annotated[float, Query(ge=0, le=60)] = 0,
     ) -> StreamingResponse:
-        _no_nul(kind=kind, name=name, actor=actor)
+        _no_nul(kind=kind, name=name, actor=actor, type="".join(type or ()))
         where = EventFilter(
             kind,
             name,
             actor,
             _time(since, "since") if since else None,
             _time(until, "until") if until else None,
+            tuple(type or ()),
         )
         if wait:
             await service.wait_for(after, wait)
@@ -256,17 +258,7 @@ def create_app(
         metrics.refresh(await ha.status())
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/", response_class=HTMLResponse)
-    async def screen(_: Viewer) -> HTMLResponse:
-        doc = health_doc()
-        rows = "".join(
-            f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>"
-            for k, v in doc.items()
-        )
-        return HTMLResponse(
-            "<!doctype html><html><head><title>shadowline: High Availability</title></head>"
-            f"<body><h1>High Availability</h1><table>{rows}</table></body></html>"
-        )
+    include_screen(app)  # the High Availability screen at GET / (instance.screen)
 
     # Last: routes are matched in order, and the config writes should not first be tried
     # against every /ha route (no path here overlaps one there, so the order changes nothing else).

@@ -76,6 +76,7 @@ async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[
     helpers = [
         asyncio.create_task(instance.snapshotter.run(), name="snapshotter"),
         asyncio.create_task(instance.auth.run(), name="users-refresh"),
+        asyncio.create_task(instance.feed.run(), name="monitoring-feed"),
     ]
     await instance.roles.reconcile()
     role = instance.service.role

@@ -1,0 +1,162 @@
+"""What this instance hears on its cluster's monitoring exchange, for the HA screen.
+
+It binds an exclusive, auto-delete, server-named queue (`amq.gen-*`, the only queue name besides
+the cluster's own that broker-setup lets an instance user create) with `#`, and keeps bounded
+windows: the last heartbeats of each instance, and the last role changes, failover steps and
+alerts. Nothing here decides anything: it is what an operator looks at.
+
+Why its own plain connection rather than the instance's robust `BrokerLink`: aio-pika's robust
+queues name themselves `amq_<uuid>` on the client (so they can be re-declared after a
+reconnect), which the least-privilege instance user may not create; and a server-named queue
+dies with its connection anyway. So the loop below is the reconnect: when the connection is
+lost it connects again, with backoff, and binds a new queue. It never declares the exchange
+either (the instance's role tasks do, once HA is on): binding to an exchange that does not exist
+yet fails, and the next attempt succeeds once it does; a standalone instance, which has nothing
+on monitoring, opens no connection at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aio_pika
+import orjson
+from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+
+from shadowline.adapters.broker import Names
+
+log = logging.getLogger(__name__)
+
+HEARTBEATS_KEPT = 20  # per instance
+EVENTS_KEPT = 50  # role.changed, failover.*, alert.*
+EVENT_PREFIXES = ("role.changed", "failover.", "alert.")
+MALFORMED_LOG_EVERY = 10.0  # seconds: a flood of bad messages logs one line per interval
+
+
+@dataclass(frozen=True, slots=True)
+class Heard:
+    """One monitoring message as received: when (UTC), its routing key and its JSON body."""
+
+    received_at: datetime
+    routing_key: str
+    body: dict[str, Any]
+
+
+class MonitoringFeed:
+    def __init__(
+        self,
+        amqp_url: str,
+        names: Names,
+        connection_name: str,
+        active: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self._url = amqp_url
+        self._names = names
+        self._connection_name = connection_name
+        self._active = active
+        self.heartbeats: dict[str, deque[Heard]] = {}
+        self.events: deque[Heard] = deque(maxlen=EVENTS_KEPT)
+        self.connected = False
+        self.received = 0
+        self.malformed = 0
+        self._malformed_logged = 0.0
+
+    # -- what the screen reads -------------------------------------------------------------------
+
+    def latest_heartbeats(self) -> list[Heard]:
+        """The last heartbeat of each instance heard, by instance name."""
+        return [beats[-1] for _, beats in sorted(self.heartbeats.items()) if beats]
+
+    def recent_heartbeats(self, count: int) -> list[Heard]:
+        """The last `count` heartbeats of all instances, newest first."""
+        merged = sorted(
+            (beat for beats in self.heartbeats.values() for beat in beats),
+            key=lambda heard: heard.received_at,
+            reverse=True,
+        )
+        return merged[:count]
+
+    def recent_events(self) -> list[Heard]:
+        return list(reversed(self.events))
+
+    # -- receiving -------------------------------------------------------------------------------
+
+    def take(self, routing_key: str, body: bytes) -> None:
+        """Keep one message if the screen shows its kind; count and log a malformed one."""
+        try:
+            doc = orjson.loads(body)
+            if not isinstance(doc, dict):
+                raise ValueError("not a JSON object")
+            heard = Heard(datetime.now(UTC), routing_key, doc)
+            if routing_key.startswith("heartbeat."):
+                instance = doc["instance"]
+                if not isinstance(instance, str):
+                    raise ValueError("heartbeat without an instance name")
+                self.heartbeats.setdefault(instance, deque(maxlen=HEARTBEATS_KEPT)).append(heard)
+            elif routing_key.startswith(EVENT_PREFIXES):
+                self.events.append(heard)
+            self.received += 1
+        except (orjson.JSONDecodeError, ValueError, KeyError) as error:
+            self.malformed += 1
+            now = time.monotonic()
+            if now - self._malformed_logged >= MALFORMED_LOG_EVERY:
+                self._malformed_logged = now
+                log.warning(
+                    "ignored a malformed monitoring message on %s (%s); %d so far",
+                    routing_key,
+                    error,
+                    self.malformed,
+                )
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        self.take(message.routing_key or "", message.body)
+
+    # -- the connection --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Listen until cancelled, connecting again (with backoff) whenever the link is lost."""
+        delay = 0.5
+        while True:
+            if not self._active():
+                await asyncio.sleep(1.0)
+                continue
+            try:
+                await self._listen_once()
+                delay = 0.5  # it was up; a fresh loss starts the backoff again
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                log.warning("monitoring feed: %s; again in %.1fs", error or type(error), delay)
+            self.connected = False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+    async def _listen_once(self) -> None:
+        """Connect, bind a server-named queue with `#`, consume; return once the link is lost."""
+        lost = asyncio.Event()
+        connection: AbstractConnection = await aio_pika.connect(
+            self._url, timeout=10, client_properties={"connection_name": self._connection_name}
+        )
+        try:
+            connection.close_callbacks.add(lambda *_: lost.set())
+            channel = await connection.channel()
+            channel.close_callbacks.add(lambda *_: lost.set())
+            queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
+            await queue.bind(self._names.monitoring, "#")
+            await queue.consume(self._on_message, no_ack=True)
+            self.connected = True
+            log.info("monitoring feed listening on %s (queue %s)", self._names.monitoring, queue)
+            await lost.wait()
+            log.warning("monitoring feed: connection to RabbitMQ lost")
+        finally:
+            self.connected = False
+            with contextlib.suppress(Exception):
+                await asyncio.shield(connection.close())

@@ -1,0 +1,216 @@
+"""The High Availability screen at `GET /`: status that updates itself, login, and the actions.
+
+Server-rendered HTML (templates/), no build step. The page works without JavaScript (it shows
+the status as of its load); with it, a small inline script fetches `/ui/status` every second
+and swaps in the parts that changed. The actions are plain forms that post to `/ui/...`, call
+the same HaService / Failover methods as the JSON API, and redirect (303) back to `/` with a
+flash message: success, or the refusal's text (a 409 of the API).
+
+Viewing needs at least `viewer`, the actions `admin`, the audit pages (screen_history)
+`auditor`. A request may log in with a session cookie (`/login`) or HTTP Basic (`curl -u`).
+Every form carries a CSRF token bound to the session (or, with Basic, to the user), and a form
+from another origin is refused: both with 403.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from shadowline.domain.errors import Forbidden, ShadowlineError, Unauthorized, Unavailable
+from shadowline.instance.feed import MonitoringFeed
+from shadowline.instance.http_common import error_response
+from shadowline.instance.screen_history import router as history_router
+from shadowline.instance.screen_pages import page
+from shadowline.instance.screen_session import (
+    LoginRequired,
+    ScreenRefused,
+    ScreenUser,
+    Sessions,
+    check_origin,
+    own_origin,
+    sessions,
+    user_of,
+)
+
+router = APIRouter(include_in_schema=False)
+RECENT_HEARTBEATS = 10
+FORM = "application/x-www-form-urlencoded"
+
+
+async def form_of(request: Request) -> dict[str, str]:
+    """A urlencoded form (parsed here: python-multipart is not a dependency, and the screen's
+    forms carry a few short fields only). Any other body counts as empty, so lacks a token."""
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != FORM:
+        return {}
+    body = (await request.body()).decode("utf-8", errors="replace")
+    try:
+        return dict(parse_qsl(body, keep_blank_values=True, max_num_fields=20))
+    except ValueError:  # more fields than any screen form has
+        return {}
+
+
+# -- the status ----------------------------------------------------------------------------------
+
+
+async def status_view(request: Request, user: ScreenUser) -> dict[str, Any]:
+    status = await request.app.state.ha.status()
+    feed: MonitoringFeed | None = getattr(request.app.state, "feed", None)
+    shadow = status.get("shadow")
+    now = datetime.now(UTC)
+    if shadow is not None:
+        shadow["lag_seconds"] = await _lag_seconds(request, shadow, now)
+    return {
+        "status": status,
+        "user": user,
+        "can_act": user.may("admin"),
+        "pending": shadow is not None and shadow["state"] == "pending",
+        "feed": feed,
+        "latest": feed.latest_heartbeats() if feed else [],
+        "heartbeats": feed.recent_heartbeats(RECENT_HEARTBEATS) if feed else [],
+        "events": feed.recent_events() if feed else [],
+        "now": now,
+    }
+
+
+async def _lag_seconds(request: Request, shadow: dict[str, Any], now: datetime) -> float | None:
+    """How old the oldest event is that the shadow has not applied (0 when it has them all):
+    the master's status counts the lag in events only, an operator also wants it in time."""
+    if shadow["state"] == "pending":
+        return None
+    if not shadow["lag_events"]:
+        return 0.0
+    try:
+        oldest = await request.app.state.service.store.read(shadow["position"], 1)
+    except Unavailable:  # the status is worth showing without it when the database is away
+        return None
+    return max(0.0, (now - oldest[0].recorded_at).total_seconds()) if oldest else None
+
+
+@router.get("/", response_class=HTMLResponse)
+async def screen(request: Request) -> Response:
+    user = await user_of(request, "viewer")
+    flash = sessions(request).read_flash(request)
+    response = page(request, "screen.html", **await status_view(request, user), flash=flash)
+    sessions(request).clear_flash(request, response)  # shown once
+    return response
+
+
+@router.get("/ui/status", response_class=HTMLResponse)
+async def status_fragment(request: Request) -> Response:
+    user = await user_of(request, "viewer")
+    return page(request, "_status.html", **await status_view(request, user))
+
+
+# -- logging in and out --------------------------------------------------------------------------
+
+
+@router.get("/login", response_class=HTMLResponse)
+async def login_form(request: Request) -> Response:
+    return page(request, "login.html", error=None, name="")
+
+
+@router.post("/login", response_class=HTMLResponse)
+async def login(request: Request) -> Response:
+    known = sessions(request)
+    check_origin(request, known.origins(request))  # no session yet: a login CSRF is by origin
+    form = await form_of(request)
+    name = form.get("user", "")
+    try:
+        user = await known.login(name, form.get("password", ""))
+    except Unauthorized:
+        return page(request, "login.html", 401, error="Unknown user or wrong password.", name=name)
+    except Forbidden as error:
+        return page(request, "login.html", 403, error=str(error), name=name)
+    response = RedirectResponse("/", status_code=303)
+    known.start(response, user, secure=own_origin(request).startswith("https:"))
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    user = await user_of(request, "viewer")
+    sessions(request).check_form(request, user, await form_of(request))
+    response = RedirectResponse("/login", status_code=303)
+    sessions(request).end(request, response)
+    return response
+
+
+# -- the actions ---------------------------------------------------------------------------------
+
+
+Work = Callable[[str, dict[str, str]], Awaitable[str]]  # (actor, form) -> what was done
+
+
+async def _act(request: Request, work: Work) -> Response:
+    """Run an admin action from a screen form, then back to `/` with what came of it."""
+    user = await user_of(request, "admin")
+    form = await form_of(request)
+    sessions(request).check_form(request, user, form)
+    response = RedirectResponse("/", status_code=303)
+    try:
+        text = await work(user.user.name, form)
+        sessions(request).flash(response, True, text)
+    except ShadowlineError as error:  # a refusal (409 in the API) is shown, not thrown
+        sessions(request).flash(response, False, str(error))
+    return response
+
+
+@router.post("/ui/confirm")
+async def confirm(request: Request) -> Response:
+    async def work(actor: str, form: dict[str, str]) -> str:
+        done = await request.app.state.ha.confirm(form.get("shadow") or None, actor)
+        shadow = (done.get("shadow") or {}).get("instance", "")
+        return f"Shadow {shadow} confirmed: it is receiving the configuration."
+
+    return await _act(request, work)
+
+
+@router.post("/ui/switch-roles")
+async def switch_roles(request: Request) -> Response:
+    async def work(actor: str, _: dict[str, str]) -> str:
+        done = await request.app.state.failover.switch_roles(actor)
+        return (
+            f"Roles switched: {done['new_master']} is master in epoch {done['epoch']}, "
+            f"this instance its shadow."
+        )
+
+    return await _act(request, work)
+
+
+@router.post("/ui/remove-shadow")
+async def remove_shadow(request: Request) -> Response:
+    async def work(actor: str, _: dict[str, str]) -> str:
+        done = await request.app.state.ha.forget(actor)
+        return f"Shadow {done['removed']} removed: a new shadow may join."
+
+    return await _act(request, work)
+
+
+# -- wiring --------------------------------------------------------------------------------------
+
+
+def _login_required(request: Request, error: Exception) -> Response:
+    """A browser (it asks for HTML) goes to the login form; a script gets the API's 401 with
+    its Basic challenge, so `curl` sees what to do."""
+    if "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse("/login", status_code=303)
+    return error_response(error)
+
+
+def _refused(request: Request, error: Exception) -> Response:
+    return page(request, "refused.html", 403, message=str(error))
+
+
+def include_screen(app: FastAPI) -> None:
+    settings = app.state.settings
+    app.state.screen = Sessions(app.state.auth, settings.instance, settings.public_url)
+    app.add_exception_handler(LoginRequired, _login_required)
+    app.add_exception_handler(ScreenRefused, _refused)
+    app.include_router(router)
+    app.include_router(history_router)

@@ -1,0 +1,173 @@
+"""The HA screen's audit browser (role `auditor`): events, the configuration at a point, diffs.
+
+The same ConfigService reads as the JSON API (`/events`, `/config?at=`, `/config/diff`), shown
+as tables. A point in history is a position (digits) or an ISO-8601 time, as in the API. Bad
+input is shown on the page (422), not as the API's JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from shadowline.adapters.store import EventFilter
+from shadowline.domain.errors import NotFound
+from shadowline.domain.events import Event, parse_time
+from shadowline.instance.screen_pages import page
+from shadowline.instance.screen_session import ScreenUser, user_of
+from shadowline.instance.service import ConfigService
+
+router = APIRouter(include_in_schema=False)
+
+PAGE_DEFAULT, PAGE_MAX = 50, 500
+EVENT_TYPES = (
+    "ConfigPut",
+    "ConfigDeleted",
+    "HaEnabled",
+    "ShadowConfirmed",
+    "ShadowRemoved",
+    "MasterPromoted",
+)
+FILTERS = ("kind", "name", "actor", "type", "since", "until")
+
+
+class BadQuery(ValueError):
+    """Raised when a query parameter of an audit page cannot be used; shown on the page."""
+
+
+def _text(request: Request, field: str) -> str | None:
+    value = request.query_params.get(field, "").strip()
+    if "\x00" in value:  # PostgreSQL text cannot hold it
+        raise BadQuery(f"{field} may not contain U+0000")
+    return value or None
+
+
+def _int(request: Request, field: str, default: int, low: int, high: int) -> int:
+    value = _text(request, field)
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
+        raise BadQuery(f"{field} must be a whole number from {low} to {high}")
+    return int(value)
+
+
+def _moment(value: str, field: str) -> datetime:
+    try:
+        return parse_time(value).astimezone(UTC)
+    except (ValueError, OverflowError) as error:
+        raise BadQuery(f"{field}: not an ISO-8601 time: {value!r}") from error
+
+
+def _point(value: str | None, field: str) -> dict[str, Any]:
+    """A point in history, as ConfigService takes it: digits are a position, else an ISO time;
+    nothing is now."""
+    if value is None:
+        return {}
+    if value.isascii() and value.isdigit():
+        if len(value) > 18:  # beyond any bigint position
+            raise BadQuery(f"{field}: position out of range")
+        return {"at": int(value)}
+    return {"as_of": _moment(value, field)}
+
+
+def _service(request: Request) -> ConfigService:
+    found: ConfigService = request.app.state.service
+    return found
+
+
+async def _auditor(request: Request) -> ScreenUser:
+    return await user_of(request, "auditor")
+
+
+def _failed(
+    request: Request, template: str, user: ScreenUser, error: Exception, **context: Any
+) -> Response:
+    status = 404 if isinstance(error, NotFound) else 422
+    return page(request, template, status, user=user, error=str(error), **context)
+
+
+# -- events --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: list[Event]
+    next_after: int | None  # where the next page starts, None at the end
+
+
+async def read_page(
+    service: ConfigService, after: int, limit: int, where: EventFilter
+) -> EventPage:
+    # An async generator (typed as an iterator): closed at once when the page is full.
+    reading = cast(AsyncGenerator[Event, None], service.events(after, limit, where))
+    async with contextlib.aclosing(reading) as events:
+        found = [event async for event in events]
+    return EventPage(found, found[-1].position if len(found) == limit else None)
+
+
+@router.get("/ui/history", response_class=HTMLResponse)
+async def history(request: Request) -> Response:
+    user = await _auditor(request)
+    query = {f: request.query_params.get(f, "") for f in FILTERS}
+    context: dict[str, Any] = {"user": user, "query": query, "types": EVENT_TYPES}
+    try:
+        text = {f: _text(request, f) for f in FILTERS}
+        after = _int(request, "after", 0, 0, 2**62)
+        limit = _int(request, "limit", PAGE_DEFAULT, 1, PAGE_MAX)
+        where = EventFilter(
+            text["kind"],
+            text["name"],
+            text["actor"],
+            _moment(text["since"], "since") if text["since"] else None,
+            _moment(text["until"], "until") if text["until"] else None,
+            (text["type"],) if text["type"] else (),
+        )
+        found = await read_page(_service(request), after, limit, where)
+    except (BadQuery, NotFound) as error:
+        return _failed(
+            request, "history.html", **context, error=error, found=None, after=0, limit=0
+        )
+    return page(
+        request, "history.html", **context, error=None, found=found, after=after, limit=limit
+    )
+
+
+# -- state at a point, and the difference of two -------------------------------------------------
+
+
+@router.get("/ui/state", response_class=HTMLResponse)
+async def state(request: Request) -> Response:
+    user = await _auditor(request)
+    at = request.query_params.get("at", "")
+    service = _service(request)
+    try:
+        position, items = await service.state(**_point(_text(request, "at"), "at"))
+    except (BadQuery, NotFound) as error:
+        return _failed(request, "state.html", user, error, at=at, position=None, items={})
+    return page(request, "state.html", user=user, error=None, at=at, position=position, items=items)
+
+
+@router.get("/ui/diff", response_class=HTMLResponse)
+async def diff(request: Request) -> Response:
+    user = await _auditor(request)
+    points = {
+        "from": request.query_params.get("from", ""),
+        "to": request.query_params.get("to", ""),
+    }
+    context: dict[str, Any] = {"user": user, "points": points}
+    if not points["from"].strip():
+        return page(request, "diff.html", **context, error=None, result=None)
+    service = _service(request)
+    try:
+        start = await service.resolve(**_point(_text(request, "from"), "from"))
+        end = await service.resolve(**_point(_text(request, "to"), "to"))
+        result = await service.diff(start, end)
+    except (BadQuery, NotFound) as error:
+        return _failed(request, "diff.html", **context, error=error, result=None)
+    return page(request, "diff.html", **context, error=None, result=result)
