@@ -5,22 +5,48 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
+from enum import IntEnum
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 
 from shadowline.client import Client, ClientError
 from shadowline.settings import Settings
 
 T = TypeVar("T")
 
-# Exit codes (documented in the README): 0 done; 1 the instance refused the request (4xx);
-# 2 bad usage or settings, or the database is unreachable; 3 the instance is unreachable or
-# failed (5xx).
-EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = 1, 2, 3
+
+class ExitCode(IntEnum):
+    """The one table of exit codes (README and `shadowline --help` print it from here).
+
+    0-3 are documented since the first release and stay as they are: scripts test them.
+    """
+
+    OK = 0
+    REFUSED = 1
+    USAGE = 2
+    UNAVAILABLE = 3
+    TIMEOUT = 4
+    INTERRUPTED = 130
+
+
+EXIT_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "done",
+    ExitCode.REFUSED: "refused (4xx: 401, 403, 404, 409, 422), or a check failed (ha verify)",
+    ExitCode.USAGE: "bad usage or settings (option, argument, URL), database unreachable",
+    ExitCode.UNAVAILABLE: "instance or broker unreachable, timed out or failing (5xx, 503)",
+    ExitCode.TIMEOUT: "--wait ran out of time (the shadow was not in sync before --timeout)",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C, or the reader of a pipe went away)",
+}
+
+# The names the commands used before the table existed.
+EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = ExitCode.REFUSED, ExitCode.USAGE, ExitCode.UNAVAILABLE
+EXIT_TIMEOUT, EXIT_INTERRUPTED = ExitCode.TIMEOUT, ExitCode.INTERRUPTED
 
 Url = Annotated[str, typer.Option("--url", envvar="SHADOWLINE_URL", help="The instance's URL.")]
 User = Annotated[
@@ -80,17 +106,46 @@ def client(url: str, user: str, password: str | None) -> Client:
     return Client(url, user, password)
 
 
-def call(function: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run one client call and turn its failure into a one-line error and an exit code."""
+@contextmanager
+def reported() -> Iterator[None]:
+    """Turn a failed call into one line on stderr and the exit code of the table."""
     import httpx
 
     try:
-        return function(*args, **kwargs)
+        yield
     except ClientError as error:
         body = error.body if isinstance(error.body, dict) else {}
         details = "".join(f"\n  {e['path']}: {e['message']}" for e in body.get("errors", []))
         if body.get("master"):
             details += f"\n  the master is {body['master']}"
         fail(f"{error}{details}", EXIT_REFUSED if error.status < 500 else EXIT_UNAVAILABLE)
+    except (httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
+        fail(f"bad URL: {error}", EXIT_USAGE)
     except httpx.HTTPError as error:
-        fail(f"cannot reach the instance: {error}", EXIT_UNAVAILABLE)
+        fail(f"cannot reach the instance: {error or type(error).__name__}", EXIT_UNAVAILABLE)
+    except orjson.JSONDecodeError:
+        # A proxy's error page, or not a shadowline instance at all.
+        fail("the URL answered with something that is not JSON", EXIT_UNAVAILABLE)
+
+
+def call(function: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run one client call; its failure ends the command with the table's exit code."""
+    with reported():
+        return function(*args, **kwargs)
+
+
+def examples(*lines: str) -> str:
+    """A command's `--help` epilog: an Examples block, one command (or # comment) a line.
+
+    Typer renders help with Rich markup: text is escaped so that JSON in an example stays
+    literal, and single line breaks survive (a paragraph is not reflowed).
+    """
+    shown = [
+        f"[dim]{escape(line)}[/dim]" if line.startswith("#") else escape(line) for line in lines
+    ]
+    return "\n".join(["[bold]Examples[/bold]", *shown])
+
+
+def exit_codes_help() -> str:
+    rows = [f"  {int(code):>3}  {escape(meaning)}" for code, meaning in EXIT_MEANINGS.items()]
+    return "\n".join(["[bold]Exit codes[/bold]", *rows])

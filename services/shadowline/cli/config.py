@@ -1,16 +1,34 @@
-"""`shadowline config ...` and `shadowline history`: publish changes, read state and history."""
+"""`shadowline config ...`: publish changes and read the configuration, now or in the past."""
 
 from __future__ import annotations
 
-import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 import typer
 
-from shadowline.cli.common import DEFAULT_URL, Json, Password, Url, User, call, client, emit, fail
+from shadowline.cli.common import (
+    DEFAULT_URL,
+    Json,
+    Password,
+    Url,
+    User,
+    call,
+    client,
+    emit,
+    examples,
+    fail,
+)
 
-app = typer.Typer(help="Publish and read configuration items.", no_args_is_help=True)
+app = typer.Typer(
+    help="Publish and read configuration items (--json: one JSON document).",
+    no_args_is_help=True,
+    epilog=examples(
+        "shadowline config list",
+        "shadowline config put resource orders - < orders.json",
+        "shadowline config list --as-of 2026-11-24T10:02:00Z --json",
+    ),
+)
 
 IfMatch = Annotated[
     int | None, typer.Option("--if-match", help="Only if the item is at this version.")
@@ -18,7 +36,15 @@ IfMatch = Annotated[
 Reason = Annotated[str | None, typer.Option("--reason", help="Why: recorded in the audit history.")]
 
 
-@app.command("put")
+@app.command(
+    "put",
+    epilog=examples(
+        """shadowline config put subaccount acme '{"region": "eu10", "subaccount_id": "a1"}'""",
+        "shadowline config put system-mapping erp - < erp.json    # the value from stdin",
+        'shadowline config put resource ping \'{"system_mapping": "erp", "path": "/ping", '
+        '"match": "exact"}\' --if-match 3 --reason \'ticket 4711\'',
+    ),
+)
 def put(
     kind: str,
     name: str,
@@ -32,9 +58,11 @@ def put(
     password: Password = None,
     as_json: Json = False,
 ) -> None:
-    """Create or replace an item.
+    """Create or replace an item; the value is checked against the kind's JSON Schema.
 
-    Example: shadowline config put subaccount acme '{"region": "eu10", "subaccount_id": "a1"}'
+    --if-match makes it conditional (exit 1 on a version conflict).
+
+    --reason is recorded in the audit history.
     """
     text = typer.get_text_stream("stdin").read() if value == "-" else value
     try:
@@ -50,7 +78,13 @@ def put(
     )
 
 
-@app.command("get")
+@app.command(
+    "get",
+    epilog=examples(
+        "shadowline config get subaccount acme",
+        "shadowline config get subaccount acme --json | jq .value.region",
+    ),
+)
 def get(
     kind: str,
     name: str,
@@ -59,7 +93,7 @@ def get(
     password: Password = None,
     as_json: Json = False,
 ) -> None:
-    """Print an item's value and version. Example: shadowline config get subaccount acme"""
+    """Print an item's value and version (exit 1 when it does not exist)."""
     with client(url, user, password) as c:
         result = call(c.get, kind, name)
     emit(
@@ -70,7 +104,13 @@ def get(
     )
 
 
-@app.command("delete")
+@app.command(
+    "delete",
+    epilog=examples(
+        "shadowline config delete resource orders",
+        'shadowline config delete resource orders --if-match 2 --reason "retired"',
+    ),
+)
 def delete(
     kind: str,
     name: str,
@@ -81,13 +121,20 @@ def delete(
     password: Password = None,
     as_json: Json = False,
 ) -> None:
-    """Delete an item. Example: shadowline config delete resource orders --if-match 2"""
+    """Delete an item (exit 1 when it does not exist or --if-match does not hold)."""
     with client(url, user, password) as c:
         result = call(c.delete, kind, name, if_match=if_match, reason=reason)
     emit(result, as_json, f"{kind}/{name} deleted (position {result['position']})")
 
 
-@app.command("list")
+@app.command(
+    "list",
+    epilog=examples(
+        "shadowline config list",
+        "shadowline config list --at 120                  # right after position 120",
+        "shadowline config list --as-of 2026-11-24T10:02:00Z --json",
+    ),
+)
 def list_items(
     at: Annotated[int | None, typer.Option("--at", help="State right after this position.")] = None,
     as_of: Annotated[
@@ -98,10 +145,7 @@ def list_items(
     password: Password = None,
     as_json: Json = False,
 ) -> None:
-    """List every item, now or at a point in history.
-
-    Examples: shadowline config list --at 120; shadowline config list --as-of 2026-11-24T10:02:00Z
-    """
+    """List every item, now or at a point in history (replayed by the instance)."""
     with client(url, user, password) as c:
         result = call(c.state, at=at, as_of=as_of)
     lines = [f"# position {result['position']}, {len(result['items'])} items"]
@@ -109,7 +153,13 @@ def list_items(
     emit(result, as_json, "\n".join(lines))
 
 
-@app.command("diff")
+@app.command(
+    "diff",
+    epilog=examples(
+        "shadowline config diff --from 10 --to 42",
+        "shadowline config diff --from 2026-11-24T10:00:00Z --json",
+    ),
+)
 def diff_cmd(
     start: Annotated[str, typer.Option("--from", help="A position or an ISO-8601 time.")],
     end: Annotated[
@@ -120,7 +170,7 @@ def diff_cmd(
     password: Password = None,
     as_json: Json = False,
 ) -> None:
-    """What changed between two points. Example: shadowline config diff --from 10 --to 42"""
+    """What changed between two points in history: items added, removed and changed."""
     with client(url, user, password) as c:
         result = call(c.diff, start, end)
     lines = [f"# from position {result['from']} to {result['to']}"]
@@ -131,51 +181,3 @@ def diff_cmd(
         for k, v in result["changed"].items()
     ]
     emit(result, as_json, "\n".join(lines))
-
-
-def _history_line(event: dict[str, Any]) -> str:
-    meta = event.get("metadata") or {}
-    what = f"{event['kind']}/{event['name']} v{event['version']}" if event.get("kind") else ""
-    reason = f"  ({meta['reason']})" if meta.get("reason") else ""
-    return (
-        f"{event['position']:>8}  {event['recorded_at']}  e{event['epoch']}  "
-        f"{meta.get('actor', '-'):<12} {event['type']:<14} {what}{reason}"
-    )
-
-
-def history(
-    kind: Annotated[str | None, typer.Option(help="Only this kind.")] = None,
-    name: Annotated[str | None, typer.Option(help="Only this item name.")] = None,
-    actor: Annotated[str | None, typer.Option(help="Only changes by this user.")] = None,
-    since: Annotated[str | None, typer.Option(help="From this ISO-8601 time.")] = None,
-    until: Annotated[str | None, typer.Option(help="Up to this ISO-8601 time.")] = None,
-    after: Annotated[int, typer.Option(help="Only events after this position.")] = 0,
-    limit: Annotated[int, typer.Option(help="At most this many events.")] = 1000,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing new events.")
-    ] = False,
-    url: Url = DEFAULT_URL,
-    user: User = "admin",
-    password: Password = None,
-    as_json: Json = False,
-) -> None:
-    """Who changed what, when: the audit history.
-
-    Examples: shadowline history --kind resource --actor alice; shadowline history --follow
-    """
-    filters = {"kind": kind, "name": name, "actor": actor, "since": since, "until": until}
-    with client(url, user, password) as c:
-        while True:
-            # With --follow the instance holds the request open until something new is logged.
-            page = call(
-                lambda start=after: list(
-                    c.events(start, limit, wait=25 if follow else 0, **filters)
-                )
-            )
-            for event in page:
-                after = event["position"]
-                typer.echo(orjson.dumps(event).decode() if as_json else _history_line(event))
-            if not follow:
-                return
-            if not page:
-                time.sleep(0.2)

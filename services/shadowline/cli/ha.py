@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 import orjson
 import typer
 
+from shadowline.cli import progress
 from shadowline.cli.common import (
     DEFAULT_URL,
+    EXIT_INTERRUPTED,
     EXIT_REFUSED,
+    EXIT_TIMEOUT,
     Json,
     Password,
     Url,
@@ -17,12 +21,35 @@ from shadowline.cli.common import (
     call,
     client,
     emit,
+    examples,
     fail,
 )
+from shadowline.client import Client
 
 app = typer.Typer(
-    help="High availability: set up and inspect a master/shadow pair.", no_args_is_help=True
+    help="High availability: set up and inspect a master/shadow pair (--json: one document).",
+    no_args_is_help=True,
+    epilog=examples(
+        "shadowline ha setup --master-url http://master:8080 --shadow-url http://shadow:8080",
+        "shadowline ha status --url http://shadow:8080 --json",
+    ),
 )
+
+Wait = Annotated[
+    bool,
+    typer.Option(
+        "--wait/--no-wait",
+        help="Wait (with a progress bar) until the shadow has applied everything the master has.",
+    ),
+]
+Timeout = Annotated[
+    float, typer.Option(min=0, help="Seconds --wait waits before giving up (exit 4).")
+]
+WAITING = {
+    "pending": "waiting for `shadowline ha confirm` on the master",
+    "syncing": "shadow bootstrap",
+    "lost": "waiting for the shadow to report",
+}
 
 
 def _describe(doc: dict[str, Any]) -> str:
@@ -46,17 +73,58 @@ def _describe(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@app.command("status")
+def wait_in_sync(master: Client, timeout: float, shown: bool) -> dict[str, Any]:
+    """Poll the master's GET /ha until its shadow has applied everything the master had
+    (state `connected`); the bar shows the shadow's position against the master's."""
+    deadline = time.monotonic() + timeout
+    try:
+        with progress.bar("shadow bootstrap", None, enabled=shown) as bar:
+            while True:
+                doc = call(master.ha)
+                shadow = doc.get("shadow")
+                if shadow is None:
+                    fail("the master has no shadow (removed, or HA not enabled there)")
+                bar.update(
+                    completed=shadow["position"],
+                    total=max(doc["position"], shadow["position"]),
+                    description=WAITING.get(shadow["state"], shadow["state"]),
+                )
+                if shadow["state"] == "connected":
+                    return dict(doc)
+                if time.monotonic() >= deadline:
+                    fail(
+                        f"after {timeout:g}s the shadow {shadow['instance']} is still "
+                        f"{shadow['state']}, at position {shadow['position']} of {doc['position']}",
+                        EXIT_TIMEOUT,
+                    )
+                time.sleep(0.5)
+    except KeyboardInterrupt:
+        fail("interrupted while waiting; the setup itself stands", EXIT_INTERRUPTED)
+
+
+@app.command(
+    "status",
+    epilog=examples(
+        "shadowline ha status --url http://master:8080",
+        "shadowline ha status --json | jq .shadow.lag_events",
+    ),
+)
 def status(
     url: Url = DEFAULT_URL, user: User = "admin", password: Password = None, as_json: Json = False
 ) -> None:
-    """Role, epoch, position, peer and replication of an instance. Example: shadowline ha status"""
+    """Role, epoch, position, peer and replication of an instance (GET /ha)."""
     with client(url, user, password) as c:
         doc = call(c.ha)
     emit(doc, as_json, _describe(doc))
 
 
-@app.command("enable")
+@app.command(
+    "enable",
+    epilog=examples(
+        "shadowline ha enable --url http://master:8080",
+        "shadowline ha enable --url http://master:8080 --auto-confirm",
+    ),
+)
 def enable(
     auto_confirm: Annotated[
         bool, typer.Option(help="Confirm a joining shadow without an operator.")
@@ -66,13 +134,20 @@ def enable(
     password: Password = None,
     as_json: Json = False,
 ) -> None:
-    """Make this standalone instance a master. Example: shadowline ha enable --url http://master:8080"""
+    """Make this standalone instance a master (step 1 of the setup, run against the master)."""
     with client(url, user, password) as c:
         doc = call(c.ha_enable, auto_confirm)
     emit(doc, as_json, _describe(doc))
 
 
-@app.command("join")
+@app.command(
+    "join",
+    epilog=examples(
+        "shadowline ha join --url http://shadow:8080 --master-url http://master:8080",
+        "shadowline ha join --url http://shadow:8080 --master-url http://master:8080 --wait"
+        "   # master has --auto-confirm",
+    ),
+)
 def join(
     master_url: Annotated[str, typer.Option("--master-url", help="The master's URL.")],
     master_user: Annotated[
@@ -87,21 +162,35 @@ def join(
             help="Its password (default: --password).",
         ),
     ] = None,
+    wait: Wait = False,
+    timeout: Timeout = 600,
     url: Url = DEFAULT_URL,
     user: User = "admin",
     password: Password = None,
     as_json: Json = False,
 ) -> None:
-    """Make this instance the shadow of a master (run against the shadow).
+    """Make this instance the shadow of a master (step 2, run against the shadow).
 
-    Example: shadowline ha join --url http://shadow:8081 --master-url http://master:8080
+    The master lists it as pending until `ha confirm` (or at once with --auto-confirm).
+
+    --wait waits for that and for the bootstrap, then prints the master's status.
     """
+    master_login = (master_url, master_user or user, master_password or password or "")
     with client(url, user, password) as c:
-        doc = call(c.ha_join, master_url, master_user or user, master_password or password or "")
+        doc = call(c.ha_join, *master_login)
+    if wait:
+        with client(*master_login) as master:
+            doc = wait_in_sync(master, timeout, progress.wanted(as_json=as_json))
     emit(doc, as_json, _describe(doc))
 
 
-@app.command("confirm")
+@app.command(
+    "confirm",
+    epilog=examples(
+        "shadowline ha confirm --url http://master:8080",
+        "shadowline ha confirm --url http://master:8080 --shadow shadow-1",
+    ),
+)
 def confirm(
     shadow: Annotated[
         str | None, typer.Option(help="The shadow's instance name (optional).")
@@ -111,13 +200,19 @@ def confirm(
     password: Password = None,
     as_json: Json = False,
 ) -> None:
-    """Confirm the pending shadow (run against the master). Example: shadowline ha confirm"""
+    """Confirm the pending shadow (step 3, run against the master): its bootstrap starts."""
     with client(url, user, password) as c:
         doc = call(c.ha_confirm, shadow)
     emit(doc, as_json, _describe(doc))
 
 
-@app.command("remove-shadow")
+@app.command(
+    "remove-shadow",
+    epilog=examples(
+        "shadowline ha remove-shadow --url http://master:8080",
+        "shadowline ha remove-shadow --url http://master:8080 && shadowline ha join ...",
+    ),
+)
 def remove_shadow(
     url: Url = DEFAULT_URL, user: User = "admin", password: Password = None, as_json: Json = False
 ) -> None:
@@ -127,7 +222,13 @@ def remove_shadow(
     emit(doc, as_json, f"shadow {doc['removed']} removed; a new shadow may join")
 
 
-@app.command("verify")
+@app.command(
+    "verify",
+    epilog=examples(
+        "shadowline ha verify --url http://master:8080",
+        "shadowline ha verify --json || echo 'master and shadow differ'",
+    ),
+)
 def verify(
     url: Url = DEFAULT_URL, user: User = "admin", password: Password = None, as_json: Json = False
 ) -> None:
@@ -139,14 +240,17 @@ def verify(
         raise typer.Exit(EXIT_REFUSED)
 
 
-@app.command("switch-roles")
+@app.command(
+    "switch-roles",
+    epilog=examples(
+        "shadowline ha switch-roles --url http://master:8080",
+        "shadowline ha switch-roles --url http://master:8080 --json | jq .seconds",
+    ),
+)
 def switch_roles(
     url: Url = DEFAULT_URL, user: User = "admin", password: Password = None, as_json: Json = False
 ) -> None:
-    """Planned, lossless handover: the shadow becomes master, this master its shadow.
-
-    Example: shadowline ha switch-roles --url http://master:8080
-    """
+    """Planned, lossless handover: the shadow becomes master, this master its shadow."""
     with client(url, user, password) as c:
         doc = call(c.ha_switch_roles)
     emit(
@@ -157,7 +261,13 @@ def switch_roles(
     )
 
 
-@app.command("maintenance")
+@app.command(
+    "maintenance",
+    epilog=examples(
+        "shadowline ha maintenance on --url http://master:8080    # before planned work",
+        "shadowline ha maintenance off --url http://master:8080",
+    ),
+)
 def maintenance(
     state: Annotated[str, typer.Argument(help="on or off")],
     url: Url = DEFAULT_URL,
@@ -165,10 +275,7 @@ def maintenance(
     password: Password = None,
     as_json: Json = False,
 ) -> None:
-    """Pause or resume automatic failover by the watchdogs (run against the master).
-
-    Example: shadowline ha maintenance on
-    """
+    """Pause or resume automatic failover by the watchdogs (run against the master)."""
     if state not in ("on", "off"):
         fail("STATE must be on or off")
     with client(url, user, password) as c:
@@ -180,7 +287,14 @@ def maintenance(
     )
 
 
-@app.command("quarantine")
+@app.command(
+    "quarantine",
+    epilog=examples(
+        "shadowline ha quarantine --url http://old-master:8080",
+        "shadowline ha quarantine --export forked.ndjson",
+        "shadowline ha quarantine --json | jq '.events[].position'",
+    ),
+)
 def quarantine(
     export: Annotated[
         str | None, typer.Option(help="Write the events as NDJSON to this file.")
@@ -190,10 +304,7 @@ def quarantine(
     password: Password = None,
     as_json: Json = False,
 ) -> None:
-    """List (or export) events an old master wrote after a fork, kept in quarantine.
-
-    Example: shadowline ha quarantine --export forked.ndjson
-    """
+    """List (or export as NDJSON) events an old master wrote after a fork, kept in quarantine."""
     with client(url, user, password) as c:
         doc = call(c.ha_quarantine)
     if export:
@@ -209,18 +320,24 @@ def quarantine(
     emit(doc, as_json, "\n".join(lines))
 
 
-@app.command("setup")
+@app.command(
+    "setup",
+    epilog=examples(
+        "shadowline ha setup --master-url http://master:8080 --shadow-url http://shadow:8080",
+        "shadowline ha setup --master-url http://m:8080 --shadow-url http://s:8080 --no-wait",
+    ),
+)
 def setup(
     master_url: Annotated[str, typer.Option("--master-url", help="The master-to-be.")],
     shadow_url: Annotated[str, typer.Option("--shadow-url", help="The shadow-to-be.")],
+    wait: Wait = True,
+    timeout: Timeout = 600,
     user: User = "admin",
     password: Password = None,
     as_json: Json = False,
 ) -> None:
     """Enable HA on the master, join the shadow and confirm it, skipping steps already done
-    (the same user and password on both instances).
-
-    Example: shadowline ha setup --master-url http://master:8080 --shadow-url http://shadow:8080
+    (the same user and password on both instances); then wait until the shadow is in sync.
     """
     with client(master_url, user, password) as master, client(shadow_url, user, password) as shadow:
         if call(master.ha)["role"] == "standalone":
@@ -234,5 +351,8 @@ def setup(
             )
         if (call(master.ha).get("shadow") or {}).get("state") == "pending":
             call(master.ha_confirm)
-        doc = call(master.ha)
+        if wait:
+            doc = wait_in_sync(master, timeout, progress.wanted(as_json=as_json))
+        else:
+            doc = call(master.ha)
     emit(doc, as_json, _describe(doc))

@@ -12,10 +12,13 @@ from shadowline import __version__
 from shadowline.cli import broker as broker_cli
 from shadowline.cli import config as config_cli
 from shadowline.cli import ha as ha_cli
+from shadowline.cli import history as history_cli
 from shadowline.cli import users as users_cli
 from shadowline.cli import watch as watch_cli
 from shadowline.cli.common import (
     EXIT_USAGE,
+    examples,
+    exit_codes_help,
     fail,
     load_settings,
     run,
@@ -29,14 +32,31 @@ app = typer.Typer(
     help="shadowline: master/shadow high availability for configuration.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    epilog=examples(
+        "shadowline demo",
+        "shadowline config list --url http://127.0.0.1:8080 --user admin --password ...",
+        "shadowline COMMAND --help                        # each command's examples",
+    )
+    + "\n\n"
+    + exit_codes_help(),
 )
 app.add_typer(config_cli.app, name="config")
 app.add_typer(users_cli.app, name="users")
-app.command("history")(config_cli.history)
-app.command("broker-setup")(broker_cli.broker_setup)
-app.command("watch")(watch_cli.watch)
+app.add_typer(history_cli.app, name="history")
+app.command(
+    "broker-setup",
+    epilog=examples(
+        "shadowline broker-setup --cluster prod > setup.sh   # review, then run it",
+        "shadowline broker-setup --cluster prod --apply      # run rabbitmqctl here",
+    ),
+)(broker_cli.broker_setup)
+app.command("watch", epilog=watch_cli.EXAMPLES)(watch_cli.watch)
 app.add_typer(ha_cli.app, name="ha")
-bench_app = typer.Typer(help="Benchmarks that print figures.", no_args_is_help=True)
+bench_app = typer.Typer(
+    help="Benchmarks that print figures.",
+    no_args_is_help=True,
+    epilog=examples("shadowline bench append", "shadowline bench replication --quick"),
+)
 app.add_typer(bench_app, name="bench")
 
 
@@ -53,7 +73,12 @@ def root(
     """Run `shadowline demo` to see a master and its shadow on this machine."""
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "SHADOWLINE_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/sl shadowline migrate",
+        "shadowline migrate --create-database --app-role shadowline_app",
+    )
+)
 def migrate(
     create_database: Annotated[
         bool, typer.Option(help="Create the database if it is missing.")
@@ -81,7 +106,12 @@ def migrate(
     log.info("database is at the newest schema revision")
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "SHADOWLINE_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/sl shadowline instance",
+        "SHADOWLINE_HTTP_BIND=0.0.0.0:8081 shadowline instance --no-migrate",
+    )
+)
 def instance(
     no_migrate: Annotated[
         bool, typer.Option("--no-migrate", help="Do not migrate at start.")
@@ -101,7 +131,12 @@ def instance(
         pass
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "shadowline demo",
+        "shadowline demo --failover --exit-after 60     # then kill the master and watch",
+    )
+)
 def demo(
     port: Annotated[int, typer.Option(help="HTTP port of the first instance.")] = 8080,
     exit_after: Annotated[
@@ -118,7 +153,12 @@ def demo(
     raise typer.Exit(run_demo(port, exit_after, failover))
 
 
-@app.command()
+@app.command(
+    epilog=examples(
+        "shadowline watchdog --cluster prod --cluster staging",
+        "shadowline watchdog --name wd-2 --health-file /run/shadowline/watchdog.alive",
+    )
+)
 def watchdog(
     cluster: Annotated[
         list[str] | None, typer.Option("--cluster", help="A cluster to watch (repeatable).")
@@ -132,6 +172,13 @@ def watchdog(
     health_file: Annotated[
         str | None, typer.Option(help="Touch this file every second while connected.")
     ] = None,
+    http_bind: Annotated[
+        str | None,
+        typer.Option(
+            help="Serve GET /health and GET /metrics on HOST:PORT "
+            "(default: SHADOWLINE_WATCHDOG_HTTP_BIND; off when neither is set)."
+        ),
+    ] = None,
 ) -> None:
     """Run the watchdog: promote a shadow when its master's heartbeats stop and a probe fails.
 
@@ -140,14 +187,17 @@ def watchdog(
     from shadowline.watchdog.service import run_watchdog
 
     setup_logging()
-    settings = load_settings()
+    settings = load_settings(watchdog_http_bind=http_bind)
     clusters = cluster or [settings.cluster]
     me = name or settings.instance
     log.info("watchdog %s: clusters %s, settings %s", me, clusters, settings.masked())
-    run(run_watchdog(settings, clusters, me, allow_data_loss, health_file))
+    try:
+        run(run_watchdog(settings, clusters, me, allow_data_loss, health_file))
+    except OSError as error:  # the HTTP port is taken or not ours to bind
+        fail(str(error))
 
 
-@bench_app.command("append")
+@bench_app.command("append", epilog=examples("shadowline bench append --events 5000"))
 def bench_append(
     events: Annotated[int, typer.Option(help="Events per store run.")] = 20000,
     http_requests: Annotated[int, typer.Option(help="Requests in the HTTP run.")] = 10000,
@@ -161,7 +211,9 @@ def bench_append(
     raise typer.Exit(run(bench_main(settings, events, http_requests, not skip_eventsourcing)))
 
 
-@bench_app.command("replication")
+@bench_app.command(
+    "replication", epilog=examples("shadowline bench replication --quick --seconds 10")
+)
 def bench_replication(
     quick: Annotated[
         bool, typer.Option(help="Small sizes, for a check on a busy machine.")
@@ -197,7 +249,7 @@ def bench_replication(
     raise typer.Exit(run(bench_main(settings, sizes)))
 
 
-@bench_app.command("failover")
+@bench_app.command("failover", epilog=examples("shadowline bench failover --quick --keep-logs"))
 def bench_failover(
     quick: Annotated[bool, typer.Option(help="3 trials of each, for a check.")] = False,
     trials: Annotated[

@@ -13,7 +13,13 @@ from aio_pika.abc import AbstractIncomingMessage
 from aiormq.exceptions import ChannelNotFoundEntity
 
 from shadowline.adapters.broker import Names
-from shadowline.cli.common import fail, run
+from shadowline.cli.common import EXIT_UNAVAILABLE, examples, fail, run
+
+EXAMPLES = examples(
+    "shadowline watch --cluster demo --heartbeats",
+    "shadowline watch --cluster prod --json | jq 'select(.routing_key | startswith(\"alert.\"))'",
+    "shadowline watch --cluster prod --count 1 --json     # wait for the next message",
+)
 
 COLOURS = {
     "alert": typer.colors.RED,
@@ -91,16 +97,19 @@ def watch(
         typer.Option(envvar="SHADOWLINE_AMQP_URL", help="The broker (a monitoring user suffices)."),
     ] = "amqp://guest:guest@127.0.0.1:5672/",
     heartbeats: Annotated[bool, typer.Option("--heartbeats", help="Show heartbeats too.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per message.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="One JSON object a line (NDJSON): routing_key and body."),
+    ] = False,
     count: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
 ) -> None:
     """Print the cluster's monitoring stream: role changes, failover steps, alerts, changes.
 
-    Example: shadowline watch --cluster demo --heartbeats
+    Ctrl-C ends it (exit 0).
     """
     try:
         run(_watch(amqp_url, cluster, heartbeats, as_json, count))
     except KeyboardInterrupt:
         pass
     except OSError as error:
-        fail(f"cannot reach RabbitMQ: {error}", 3)
+        fail(f"cannot reach RabbitMQ: {error}", EXIT_UNAVAILABLE)
