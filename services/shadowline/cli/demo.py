@@ -3,8 +3,10 @@
 It creates fresh demo databases on the local PostgreSQL, starts a master, a shadow and a
 watchdog as real processes against the local RabbitMQ, loads sample configuration, sets up HA as
 an operator would (enable, join, confirm) and prints the URLs and credentials. With --failover
-it then kills the master, shows the promotion and the old master rejoining as shadow. Ctrl-C
-stops everything.
+it then kills the master, shows the promotion and the old master rejoining as shadow. While it
+runs, a process that dies (`kill -9` of the master, to watch a failover on the HA screen) is
+started again after RESTART_AFTER seconds, as a service manager would: an old master comes back
+as the new master's shadow. Ctrl-C stops everything.
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ class DemoProcess:
 
 
 # Snappy timings for a demo: heartbeats every 0.5 s, failover after 2 s of silence.
+RESTART_AFTER = 5.0  # seconds before a process that died is started again
 TIMING = {"SHADOWLINE_HEARTBEAT_INTERVAL": "0.5", "SHADOWLINE_TAKEOVER_DELAY": "2"}
 
 
@@ -194,6 +197,25 @@ def _show_failover(
     master.name, shadow.name = shadow.name, master.name
 
 
+def _supervise(
+    node: DemoProcess, died: dict[str, float], start: Callable[[DemoProcess], None]
+) -> None:
+    """Say when a process died, and start it again RESTART_AFTER seconds later."""
+    if node.process is None or node.process.poll() is None:
+        return
+    now = time.monotonic()
+    if node.name not in died:
+        died[node.name] = now
+        _say(
+            f"{node.name} exited with code {node.process.returncode}; "
+            f"starting it again in {RESTART_AFTER:.0f} s"
+        )
+    elif now - died[node.name] >= RESTART_AFTER:
+        del died[node.name]
+        start(node)
+        _say(f"{node.name} started again (pid {node.process.pid})")
+
+
 def run_demo(port: int, exit_after: float | None, failover: bool = False) -> int:
     base = make_url(
         os.environ.get("SHADOWLINE_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -251,8 +273,11 @@ shadowline demo is running (logs in {log_dir}/)
 
   user admin, password {password} (on both: users are local to each instance)
 
+The High Availability screens: {master.url}/ and {shadow.url}/ (log in as admin)
+
 Try:
   export SHADOWLINE_URL={master.url} SHADOWLINE_USER=admin SHADOWLINE_PASSWORD={password}
+  shadowline watch --cluster demo                  # in another terminal: the monitoring stream
   shadowline ha status
   shadowline config put system-mapping crm '{{"virtual_host": "crm", "virtual_port": 443, "internal_host": "crm01", "internal_port": 8443, "protocol": "HTTPS"}}'
   shadowline config list --url {shadow.url}        # the shadow has it too
@@ -260,7 +285,9 @@ Try:
   shadowline history
   shadowline config list --at 2
   shadowline config diff --from 2
+  shadowline history export --format csv -o history.csv
   shadowline ha switch-roles                       # planned handover, nothing lost
+  kill -9 {master.process.pid if master.process else "<pid>"}   # the master dies: watch the failover on both screens
   curl -u admin:{password} {master.url}/ha
   curl -u admin:{password} {master.url}/metrics    # Prometheus; the watchdog's: {watchdog.url}/metrics
 
@@ -268,13 +295,10 @@ Press Ctrl-C to stop.""",
             flush=True,
         )
         deadline = None if exit_after is None else time.monotonic() + exit_after
+        died: dict[str, float] = {}
         while deadline is None or time.monotonic() < deadline:
             for node in nodes:
-                if node.process and node.process.poll() is not None:
-                    print(
-                        f"{node.name} exited with code {node.process.returncode}", file=sys.stderr
-                    )
-                    return 1
+                _supervise(node, died, lambda n: _start(n, password, secret, log_dir))
             time.sleep(0.5)
         return 0
     except KeyboardInterrupt:
