@@ -12,6 +12,7 @@ as the new master's shadow. Ctrl-C stops everything.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import signal
 import socket
@@ -73,6 +74,7 @@ SAMPLES = [
 class DemoProcess:
     name: str
     command: str  # instance | watchdog
+    cluster: str
     url: str | None = None
     database_url: str | None = None
     process: subprocess.Popen[bytes] | None = None
@@ -99,7 +101,7 @@ def _start(node: DemoProcess, password: str, secret: str, log_dir: str) -> None:
         **os.environ,
         **TIMING,
         "SHADOWLINE_INSTANCE": node.name,
-        "SHADOWLINE_CLUSTER": "demo",
+        "SHADOWLINE_CLUSTER": node.cluster,
         "SHADOWLINE_ADMIN_PASSWORD": password,
         "SHADOWLINE_CLUSTER_SECRET": secret,
     }
@@ -216,7 +218,17 @@ def _supervise(
         _say(f"{node.name} started again (pid {node.process.pid})")
 
 
-def run_demo(port: int, exit_after: float | None, failover: bool = False) -> int:
+def run_demo(
+    port: int, exit_after: float | None, failover: bool = False, cluster: str = "demo"
+) -> int:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,40}", cluster):
+        print(
+            f"shadowline demo: --cluster {cluster!r}: use lower-case letters, digits, '.', '_' "
+            "and '-', at most 41 of them",
+            file=sys.stderr,
+        )
+        return 2
+    databases = "shadowline_" + re.sub(r"[^a-z0-9]", "_", cluster)
     base = make_url(
         os.environ.get("SHADOWLINE_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
@@ -227,16 +239,20 @@ def run_demo(port: int, exit_after: float | None, failover: bool = False) -> int
     master = DemoProcess(
         "demo-master",
         "instance",
+        cluster,
         f"http://127.0.0.1:{master_port}",
-        base.set(database="shadowline_demo_master").render_as_string(False),
+        base.set(database=f"{databases}_master").render_as_string(False),
     )
     shadow = DemoProcess(
         "demo-shadow",
         "instance",
+        cluster,
         f"http://127.0.0.1:{_free(master_port + 1)}",
-        base.set(database="shadowline_demo_shadow").render_as_string(False),
+        base.set(database=f"{databases}_shadow").render_as_string(False),
     )
-    watchdog = DemoProcess("demo-watchdog", "watchdog", f"http://127.0.0.1:{_free(port + 10)}")
+    watchdog = DemoProcess(
+        "demo-watchdog", "watchdog", cluster, f"http://127.0.0.1:{_free(port + 10)}"
+    )
     nodes = [master, shadow, watchdog]
     secret = os.environ.get("SHADOWLINE_CLUSTER_SECRET") or secrets.token_hex(16)
     for node in (master, shadow):
@@ -245,7 +261,7 @@ def run_demo(port: int, exit_after: float | None, failover: bool = False) -> int
         run(create_database(node.database_url))
     amqp_url = os.environ.get("SHADOWLINE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
     try:
-        run(delete_topology(amqp_url, Names("demo"), [master.name, shadow.name]))
+        run(delete_topology(amqp_url, Names(cluster), [master.name, shadow.name]))
     except OSError as error:
         print(f"shadowline demo: RabbitMQ at {amqp_url} is not reachable: {error}", file=sys.stderr)
         return 1
@@ -277,7 +293,7 @@ The High Availability screens: {master.url}/ and {shadow.url}/ (log in as admin)
 
 Try:
   export SHADOWLINE_URL={master.url} SHADOWLINE_USER=admin SHADOWLINE_PASSWORD={password}
-  shadowline watch --cluster demo                  # in another terminal: the monitoring stream
+  shadowline watch --cluster {cluster}                  # in another terminal: the monitoring stream
   shadowline ha status
   shadowline config put system-mapping crm '{{"virtual_host": "crm", "virtual_port": 443, "internal_host": "crm01", "internal_port": 8443, "protocol": "HTTPS"}}'
   shadowline config list --url {shadow.url}        # the shadow has it too

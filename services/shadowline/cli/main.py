@@ -145,12 +145,23 @@ def demo(
     failover: Annotated[
         bool, typer.Option("--failover", help="Then kill the master and show the failover.")
     ] = False,
+    cluster: Annotated[
+        str,
+        typer.Option(
+            help="Cluster name; the databases are shadowline_<cluster>_master and _shadow "
+            "('.' and '-' become '_'), recreated empty.",
+        ),
+    ] = "demo",
 ) -> None:
-    """The main job on a fresh machine: start shadowline locally, load samples, print the URLs."""
+    """The main job on a fresh machine: start shadowline locally, load samples, print the URLs.
+
+    A process that dies is started again after 5 s, so `kill -9` of the master shows a failover
+    and the old master rejoining as shadow, on the HA screens and in `shadowline watch`.
+    """
     from shadowline.cli.demo import run_demo
 
     setup_logging("WARNING")
-    raise typer.Exit(run_demo(port, exit_after, failover))
+    raise typer.Exit(run_demo(port, exit_after, failover, cluster))
 
 
 @app.command(
