@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
-import uuid
 from dataclasses import dataclass
 
 import aio_pika
@@ -25,6 +23,7 @@ from tests.conftest import ADMIN_PASSWORD, AMQP_URL
 from tests.e2e import failover_fixtures
 from tests.e2e.conftest import Process, free_port
 from tests.e2e.failover_fixtures import HaCluster, admin, health, mapping, wait_for, wait_role
+from tests.e2e.test_commands import _command
 from tests.unit.test_dashboards import Exposed, drift
 
 pytestmark = pytest.mark.e2e
@@ -77,19 +76,8 @@ async def _publish_command(cluster: str, routing_key: str, command: dict) -> Non
 
 
 def _forged_promote(shadow: str) -> dict:
-    return signing.sign(
-        "not-the-cluster-secret",
-        {
-            "type": "promote",
-            "shadow": shadow,
-            "epoch": 2,
-            "previous_epoch": 1,
-            "command_id": str(uuid.uuid4()),
-            "issued_at": time.time(),
-            "issued_by": "test-metrics",
-            "reason": "a forged command",
-        },
-    )
+    forged = _command(shadow, issued_by="test-metrics", reason="a forged command")
+    return signing.sign("not-the-cluster-secret", forged)
 
 
 def test_metrics_of_master_shadow_and_watchdog_follow_writes_a_forged_command_and_a_failover(
