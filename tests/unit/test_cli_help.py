@@ -167,3 +167,11 @@ def test_csv_rows_carry_every_field_and_read_back_unchanged() -> None:
 def test_csv_with_excel_safe_defuses_formulas_only_when_asked() -> None:
     assert _csv(_event(), excel_safe=True)[0]["reason"] == "'=HYPERLINK(1)"
     assert _csv(_event(), excel_safe=False)[0]["reason"] == "=HYPERLINK(1)"
+
+
+def test_broker_setup_never_generates_a_password_rabbitmqctl_reads_as_an_option():
+    from shadowline.cli.broker import new_password
+
+    passwords = {new_password() for _ in range(2000)}
+    assert len(passwords) == 2000
+    assert not any(p.startswith("-") for p in passwords)

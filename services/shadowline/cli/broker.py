@@ -74,6 +74,12 @@ def grants(cluster: str) -> list[Grant]:
     ]
 
 
+def new_password() -> str:
+    """A random password that rabbitmqctl cannot take for an option: token_urlsafe may start
+    with '-', and `rabbitmqctl add_user u -abc` fails with "Invalid options for this command"."""
+    return "p" + secrets.token_urlsafe(18)
+
+
 def commands(grant: Grant, password: str, vhost: str, node: str | None) -> list[list[str]]:
     """add_user first, then the permissions (run after the user exists)."""
     base = ["rabbitmqctl", *(["-n", node] if node else [])]
@@ -102,7 +108,7 @@ def broker_setup(
     Example: shadowline broker-setup --cluster prod > setup.sh; shadowline broker-setup --apply
     """
     for grant in grants(cluster):
-        password = secrets.token_urlsafe(18)
+        password = new_password()
         add, *permissions = commands(grant, password, vhost, node)
         if not apply:
             for command in (add, *permissions):
