@@ -154,7 +154,7 @@ def build_instance(settings: Settings) -> Instance:
         service=service,
         commands=CommandLog(engine),
         broker=broker,
-        reader=CommandReader(command_schemas(), settings.max_body_bytes),
+        reader=CommandReader(command_schemas(), settings.max_body_bytes, settings.publishers),
         alert=tasks.alert,
     )
     writer.on_commit.append(tasks.config_changed)

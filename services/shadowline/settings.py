@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -49,6 +50,9 @@ class Settings(BaseSettings):
     batch_max: int = Field(default=1000, ge=1, le=10000)
     # How long a sync write waits for the shadow before the master degrades to async.
     sync_timeout: float = Field(default=1.0, gt=0)
+    # Broker users whose config commands the master applies (comma-separated). Empty: the
+    # cluster's publisher user from `broker-setup` and the user of SHADOWLINE_AMQP_URL.
+    command_publishers: str = ""
     # The master raises alert.lag when its shadow is more than this many seconds behind.
     lag_alert_seconds: float = Field(default=10.0, gt=0)
     # How long start-up waits for the database before giving up (exit code 2).
@@ -94,6 +98,14 @@ class Settings(BaseSettings):
     def lease_margin(self) -> float:
         """One heartbeat: the master notices a lost lease at most one interval late."""
         return self.heartbeat_interval
+
+    @property
+    def publishers(self) -> frozenset[str]:
+        """The broker users allowed to publish config commands (see command_publishers)."""
+        if self.command_publishers.strip():
+            return frozenset(u.strip() for u in self.command_publishers.split(",") if u.strip())
+        own = unquote(urlsplit(self.amqp_url.get_secret_value()).username or "")
+        return frozenset({f"shadowline-{self.cluster}-publisher", *([own] if own else [])})
 
     @property
     def bind_host(self) -> str:

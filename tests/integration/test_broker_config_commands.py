@@ -329,3 +329,21 @@ async def test_the_sync_broker_client_puts_and_deletes(master: Instance):
             return put["version"], deleted["version"]
 
     assert await asyncio.to_thread(script) == (1, 2)
+
+
+async def test_a_broker_user_not_named_in_command_publishers_is_refused_403(
+    db_url: str, rabbitmq: None
+):
+    # guest may write to the exchange, but this master accepts commands from one user only.
+    cluster = f"t{uuid.uuid4().hex[:10]}"
+    try:
+        async with started(db_url, cluster=cluster, command_publishers="ops-robot") as inst:
+            await make_master(inst)
+            async with AsyncBrokerClient(AMQP_URL, cluster, timeout=30) as client:
+                with pytest.raises(CommandRefused) as refused:
+                    await client.put("subaccount", "s1", {"region": "eu10", "subaccount_id": "a"})
+            assert refused.value.status == 403
+            assert "'guest' may not publish config commands" in refused.value.reply["error"]
+            assert await by_broker(inst) == []
+    finally:
+        await delete_cluster_topology(cluster, [])

@@ -7,6 +7,7 @@ answered is dead-lettered with a valid alert.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from shadowline.adapters.broker import DELIVERY_LIMIT
+from shadowline.adapters.broker import CONFIG_DELIVERY_LIMIT
 from shadowline.adapters.command_log import Applied
 from shadowline.adapters.resources import load_config_schemas
 from shadowline.client import command
@@ -115,7 +116,7 @@ def commands(service: Service, log: Log | None = None) -> tuple[ConfigCommands, 
         service=service,  # type: ignore[arg-type]
         commands=log or Log(),  # type: ignore[arg-type]
         broker=broker,  # type: ignore[arg-type]
-        reader=CommandReader(command_schemas(), max_bytes=4096),
+        reader=CommandReader(command_schemas(), 4096, frozenset({"p", "publisher-1"})),
         alert=lambda name, message, details: broker.alerts.append((name, details)),
     )
     return handler, broker
@@ -180,6 +181,7 @@ TOO_LARGE = put_body(reason="x" * 400, value={**SUBACCOUNT, "display_name": "y" 
         ("config.put.subaccount", b"{nope", "p", None, 400),
         ("config.rename.subaccount", put_body(), "p", None, 400),
         ("config.put.subaccount", put_body(), None, None, 403),
+        ("config.put.subaccount", put_body(), "shadowline-other-master", None, 403),
         ("config.put.subaccount", put_body(value={"region": 10}), "p", None, 422),
         ("config.put.subaccount", put_body(expected_version=0), "p", None, 422),
         ("config.put.log-level", put_body(kind="log-level", value={"level": "INFO"}), "p", None, 422),
@@ -187,11 +189,10 @@ TOO_LARGE = put_body(reason="x" * 400, value={**SUBACCOUNT, "display_name": "y" 
         ("config.put.subaccount", put_body(), "p", VersionConflict("subaccount/eu10", 3, 4), 409),
         ("config.delete.subaccount", put_body(value=None), "p", None, 422),
         ("config.put.subaccount", put_body(), "p", NotFound("subaccount/eu10 does not exist"), 404),
-        ("config.put.subaccount", put_body(), "p", Unavailable("event store unavailable"), 503),
     ],
-    ids=["too large", "not JSON", "unknown verb", "no user_id", "schema violation",
+    ids=["too large", "not JSON", "unknown verb", "no user_id", "not a publisher", "schema violation",
          "version 0", "local-only kind", "kind not the routed one", "version conflict",
-         "delete with a value", "absent", "database down"],
+         "delete with a value", "absent"],
 )  # fmt: skip
 async def test_a_refused_command_is_answered_with_the_status_http_would_give_and_a_valid_reply(
     routing_key: str, body: bytes, user_id: str | None, fail: Exception | None, status: int
@@ -248,7 +249,7 @@ async def test_a_valid_command_without_reply_to_is_applied_and_acknowledged():
 
 @pytest.mark.parametrize(
     ("delivered", "outcome"),
-    [(0, "nack requeue=True"), (DELIVERY_LIMIT - 1, "reject requeue=False")],
+    [(0, "nack requeue=True"), (CONFIG_DELIVERY_LIMIT - 1, "reject requeue=False")],
     ids=["first failure: retried", "at the delivery limit: dead-lettered"],
 )
 async def test_a_command_that_fails_unexpectedly_is_retried_then_dead_lettered(
@@ -272,12 +273,40 @@ async def test_a_repeated_refused_command_id_gets_the_same_refusal_even_if_it_wo
     assert service.calls == []
 
 
-async def test_a_command_refused_for_an_outage_is_evaluated_again_when_repeated():
+async def test_a_database_outage_is_waited_out_with_the_command_neither_answered_nor_returned():
     service = Service(fail=Unavailable("event store unavailable"))
-    handler, _ = commands(service)
-    body = put_body()
-    first = await handler.answer("config.put.subaccount", body, "publisher-1")
-    service.fail = None
-    again = await handler.answer("config.put.subaccount", body, "publisher-1")
-    assert (first["status"], again["ok"]) == (503, True)
-    assert len(service.calls) == 1
+    handler, broker = commands(service)
+    message = Delivery(broker.done, put_body())
+
+    async def recover() -> None:
+        await asyncio.sleep(0.5)
+        service.fail = None
+
+    recovery = asyncio.create_task(recover())
+    assert await handler._handle(message) is True  # type: ignore[arg-type]
+    await recovery
+    reply = orjson.loads(broker.done[0].split(" ", 2)[2])
+    assert (reply["ok"], broker.done[1:]) == (True, ["ack"])
+    assert len(service.calls) == 1 and broker.alerts == []
+
+
+async def test_a_master_fenced_during_an_outage_hands_the_command_back_unanswered():
+    service = Service(fail=Unavailable("event store unavailable"))
+    handler, broker = commands(service)
+
+    async def fence() -> None:
+        await asyncio.sleep(0.3)
+        service.role.fenced = "lease-lost"
+
+    fencing = asyncio.create_task(fence())
+    handled = await handler._handle(Delivery(broker.done, put_body()))  # type: ignore[arg-type]
+    await fencing
+    assert (handled, broker.done) == (False, [])
+
+
+async def test_a_publisher_not_allowed_here_is_refused_and_alerted():
+    handler, broker = commands(Service())
+    reply = await handler.answer("config.put.subaccount", put_body(), "shadowline-b-master")
+    assert (reply["ok"], reply["status"]) == (False, 403)
+    assert "may not publish config commands" in reply["error"]
+    assert [name for name, _ in broker.alerts] == ["rejected-command"]

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 # RabbitMQ 3.10 sets no delivery limit on quorum queues by default: a poison message would be
 # redelivered for ever. After this many deliveries it is dead-lettered (and alerted).
 DELIVERY_LIMIT = 5
+# Config commands: a quorum queue counts every return as a delivery, and a fenced master hands
+# back (nacks) the command it holds, so the limit must leave room for failovers and fencings
+# besides the real failures the master counts itself.
+CONFIG_DELIVERY_LIMIT = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +124,7 @@ async def declare_config_command_queue(channel: AbstractChannel, names: Names) -
         arguments={
             "x-queue-type": "quorum",
             "x-single-active-consumer": True,
-            "x-delivery-limit": DELIVERY_LIMIT,
+            "x-delivery-limit": CONFIG_DELIVERY_LIMIT,
             "x-dead-letter-exchange": names.dead_letter,
             "x-dead-letter-routing-key": "commands.config",
         },

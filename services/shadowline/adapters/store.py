@@ -289,8 +289,11 @@ class EventStore:
     async def backfill(self, batch: Sequence[Event], base_position: int) -> None:
         """Insert history below the bootstrap position (already chain-checked by the caller)."""
         async with self._connect(write=True) as connection:
+            # Only a page copied before (same positions) is skipped: a clash on another unique
+            # index (a command_id) would be a divergence and must fail, never leave a hole.
             await connection.execute(
-                pg_insert(events).on_conflict_do_nothing(), [_row(e) for e in batch]
+                pg_insert(events).on_conflict_do_nothing(index_elements=["position"]),
+                [_row(e) for e in batch],
             )
             await connection.execute(
                 update(store_head).where(store_head.c.id == 1).values(base_position=base_position)

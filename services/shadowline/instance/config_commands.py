@@ -28,7 +28,7 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from jsonschema import Draft202012Validator
 
-from shadowline.adapters.broker import DELIVERY_LIMIT, BrokerLink
+from shadowline.adapters.broker import CONFIG_DELIVERY_LIMIT, BrokerLink
 from shadowline.adapters.command_log import Applied, CommandLog
 from shadowline.adapters.resources import schemas_dir
 from shadowline.domain.errors import (
@@ -38,6 +38,7 @@ from shadowline.domain.errors import (
     InvalidInput,
     NotWritable,
     ShadowlineError,
+    Unavailable,
 )
 from shadowline.domain.kinds import LOCAL_KINDS
 from shadowline.instance.http_common import MalformedBody, error_response
@@ -48,11 +49,15 @@ log = logging.getLogger(__name__)
 
 # Only saves a broker round trip per command: they are handled one at a time anyway, and what
 # the master holds goes back to the queue (one delivery attempt spent) when it stops writing.
-PREFETCH = 10
+# One at a time: what a master holds when it is fenced goes back to the queue, and each return
+# spends one of the queue's deliveries (x-delivery-count), so it holds no more than it handles.
+PREFETCH = 1
 WATCH_EVERY = 0.2  # seconds: RoleState has no change signal; fencing just sets a field
-# Refusals are remembered in memory only (applied commands are found in the log): a repeated
-# command_id gets the same refusal while this master runs, and is evaluated again after a restart
-# or a failover. Outages (503) are not remembered: the same command may succeed later.
+# Refusals of well-formed commands by an allowed publisher (404, 409, 422 of the value) are
+# remembered in memory only (applied commands are found in the log): the same publisher's
+# repeated command_id gets the same refusal while this master runs, and is evaluated again after
+# a restart or a failover. Malformed, oversized and unauthorized commands are not remembered
+# (nothing in them is trusted), nor outages (they are waited out, never answered).
 REFUSALS_KEPT = 10_000
 VERBS = ("put", "delete")
 
@@ -93,15 +98,31 @@ def _path(parts: Any) -> str:
 class CommandReader:
     """Turns a delivery into a ConfigCommand, or raises what the HTTP API would answer."""
 
-    def __init__(self, schemas: Mapping[str, Mapping[str, Any]], max_bytes: int) -> None:
+    def __init__(
+        self,
+        schemas: Mapping[str, Mapping[str, Any]],
+        max_bytes: int,
+        publishers: frozenset[str],
+    ) -> None:
         self._validators = {verb: Draft202012Validator(s) for verb, s in schemas.items()}
         self._max_bytes = max_bytes
+        # Whoever may write to the commands exchange (or, by the default exchange, to the queue
+        # itself: an instance user of another cluster in the same vhost) is not thereby allowed
+        # to change this cluster's configuration: only these broker users are.
+        self._publishers = publishers
 
     def read(self, routing_key: str, body: bytes, user_id: str | None) -> ConfigCommand:
         if len(body) > self._max_bytes:
             raise BodyTooLarge()
-        if not user_id:  # who before what: an anonymous command learns nothing more
+        # Who before what: an anonymous or unknown sender learns nothing more. RabbitMQ refuses
+        # a user_id other than the connection's user, so user_id is who sent this.
+        if not user_id:
             raise Forbidden("the command carries no user_id: publish it with user_id set")
+        if user_id not in self._publishers:
+            raise Forbidden(
+                f"broker user {user_id!r} may not publish config commands here "
+                "(SHADOWLINE_COMMAND_PUBLISHERS)"
+            )
         doc = parse(body)
         verb, kind = self._route(routing_key)
         errors = [
@@ -191,7 +212,7 @@ class ConfigCommands:
         self._broker = broker
         self._reader = reader
         self._alert = alert
-        self._refused: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._refused: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
 
     # -- consuming while writable ------------------------------------------------------------
 
@@ -256,11 +277,11 @@ class ConfigCommands:
     async def _handle(self, message: AbstractIncomingMessage) -> bool:
         """Answer and acknowledge one command; False if it must go back to the queue."""
         try:
-            reply = await self.answer(message.routing_key or "", message.body, message.user_id)
+            reply = await self._answer_when_stored(message)
         except NotWritable as error:
             log.info("config command handed back to the queue: %s", error)
             return False
-        except Exception as error:  # a bug or an outage: try again, up to the delivery limit
+        except Exception as error:  # a bug: try again, up to the delivery limit
             await self._retry_or_dead_letter(message, error)
             return True
         if message.reply_to:
@@ -273,37 +294,57 @@ class ConfigCommands:
         await message.ack()
         return True
 
+    async def _answer_when_stored(self, message: AbstractIncomingMessage) -> dict[str, Any]:
+        """The answer, waiting out a database outage in place: the command stays with this
+        master (neither answered nor returned, so no delivery is spent) until the store answers
+        or this instance may no longer write (then NotWritable hands it back)."""
+        pause = 0.2
+        while True:
+            try:
+                return await self.answer(message.routing_key or "", message.body, message.user_id)
+            except Unavailable as error:
+                if not self._service.role.writable:
+                    raise NotWritable(f"stopped waiting for the store: {error}", None) from error
+                log.warning("config command waits for the event store: %s", error)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+
     async def answer(self, routing_key: str, body: bytes, user_id: str | None) -> dict[str, Any]:
         """The reply to one command, after applying it if it is valid; NotWritable if this
-        instance may not write (the command must wait for the master)."""
-        if (known := self._refused.get(command_id_of(body) or "")) is not None:
-            return known
+        instance may not write (the command must wait for the master), Unavailable if the
+        store failed (the outcome is unknown: the command must be tried again)."""
         try:
             command = self._reader.read(routing_key, body, user_id)
+        except (ShadowlineError, BodyTooLarge) as error:
+            # An oversized body is not even parsed for its command_id.
+            parsed = None if isinstance(error, BodyTooLarge) else command_id_of(body)
+            return self._refuse(routing_key, parsed, error)
+        remembered = (command.user, command.command_id)
+        if (known := self._refused.get(remembered)) is not None:
+            return known
+        try:
             applied = await self._commands.applied(command.command_id)
             if applied is not None:
                 await self._admit(applied.position)
                 return repeated(command, applied)
             return await self._apply(command)
-        except NotWritable:
+        except (NotWritable, Unavailable):
             raise
-        except (ShadowlineError, BodyTooLarge) as error:
-            command_id = command_id_of(body)
-            if isinstance(error, Forbidden):
-                self._alert(
-                    "rejected-command",
-                    f"config command refused: {error}",
-                    {"command_id": command_id, "via": f"broker ({routing_key})"},
-                )
-            return self._remember(refusal(command_id, error))
-
-    def _remember(self, reply: dict[str, Any]) -> dict[str, Any]:
-        command_id = reply["command_id"]
-        if command_id and reply["status"] != 503:
-            self._refused[command_id] = reply
+        except ShadowlineError as error:
+            reply = self._refuse(routing_key, command.command_id, error)
+            self._refused[remembered] = reply
             while len(self._refused) > REFUSALS_KEPT:
                 self._refused.popitem(last=False)
-        return reply
+            return reply
+
+    def _refuse(self, routing_key: str, command_id: str | None, error: Exception) -> dict[str, Any]:
+        if isinstance(error, Forbidden):
+            self._alert(
+                "rejected-command",
+                f"config command refused: {error}",
+                {"command_id": command_id, "via": f"broker ({routing_key})"},
+            )
+        return refusal(command_id, error)
 
     async def _admit(self, position: int) -> None:
         """Answer a repeated command only when its first answer could have gone out: the first
@@ -334,7 +375,7 @@ class ConfigCommands:
     ) -> None:
         delivered = (message.headers or {}).get("x-delivery-count")  # set by quorum queues
         attempts = (delivered if isinstance(delivered, int) else 0) + 1
-        if attempts >= DELIVERY_LIMIT:
+        if attempts >= CONFIG_DELIVERY_LIMIT:
             await self._dead_letter(message, f"failed {attempts} times, last: {error!r}")
             return
         log.warning("config command failed (attempt %d), retrying: %r", attempts, error)
