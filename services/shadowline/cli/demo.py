@@ -110,10 +110,10 @@ def _start(node: DemoProcess, password: str, secret: str, log_dir: str) -> None:
         env["SHADOWLINE_DATABASE_URL"] = node.database_url
     elif node.url:  # the watchdog: its own /health and /metrics
         env["SHADOWLINE_WATCHDOG_HTTP_BIND"] = node.url.removeprefix("http://")
-    log = open(os.path.join(log_dir, f"{node.name}.log"), "ab")  # noqa: SIM115 - owned by the child
-    node.process = subprocess.Popen(
-        [sys.executable, "-m", "shadowline", node.command], env=env, stdout=log, stderr=log
-    )
+    with open(os.path.join(log_dir, f"{node.name}.log"), "ab") as log:  # the child has a copy
+        node.process = subprocess.Popen(
+            [sys.executable, "-m", "shadowline", node.command], env=env, stdout=log, stderr=log
+        )
 
 
 def _wait(what: str, predicate: Callable[[], bool], timeout: float = 60) -> float:
@@ -195,8 +195,6 @@ def _show_failover(
         _say(
             f"  {master.name} is shadow in epoch 2 after {took:.1f}s; {client.ha_verify()['sentence']}"
         )
-    master.url, shadow.url = shadow.url, master.url  # for the summary below: who is master now
-    master.name, shadow.name = shadow.name, master.name
 
 
 def _supervise(
@@ -277,6 +275,8 @@ def run_demo(
         _set_up_ha(master, shadow, password)
         if failover:
             _show_failover(master, shadow, password, log_dir, secret)
+            master, shadow = shadow, master  # for what follows: who is master now
+        assert master.url
         with Client(master.url, "admin", password) as client:
             position = client.health()["position"]
         print(
