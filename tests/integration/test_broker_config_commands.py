@@ -347,3 +347,17 @@ async def test_a_broker_user_not_named_in_command_publishers_is_refused_403(
             assert await by_broker(inst) == []
     finally:
         await delete_cluster_topology(cluster, [])
+
+
+async def test_one_command_id_published_twice_at_once_gets_two_answers_and_one_change(
+    master: Instance, broker: AsyncBrokerClient
+):
+    same = str(uuid.uuid4())
+    value = {"region": "eu10", "subaccount_id": "twice"}
+    first, second = await asyncio.gather(
+        broker.put("subaccount", "twice", value, command_id=same),
+        broker.put("subaccount", "twice", value, command_id=same),
+    )
+    assert (first["position"], first["version"]) == (second["position"], second["version"])
+    assert sorted(bool(r.get("duplicate")) for r in (first, second)) == [False, True]
+    assert [e["name"] for e in await by_broker(master)] == ["twice"]

@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 T = TypeVar("T")
+CLEANUP_WAIT = 10.0  # seconds a cancelled call may take to clean up
 
 
 class LoopThread:
@@ -23,11 +24,15 @@ class LoopThread:
 
     def run(self, awaitable: Awaitable[T]) -> T:
         """Await `awaitable` on the loop and return its result (Ctrl-C cancels it)."""
-        future = asyncio.run_coroutine_threadsafe(_wait(awaitable), self._loop)
+        finished = threading.Event()
+        future = asyncio.run_coroutine_threadsafe(_wait(awaitable, finished), self._loop)
         try:
             return future.result()
         except BaseException:
             future.cancel()
+            # Cancelling only asks: wait until the coroutine's own clean-up (an async generator
+            # closing its connection) has run, so the next call does not meet it half-way.
+            finished.wait(timeout=CLEANUP_WAIT)
             raise
 
     def close(self) -> None:
@@ -38,5 +43,8 @@ class LoopThread:
         self._loop.close()
 
 
-async def _wait(awaitable: Awaitable[T]) -> T:
-    return await awaitable
+async def _wait(awaitable: Awaitable[T], finished: threading.Event) -> T:
+    try:
+        return await awaitable
+    finally:
+        finished.set()

@@ -89,7 +89,9 @@ class AsyncBrokerClient:
         self._user = URL(amqp_url).user or "guest"
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
-        self._waiting: dict[str, asyncio.Future[ConfigReply]] = {}
+        # Replies by correlation id (the command_id); a list, since a caller may publish one
+        # command_id again while an earlier publish of it still waits (each gets one answer).
+        self._waiting: dict[str, list[asyncio.Future[ConfigReply]]] = {}
         self._connecting = asyncio.Lock()  # concurrent calls share one connection
 
     async def __aenter__(self) -> AsyncBrokerClient:
@@ -119,9 +121,10 @@ class AsyncBrokerClient:
             await connection.close()
 
     async def _on_reply(self, message: AbstractIncomingMessage) -> None:
-        waiting = self._waiting.get(message.correlation_id or "")
-        if waiting is None or waiting.done():  # a repeated answer, or one we stopped awaiting
+        pending = [f for f in self._waiting.get(message.correlation_id or "", []) if not f.done()]
+        if not pending:  # a repeated answer, or one we stopped awaiting
             return
+        waiting = pending[0]
         try:
             waiting.set_result(cast(ConfigReply, orjson.loads(message.body)))
         except orjson.JSONDecodeError as error:
@@ -136,7 +139,8 @@ class AsyncBrokerClient:
         await self.connect()
         assert self._channel is not None
         command_id = str(body["command_id"])
-        waiting = self._waiting[command_id] = asyncio.get_running_loop().create_future()
+        waiting: asyncio.Future[ConfigReply] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(command_id, []).append(waiting)
         try:
             await self._publish(self._channel, f"config.{verb}.{body['kind']}", command_id, body)
             within = self._timeout if reply_within is None else reply_within
@@ -145,7 +149,9 @@ class AsyncBrokerClient:
             except TimeoutError:
                 raise ReplyTimeout(command_id, within) from None
         finally:
-            self._waiting.pop(command_id, None)
+            others = [f for f in self._waiting.pop(command_id, []) if f is not waiting]
+            if others:
+                self._waiting[command_id] = others
 
     async def _publish(
         self, channel: AbstractChannel, routing_key: str, command_id: str, body: dict[str, Any]
