@@ -325,3 +325,28 @@ def test_export_draws_a_progress_bar_only_when_stderr_is_a_terminal(
     assert piped.returncode == 0
     assert b"\x1b[" not in err and b"export ndjson" not in err
     assert err.startswith(b"exported 1200 events as ndjson")
+
+
+def test_history_follow_with_a_filter_prints_only_matches_as_they_are_written(
+    instance_process,
+):
+    mixed_history(started(instance_process))  # 48 events, 3 of them deletions
+    command = [sys.executable, "-m", "shadowline", "history", "--follow", "--json"]
+    login = ["--url", instance_process.url, "--user", "admin", "--password", ADMIN_PASSWORD]
+    follower = subprocess.Popen(
+        [*command, "--type", "ConfigDeleted", *login], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert follower.stdout is not None
+        seen = [orjson.loads(follower.stdout.readline()) for _ in range(3)]
+        with httpx.Client(base_url=instance_process.url, auth=("admin", ADMIN_PASSWORD)) as c:
+            for i in range(5, 10):  # writes that do not match, then one that does
+                assert c.put(f"/config/system-mapping/m{i}", json=_mapping(i)).is_success
+            time.sleep(1)
+            assert c.delete("/config/system-mapping/m9").is_success
+        seen.append(orjson.loads(follower.stdout.readline()))
+    finally:
+        follower.terminate()
+        follower.wait(timeout=30)
+    assert [e["type"] for e in seen] == ["ConfigDeleted"] * 4
+    assert [e["name"] for e in seen] == ["s0", "s1", "s2", "m9"]

@@ -20,7 +20,7 @@ import pytest
 from shadowline.adapters.broker import Names, declare_exchanges
 from shadowline.bootstrap import Instance
 from shadowline.instance.feed import MonitoringFeed
-from tests.conftest import AMQP_URL, PASSWORDS, delete_cluster_topology, http_client
+from tests.conftest import AMQP_URL, PASSWORDS, delete_cluster_topology, http_client, started
 from tests.e2e.tcpproxy import TcpProxy
 
 ORIGIN = "http://instance"
@@ -95,6 +95,21 @@ async def test_logging_in_sets_a_signed_http_only_strict_session_cookie(instance
     assert 'id="role" data-role="standalone"' in screen.text
     assert "vic (viewer)" in screen.text
     assert "default-src 'none'" in screen.headers["content-security-policy"]
+
+
+async def test_behind_a_tls_proxy_the_session_cookie_is_secure(db_url):
+    # The proxy speaks http to the instance; people use the advertised https URL.
+    async with started(db_url, advertise_url="https://ha.example.com") as inst:
+        await inst.users.add("vic", "viewer", PASSWORDS["vic"])
+        await inst.auth.refresh()
+        async with browser(inst) as client:
+            response = await client.post(
+                "/login",
+                data={"user": "vic", "password": PASSWORDS["vic"]},
+                headers={"Origin": "https://ha.example.com"},
+            )
+    assert response.status_code == 303, response.text
+    assert "secure" in {p.strip().lower() for p in response.headers["set-cookie"].split(";")}
 
 
 async def test_a_wrong_password_or_a_forged_cookie_gives_no_session(instance):

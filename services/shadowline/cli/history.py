@@ -92,6 +92,10 @@ def history(
     with client(url, user, password) as c:
         try:
             while True:
+                # The head before the request: a page of matches read after it has seen every
+                # event up to it, so a filtered --follow moves past what did not match instead
+                # of asking about it again and again.
+                head = call(c.health)["position"] if follow else 0
                 # With --follow the instance holds the request open until something is logged.
                 page = call(
                     lambda start=after: list(
@@ -103,6 +107,8 @@ def history(
                     typer.echo(orjson.dumps(event).decode() if as_json else _history_line(event))
                 if not follow:
                     return
+                if len(page) < limit:  # every match up to the head has been printed
+                    after = max(after, head)
                 if not page:
                     time.sleep(0.2)
         except KeyboardInterrupt:

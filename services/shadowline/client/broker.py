@@ -169,7 +169,11 @@ class AsyncBrokerClient:
         try:
             await exchange.publish(message, routing_key, mandatory=True, timeout=self._timeout)
         except DeliveryError as error:
-            raise Unroutable(f"{routing_key}: no queue takes config commands ({error})") from error
+            raise Unroutable(
+                f"{routing_key}: no queue takes config commands: no instance of the cluster has "
+                f"been a master with HA enabled (a standalone instance takes no broker commands; "
+                f"use HTTP) ({error})"
+            ) from error
         except ChannelNotFoundEntity as error:
             raise Unroutable(f"{self._names.commands} does not exist ({error})") from error
 

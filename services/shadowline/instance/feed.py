@@ -36,6 +36,9 @@ from shadowline.adapters.broker import Names
 log = logging.getLogger(__name__)
 
 HEARTBEATS_KEPT = 20  # per instance
+# Anyone who may publish on monitoring could invent instance names: keep the most recently heard
+# ones only (a cluster has two instances; several watchdogs publish no heartbeats).
+INSTANCES_KEPT = 16
 EVENTS_KEPT = 50  # role.changed, failover.*, alert.*
 EVENT_PREFIXES = ("role.changed", "failover.", "alert.")
 MALFORMED_LOG_EVERY = 10.0  # seconds: a flood of bad messages logs one line per interval
@@ -100,7 +103,11 @@ class MonitoringFeed:
                 instance = doc["instance"]
                 if not isinstance(instance, str):
                     raise ValueError("heartbeat without an instance name")
-                self.heartbeats.setdefault(instance, deque(maxlen=HEARTBEATS_KEPT)).append(heard)
+                beats = self.heartbeats.pop(instance, None) or deque(maxlen=HEARTBEATS_KEPT)
+                beats.append(heard)
+                self.heartbeats[instance] = beats  # last heard goes last: the oldest go first
+                while len(self.heartbeats) > INSTANCES_KEPT:
+                    del self.heartbeats[next(iter(self.heartbeats))]
             elif routing_key.startswith(EVENT_PREFIXES):
                 self.events.append(heard)
             self.received += 1

@@ -67,6 +67,7 @@ async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[
         # It may have been replaced while it was down: no writes, no relay, until the lease
         # watcher has checked the peer and the heartbeats for a newer epoch.
         instance.ha.role.fenced = STARTING
+        instance.metrics.fenced(STARTING)  # shadowline_fencings_total{reason="starting"}
     await instance.writer.load()
     await instance.auth.refresh()
     await instance.service.apply_local()

@@ -33,7 +33,6 @@ from shadowline.instance.screen_session import (
     ScreenUser,
     Sessions,
     check_origin,
-    own_origin,
     sessions,
     user_of,
 )
@@ -128,7 +127,7 @@ async def login(request: Request) -> Response:
     except Forbidden as error:
         return page(request, "login.html", 403, error=str(error), name=name)
     response = RedirectResponse("/", status_code=303)
-    known.start(response, user, secure=own_origin(request).startswith("https:"))
+    known.start(response, user, secure=known.secure(request))
     return response
 
 

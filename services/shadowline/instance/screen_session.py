@@ -161,6 +161,11 @@ class Sessions:
             raise Forbidden(f"role {current.role!r} may not do this (needs {needs!r})")
         return ScreenUser(current, self._signer.mac("csrf-session", str(doc.get("sid"))), "session")
 
+    def secure(self, request: Request) -> bool:
+        """Whether the session cookie must be Secure: behind a TLS-terminating proxy this
+        process sees http, but the advertised URL people use says https."""
+        return self._public_origin.startswith("https:") or own_origin(request).startswith("https:")
+
     def origins(self, request: Request) -> set[str]:
         """The origins this instance's own pages are served from."""
         return {own_origin(request), self._public_origin}
