@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 
 import aio_pika
+import httpx
 import pytest
 from aiormq.exceptions import ChannelAccessRefused
 
 from shadowline.adapters.broker import Names, declare_exchanges
 from shadowline.client import AsyncBrokerClient, subscribe
 from tests.conftest import delete_cluster_topology, started
+from tests.e2e.conftest import free_port
 from tests.integration.test_broker_config_commands import by_actor, make_master
 
 pytestmark = pytest.mark.skipif(
@@ -144,3 +149,45 @@ async def test_a_publisher_may_send_config_commands_only(applied, rabbitmq):
         await connection.close()
         await setup.close()
         await delete_cluster_topology(cluster, [])
+
+
+def test_a_watchdog_runs_on_its_user_and_may_send_promote_commands_only(
+    applied, rabbitmq, tmp_path
+):
+    cluster, users = applied
+    port = free_port()
+    env = {
+        **os.environ,
+        "SHADOWLINE_AMQP_URL": _user(cluster, users, "watchdog"),
+        "SHADOWLINE_CLUSTER_SECRET": "broker-setup-test",
+    }
+    command = [sys.executable, "-m", "shadowline", "watchdog", "--cluster", cluster]
+    with (tmp_path / "watchdog.log").open("ab") as log:
+        watchdog = subprocess.Popen(
+            [*command, "--http-bind", f"127.0.0.1:{port}"], env=env, stdout=log, stderr=log
+        )
+    try:
+        health: dict = {}
+        deadline = time.monotonic() + 30  # it declares its exchanges and binds its queue
+        while time.monotonic() < deadline and not health.get("ok"):
+            time.sleep(0.2)
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                health = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).json()
+        assert health.get("ok") is True, (health, (tmp_path / "watchdog.log").read_text())
+        asyncio.run(_publish_as(_user(cluster, users, "watchdog"), Names(cluster)))
+    finally:
+        watchdog.terminate()
+        watchdog.wait(timeout=30)
+        asyncio.run(delete_cluster_topology(cluster, []))
+
+
+async def _publish_as(url: str, names: Names) -> None:
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        commands = await channel.get_exchange(names.commands, ensure=False)
+        await commands.publish(aio_pika.Message(b"{}"), "promote.node-b")
+        with pytest.raises(ChannelAccessRefused):  # topic permissions: no config commands
+            await commands.publish(aio_pika.Message(b"{}"), "config.put.subaccount")
+    finally:
+        await connection.close()

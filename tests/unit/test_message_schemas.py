@@ -290,16 +290,23 @@ def test_config_commands_are_documented_only_for_replicated_kinds_and_have_a_rep
         assert payload_file(deref(reply["messages"][0])) == "commands/config-reply.json"
 
 
-def test_the_publishers_topic_permissions_are_the_ones_broker_setup_grants():
-    (grant,) = [g for g in grants("prod") if g.topic is not None]
-    scheme = asyncapi()["components"]["securitySchemes"]["publisher"]
+@pytest.mark.parametrize(
+    ("role", "allowed", "refused"),
+    [("publisher", "config.put.subaccount", "promote.node-b"),
+     ("watchdog", "promote.node-b", "config.put.subaccount")],
+)  # fmt: skip
+def test_the_topic_permissions_are_the_ones_broker_setup_grants(
+    role: str, allowed: str, refused: str
+):
+    (grant,) = [g for g in grants("prod") if g.user == f"shadowline-prod-{role}"]
+    scheme = asyncapi()["components"]["securitySchemes"][role]
     documented = {
         k: v.replace("{cluster}", "prod") for k, v in scheme["x-rabbitmq-topic-permissions"].items()
     }
     assert grant.user in [u.replace("{cluster}", "prod") for u in scheme["x-rabbitmq-users"]]
     assert grant.topic == (documented["exchange"], documented["write"], documented["read"])
-    assert re.match(grant.topic[1], "config.put.subaccount")
-    assert not re.match(grant.topic[1], "promote.node-b")
+    assert re.match(grant.topic[1], allowed)
+    assert not re.match(grant.topic[1], refused)
 
 
 def test_every_example_in_the_asyncapi_document_is_valid():

@@ -49,11 +49,14 @@ def grants(cluster: str) -> list[Grant]:
     return [
         Grant(f"shadowline-{cluster}-master", instance, instance + replies, instance),
         Grant(f"shadowline-{cluster}-shadow", instance, instance + replies, instance),
+        # On the commands exchange a watchdog sends promote commands only: it has no business
+        # changing configuration (the master would refuse it too: SHADOWLINE_COMMAND_PUBLISHERS).
         Grant(
             f"shadowline-{cluster}-watchdog",
             rf"^{c}(monitoring|commands)$|{watchdog_queues}",
             rf"^{c}(monitoring|commands)$|{watchdog_queues}",
             rf"^{c}monitoring$|{watchdog_queues}",
+            topic=(f"shadowline.{cluster}.commands", r"^promote\.[^.]+$", "^$"),
         ),
         Grant(
             f"shadowline-{cluster}-monitor",
