@@ -248,7 +248,11 @@ class RoleTasks:
         watch = alerting.Watch()
         while True:
             await asyncio.sleep(settings.heartbeat_interval)
-            shadow = (await self._ha.status()).get("shadow")
+            try:
+                shadow = (await self._ha.status()).get("shadow")
+            except Exception as error:  # the database away: look again next time, never die
+                log.warning("shadow watch: no status: %s", error)
+                continue
             if not shadow:
                 continue
             seen = alerting.Observation(
