@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import uuid4
 
@@ -17,7 +16,7 @@ from shadowline import __version__
 from shadowline.adapters.local import User
 from shadowline.adapters.store import EventFilter
 from shadowline.domain.errors import FieldError, InvalidInput, ShadowlineError
-from shadowline.domain.events import envelope, parse_time, verify_chain
+from shadowline.domain.events import envelope, verify_chain
 from shadowline.instance.auth import Authenticator
 from shadowline.instance.ha import HaService
 from shadowline.instance.http_common import (
@@ -27,7 +26,10 @@ from shadowline.instance.http_common import (
     ORJSONResponse,
     Viewer,
     body_json,
+    digits,
     error_response,
+    moment_of,
+    point_of,
 )
 from shadowline.instance.http_ha import router as ha_router
 from shadowline.instance.limits import BodyTooLarge
@@ -40,31 +42,13 @@ MAX_VERSION = 2**31 - 1  # versions are PostgreSQL integers: no item can have a 
 MAX_POSITION = 2**63 - 1  # positions are PostgreSQL bigints
 
 
-def _digits(value: str) -> bool:
-    # str.isdigit() alone also admits '²' and other digits that int() refuses.
-    return value.isascii() and value.isdigit()
-
-
 def _expected_version(if_match: str | None) -> int | None:
     if if_match is None:
         return None
     token = if_match.strip().removeprefix("W/").strip('"')
-    if not _digits(token) or int(token) > MAX_VERSION:
+    if not digits(token) or int(token) > MAX_VERSION:
         raise InvalidInput([FieldError("If-Match", 'must be a version, e.g. "3"')])
     return int(token)
-
-
-def _time(value: str, field: str) -> datetime:
-    try:
-        moment = parse_time(value)
-    except ValueError as error:
-        raise InvalidInput([FieldError(field, f"not an ISO-8601 time: {value!r}")]) from error
-    try:
-        return moment.astimezone(UTC)
-    except OverflowError:
-        # Within hours of year 1 or 9999 with an offset: in UTC it is past the end of the
-        # calendar, and before (or after) every event, like the calendar's end itself.
-        return (datetime.min if moment.year == 1 else datetime.max).replace(tzinfo=UTC)
 
 
 def _no_nul(**fields: str | None) -> None:
@@ -74,13 +58,6 @@ def _no_nul(**fields: str | None) -> None:
     ]
     if found:
         raise InvalidInput(found)
-
-
-def _point(value: str, field: str) -> dict[str, Any]:
-    """A point in history: a position (digits) or an ISO-8601 time."""
-    if _digits(value):
-        return {"at": int(value)}
-    return {"as_of": _time(value, field)}
 
 
 def create_app(
@@ -181,8 +158,8 @@ def create_app(
         start: Annotated[str, Query(alias="from")],
         end: Annotated[str | None, Query(alias="to")] = None,
     ) -> dict[str, Any]:
-        first = await service.resolve(**_point(start, "from"))
-        last = await service.resolve(**_point(end, "to")) if end else await service.resolve()
+        first = await service.resolve(**point_of(start, "from"))
+        last = await service.resolve(**point_of(end, "to")) if end else await service.resolve()
         return await service.diff(first, last)
 
     @app.get("/config/{kind}/{name}")
@@ -198,7 +175,7 @@ def create_app(
     ) -> dict[str, Any]:
         if at is not None and as_of is not None:
             raise InvalidInput([FieldError("as_of", "give either at or as_of, not both")])
-        moment = _time(as_of, "as_of") if as_of is not None else None
+        moment = moment_of(as_of, "as_of") if as_of is not None else None
         position, items = await service.state(at=at, as_of=moment)
         doc: dict[str, Any] = {"position": position, "items": items}
         if at is None and moment is None:
@@ -223,8 +200,8 @@ def create_app(
             kind,
             name,
             actor,
-            _time(since, "since") if since else None,
-            _time(until, "until") if until else None,
+            moment_of(since, "since") if since else None,
+            moment_of(until, "until") if until else None,
             tuple(type or ()),
         )
         if wait:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -23,6 +24,7 @@ from shadowline.domain.errors import (
     Unavailable,
     VersionConflict,
 )
+from shadowline.domain.events import parse_time
 from shadowline.instance.auth import Authenticator
 from shadowline.instance.limits import BodyTooLarge
 
@@ -102,6 +104,32 @@ class BasicAuth(SecurityBase):
 Viewer = Annotated[User, Depends(BasicAuth("viewer"))]
 Auditor = Annotated[User, Depends(BasicAuth("auditor"))]
 Admin = Annotated[User, Depends(BasicAuth("admin"))]
+
+
+def digits(value: str) -> bool:
+    # str.isdigit() alone also admits '²' and other digits that int() refuses.
+    return value.isascii() and value.isdigit()
+
+
+def moment_of(value: str, field: str) -> datetime:
+    """An ISO-8601 time of a query parameter, in UTC (InvalidInput names `field`)."""
+    try:
+        moment = parse_time(value)
+    except ValueError as error:
+        raise InvalidInput([FieldError(field, f"not an ISO-8601 time: {value!r}")]) from error
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # Within hours of year 1 or 9999 with an offset: in UTC it is past the end of the
+        # calendar, and before (or after) every event, like the calendar's end itself.
+        return (datetime.min if moment.year == 1 else datetime.max).replace(tzinfo=UTC)
+
+
+def point_of(value: str, field: str) -> dict[str, Any]:
+    """A point in history, as ConfigService takes it: a position (digits) or an ISO-8601 time."""
+    if digits(value):
+        return {"at": int(value)}
+    return {"as_of": moment_of(value, field)}
 
 
 async def body_json(request: Request) -> Any:

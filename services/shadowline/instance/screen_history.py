@@ -10,15 +10,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from shadowline.adapters.store import EventFilter
-from shadowline.domain.errors import NotFound
-from shadowline.domain.events import Event, parse_time
+from shadowline.domain.errors import InvalidInput, NotFound
+from shadowline.domain.events import Event
+from shadowline.instance.http_common import moment_of, point_of
 from shadowline.instance.screen_pages import page
 from shadowline.instance.screen_session import ScreenUser, user_of
 from shadowline.instance.service import ConfigService
@@ -57,23 +57,9 @@ def _int(request: Request, field: str, default: int, low: int, high: int) -> int
     return int(value)
 
 
-def _moment(value: str, field: str) -> datetime:
-    try:
-        return parse_time(value).astimezone(UTC)
-    except (ValueError, OverflowError) as error:
-        raise BadQuery(f"{field}: not an ISO-8601 time: {value!r}") from error
-
-
 def _point(value: str | None, field: str) -> dict[str, Any]:
-    """A point in history, as ConfigService takes it: digits are a position, else an ISO time;
-    nothing is now."""
-    if value is None:
-        return {}
-    if value.isascii() and value.isdigit():
-        if len(value) > 18:  # beyond any bigint position
-            raise BadQuery(f"{field}: position out of range")
-        return {"at": int(value)}
-    return {"as_of": _moment(value, field)}
+    """A point in history as the API reads it (http_common.point_of); nothing is now."""
+    return {} if value is None else point_of(value, field)
 
 
 def _service(request: Request) -> ConfigService:
@@ -124,12 +110,12 @@ async def history(request: Request) -> Response:
             text["kind"],
             text["name"],
             text["actor"],
-            _moment(text["since"], "since") if text["since"] else None,
-            _moment(text["until"], "until") if text["until"] else None,
+            moment_of(text["since"], "since") if text["since"] else None,
+            moment_of(text["until"], "until") if text["until"] else None,
             (text["type"],) if text["type"] else (),
         )
         found = await read_page(_service(request), after, limit, where)
-    except (BadQuery, NotFound) as error:
+    except (BadQuery, InvalidInput, NotFound) as error:
         return _failed(
             request, "history.html", **context, error=error, found=None, after=0, limit=0
         )
@@ -148,7 +134,7 @@ async def state(request: Request) -> Response:
     service = _service(request)
     try:
         position, items = await service.state(**_point(_text(request, "at"), "at"))
-    except (BadQuery, NotFound) as error:
+    except (BadQuery, InvalidInput, NotFound) as error:
         return _failed(request, "state.html", user, error, at=at, position=None, items={})
     return page(request, "state.html", user=user, error=None, at=at, position=position, items=items)
 
@@ -168,6 +154,6 @@ async def diff(request: Request) -> Response:
         start = await service.resolve(**_point(_text(request, "from"), "from"))
         end = await service.resolve(**_point(_text(request, "to"), "to"))
         result = await service.diff(start, end)
-    except (BadQuery, NotFound) as error:
+    except (BadQuery, InvalidInput, NotFound) as error:
         return _failed(request, "diff.html", **context, error=error, result=None)
     return page(request, "diff.html", **context, error=None, result=result)
