@@ -60,6 +60,17 @@ class Settings(BaseSettings):
     # The watchdog's own /health and /metrics (host:port); off when unset, since several
     # watchdogs may run on one host (and beside the instances, as in `shadowline demo`).
     watchdog_http_bind: str | None = None
+    # The HTTP server's bounds (instance.limits): open connections (the oldest idle one is closed
+    # to make room; lowered at start to what the process's file-descriptor limit allows), the
+    # bytes of a request line and its headers (431 beyond), and the seconds a client has to send
+    # them (slowloris; counted from the connection, or from the previous response).
+    http_max_connections: int = Field(default=1000, ge=1, le=1_000_000)
+    http_max_header_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    http_header_timeout: float = Field(default=10.0, gt=0, le=3600)
+    # Failed logins (HTTP Basic, the screen's form) per source address: after this many within
+    # the window the source gets 429 with Retry-After, without an Argon2 check, until it ends.
+    login_max_failures: int = Field(default=10, ge=1)
+    login_failure_window: float = Field(default=60.0, gt=0)
 
     @field_validator("database_url")
     @classmethod

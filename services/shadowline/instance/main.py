@@ -14,12 +14,19 @@ from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
 from sqlalchemy.exc import InterfaceError, OperationalError
+from starlette.types import ASGIApp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shadowline.adapters.migrate import upgrade
 from shadowline.bootstrap import Instance, build_instance
 from shadowline.domain.errors import Unavailable
 from shadowline.instance.failover import STARTING
+from shadowline.instance.limits import (
+    ConnectionGuard,
+    descriptor_room,
+    guarded_protocol,
+    server_bounds,
+)
 from shadowline.settings import Settings
 
 log = logging.getLogger("shadowline.instance")
@@ -121,20 +128,47 @@ def _stop_on_signals(server: uvicorn.Server) -> None:
         loop.add_signal_handler(signum, stop, signum)
 
 
-async def serve(settings: Settings, *, migrate: bool = True) -> None:
-    instance = build_instance(settings)
-    config = uvicorn.Config(
-        instance.asgi,
+def http_config(settings: Settings, app: ASGIApp) -> uvicorn.Config:
+    """How the instance serves HTTP (also what the tests of the HTTP limits serve with).
+
+    Not uvicorn's `limit_concurrency`: it counts idle connections too and answers 503 beyond,
+    so a flood of idle connections would take `/health` down with it. The guard closes the
+    oldest idle connection instead (instance.limits)."""
+    room = descriptor_room()
+    cap, backlog = server_bounds(settings.http_max_connections, room)
+    log.info(
+        "HTTP: %d connections at most (asked %d, room for %d by the file-descriptor limit), "
+        "request line and headers at most %d bytes, sent within %.1f s",
+        cap,
+        settings.http_max_connections,
+        room,
+        settings.http_max_header_bytes,
+        settings.http_header_timeout,
+    )
+    guard = ConnectionGuard(cap, settings.http_max_header_bytes, settings.http_header_timeout)
+    return uvicorn.Config(
+        app,
         host=settings.bind_host,
         port=settings.bind_port,
+        http=guarded_protocol(guard),
+        backlog=backlog,
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=20,
         lifespan="off",
     )
+
+
+def http_server(config: uvicorn.Config) -> uvicorn.Server:
+    return _Server(config)
+
+
+async def serve(settings: Settings, *, migrate: bool = True) -> None:
+    instance = build_instance(settings)
+    config = http_config(settings, instance.asgi)
     async with running(instance, migrate=migrate):
         log.info("serving HTTP on %s (advertised as %s)", settings.http_bind, settings.public_url)
-        server = _Server(config)
+        server = http_server(config)
         _stop_on_signals(server)
         await server.serve()
     log.info("stopped cleanly")
