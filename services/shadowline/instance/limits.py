@@ -139,6 +139,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._header_bytes = 0  # bytes received since the current request's headers began
+        self._parsed_header_bytes = 0  # of them, what the parser has handed over
+        self._too_large = False
         self._reading_headers = True
         self._deadline: asyncio.TimerHandle | None = None
         self._arm_deadline()
@@ -160,9 +162,13 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             and self._header_bytes > self.guard.max_header_bytes
             and not self.transport.is_closing()
         ):
-            self._refuse(431, "request header fields too large")
+            self._refuse_headers()
 
     # Parser callbacks: the exact size of what was parsed, refused before the request starts.
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._parsed_header_bytes = 0
 
     def on_url(self, url: bytes) -> None:
         self._count(len(url))
@@ -191,26 +197,19 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm_deadline()
 
     def send_400_response(self, msg: str) -> None:
-        error = self._parse_error
-        if error is not None:
-            self._refuse(431, "request header fields too large")
+        # uvicorn answers any error raised in a parser callback with 400; ours is a 431.
+        if self._too_large:
+            self._refuse_headers()
         else:
             super().send_400_response(msg)
 
     # -- helpers --------------------------------------------------------------------------------
 
-    _parse_error: HeadersTooLarge | None = None
-    _parsed_header_bytes = 0
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        self._parsed_header_bytes = 0
-
     def _count(self, size: int) -> None:
         self._parsed_header_bytes += size
         if self._parsed_header_bytes > self.guard.max_header_bytes:
-            self._parse_error = HeadersTooLarge()
-            raise self._parse_error
+            self._too_large = True
+            raise HeadersTooLarge
 
     def _arm_deadline(self) -> None:
         self._disarm_deadline()
@@ -227,11 +226,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self.guard.closed["timeout"] += 1
             self.transport.close()
 
-    def _refuse(self, status: int, text: str) -> None:
+    def _refuse_headers(self) -> None:
         self.guard.closed["headers"] += 1
-        body = text.encode()
+        body = b"request header fields too large"
         self.transport.write(
-            STATUS_LINE[status]
+            STATUS_LINE[431]
             + b"content-type: text/plain; charset=utf-8\r\n"
             + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)
             + body
