@@ -30,6 +30,7 @@ from shadowline.instance.http import create_app
 from shadowline.instance.limits import BodyLimit
 from shadowline.instance.liveness import Liveness
 from shadowline.instance.metrics import Metrics
+from shadowline.instance.peer_answers import PeerAnswers
 from shadowline.instance.role import RoleState
 from shadowline.instance.roletasks import RoleTasks
 from shadowline.instance.service import ConfigService
@@ -52,7 +53,7 @@ class Instance:
     snapshotter: Snapshotter
     metrics: Metrics
     app: FastAPI
-    asgi: BodyLimit
+    asgi: BodyLimit  # around PeerAnswers around the app
     feed: MonitoringFeed
 
 
@@ -79,6 +80,7 @@ def heartbeat_of(ha: HaService) -> dict[str, Any]:
 
 
 def build_instance(settings: Settings) -> Instance:
+    secret = settings.cluster_secret.get_secret_value() if settings.cluster_secret else None
     engine = create_engine(settings.database_url)
     store = EventStore(engine)
     users = Users(engine)
@@ -89,9 +91,11 @@ def build_instance(settings: Settings) -> Instance:
         epoch=lambda: role.epoch,
         batch_max=settings.batch_max,
         on_batch=metrics.observe_batch,
+        secret=secret,
     )
+    catalog = Catalog(load_config_schemas())
     service = ConfigService(
-        catalog=Catalog(load_config_schemas()),
+        catalog=catalog,
         store=store,
         writer=writer,
         local=LocalConfig(engine),
@@ -107,8 +111,14 @@ def build_instance(settings: Settings) -> Instance:
         settings.amqp_url.get_secret_value(),
         Names(settings.cluster),
         f"shadowline {settings.instance}",
+        secret=secret,
     )
-    liveness = Liveness(settings, broker, lambda: heartbeat_of(ha))  # ha: defined just below
+    liveness = Liveness(  # ha and roles: defined just below
+        settings,
+        broker,
+        lambda: heartbeat_of(ha),
+        rejected=lambda source, reason: roles[0].rejected(source, reason),
+    )
     metrics.liveness = liveness  # heartbeat ages, read at scrape time
     gate = CommitGate(
         timeout=settings.sync_timeout,
@@ -128,6 +138,8 @@ def build_instance(settings: Settings) -> Instance:
         revision=lambda: current_revision(settings.database_url),
         on_change=role_changed,
         gate=gate,
+        rejected=lambda source, reason: roles[0].rejected(source, reason),
+        alert=lambda name, message, details: roles[0].alert(name, message, details),
     )
     tasks = RoleTasks(
         instance=settings.instance,
@@ -136,6 +148,7 @@ def build_instance(settings: Settings) -> Instance:
         store=store,
         writer=writer,
         metrics=metrics,
+        catalog=catalog,
     )
     roles.append(tasks)
     failover = Failover(
@@ -166,6 +179,7 @@ def build_instance(settings: Settings) -> Instance:
         Names(settings.cluster),
         f"shadowline {settings.instance} monitoring feed",
         active=lambda: role.role != "standalone",
+        secret=secret,
     )
     return Instance(
         ha=ha,
@@ -180,6 +194,6 @@ def build_instance(settings: Settings) -> Instance:
         snapshotter=Snapshotter(store, writer, settings.snapshot_interval),
         metrics=metrics,
         app=app,
-        asgi=BodyLimit(app, settings.max_body_bytes),
+        asgi=BodyLimit(PeerAnswers(app, lambda: secret), settings.max_body_bytes),
         feed=feed,
     )

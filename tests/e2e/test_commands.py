@@ -38,10 +38,11 @@ from tests.e2e.failover_fixtures import (
 ha_cluster = failover_fixtures.ha_cluster
 
 
-def _command(shadow: str, **changes: Any) -> dict[str, Any]:
+def _command(shadow: str, cluster: str, **changes: Any) -> dict[str, Any]:
     """A promote command with the fields the watchdog puts in one (watchdog/service.py)."""
     return {
         "type": "promote",
+        "cluster": cluster,
         "shadow": shadow,
         "epoch": 2,
         "previous_epoch": 1,
@@ -117,12 +118,15 @@ async def test_forged_tampered_stale_and_misaddressed_commands_are_refused_and_a
     ha_cluster.set_up(watchdog=False)
     shadow = ha_cluster.shadow
     name, secret = name_of(shadow), shadow.env["SHADOWLINE_CLUSTER_SECRET"]
-    valid = signing.sign(secret, _command(name))
+    valid = signing.sign(secret, _command(name, ha_cluster.cluster))
     bad = {
-        "forged": signing.sign("not-the-cluster-secret", _command(name)),
+        "forged": signing.sign("not-the-cluster-secret", _command(name, ha_cluster.cluster)),
         "tampered": {**valid, "epoch": 3},
-        "stale": signing.sign(secret, _command(name, issued_at=time.time() - 60)),
-        "for another instance": signing.sign(secret, _command("node-z")),
+        "stale": signing.sign(
+            secret, _command(name, ha_cluster.cluster, issued_at=time.time() - 60)
+        ),
+        "for another instance": signing.sign(secret, _command("node-z", ha_cluster.cluster)),
+        "for another cluster sharing the secret": signing.sign(secret, _command(name, "other")),
     }
     for command in bad.values():
         await broker.publish(f"promote.{name}", orjson.dumps(command))
@@ -146,7 +150,7 @@ async def test_a_replayed_promote_command_is_refused_and_the_epoch_stays(
     ha_cluster.set_up(watchdog=False)
     master, shadow = ha_cluster.master, ha_cluster.shadow
     name, secret = name_of(shadow), shadow.env["SHADOWLINE_CLUSTER_SECRET"]
-    captured = orjson.dumps(signing.sign(secret, _command(name)))
+    captured = orjson.dumps(signing.sign(secret, _command(name, ha_cluster.cluster)))
     await broker.publish(f"promote.{name}", captured)
     await asyncio.to_thread(wait_role, shadow, "master", 2, 10)
     await broker.publish(f"promote.{name}", captured)  # the same bytes, within the window

@@ -28,8 +28,7 @@ class Tampering:
         self.real = real
 
     async def lines(self, path, params=None):
-        async for line in self.real.lines(path, params):
-            yield line.replace(b'"eu10"', b'"us10"')
+        return [line.replace(b'"eu10"', b'"us10"') for line in await self.real.lines(path, params)]
 
 
 async def _bootstrap(shadow, peer, master_position: int, alerts: list) -> Replicator:
@@ -38,6 +37,8 @@ async def _bootstrap(shadow, peer, master_position: int, alerts: list) -> Replic
         store=shadow.store,
         peer=peer,
         alert=lambda name, message, details: alerts.append(name),
+        secret="test-cluster-secret",
+        catalog=shadow.service.catalog,
     )
     replica.master_position = master_position
     await replica.bootstrap()

@@ -19,6 +19,7 @@ import pytest
 
 from shadowline.adapters.broker import Names, declare_exchanges
 from shadowline.bootstrap import Instance
+from shadowline.domain import trust
 from shadowline.instance.feed import MonitoringFeed
 from tests.conftest import AMQP_URL, PASSWORDS, delete_cluster_topology, http_client, started
 from tests.e2e.tcpproxy import TcpProxy
@@ -300,12 +301,18 @@ def section(response: httpx.Response, name: str) -> str:
 # -- what the screen hears on monitoring ---------------------------------------------------------
 
 
-async def publish(cluster: str, routing_key: str, body: bytes) -> None:
+FEED_SECRET = "test-cluster-secret"  # tests.conftest.make_settings gives instances this one
+
+
+async def publish(cluster: str, routing_key: str, body: bytes, *, signed: bool = True) -> None:
+    """Publish on monitoring, with the MAC an instance of the cluster would add (`signed`)."""
     connection = await aio_pika.connect(AMQP_URL, timeout=10)
     try:
         channel = await connection.channel()
         exchange = await channel.get_exchange(Names(cluster).monitoring)
-        await exchange.publish(aio_pika.Message(body), routing_key)
+        mac = trust.message_mac(FEED_SECRET, cluster, routing_key, body)
+        headers = {trust.MAC_HEADER: mac} if signed else {}
+        await exchange.publish(aio_pika.Message(body, headers=headers), routing_key)
     finally:
         await connection.close()
 
@@ -353,7 +360,7 @@ async def test_the_monitoring_feed_waits_for_the_exchange_and_survives_a_lost_co
     names = Names(cluster)
     proxy = TcpProxy("127.0.0.1", 5672)
     proxy.start()
-    feed = MonitoringFeed(proxy.url_for(AMQP_URL), names, "test feed")
+    feed = MonitoringFeed(proxy.url_for(AMQP_URL), names, "test feed", secret=FEED_SECRET)
     task = asyncio.create_task(feed.run())
     beat = orjson.dumps({"instance": "m1", "role": "master", "epoch": 1})
     try:
@@ -367,7 +374,11 @@ async def test_the_monitoring_feed_waits_for_the_exchange_and_survives_a_lost_co
             await publish(cluster, "heartbeat.m1", beat)
             await publish(cluster, "role.changed", orjson.dumps({"sentence": "m1 is master"}))
             await publish(cluster, "config.changed", orjson.dumps({"count": 1}))
+            # forged: no MAC, or a MAC of another routing key, are never shown
+            await publish(cluster, "role.changed", orjson.dumps({"sentence": "evil"}), signed=False)
+            await publish(cluster, "heartbeat.m2", beat, signed=False)
             await wait_until(lambda: feed.received == 3, "three messages")
+            await wait_until(lambda: feed.rejected == 2, "two forged messages rejected")
 
             proxy.cut("reset")
             await wait_until(lambda: not feed.connected, "noticing the lost connection")

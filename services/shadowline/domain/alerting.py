@@ -86,3 +86,22 @@ def observe(
             )
         )
     return Watch(lost=lost, lagging=behind, samples=samples), alerts
+
+
+@dataclass(slots=True)
+class Throttle:
+    """At most one alert per key every `every` seconds; the ones held back are counted and
+    reported with the next (an attacker flooding forged messages must not flood monitoring)."""
+
+    every: float = 10.0
+    last: dict[str, float] = field(default_factory=dict)
+    held: dict[str, int] = field(default_factory=dict)
+
+    def admit(self, key: str, now: float) -> int | None:
+        """How many occurrences the alert to raise now covers, or None to hold this one back."""
+        count = self.held.get(key, 0) + 1
+        if key in self.last and now - self.last[key] < self.every:
+            self.held[key] = count
+            return None
+        self.last[key], self.held[key] = now, 0
+        return count

@@ -48,6 +48,11 @@ class Unavailable(ShadowlineError):
     """Raised when a dependency (the database) failed, so the outcome of a write is unknown."""
 
 
+class Unauthenticated(Unavailable):
+    """Raised when a message or a peer's answer is not authenticated with the cluster's keys
+    (forged, tampered, replayed, or another secret); it is never acted on."""
+
+
 class ConcurrentWriter(Unavailable):
     """Raised when another process appended to this store: its head moved under our writer."""
 

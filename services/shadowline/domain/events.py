@@ -34,6 +34,10 @@ class Event:
     metadata: dict[str, Any]
     recorded_at: datetime
     chain: bytes = field(default=GENESIS, compare=False)
+    # A MAC of `chain` with the cluster's event key (domain.trust); None when written without
+    # a cluster secret. Not part of the chain: it vouches for the chain value and so for the
+    # whole log up to this event.
+    signature: bytes | None = field(default=None, compare=False)
 
     @property
     def key(self) -> str:
@@ -76,7 +80,8 @@ def body(event: Event) -> dict[str, Any]:
 
 
 def envelope(event: Event) -> dict[str, Any]:
-    return {**body(event), "chain": event.chain.hex()}
+    signature = event.signature.hex() if event.signature is not None else None
+    return {**body(event), "chain": event.chain.hex(), "signature": signature}
 
 
 def canonical(event: Event) -> bytes:
@@ -100,6 +105,7 @@ def from_envelope(doc: dict[str, Any]) -> Event:
         metadata=doc.get("metadata") or {},
         recorded_at=parse_time(doc["recorded_at"]),
         chain=bytes.fromhex(doc["chain"]) if doc.get("chain") else GENESIS,
+        signature=bytes.fromhex(doc["signature"]) if doc.get("signature") else None,
     )
 
 

@@ -3,11 +3,51 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Final
 
+from shadowline.domain import trust
 from shadowline.domain.commands import ItemVersion
-from shadowline.domain.errors import Divergence, Gap
+from shadowline.domain.errors import Divergence, FieldError, Gap, InvalidInput, Unauthenticated
 from shadowline.domain.events import CONFIG_DELETED, CONFIG_EVENT_TYPES, CONFIG_PUT, Event, link
 from shadowline.domain.kinds import LOCAL_KINDS, REPLICATED_KINDS
+from shadowline.domain.validation import Catalog
+
+# Bounds checked before anything is allocated for an event (positions are BIGINT, epochs and
+# versions INTEGER in the store; no real log comes near them).
+MAX_POSITION: Final = 2**62
+MAX_INT32: Final = 2**31 - 1
+
+
+def check_bounds(event: Event) -> None:
+    """Raise InvalidInput when a field is out of the store's range or a hash has the wrong size."""
+    problems = [
+        FieldError(path, message)
+        for path, ok, message in (
+            ("$.position", 1 <= event.position <= MAX_POSITION, f"must be 1..{MAX_POSITION}"),
+            ("$.epoch", 0 <= event.epoch <= MAX_INT32, "out of range"),
+            ("$.version", event.version is None or 1 <= event.version <= MAX_INT32, "out of range"),
+            ("$.chain", len(event.chain) == 32, "must be 32 bytes"),
+            (
+                "$.signature",
+                event.signature is None or len(event.signature) == 32,
+                "must be 32 bytes",
+            ),
+        )
+        if not ok
+    ]
+    if problems:
+        raise InvalidInput(problems)
+
+
+def admit(event: Event, secret: str, catalog: Catalog) -> None:
+    """What any replicated event must pass on its own, before its place in the log is checked:
+    in bounds, signed by the cluster (so written by a master of it), and a put's value valid
+    for its kind. Raises InvalidInput or Unauthenticated."""
+    check_bounds(event)
+    if not trust.event_signed(secret, event):
+        raise Unauthenticated(f"event at position {event.position} is not signed by the cluster")
+    if event.type == CONFIG_PUT and event.kind in REPLICATED_KINDS:
+        catalog.check(event.kind, event.name or "", event.data)
 
 
 def check_replicated(

@@ -1,19 +1,20 @@
-"""HMAC-SHA256 signatures of commands (promote, demote) with the cluster secret.
+"""HMAC-SHA256 signatures of commands (promote) with the cluster's command key.
 
-A command is signed over its canonical JSON (sorted keys, without the signature itself); the
+The key is derived from the cluster secret for commands only (`domain.keys`), so no other
+message of the cluster can pass for a command. A command is signed over its canonical JSON
+(sorted keys, without the signature itself); the
 receiver also checks the timestamp window and that the epoch is newer than its own, so a
 replayed command is refused even within the window.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from collections.abc import Mapping
 from typing import Any, Final
 
 import orjson
 
+from shadowline.domain import keys
 from shadowline.domain.errors import Forbidden
 
 WINDOW: Final = 30.0
@@ -27,15 +28,12 @@ def canonical(command: Mapping[str, Any]) -> bytes:
 
 
 def sign(secret: str, command: Mapping[str, Any]) -> dict[str, Any]:
-    signature = hmac.new(secret.encode(), canonical(command), hashlib.sha256).hexdigest()
-    return {**command, SIGNATURE: signature}
+    return {**command, SIGNATURE: keys.mac(secret, keys.COMMAND, canonical(command))}
 
 
 def verify(secret: str, command: Mapping[str, Any], now: float, current_epoch: int) -> None:
     """Raise Forbidden unless the command is authentic, fresh and about a newer epoch."""
-    given = command.get(SIGNATURE)
-    expected = hmac.new(secret.encode(), canonical(command), hashlib.sha256).hexdigest()
-    if not isinstance(given, str) or not hmac.compare_digest(given, expected):
+    if not keys.valid(secret, keys.COMMAND, canonical(command), command.get(SIGNATURE)):
         raise Forbidden("command signature does not verify (forged, tampered, or another secret)")
     issued = command.get("issued_at")
     if not isinstance(issued, int | float) or abs(now - issued) > WINDOW:

@@ -145,12 +145,15 @@ class Failover:
         record = self._ha.record
         if record is None or not record.shadow_url:
             return None
-        try:
-            async with httpx.AsyncClient(timeout=1.0) as client:
-                response = await client.get(f"{record.shadow_url}/health")
-            return response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, ValueError):
+        peer = self._ha.peer(record.shadow_url, timeout=1.0)
+        try:  # a signed probe with an authenticated answer: a fake peer cannot hold us fenced
+            answer = await peer.call("GET", "/health")
+        except ShadowlineError:
             return None
+        finally:
+            await peer.close()
+        valid = isinstance(answer, dict) and isinstance(answer.get("epoch"), int)
+        return answer if valid else None
 
     # -- promotion (on the shadow) -------------------------------------------------------------
 
@@ -158,6 +161,10 @@ class Failover:
         """Verify a promote command, drain what the master sent, and become master."""
         try:
             signing.verify(self._ha.secret(), command, time.time(), self.role.epoch)
+            if command.get("cluster") != self._settings.cluster:
+                raise Forbidden(
+                    f"command for cluster {command.get('cluster')!r}, not for this instance's cluster"
+                )
             if command.get("shadow") != self._settings.instance:
                 raise Forbidden(f"command for {command.get('shadow')!r}, not for this instance")
         except Forbidden as error:
@@ -365,6 +372,7 @@ class Failover:
                 self._ha.secret(),
                 {
                     "type": "promote",
+                    "cluster": self._settings.cluster,
                     "shadow": record.shadow_instance,
                     "epoch": self.role.epoch + 1,
                     "previous_epoch": self.role.epoch,

@@ -32,6 +32,7 @@ import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 
 from shadowline.adapters.broker import Names
+from shadowline.domain import trust
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,10 @@ class MonitoringFeed:
         names: Names,
         connection_name: str,
         active: Callable[[], bool] = lambda: True,
+        secret: str | None = None,
     ) -> None:
         self._url = amqp_url
+        self._secret = secret  # without it nothing can be authenticated, so nothing is shown
         self._names = names
         self._connection_name = connection_name
         self._active = active
@@ -70,6 +73,7 @@ class MonitoringFeed:
         self.connected = False
         self.received = 0
         self.malformed = 0
+        self.rejected = 0  # not authenticated with the cluster's keys: never shown
         self._malformed_logged = 0.0
 
     # -- what the screen reads -------------------------------------------------------------------
@@ -92,8 +96,14 @@ class MonitoringFeed:
 
     # -- receiving -------------------------------------------------------------------------------
 
-    def take(self, routing_key: str, body: bytes) -> None:
-        """Keep one message if the screen shows its kind; count and log a malformed one."""
+    def take(self, routing_key: str, body: bytes, mac: object = None) -> None:
+        """Keep one message if the screen shows its kind and it is authentic (anyone with a
+        broker login could otherwise paint a forged failover on the screen); count the rest."""
+        if not self._secret or not trust.message_valid(
+            self._secret, self._names.cluster, routing_key, body, mac
+        ):
+            self.rejected += 1
+            return
         try:
             doc = orjson.loads(body)
             if not isinstance(doc, dict):
@@ -124,7 +134,9 @@ class MonitoringFeed:
                 )
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
-        self.take(message.routing_key or "", message.body)
+        self.take(
+            message.routing_key or "", message.body, (message.headers or {}).get(trust.MAC_HEADER)
+        )
 
     # -- the connection --------------------------------------------------------------------------
 

@@ -39,8 +39,12 @@ class HaService:
         revision: Callable[[], Awaitable[str | None]],
         on_change: Callable[[], Awaitable[None]],
         gate: CommitGate,
+        rejected: Callable[[str, str], None] = lambda source, reason: None,
+        alert: Callable[[str, str, dict[str, Any]], None] = lambda name, message, details: None,
     ) -> None:
         self.gate = gate
+        self._rejected = rejected
+        self._alert = alert
         self._settings = settings
         self.repo = repo
         self._store = store
@@ -53,6 +57,9 @@ class HaService:
         self._persisted_at = 0.0
         self.shadow_position = 0
         self.replica: Any = None  # the shadow's Replicator while it runs
+        # On the master: set when the shadow's log differs from ours (its report says so, or
+        # the chain it reports at its position is not ours); its acks then count for nothing.
+        self.shadow_diverged: dict[str, Any] | None = None
 
     @property
     def settings(self) -> Settings:
@@ -80,8 +87,15 @@ class HaService:
             raise Conflict("HA needs SHADOWLINE_CLUSTER_SECRET (the same on master and shadow)")
         return self._settings.cluster_secret.get_secret_value()
 
-    def peer(self, url: str) -> PeerClient:
-        return PeerClient(url, self.secret(), self._settings.instance)
+    def peer(self, url: str, timeout: float = 10.0) -> PeerClient:
+        rejected = self._rejected
+        return PeerClient(
+            url,
+            self.secret(),
+            self._settings.instance,
+            timeout=timeout,
+            on_rejected=lambda reason: rejected("peer-answer", reason),
+        )
 
     async def changed(self, sentence: str) -> None:
         log.info(sentence)
@@ -159,23 +173,44 @@ class HaService:
                 f"only a master has a shadow to remove; this instance is {self.role.role}"
             )
         removed = await self.repo.forget_shadow()
-        self.shadow_seen, self.shadow_position = None, 0
+        self.shadow_seen, self.shadow_position, self.shadow_diverged = None, 0, None
         await self._writer.submit(
             RecordEvent("ShadowRemoved", {"shadow": removed}, {"actor": actor})
         )
         await self.changed(f"shadow {removed} removed by {actor}; a new shadow may join")
         return {"removed": removed}
 
-    async def shadow_ack(self, instance: str, position: int) -> dict[str, Any]:
+    async def shadow_ack(
+        self,
+        instance: str,
+        position: int,
+        chain: bytes | None = None,
+        diverged: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """A shadow reports what it applied: kept in memory at once (sync mode waits on it),
-        written to the database at most once a second."""
+        written to the database at most once a second. The chain value it reports at its
+        position is compared with ours: a shadow whose log differs is diverged, and its acks
+        never count in sync mode (an acknowledged write must be in the shadow's log as ours)."""
         record = self.record
         if self.role.role != "master" or record is None or record.shadow_instance != instance:
             raise Forbidden(f"{instance!r} is not the shadow of this master")
         now = time.monotonic()
         self.shadow_seen = now
-        self.shadow_position = max(self.shadow_position, position)
-        await self.gate.shadow_acked(position, self._writer.position)
+        if position > self._writer.position:
+            diverged = diverged or {"position": position, "reason": "ahead of the master's log"}
+        elif diverged is None and chain is not None and position > 0:
+            ours = (
+                self._writer.chain
+                if position == self._writer.position
+                else await self._store.chain_at(position)
+            )
+            if ours is not None and ours != chain:
+                diverged = {"position": position, "reason": "its chain value differs from ours"}
+        if diverged is not None:
+            self._diverged(instance, diverged)
+        elif self.shadow_diverged is None:
+            self.shadow_position = max(self.shadow_position, position)
+            await self.gate.shadow_acked(position, self._writer.position)
         if now - self._persisted_at > 1.0:
             self._persisted_at = now
             await self.repo.shadow_seen(instance, position)
@@ -185,6 +220,20 @@ class HaService:
             "epoch": self.role.epoch,
             "replication": self.gate.replication,
         }
+
+    def _diverged(self, instance: str, diverged: dict[str, Any]) -> None:
+        if self.shadow_diverged is None:
+            self.shadow_diverged = {
+                "position": diverged.get("position"),
+                "reason": str(diverged.get("reason"))[:200],
+            }
+            self._alert(
+                "divergence",
+                f"shadow {instance}'s log differs from this master's at position "
+                f"{self.shadow_diverged['position']}: {self.shadow_diverged['reason']}; its "
+                "acknowledgements no longer count (remove it and set up a new shadow)",
+                {"shadow": instance, **self.shadow_diverged},
+            )
 
     async def maintenance(self, on: bool, actor: str) -> dict[str, Any]:
         """Pause (or resume) automatic failover: the master's heartbeats carry the flag."""
@@ -281,6 +330,7 @@ class HaService:
                 "position": position,
                 "lag_events": max(0, self._writer.position - position),
                 "last_seen_age": age,
+                "diverged": self.shadow_diverged,
             }
         if self.role.role == "shadow":
             replica = self.replica

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -20,6 +21,8 @@ from shadowline.instance.ha import HaService
 from shadowline.instance.http_common import NDJSON, Admin, Auditor, Viewer, body_json
 
 router = APIRouter()
+
+HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 def _ha(request: Request) -> HaService:
@@ -111,6 +114,7 @@ async def ha_quarantine(request: Request, _: Auditor) -> dict[str, Any]:
     rows = await request.app.state.service.store.quarantined()
     for row in rows:
         row["chain"] = row["chain"].hex()
+        row["signature"] = row["signature"].hex() if row.get("signature") else None
         row["id"] = str(row["id"])
         for moment in ("recorded_at", "quarantined_at"):
             row[moment] = format_time(row[moment])
@@ -137,9 +141,14 @@ async def peer_register(ha: HA, _: Admin, caller: Peer, request: Request) -> dic
 async def peer_ack(ha: HA, caller: Peer, request: Request) -> dict[str, Any]:
     body = await _optional_body(request)
     position = body.get("position")
-    if not isinstance(position, int) or position < 0:
+    if not isinstance(position, int) or isinstance(position, bool) or not 0 <= position <= 2**62:
         raise InvalidInput([FieldError("$.position", "must be a position (integer >= 0)")])
-    return await ha.shadow_ack(caller, position)
+    chain, diverged = body.get("chain"), body.get("diverged")
+    if chain is not None and not (isinstance(chain, str) and HEX64.fullmatch(chain)):
+        raise InvalidInput([FieldError("$.chain", "must be 64 hex digits")])
+    if diverged is not None and not isinstance(diverged, dict):
+        raise InvalidInput([FieldError("$.diverged", "must be an object")])
+    return await ha.shadow_ack(caller, position, bytes.fromhex(chain) if chain else None, diverged)
 
 
 @router.post("/ha/peer/promote")

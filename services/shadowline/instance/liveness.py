@@ -4,7 +4,10 @@ Every instance publishes `heartbeat.<instance>` on the monitoring exchange each 
 transient messages that expire. A master's heartbeats are published with confirms: the last
 confirmation is its lease. Without one for `lease` seconds it fences itself (no write is
 acknowledged), well before a watchdog may act (lease + margin < takeover delay, checked at
-start). It also listens to everyone's heartbeats, so it learns of a newer epoch.
+start). It also listens to everyone's heartbeats, so it learns of a newer epoch; only
+heartbeats authenticated with the cluster's heartbeat key and fresh (domain.trust) count:
+anyone with a broker login can publish, and a forged or replayed heartbeat must never fence
+this master or send it to recover from an attacker's URL.
 """
 
 from __future__ import annotations
@@ -12,15 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from shadowline.adapters.broker import BrokerLink
+from shadowline.domain import trust
 from shadowline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,9 +32,19 @@ log = logging.getLogger(__name__)
 
 class Liveness:
     def __init__(
-        self, settings: Settings, broker: BrokerLink, describe: Callable[[], dict[str, Any]]
+        self,
+        settings: Settings,
+        broker: BrokerLink,
+        describe: Callable[[], dict[str, Any]],
+        rejected: Callable[[str, str], None] = lambda source, reason: None,
     ) -> None:
         self._settings = settings
+        self._rejected = rejected
+        self._secret = (
+            settings.cluster_secret.get_secret_value() if settings.cluster_secret else None
+        )
+        self._fresh = trust.Freshness()
+        self._boot = secrets.token_hex(8)  # this run: a replayed heartbeat of an older one is stale
         self._broker = broker
         self._describe = describe
         self._seq = 0
@@ -68,6 +82,7 @@ class Liveness:
             "cluster": self._settings.cluster,
             "url": self._settings.public_url,
             "seq": self._seq,
+            "boot": self._boot,
             "sent_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
             "interval": self._settings.heartbeat_interval,
         }
@@ -116,9 +131,19 @@ class Liveness:
         await queue.consume(self._on_heartbeat, no_ack=True)
 
     async def _on_heartbeat(self, message: AbstractIncomingMessage) -> None:
-        try:
-            beat = orjson.loads(message.body)
-            if beat.get("instance") != self._settings.instance:
-                self.heard[str(beat["instance"])] = (time.monotonic(), beat)
-        except (orjson.JSONDecodeError, KeyError, AttributeError, TypeError):
-            log.warning("ignored a malformed heartbeat on %s", message.routing_key)
+        routing_key = message.routing_key or ""
+        if routing_key == f"heartbeat.{self._settings.instance}":
+            return  # our own (a forged one under our name changes nothing either)
+        beat, refusal = trust.heartbeat_refusal(
+            self._secret,
+            self._settings.cluster,
+            routing_key,
+            message.body,
+            (message.headers or {}).get(trust.MAC_HEADER),
+            self._fresh,
+            time.time(),
+        )
+        if beat is None:
+            self._rejected("heartbeat", f"{routing_key}: {refusal}")
+            return
+        self.heard[str(beat["instance"])] = (time.monotonic(), beat)

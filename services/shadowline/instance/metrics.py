@@ -41,6 +41,8 @@ REJECT_REASONS = (
     "other",
 )
 NAN = float("nan")
+# What an instance may reject as unauthenticated (RoleTasks.rejected's `source`).
+REJECTED_SOURCES = ("heartbeat", "event", "peer-answer", "monitoring")
 
 
 def alert_names() -> list[str]:
@@ -210,6 +212,12 @@ class Metrics:
             "Events an old master moved to quarantine (written after the fork point)",
             registry=registry,
         )
+        self.rejected_messages = Counter(
+            "shadowline_rejected_messages_total",
+            "Messages and peer answers ignored because they failed authentication, by source",
+            ["source"],
+            registry=registry,
+        )
         self.rejected_commands = Counter(
             "shadowline_rejected_commands_total",
             "Promote commands refused, by reason",
@@ -224,6 +232,7 @@ class Metrics:
             (self.promotions, PROMOTION_TRIGGERS),
             (self.fencings, FENCE_REASONS),
             (self.rejected_commands, REJECT_REASONS),
+            (self.rejected_messages, REJECTED_SOURCES),
         ):
             for value in values:
                 counter.labels(value)

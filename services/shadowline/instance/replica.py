@@ -7,6 +7,14 @@ work instead of losing it, and duplicates (position already applied) are skipped
 range (a purged queue, a dead-lettered message) is fetched from the master over HTTP. The
 master's log is the truth: a message that disagrees with it (bad chain, older epoch, local-only
 kind, garbage) is dead-lettered and alerted, and the master's copy is applied instead.
+
+The broker is no trust root: every event must carry the cluster's signature and a value valid
+for its kind before it is considered at all (domain.replication.admit); a message that fails is
+dead-lettered alone, with its alert, and the valid events around it go on. A position this
+shadow already holds is compared with its own chain, never acknowledged blindly: a validly
+signed event that differs there is a divergence, which the master hears of in the next report.
+Work per message is bounded before anything is allocated: positions are range-checked, and
+missing ranges are fetched from the master in pages.
 """
 
 from __future__ import annotations
@@ -25,9 +33,18 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from shadowline.adapters.peer import PeerClient, PeerRefused
 from shadowline.adapters.store import EventStore, Image
-from shadowline.domain.errors import Divergence, Gap, ShadowlineError, Unavailable
+from shadowline.domain.errors import (
+    Divergence,
+    Gap,
+    InvalidInput,
+    ShadowlineError,
+    Unauthenticated,
+    Unavailable,
+)
 from shadowline.domain.events import GENESIS, Event, envelope, from_envelope, verify_chain
+from shadowline.domain.replication import admit, check_bounds
 from shadowline.domain.state import digest
+from shadowline.domain.validation import Catalog
 from shadowline.instance.writer import Writer
 
 log = logging.getLogger(__name__)
@@ -35,6 +52,8 @@ log = logging.getLogger(__name__)
 Alert = Callable[[str, str, dict[str, Any]], None]
 
 BACKFILL_PAGE = 5000  # events per page of the history copied below a bootstrap image
+FETCH_PAGE = 5000  # events per request when fetching a missing range from the master
+Rejected = Callable[[str, str], None]
 
 
 class Poison(Exception):
@@ -44,8 +63,11 @@ class Poison(Exception):
 def parse(message: AbstractIncomingMessage) -> Event:
     try:
         event = from_envelope(orjson.loads(message.body))
+        check_bounds(event)
     except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError) as error:
         raise Poison(f"not an event envelope: {error.__class__.__name__}: {error}") from error
+    except InvalidInput as error:
+        raise Poison(f"out of bounds: {error}") from error
     header = (message.headers or {}).get("position")
     if isinstance(header, bytes):
         header = header.decode()
@@ -62,6 +84,9 @@ class Replicator:
         store: EventStore,
         peer: PeerClient,
         alert: Alert,
+        secret: str,
+        catalog: Catalog,
+        rejected: Rejected = lambda source, reason: None,
         batch_max: int = 500,
         report_every: float = 0.5,
         catch_up_after: float = 2.0,
@@ -71,6 +96,9 @@ class Replicator:
         self._store = store
         self._peer = peer
         self._alert = alert
+        self._secret = secret
+        self._catalog = catalog
+        self._rejected = rejected
         self._batch_max = batch_max
         self._report_every = report_every
         self._catch_up_after = catch_up_after
@@ -85,6 +113,7 @@ class Replicator:
         self.last_contact: float | None = None
         self.behind_since: float | None = None
         self.replication: str | None = None  # the master's mode, as its last answer said
+        self.diverged: dict[str, Any] | None = None  # told to the master in every report
 
     # -- status ------------------------------------------------------------------------------
 
@@ -110,7 +139,13 @@ class Replicator:
 
     async def report(self) -> None:
         """Tell the master what we applied; learn whether we are confirmed and how far it is."""
-        answer = await self._peer.call("POST", "/ha/peer/ack", {"position": self._writer.position})
+        report: dict[str, Any] = {
+            "position": self._writer.position,
+            "chain": self._writer.chain.hex() if self._writer.position else None,
+        }
+        if self.diverged is not None:
+            report["diverged"] = self.diverged
+        answer = await self._peer.call("POST", "/ha/peer/ack", report)
         self.last_contact = time.monotonic()
         self.master_position = int(answer["position"])
         self.replication = answer.get("replication")
@@ -160,7 +195,7 @@ class Replicator:
         trailer: dict[str, Any] | None = None
         rows: list[dict[str, Any]] = []
         hasher = hashlib.sha256()
-        async for line in self._peer.lines("/ha/peer/image"):
+        for line in await self._peer.lines("/ha/peer/image"):
             doc = orjson.loads(line)
             if header is None:
                 header = doc
@@ -194,7 +229,7 @@ class Replicator:
         # history is checked exactly as a whole, without holding all of it in memory.
         previous, after = GENESIS, 0
         while after < base:
-            page = await self._fetch(after, min(after + BACKFILL_PAGE, base))
+            page = await self._fetch(after, min(after + BACKFILL_PAGE, base), signed=False)
             done = bool(page) and page[-1].position >= base
             if (
                 not page
@@ -248,10 +283,7 @@ class Replicator:
         if self.master_position <= head:
             return
         try:
-            events = await self._fetch(head, self.master_position)
-            if events:
-                await self._writer.replicate(events)
-                self._applied(events)
+            await self._fetch_and_apply(head, self.master_position, set())
         except Unavailable as error:
             log.warning("catching up from the master paused (%s); retrying", error)
 
@@ -260,7 +292,12 @@ class Replicator:
         for message in messages:
             try:
                 event = parse(message)
-            except Poison as error:
+                admit(event, self._secret, self._catalog)
+            except Unauthenticated as error:
+                self._rejected("event", f"{message.routing_key}: {error}")
+                await message.reject(requeue=False)
+                continue
+            except (Poison, InvalidInput) as error:
                 await self._dead_letter(message, str(error))
                 continue
             if event.position in events:  # the same position twice in one batch
@@ -290,33 +327,70 @@ class Replicator:
     async def _apply_events(self, events: dict[int, tuple[Event, AbstractIncomingMessage]]) -> None:
         """Apply the batch's new events; fetch from the master what is missing or disputed."""
         head = self._writer.position
+        await self._compare_known(events, head)
         wanted = sorted(p for p in events if p > head)
         if not wanted:
             return
-        fetched = wanted != list(range(head + 1, wanted[-1] + 1))
-        candidate = (
-            await self._fetch(head, wanted[-1]) if fetched else [events[p][0] for p in wanted]
-        )
-        try:
-            if candidate:
+        if wanted == list(range(head + 1, wanted[-1] + 1)):
+            candidate = [events[p][0] for p in wanted]
+            try:
                 await self._writer.replicate(candidate)
-        except (Divergence, Gap) as error:
-            log.warning("replicated events refused (%s): taking the master's copy", error)
-            candidate, fetched = await self._fetch(head, wanted[-1]), True
-            if candidate:
-                await self._writer.replicate(candidate)  # raises again if the master diverges
-        if fetched:  # the master's log is the truth: what it does not hold is poison
-            truth = {e.position: e for e in candidate}
-            for position in wanted:
-                event, message = events[position]
-                # every field counts: a tampered copy may carry the genuine chain value
-                if position not in truth or envelope(truth[position]) != envelope(event):
-                    await self._dead_letter(
-                        message, f"disagrees with the master's log at {position}"
-                    )
-                    del events[position]
-        if candidate:
-            self._applied(candidate)
+            except (Divergence, Gap) as error:
+                log.warning("replicated events refused (%s): taking the master's copy", error)
+            else:
+                self._applied(candidate)
+                return
+        # The master's log is the truth: what it does not hold, exactly, is poison.
+        truth = await self._fetch_and_apply(head, wanted[-1], set(wanted))
+        for position in wanted:
+            event, message = events[position]
+            # every field counts: a tampered copy may carry the genuine chain value
+            if truth.get(position) != envelope(event):
+                await self._dead_letter(message, f"disagrees with the master's log at {position}")
+                del events[position]
+
+    async def _compare_known(
+        self, events: dict[int, tuple[Event, AbstractIncomingMessage]], head: int
+    ) -> None:
+        """A position this store holds: equal chains make a duplicate (acked); a signed event
+        that differs is a divergence (dead-lettered, and the master is told)."""
+        known = [p for p in events if p <= head]
+        if not known:
+            return
+        ours = await self._store.chains(min(known), max(known))
+        for position in known:
+            event, message = events[position]
+            mine = ours.get(position)
+            if mine is None or mine == event.chain:
+                continue  # a duplicate, or below the bootstrap image (the backfill checks it)
+            self._diverge(position, "a validly signed event differs from this shadow's log")
+            await message.reject(requeue=False)
+            del events[position]
+
+    def _diverge(self, position: int, reason: str) -> None:
+        if self.diverged is None:
+            self.diverged = {"position": position, "reason": reason}
+            self._alert(
+                "divergence",
+                f"this shadow's log differs from its master's at position {position}: {reason}",
+                dict(self.diverged),
+            )
+        self._report_now.set()
+
+    async def _fetch_and_apply(self, head: int, last: int, keep: set[int]) -> dict[int, Any]:
+        """Fetch head+1..last from the master page by page, applying each page; return the
+        envelopes of the positions in `keep` (to compare the broker's copies with)."""
+        kept: dict[int, Any] = {}
+        after = head
+        while after < last:
+            page = await self._fetch(after, min(last, after + FETCH_PAGE))
+            if not page:
+                break
+            await self._writer.replicate(page)  # raises Divergence if the master's log diverges
+            self._applied(page)
+            kept.update((e.position, envelope(e)) for e in page if e.position in keep)
+            after = page[-1].position
+        return kept
 
     def _applied(self, events: Sequence[Event]) -> None:
         self.master_position = max(self.master_position, events[-1].position)
@@ -325,10 +399,27 @@ class Replicator:
         if self._on_applied is not None:
             self._on_applied(events)
 
-    async def _fetch(self, after: int, last: int) -> list[Event]:
+    async def _fetch(self, after: int, last: int, *, signed: bool = True) -> list[Event]:
+        """Positions after+1..last from the master (its answer authenticated as a whole). Each
+        event must also pass `admit`, except history below a bootstrap image (`signed=False`),
+        which may predate the cluster secret and is chain-checked against the image instead."""
         log.info("fetching positions %d..%d from the master", after + 1, last)
-        lines = self._peer.lines("/ha/peer/events", {"after": after, "limit": last - after})
-        return [from_envelope(orjson.loads(line)) async for line in lines]
+        lines = await self._peer.lines("/ha/peer/events", {"after": after, "limit": last - after})
+        try:
+            events = [from_envelope(orjson.loads(line)) for line in lines]
+            for event in events:
+                admit(event, self._secret, self._catalog) if signed else check_bounds(event)
+        except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError) as error:
+            raise Divergence(after + 1, f"the master sent a malformed event: {error}") from error
+        except (InvalidInput, Unauthenticated) as error:
+            self._alert("divergence", f"the master's own log fails our checks: {error}", {})
+            raise Divergence(after + 1, f"the master's log fails our checks: {error}") from error
+        if (
+            any(e.position != after + 1 + i for i, e in enumerate(events))
+            or len(events) > last - after
+        ):
+            raise Divergence(after + 1, "the master answered other positions than asked for")
+        return events
 
     async def _dead_or_duplicate(
         self, message: AbstractIncomingMessage, event: Event, kept: Event

@@ -24,6 +24,7 @@ from uuid import uuid4
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shadowline.adapters.store import EventStore
+from shadowline.domain import trust
 from shadowline.domain.commands import Command, ItemVersion, RecordEvent, decide
 from shadowline.domain.errors import ShadowlineError, Unavailable
 from shadowline.domain.events import Event, link
@@ -53,8 +54,10 @@ class Writer:
         epoch: Callable[[], int],
         batch_max: int = 1000,
         on_batch: BatchObserver | None = None,
+        secret: str | None = None,
     ) -> None:
         self._store = store
+        self._secret = secret  # signs every event it writes (domain.trust.event_signature)
         self._epoch = epoch
         self._batch_max = batch_max
         self._on_batch = on_batch
@@ -201,6 +204,8 @@ class Writer:
                 continue
             chain = link(chain, event)
             event = replace(event, chain=chain)
+            if self._secret:
+                event = replace(event, signature=trust.event_signature(self._secret, event))
             position += 1
             accepted.append((pending, event, created))
         if not accepted:

@@ -128,6 +128,12 @@ class WatchdogMetrics:
             ["cluster", "result"],
             registry=registry,
         )
+        self.rejected_messages = Counter(
+            "shadowline_watchdog_rejected_messages_total",
+            "Heartbeats and probe answers ignored because they failed authentication, by source",
+            ["cluster", "source"],
+            registry=registry,
+        )
         registry.register(_Views(views, takeover_delay))
         for cluster in clusters:
             self.promotions.labels(cluster)
@@ -136,6 +142,7 @@ class WatchdogMetrics:
                 (self.probes, PROBE_RESULTS),
                 (self.refusals, REFUSALS),
                 (self.commands, COMMAND_RESULTS),
+                (self.rejected_messages, ("heartbeat", "peer-answer")),
             ):
                 for value in values:
                     counter.labels(cluster, value)
@@ -146,6 +153,9 @@ class WatchdogMetrics:
         else:
             result = "master-alive" if answer.get("role") == "master" else "not-master"
         self.probes.labels(cluster, result).inc()
+
+    def rejected(self, cluster: str, source: str) -> None:
+        self.rejected_messages.labels(cluster, source).inc()
 
     def commanded(self, cluster: str, *, result: str) -> None:
         self.commands.labels(cluster, result).inc()

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 from aio_pika.abc import AbstractIncomingMessage
 
 from shadowline.adapters.broker import BrokerLink, Names
-from shadowline.domain import signing
+from shadowline.adapters.peer import PeerClient
+from shadowline.domain import alerting, signing, trust
 from shadowline.domain import watchdog as rules
+from shadowline.domain.errors import ShadowlineError
 from shadowline.settings import Settings
 from shadowline.watchdog import http
 from shadowline.watchdog.metrics import Seen, WatchdogMetrics
@@ -69,8 +70,14 @@ class ClusterWatch:
             Names(cluster),
             f"shadowline {name}",
             declare=("monitoring", "commands"),
+            secret=settings.cluster_secret.get_secret_value() if settings.cluster_secret else None,
         )
         self.view = rules.View(cluster, started=time.monotonic())
+        self._secret = (
+            settings.cluster_secret.get_secret_value() if settings.cluster_secret else None
+        )
+        self._fresh = trust.Freshness()
+        self._throttle = alerting.Throttle()
         self._tasks: set[asyncio.Task[None]] = set()
         self.metrics = metrics or WatchdogMetrics(
             [cluster], lambda: [self.seen()], settings.takeover_delay
@@ -119,12 +126,39 @@ class ClusterWatch:
             )
 
     async def _on_heartbeat(self, message: AbstractIncomingMessage) -> None:
+        """Only authenticated, fresh heartbeats count: a forged one must neither stop a failover
+        (a fake master) nor start one, and a replayed one must not keep a dead master alive."""
+        routing_key = message.routing_key or ""
+        beat, refusal = trust.heartbeat_refusal(
+            self._secret,
+            self.cluster,
+            routing_key,
+            message.body,
+            (message.headers or {}).get(trust.MAC_HEADER),
+            self._fresh,
+            time.time(),
+        )
+        if beat is None:
+            self._rejected("heartbeat", f"{routing_key}: {refusal}")
+            return
         try:
-            beat = orjson.loads(message.body)
-            if isinstance(beat, dict) and {"instance", "role", "epoch"} <= beat.keys():
-                self._on_heartbeat_doc(beat)
-        except (orjson.JSONDecodeError, ValueError, TypeError):
-            log.warning("[%s] ignored a malformed heartbeat", self.cluster)
+            self._on_heartbeat_doc(beat)
+        except (KeyError, ValueError, TypeError) as error:  # authentic, yet not what we expect
+            log.warning("[%s] ignored a malformed heartbeat: %s", self.cluster, error)
+
+    def _rejected(self, source: str, reason: str) -> None:
+        self.metrics.rejected(self.cluster, source)
+        log.info("[%s] rejected %s: %s", self.cluster, source, reason)
+        count = self._throttle.admit(source, time.monotonic())
+        if count is not None:
+            body = {
+                "instance": self._name,
+                "at": time.time(),
+                "alert": "rejected-message",
+                "message": f"{source} rejected by watchdog {self._name}: {reason}",
+                "details": {"source": source, "reason": reason, "count": count},
+            }
+            self._spawn(self._publish("alert.rejected-message", body))
 
     def _apply(self, view: rules.View, actions: list[rules.Action], sentence: str | None) -> None:
         self.metrics.decided(self.cluster, self.view, view, sentence)
@@ -163,15 +197,26 @@ class ClusterWatch:
         limit = max(0.2, self._settings.takeover_delay / 4)
         answer: dict[str, Any] | None = None
         problem = ""
+        # A signed probe whose answer must be authenticated: a fake instance at the master's URL
+        # cannot pass for a live master (its answer fails, and so counts as no answer).
+        client = PeerClient(
+            probe.url,
+            self._secret or "",
+            self._name,
+            timeout=httpx.Timeout(limit),
+            on_rejected=lambda reason: self._rejected("peer-answer", reason),
+            max_answer=64 * 1024,
+        )
         try:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(limit)) as client:
-                response = await client.get(f"{probe.url}/health")
-            if response.status_code == 200:
-                answer = response.json()
+            found = await client.call("GET", "/health")
+            if isinstance(found, dict):
+                answer = found
             else:
-                problem = f"/health answered {response.status_code}"
-        except (httpx.HTTPError, ValueError) as error:
+                problem = "/health answered something other than a JSON object"
+        except ShadowlineError as error:
             problem = f"{error.__class__.__name__} {error}".strip()
+        finally:
+            await client.close()
         self.metrics.probed(self.cluster, answer)
         self._apply(
             *rules.probed(
@@ -195,6 +240,7 @@ class ClusterWatch:
             secret.get_secret_value(),
             {
                 "type": "promote",
+                "cluster": self.cluster,
                 "shadow": promote.shadow,
                 "epoch": promote.epoch,
                 "previous_epoch": promote.epoch - 1,
