@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from shadowline.bootstrap import Instance
 from shadowline.instance.main import http_config, http_server
-from tests.conftest import started
+from tests.conftest import PASSWORDS, started
 
 # -- a real HTTP server ----------------------------------------------------------------------
 
@@ -217,3 +218,236 @@ async def test_idle_connections_beyond_the_file_descriptor_limit_do_not_take_hea
     assert fds < 256, fds
     assert all(closed), "the oldest idle connections were not closed to make room"
     assert "connections at most" in low_fd_instance.log.read_text()
+
+
+# -- through ASGI ----------------------------------------------------------------------------
+
+
+ACME = {"region": "eu10", "subaccount_id": "a1"}
+
+
+def lenient(
+    inst: Instance,
+    user: str | None = "admin",
+    client: tuple[str, int] = ("127.0.0.1", 123),
+    base_url: str = "http://instance",
+) -> httpx.AsyncClient:
+    """An API client whose unhandled errors come back as a 500, so a test can say which status
+    it expected instead."""
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=inst.asgi, raise_app_exceptions=False, client=client),
+        base_url=base_url,
+        auth=(user, PASSWORDS[user]) if user else None,
+    )
+
+
+def assert_field_error(response: httpx.Response, status: int, path: str) -> None:
+    assert response.status_code == status, response.text
+    errors = response.json()["errors"]
+    assert [e["path"] for e in errors] == [path], errors
+    assert errors[0]["message"]
+
+
+# -- X-Request-Id and X-Reason -------------------------------------------------------------------
+
+
+async def test_an_overlong_request_id_or_reason_is_422_and_nothing_is_written(instance):
+    async with lenient(instance) as admin:
+        long_id = await admin.put(
+            "/config/subaccount/acme", json=ACME, headers={"X-Request-Id": "r" * 201}
+        )
+        long_reason = await admin.put(
+            "/config/subaccount/acme", json=ACME, headers={"X-Reason": "why " * 126}
+        )
+        control = await admin.put(
+            "/config/subaccount/acme", json=ACME, headers={"X-Request-Id": "a\tb"}
+        )
+        delete = await admin.delete("/config/subaccount/acme", headers={"X-Request-Id": "r" * 201})
+
+    assert_field_error(long_id, 422, "X-Request-Id")
+    assert_field_error(long_reason, 422, "X-Reason")
+    assert_field_error(control, 422, "X-Request-Id")
+    assert delete.status_code == 422, delete.text
+    assert instance.writer.position == 0
+
+
+async def test_a_request_id_and_reason_at_their_bounds_are_recorded_whole(instance):
+    request_id, reason = "r" * 200, "w" * 500
+    async with lenient(instance) as admin:
+        written = await admin.put(
+            "/config/subaccount/acme",
+            json=ACME,
+            headers={"X-Request-Id": request_id, "X-Reason": reason},
+        )
+        events = await admin.get("/events")
+
+    assert written.status_code == 201, written.text
+    metadata = orjson.loads(events.text.splitlines()[0])["metadata"]
+    assert metadata["request_id"] == request_id and metadata["reason"] == reason
+
+
+# -- CSRF on the JSON API --------------------------------------------------------------------
+
+
+async def test_a_text_plain_form_from_another_origin_cannot_enable_ha(instance):
+    refused = []
+    async with lenient(instance) as browser:  # the operator's remembered Basic credentials
+        for path in ("/ha/enable", "/ha/confirm", "/ha/switch-roles"):
+            for headers in (
+                {"Origin": "http://evil.example", "Content-Type": "text/plain"},
+                {"Origin": "null", "Content-Type": "text/plain"},
+                {"Sec-Fetch-Site": "cross-site", "Content-Type": "text/plain"},
+                {"Sec-Fetch-Site": "same-site"},
+                {"Origin": "http://instance:8081"},  # another port: another origin
+            ):
+                refused.append(await browser.post(path, content=b'{"a":1}', headers=headers))
+
+    for response in refused:
+        assert response.status_code == 403, (response.request.headers, response.text)
+        assert "cross-site" in response.json()["error"]
+    assert instance.ha.role.role == "standalone"
+
+
+async def test_maintenance_cannot_be_switched_on_from_another_origin(instance):
+    async with lenient(instance) as admin:
+        assert (await admin.post("/ha/enable", json={})).status_code == 200
+        forged = await admin.post(
+            "/ha/maintenance",
+            content=b'{"on": true}',
+            headers={"Origin": "http://evil.example", "Content-Type": "text/plain"},
+        )
+        status = (await admin.get("/ha")).json()
+
+    assert forged.status_code == 403, forged.text
+    assert status["maintenance"] is False
+
+
+async def test_a_state_changing_call_with_a_body_that_is_not_json_is_415(instance):
+    async with lenient(instance) as admin:
+        answers = [
+            await admin.post(
+                "/ha/maintenance", content=b'{"on": true}', headers={"Content-Type": "text/plain"}
+            ),
+            await admin.put(
+                "/config/subaccount/acme",
+                content=orjson.dumps(ACME),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            ),
+            await admin.post("/ha/enable", data={"auto_confirm": "true"}),
+            await admin.request(
+                "DELETE", "/ha/shadow", content=b"x", headers={"Content-Type": "text/plain"}
+            ),
+        ]
+
+    for response in answers:
+        assert response.status_code == 415, response.text
+        assert "application/json" in response.json()["error"]
+    assert instance.ha.role.role == "standalone" and instance.writer.position == 0
+
+
+async def test_scripts_and_same_origin_pages_still_change_state(db_url):
+    public = "https://config.example.com"
+    async with started(db_url, advertise_url=public) as inst, lenient(inst) as admin:
+        plain = await admin.put("/config/subaccount/acme", json=ACME)
+        charset = await admin.put(
+            "/config/subaccount/beta",
+            content=orjson.dumps(ACME),
+            headers={"Content-Type": "application/json; charset=utf-8"},
+        )
+        same_origin = await admin.put(
+            "/config/subaccount/gamma",
+            json=ACME,
+            headers={"Origin": "http://instance", "Sec-Fetch-Site": "same-origin"},
+        )
+        behind_tls_proxy = await admin.put(
+            "/config/subaccount/delta", json=ACME, headers={"Origin": public}
+        )
+        bodiless = await admin.post("/ha/enable")
+
+    for response in (plain, charset, same_origin, behind_tls_proxy, bodiless):
+        assert response.status_code in (200, 201), (response.request.url, response.text)
+    assert inst.ha.role.role == "master"
+
+
+# -- no 5xx for odd input ------------------------------------------------------------------------
+
+
+def nested(depth: int) -> bytes:
+    """A subaccount whose display_name is a string in `depth` arrays (json.dumps and orjson
+    refuse to write such a thing, so it is written by hand)."""
+    return b'{"region": "eu10", "subaccount_id": "a1", "display_name": %s"x"%s}' % (
+        b"[" * depth,
+        b"]" * depth,
+    )
+
+
+async def test_a_value_nested_1000_deep_is_422_and_deeper_than_json_allows_is_400(instance):
+    json_body = {"Content-Type": "application/json"}
+    async with lenient(instance) as admin:
+        at_1000 = await admin.put(
+            "/config/subaccount/acme", content=nested(1000), headers=json_body
+        )
+        bare = await admin.put(
+            "/config/subaccount/acme", content=b"[" * 1000 + b"]" * 1000, headers=json_body
+        )
+        too_deep = await admin.put(
+            "/config/subaccount/acme", content=b"[" * 5000 + b"]" * 5000, headers=json_body
+        )
+
+    assert_field_error(at_1000, 422, "$.display_name")
+    assert_field_error(bare, 422, "$[0]")
+    assert too_deep.status_code == 400, too_deep.text
+    assert instance.writer.position == 0
+
+
+async def test_an_if_match_of_5000_digits_is_422(instance):
+    async with lenient(instance) as admin:
+        await admin.put("/config/subaccount/acme", json=ACME)
+        put = await admin.put(
+            "/config/subaccount/acme", json=ACME, headers={"If-Match": f'"{"9" * 5000}"'}
+        )
+        delete = await admin.delete("/config/subaccount/acme", headers={"If-Match": "1" * 5000})
+
+    assert_field_error(put, 422, "If-Match")
+    assert_field_error(delete, 422, "If-Match")
+    assert instance.writer.position == 1
+
+
+HUGE = "9" * 5000
+
+
+async def test_points_in_history_of_5000_digits_are_422_on_the_api(instance):
+    async with lenient(instance) as admin:
+        await admin.put("/config/subaccount/acme", json=ACME)
+        answers = {
+            "from": await admin.get("/config/diff", params={"from": HUGE}),
+            "to": await admin.get("/config/diff", params={"from": "0", "to": HUGE}),
+            "at": await admin.get("/config", params={"at": HUGE}),
+            "after": await admin.get("/events", params={"after": HUGE}),
+            "limit": await admin.get("/events", params={"limit": HUGE}),
+        }
+        past_bigint = await admin.get("/config/diff", params={"from": str(2**63)})
+        config_past_bigint = await admin.get("/config", params={"at": str(2**63)})
+
+    for field, response in answers.items():
+        assert response.status_code == 422, (field, response.text)
+        assert any(field in e["path"] for e in response.json()["errors"]), response.text
+    assert past_bigint.status_code in (404, 422), past_bigint.text
+    assert config_past_bigint.status_code in (404, 422), config_past_bigint.text
+
+
+async def test_points_in_history_of_5000_digits_are_422_on_the_screen(instance):
+    async with lenient(instance) as auditor:
+        await auditor.put("/config/subaccount/acme", json=ACME)
+        pages = [
+            await auditor.get("/ui/state", params={"at": HUGE}),
+            await auditor.get("/ui/diff", params={"from": HUGE}),
+            await auditor.get("/ui/diff", params={"from": "0", "to": HUGE}),
+            await auditor.get("/ui/history", params={"after": HUGE}),
+            await auditor.get("/ui/history", params={"limit": HUGE}),
+            await auditor.get("/ui/state", params={"at": str(2**63)}),
+        ]
+
+    for response in pages:
+        assert response.status_code in (404, 422), (response.request.url, response.text[:300])
+        assert "text/html" in response.headers["content-type"]

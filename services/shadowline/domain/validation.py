@@ -46,6 +46,28 @@ def _nul_paths(value: Any, path: str = "$") -> Iterator[str]:
             yield from _nul_paths(item, f"{path}[{index}]")
 
 
+MAX_DEPTH = 32  # arrays and objects within one another; no kind's schema needs more than 3
+
+
+def _too_deep(value: Any, limit: int = MAX_DEPTH) -> str | None:
+    """The path of the item's member (`$.display_name`) that nests containers deeper than
+    `limit`, or None. Iterative: a 1,000-deep value made the recursive checks (and jsonschema)
+    raise RecursionError, a 500; orjson parses up to 1,024 levels and writes only 255."""
+    stack: list[tuple[Any, int, str]] = [(value, 1, "$")]
+    while stack:
+        item, depth, top = stack.pop()
+        if isinstance(item, dict):
+            children: Iterator[tuple[str, Any]] = ((f".{k}", v) for k, v in item.items())
+        elif isinstance(item, list):
+            children = ((f"[{i}]", v) for i, v in enumerate(item))
+        else:
+            continue
+        if depth > limit:
+            return top
+        stack.extend((v, depth + 1, top if depth > 1 else f"${step}") for step, v in children)
+    return None
+
+
 def _no_fetch(uri: str) -> NoReturn:
     # fastjsonschema would fetch a remote $ref with urllib; the domain does no I/O.
     raise ValueError(f"remote $ref not allowed in config schemas: {uri}")
@@ -102,6 +124,8 @@ class Catalog:
     def check(self, kind: str, name: str, value: Any) -> None:
         """Raise InvalidInput listing every violation with its JSON path ('$.virtual_port')."""
         self.check_key(kind, name)
+        if (deep := _too_deep(value)) is not None:
+            raise InvalidInput([FieldError(deep, f"nested deeper than {MAX_DEPTH} levels")])
         if self._fast[kind](value) and next(_nul_paths(value), None) is None:
             return
         validator = self._validators[kind]

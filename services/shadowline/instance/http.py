@@ -20,10 +20,12 @@ from shadowline.domain.events import envelope, verify_chain
 from shadowline.instance.auth import Authenticator
 from shadowline.instance.ha import HaService
 from shadowline.instance.http_common import (
+    MAX_POSITION,
     NDJSON,
     Admin,
     Auditor,
     ORJSONResponse,
+    SameOriginJson,
     Viewer,
     body_json,
     digits,
@@ -34,21 +36,49 @@ from shadowline.instance.http_common import (
 from shadowline.instance.http_ha import router as ha_router
 from shadowline.instance.limits import BodyTooLarge
 from shadowline.instance.metrics import Metrics
-from shadowline.instance.screen import include_screen
+from shadowline.instance.screen import include_screen, is_screen_form
 from shadowline.instance.service import ConfigService
 from shadowline.settings import Settings
 
 MAX_VERSION = 2**31 - 1  # versions are PostgreSQL integers: no item can have a larger one
-MAX_POSITION = 2**63 - 1  # positions are PostgreSQL bigints
+
+
+MAX_REQUEST_ID = 200  # characters of X-Request-Id: refused beyond, never cut (it is an id)
+MAX_REASON = 500  # characters of X-Reason, as the event schema and config commands allow
 
 
 def _expected_version(if_match: str | None) -> int | None:
     if if_match is None:
         return None
     token = if_match.strip().removeprefix("W/").strip('"')
-    if not digits(token) or int(token) > MAX_VERSION:
+    # Length first: int() of more than 4,300 digits raises instead of answering.
+    if not digits(token) or len(token) > 10 or int(token) > MAX_VERSION:
         raise InvalidInput([FieldError("If-Match", 'must be a version, e.g. "3"')])
     return int(token)
+
+
+def _header_text(request: Request, header: str, most: int) -> str | None:
+    """A header recorded in the event's metadata: printable text of at most `most` characters,
+    else InvalidInput (422) naming the header."""
+    value = request.headers.get(header)
+    if value is None or value == "":
+        return None
+    if len(value) > most:
+        raise InvalidInput([FieldError(header, f"at most {most} characters, got {len(value)}")])
+    if not value.isprintable():
+        raise InvalidInput([FieldError(header, "may not contain control characters")])
+    return value
+
+
+def meta(user: User, request: Request) -> dict[str, Any]:
+    """Who made a change and why, for the event's metadata (X-Request-Id, X-Reason)."""
+    found: dict[str, Any] = {
+        "actor": user.name,
+        "request_id": _header_text(request, "X-Request-Id", MAX_REQUEST_ID) or str(uuid4()),
+    }
+    if reason := _header_text(request, "X-Reason", MAX_REASON):
+        found["reason"] = reason
+    return found
 
 
 def _no_nul(**fields: str | None) -> None:
@@ -90,15 +120,6 @@ def create_app(
             for e in error.errors()
         ]
         return error_response(InvalidInput(fields))
-
-    def meta(user: User, request: Request) -> dict[str, Any]:
-        found: dict[str, Any] = {
-            "actor": user.name,
-            "request_id": request.headers.get("x-request-id") or str(uuid4()),
-        }
-        if reason := request.headers.get("x-reason"):
-            found["reason"] = reason[:500]
-        return found
 
     def health_doc() -> dict[str, Any]:
         r = service.role
@@ -171,7 +192,9 @@ def create_app(
 
     @app.get("/config")
     async def get_config(
-        _: Auditor, at: Annotated[int | None, Query(ge=0)] = None, as_of: str | None = None
+        _: Auditor,
+        at: Annotated[int | None, Query(ge=0, le=MAX_POSITION)] = None,
+        as_of: str | None = None,
     ) -> dict[str, Any]:
         if at is not None and as_of is not None:
             raise InvalidInput([FieldError("as_of", "give either at or as_of, not both")])
@@ -236,6 +259,7 @@ def create_app(
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     include_screen(app)  # the High Availability screen at GET / (instance.screen)
+    app.add_middleware(SameOriginJson, public_url=settings.public_url, exempt=is_screen_form)
 
     # Last: routes are matched in order, and the config writes should not first be tried
     # against every /ha route (no path here overlaps one there, so the order changes nothing else).

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import orjson
 from fastapi import Depends, Request
 from fastapi.openapi.models import HTTPBase as HTTPBaseModel
 from fastapi.responses import Response
 from fastapi.security.base import SecurityBase
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shadowline.adapters.local import User
 from shadowline.domain.errors import (
@@ -29,6 +33,7 @@ from shadowline.instance.auth import Authenticator
 from shadowline.instance.limits import BodyTooLarge
 
 NDJSON = "application/x-ndjson"
+JSON = "application/json"
 
 
 class ORJSONResponse(Response):
@@ -125,10 +130,21 @@ def moment_of(value: str, field: str) -> datetime:
         return (datetime.min if moment.year == 1 else datetime.max).replace(tzinfo=UTC)
 
 
+MAX_POSITION = 2**63 - 1  # positions are PostgreSQL bigints
+
+
+def position_of(value: str, field: str, most: int = MAX_POSITION) -> int:
+    """A whole number of a query parameter from 0 to `most` (InvalidInput names `field`).
+    The length is checked first: int() refuses more than 4,300 digits with ValueError."""
+    if not digits(value) or len(value) > len(str(most)) or int(value) > most:
+        raise InvalidInput([FieldError(field, f"must be a whole number from 0 to {most}")])
+    return int(value)
+
+
 def point_of(value: str, field: str) -> dict[str, Any]:
     """A point in history, as ConfigService takes it: a position (digits) or an ISO-8601 time."""
     if digits(value):
-        return {"at": int(value)}
+        return {"at": position_of(value, field)}
     return {"as_of": moment_of(value, field)}
 
 
@@ -138,3 +154,70 @@ async def body_json(request: Request) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as error:
         raise MalformedBody([FieldError("$", f"malformed JSON: {error}")]) from error
+
+
+# -- state-changing calls: JSON only, never cross-site -------------------------------------------
+
+STATE_CHANGING = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def normal_origin(scheme: str, netloc: str) -> str:
+    """scheme://host[:port] as browsers send it in Origin: lower case, no default port."""
+    scheme, netloc = scheme.lower(), netloc.lower()
+    default = _DEFAULT_PORTS.get(scheme)
+    if default and netloc.endswith(default):
+        netloc = netloc.removesuffix(default)
+    return f"{scheme}://{netloc}"
+
+
+def origin_of_url(url: str) -> str:
+    parts = urlsplit(url)
+    return normal_origin(parts.scheme, parts.netloc) if parts.scheme else url.lower()
+
+
+class SameOriginJson:
+    """A pure ASGI middleware for every state-changing call of the JSON API (DESIGN.md: they
+    "take application/json bodies (or none) and refuse cross-site browser requests").
+
+    A browser page on another origin can POST a `text/plain` or form body without a CORS
+    preflight, and the browser adds the operator's remembered Basic credentials. So: a request
+    whose Sec-Fetch-Site is cross-site or same-site, or whose Origin is neither this request's
+    own (scheme and Host) nor the advertised URL's (a TLS proxy in front), gets 403; a body
+    declared as anything but application/json gets 415. Clients that are not browsers (curl,
+    httpx, the CLI, the instances' peer calls) send neither header and are unaffected; a body
+    without any Content-Type is theirs too (a browser always sends one with a body). The HA
+    screen's form posts (`exempt`) carry their own CSRF tokens and origin checks instead.
+    """
+
+    def __init__(self, app: ASGIApp, public_url: str, exempt: Callable[[str], bool]) -> None:
+        self.app = app
+        self._public_origin = origin_of_url(public_url)
+        self._exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] in STATE_CHANGING
+            and not self._exempt(scope["path"])
+            and (refusal := self._refusal(scope, Headers(scope=scope))) is not None
+        ):
+            await refusal(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _refusal(self, scope: Scope, headers: Headers) -> ORJSONResponse | None:
+        site = headers.get("sec-fetch-site", "same-origin").lower()
+        if site not in ("same-origin", "none"):
+            return _error(403, {"error": f"cross-site request refused (Sec-Fetch-Site {site})"})
+        origin = headers.get("origin")
+        if origin is not None:
+            own = normal_origin(scope.get("scheme", "http"), headers.get("host", ""))
+            if origin_of_url(origin) not in (own, self._public_origin):
+                shown = origin[:100]
+                return _error(403, {"error": f"cross-site request refused (Origin {shown!r})"})
+        declared = headers.get("content-type")
+        if declared is not None and declared.split(";")[0].strip().lower() != JSON:
+            shown = declared[:100]
+            return _error(415, {"error": f"state-changing calls take {JSON} bodies, not {shown!r}"})
+        return None

@@ -42,6 +42,12 @@ RECENT_HEARTBEATS = 10
 FORM = "application/x-www-form-urlencoded"
 
 
+def is_screen_form(path: str) -> bool:
+    """The screen's form posts: urlencoded, with their own CSRF tokens and origin checks
+    (screen_session), so the API's JSON-only rule (http_common.SameOriginJson) is not theirs."""
+    return path in ("/login", "/logout") or path.startswith("/ui/")
+
+
 async def form_of(request: Request) -> dict[str, str]:
     """A urlencoded form (parsed here: python-multipart is not a dependency, and the screen's
     forms carry a few short fields only). Any other body counts as empty, so lacks a token."""

@@ -19,7 +19,6 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from fastapi import Request
@@ -28,6 +27,7 @@ from fastapi.responses import Response
 from shadowline.adapters.local import User
 from shadowline.domain.errors import Forbidden, Unauthorized
 from shadowline.instance.auth import RANK, Authenticator
+from shadowline.instance.http_common import normal_origin, origin_of_url
 
 SESSION_SECONDS = 8 * 3600  # one working day; absolute, not sliding
 FLASH_SECONDS = 60
@@ -93,8 +93,7 @@ class Sessions:
         self._signer = signer or Signer()
         # Behind a TLS-terminating proxy the browser's origin is the advertised URL's, not the
         # scheme and host this process sees.
-        parts = urlsplit(public_url)
-        self._public_origin = f"{parts.scheme}://{parts.netloc}".lower()
+        self._public_origin = origin_of_url(public_url)
         # Cookies are per host, not per port: master and shadow on one host (the demo, the
         # tests, an operator's two tabs) would overwrite each other's cookie under one name.
         # Instance names hold no '.', so no instance's cookie name is another's.
@@ -202,7 +201,7 @@ class Sessions:
 
 
 def own_origin(request: Request) -> str:
-    return f"{request.url.scheme}://{request.url.netloc}".lower()
+    return normal_origin(request.url.scheme, request.url.netloc)
 
 
 def check_origin(request: Request, allowed: set[str]) -> None:
@@ -212,9 +211,8 @@ def check_origin(request: Request, allowed: set[str]) -> None:
         raise CsrfRefused("cross-site request refused")
     origin = request.headers.get("origin")
     if origin is None and (referer := request.headers.get("referer")):
-        parts = urlsplit(referer)
-        origin = f"{parts.scheme}://{parts.netloc}"
-    if origin is not None and origin.lower() not in allowed:
+        origin = origin_of_url(referer)
+    if origin is not None and origin_of_url(origin) not in allowed:
         raise CsrfRefused(f"cross-origin request refused (origin {origin[:100]!r})")
 
 
