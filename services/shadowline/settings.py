@@ -90,6 +90,16 @@ class Settings(BaseSettings):
             raise ValueError("must be host:port")
         return value
 
+    @field_validator("admin_password")
+    @classmethod
+    def _admin_password(cls, value: SecretStr | None) -> SecretStr | None:
+        # The users' one rule, imported here: the watchdog reads these settings too, has no users.
+        from shadowline.adapters.local import password_problem
+
+        if value is not None and (problem := password_problem(value.get_secret_value())):
+            raise ValueError(problem)
+        return value
+
     @model_validator(mode="after")
     def _timing_rule(self) -> Settings:
         if self.lease + self.lease_margin >= self.takeover_delay:

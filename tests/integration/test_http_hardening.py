@@ -24,6 +24,7 @@ import orjson
 import pytest
 
 from shadowline.bootstrap import Instance
+from shadowline.domain.errors import InvalidInput
 from shadowline.instance.main import http_config, http_server
 from tests.conftest import PASSWORDS, started
 
@@ -451,3 +452,96 @@ async def test_points_in_history_of_5000_digits_are_422_on_the_screen(instance):
     for response in pages:
         assert response.status_code in (404, 422), (response.request.url, response.text[:300])
         assert "text/html" in response.headers["content-type"]
+
+
+async def test_odd_query_values_are_4xx_never_5xx(instance):
+    odd = ["nan", "inf", "-1", "1e999", "\u0661", "9" * 5000, "2024-13-45", "0" * 5000, "+1"]
+    async with lenient(instance) as admin:
+        await admin.put("/config/subaccount/acme", json=ACME)
+        answers = []
+        for value in odd:
+            for path, field in [
+                ("/events", "after"),
+                ("/events", "limit"),
+                ("/events", "wait"),
+                ("/events", "since"),
+                ("/config", "at"),
+                ("/config", "as_of"),
+                ("/config/diff", "from"),
+                ("/ui/history", "after"),
+                ("/ui/history", "since"),
+                ("/ui/state", "at"),
+                ("/ui/diff", "to"),
+            ]:
+                params = {field: value} if path != "/ui/diff" else {"from": "1", field: value}
+                answers.append(await admin.get(path, params=params))
+
+    failed = [(r.request.url, r.status_code) for r in answers if r.status_code >= 500]
+    assert not failed, failed[:5]
+
+
+# -- users: names and passwords that HTTP Basic can carry --------------------------------------
+
+
+def shadowline_cli(db_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("SHADOWLINE_")} | {
+        "SHADOWLINE_DATABASE_URL": db_url,
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "shadowline", *args],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "password", "said"),
+    [
+        ("", "a-password", "empty"),
+        ("   ", "a-password", "empty"),
+        ("ali:ce", "a-password", "':'"),
+        ("alice", "", "password"),
+        ("bob\x01", "a-password", "control"),
+        ("x" * 65, "a-password", "64"),
+    ],
+)
+def test_users_add_refuses_names_and_passwords_basic_cannot_carry(db_url, name, password, said):
+    refused = shadowline_cli(db_url, "users", "add", name, "--password", password)
+    listed = shadowline_cli(db_url, "users", "list", "--json")
+
+    assert refused.returncode == 2, (refused.stdout, refused.stderr)
+    assert said in refused.stderr, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert orjson.loads(listed.stdout) == []
+
+
+def test_users_passwd_refuses_an_empty_password(db_url):
+    assert shadowline_cli(db_url, "users", "add", "alice", "--password", "ok-1").returncode == 0
+    refused = shadowline_cli(db_url, "users", "passwd", "alice", "--password", "")
+
+    assert refused.returncode == 2, refused.stderr
+    assert "password" in refused.stderr
+
+
+async def test_the_users_adapter_refuses_them_for_every_door(instance):
+    for name, password in [("", "pw"), ("a:b", "pw"), ("carol", "")]:
+        with pytest.raises(InvalidInput):
+            await instance.users.add(name, "viewer", password)
+    with pytest.raises(InvalidInput):
+        await instance.users.set_password("ada", "")
+    assert [u.name for u in await instance.users.all()] == ["ada", "admin", "vic"]
+
+
+async def test_an_empty_admin_password_creates_no_admin(db_url):
+    async with started(db_url, admin_password=None) as inst:
+        with pytest.raises(InvalidInput):
+            await inst.users.bootstrap_admin("")
+        assert await inst.users.count() == 0
+    refused = shadowline_cli(db_url, "instance", "--no-migrate", SHADOWLINE_ADMIN_PASSWORD="")
+
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert "SHADOWLINE_ADMIN_PASSWORD" in refused.stderr

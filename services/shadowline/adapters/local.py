@@ -11,9 +11,54 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shadowline.adapters.passwords import hash_password
 from shadowline.adapters.tables import local_config, users
-from shadowline.domain.errors import AlreadyExists, NotFound, VersionConflict
+from shadowline.domain.errors import (
+    AlreadyExists,
+    FieldError,
+    InvalidInput,
+    NotFound,
+    VersionConflict,
+)
 
 ROLES = ("admin", "auditor", "viewer")
+MAX_NAME, MAX_PASSWORD = 64, 1024
+
+
+def name_problem(name: str) -> str | None:
+    """Why a user name cannot be used, or None. HTTP Basic sends `name:password` and splits at
+    the first ':', so a name with one could never log in; an empty one would be anybody's."""
+    if not name.strip():
+        return "a user name may not be empty"
+    if ":" in name:
+        return "a user name may not contain ':' (HTTP Basic separates name and password by it)"
+    if len(name) > MAX_NAME:
+        return f"a user name has at most {MAX_NAME} characters"
+    if not name.isprintable() or name != name.strip():
+        return "a user name may not contain control characters or start or end with spaces"
+    return None
+
+
+def password_problem(password: str) -> str | None:
+    """Why a password cannot be used, or None."""
+    if not password:
+        return "the password may not be empty"
+    if len(password) > MAX_PASSWORD:
+        return f"a password has at most {MAX_PASSWORD} characters"
+    return None
+
+
+def check_credentials(name: str | None = None, password: str | None = None) -> None:
+    """The one rule for users, whichever door they come in by (`shadowline users`, the admin
+    from SHADOWLINE_ADMIN_PASSWORD): InvalidInput naming what is wrong."""
+    problems = [
+        FieldError(field, problem)
+        for field, problem in (
+            ("name", None if name is None else name_problem(name)),
+            ("password", None if password is None else password_problem(password)),
+        )
+        if problem is not None
+    ]
+    if problems:
+        raise InvalidInput(problems)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +87,7 @@ class Users:
             return int(await c.scalar(select(func.count()).select_from(users)) or 0)
 
     async def add(self, name: str, role: str, password: str) -> None:
+        check_credentials(name, password)
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         async with self._engine.begin() as c:
@@ -60,6 +106,7 @@ class Users:
                 raise AlreadyExists(f"user {name!r} already exists")
 
     async def set_password(self, name: str, password: str) -> None:
+        check_credentials(password=password)
         async with self._engine.begin() as c:
             result = await c.execute(
                 update(users)
@@ -77,6 +124,7 @@ class Users:
 
     async def bootstrap_admin(self, password: str) -> bool:
         """Create `admin` when the instance has no users at all; True if it did."""
+        check_credentials("admin", password)
         async with self._engine.begin() as c:
             await c.execute(select(func.pg_advisory_xact_lock(7438120992)))
             if await c.scalar(select(func.count()).select_from(users)):

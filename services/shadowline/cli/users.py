@@ -19,7 +19,7 @@ from shadowline.cli.common import (
     load_settings,
     run,
 )
-from shadowline.domain.errors import ShadowlineError
+from shadowline.domain.errors import InvalidInput, ShadowlineError
 
 app = typer.Typer(
     help="Manage this instance's local users (never replicated). Uses SHADOWLINE_DATABASE_URL.",
@@ -49,6 +49,8 @@ async def _with_users(action: str, *args: str) -> object:
 def _do(action: str, *args: str) -> object:
     try:
         return run(_with_users(action, *args))
+    except InvalidInput as error:  # a name or password no user may have: a bad argument
+        fail(f"refused: {error}", EXIT_USAGE)
     except (ShadowlineError, ValueError) as error:
         fail(str(error), EXIT_REFUSED)
     except (OSError, DBAPIError) as error:
@@ -67,7 +69,8 @@ def add(
     role: Annotated[str, typer.Option(help=f"One of {', '.join(ROLES)}.")] = "viewer",
     password: NewPassword = "",
 ) -> None:
-    """Add a user of this instance (exit 1 when it exists or the role is unknown)."""
+    """Add a user of this instance (exit 1 when it exists or the role is unknown; exit 2 for
+    an empty name, one with ':' or control characters, or an empty password)."""
     _do("add", name, role, password)
     typer.echo(f"user {name} added with role {role}")
 
@@ -80,7 +83,7 @@ def add(
     ),
 )
 def passwd(name: str, password: NewPassword = "") -> None:
-    """Set a user's password (exit 1 when there is no such user)."""
+    """Set a user's password (exit 1 when there is no such user, 2 for an empty password)."""
     _do("set_password", name, password)
     typer.echo(f"password of {name} changed")
 
