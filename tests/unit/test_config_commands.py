@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from shadowline.adapters.broker import CONFIG_DELIVERY_LIMIT
+from shadowline.adapters.broker import CONFIG_DELIVERY_LIMIT, deliveries, last_delivery
 from shadowline.adapters.command_log import Applied
 from shadowline.adapters.resources import load_config_schemas
 from shadowline.client import command
@@ -310,3 +310,50 @@ async def test_a_publisher_not_allowed_here_is_refused_and_alerted():
     assert (reply["ok"], reply["status"]) == (False, 403)
     assert "may not publish config commands" in reply["error"]
     assert [name for name, _ in broker.alerts] == ["rejected-command"]
+
+
+@dataclass
+class Queue:
+    """The config command queue as _hand_back uses it: cancelling the consumer."""
+
+    cancelled: list[str] = field(default_factory=list)
+
+    async def cancel(self, tag: str) -> None:
+        self.cancelled.append(tag)
+
+
+@pytest.mark.parametrize(
+    ("delivered", "outcome"),
+    [(0, "nack requeue=True"), (CONFIG_DELIVERY_LIMIT - 2, "nack requeue=True"),
+     (CONFIG_DELIVERY_LIMIT - 1, "reject requeue=False"),
+     (CONFIG_DELIVERY_LIMIT, "reject requeue=False")],
+    ids=["first delivery", "two left", "the last before the spare", "the spare"],
+)  # fmt: skip
+async def test_a_command_handed_back_on_its_last_delivery_is_dead_lettered_with_a_valid_alert(
+    delivered: int, outcome: str
+):
+    """A master that may not write hands back what it holds; RabbitMQ would dead-letter a
+    return past the limit silently, so the last one is dead-lettered here, with the alert."""
+    handler, broker = commands(Service())
+    message = Delivery(broker.done, put_body(), headers={"x-delivery-count": delivered})
+    queue = Queue()
+    await handler._hand_back(queue, "ctag", asyncio.Queue(), message)  # type: ignore[arg-type]
+    assert (queue.cancelled, broker.done) == (["ctag"], [outcome])
+    dead = [details for name, details in broker.alerts if name == "dead-lettered"]
+    assert dead == ([] if outcome.startswith("nack") else [{"message_id": "msg-1",
+                    "routing_key": "config.put.subaccount"}])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("headers", "count"),
+    [({}, 0), ({"x-delivery-count": 0}, 0), ({"x-delivery-count": 7}, 7),
+     ({"x-delivery-count": True}, 0), ({"x-delivery-count": "19"}, 0),
+     ({"x-delivery-count": -3}, 0)],
+)  # fmt: skip
+def test_the_delivery_count_is_read_from_the_quorum_queue_header_and_nothing_else(
+    headers: dict[str, Any], count: int
+):
+    message = Delivery([], b"", headers=headers)
+    assert deliveries(message) == count  # type: ignore[arg-type]
+    assert last_delivery(message, count + 1) is True  # type: ignore[arg-type]
+    assert last_delivery(message, count + 2) is False  # type: ignore[arg-type]

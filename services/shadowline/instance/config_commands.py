@@ -28,7 +28,12 @@ import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from jsonschema import Draft202012Validator
 
-from shadowline.adapters.broker import CONFIG_DELIVERY_LIMIT, BrokerLink
+from shadowline.adapters.broker import (
+    CONFIG_DELIVERY_LIMIT,
+    BrokerLink,
+    deliveries,
+    last_delivery,
+)
 from shadowline.adapters.command_log import Applied, CommandLog
 from shadowline.adapters.resources import schemas_dir
 from shadowline.domain.errors import (
@@ -60,6 +65,7 @@ WATCH_EVERY = 0.2  # seconds: RoleState has no change signal; fencing just sets 
 # (nothing in them is trusted), nor outages (they are waited out, never answered).
 REFUSALS_KEPT = 10_000
 VERBS = ("put", "delete")
+RETRY_PAUSE_MAX = 2.0  # seconds before a command that failed unexpectedly goes back
 
 Alert = Callable[[str, str, dict[str, Any]], None]
 
@@ -260,7 +266,9 @@ class ConfigCommands:
         held: AbstractIncomingMessage | None,
     ) -> None:
         """Stop consuming first (else the broker hands the commands straight back to us), then
-        return what we hold, so the queue's next consumer (the next master) takes it."""
+        return what we hold, so the queue's next consumer (the next master) takes it. Each
+        return spends a delivery: one on its last is dead-lettered with its alert instead, as
+        RabbitMQ would dead-letter it on the next return without a word."""
         with contextlib.suppress(Exception):
             await queue.cancel(tag)
             log.info("stopped consuming config commands: this instance may not write")
@@ -270,7 +278,13 @@ class ConfigCommands:
             returned.append(inbox.get_nowait())
         for message in returned:
             with contextlib.suppress(Exception):
-                await message.nack(requeue=True)
+                if last_delivery(message, CONFIG_DELIVERY_LIMIT):
+                    reason = (
+                        f"handed back {deliveries(message) + 1} times: no master could answer it"
+                    )
+                    await self._dead_letter(message, reason)
+                else:
+                    await message.nack(requeue=True)
 
     # -- one command ---------------------------------------------------------------------------
 
@@ -373,13 +387,12 @@ class ConfigCommands:
     async def _retry_or_dead_letter(
         self, message: AbstractIncomingMessage, error: Exception
     ) -> None:
-        delivered = (message.headers or {}).get("x-delivery-count")  # set by quorum queues
-        attempts = (delivered if isinstance(delivered, int) else 0) + 1
-        if attempts >= CONFIG_DELIVERY_LIMIT:
+        attempts = deliveries(message) + 1
+        if last_delivery(message, CONFIG_DELIVERY_LIMIT):
             await self._dead_letter(message, f"failed {attempts} times, last: {error!r}")
             return
         log.warning("config command failed (attempt %d), retrying: %r", attempts, error)
-        await asyncio.sleep(min(2**attempts * 0.1, 2.0))
+        await asyncio.sleep(min(2**attempts * 0.1, RETRY_PAUSE_MAX))
         await message.nack(requeue=True)
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:

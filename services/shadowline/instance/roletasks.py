@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
@@ -222,25 +222,44 @@ class RoleTasks:
         await asyncio.Future()  # consume until cancelled
 
     async def _on_command(self, message: AbstractIncomingMessage) -> None:
+        """Act on a promote command; refuse anything else with alert.rejected-command. The
+        queue is exclusive and consumed without acks: a refused command is dropped, never
+        returned, so it cannot come back (and has no delivery limit to reach)."""
         assert self.failover is not None
+        routing_key = message.routing_key or ""
         try:
-            command = orjson.loads(message.body)
-            if not isinstance(command, dict) or command.get("type") != "promote":
-                unknown = Forbidden(f"unknown command {message.routing_key}")
-                self._metrics.rejected(unknown)
-                raise unknown
-            await self.failover.promote(command, via=f"broker ({message.routing_key})")
-        except (orjson.JSONDecodeError, ShadowlineError) as error:
-            if isinstance(error, orjson.JSONDecodeError):  # promote counted the others
-                self._metrics.rejected(error)
-            if not isinstance(error, Forbidden):  # Forbidden was alerted by promote already
-                self.alert(
-                    "rejected-command",
-                    f"command refused: {error}",
-                    {"routing_key": message.routing_key},
-                )
-            else:
-                log.warning("command %s refused: %s", message.routing_key, error)
+            command = self._promote_command(routing_key, message.body)
+        except Forbidden as error:
+            self._metrics.rejected(error)
+            self._refused_command(routing_key, error)
+            return
+        try:
+            await self.failover.promote(command, via=f"broker ({routing_key})")
+        except Forbidden as error:  # promote counted and alerted it, with the command's id
+            log.warning("command %s refused: %s", routing_key, error)
+        except ShadowlineError as error:
+            self._refused_command(routing_key, error)
+
+    def _promote_command(self, routing_key: str, body: bytes) -> dict[str, Any]:
+        """The promote command a delivery carries, else Forbidden. The queue gets whatever is
+        routed `*.<instance>` (and whatever is sent to it by name on the default exchange), but
+        only `promote.<instance>` with a body of type promote is a command this instance knows:
+        the routing key must agree with the body, which alone is signed."""
+        expected = f"promote.{self._instance}"
+        try:
+            command = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            raise Forbidden(f"unknown command {routing_key!r}: not JSON ({error})") from error
+        kind = command.get("type") if isinstance(command, dict) else type(command).__name__
+        if routing_key != expected or kind != "promote":
+            shown = repr(kind)[:60]  # the sender's words: bounded in the alert
+            raise Forbidden(
+                f"unknown command {routing_key!r} of type {shown}: only {expected} is taken here"
+            )
+        return cast(dict[str, Any], command)
+
+    def _refused_command(self, routing_key: str, error: Exception) -> None:
+        self.alert("rejected-command", f"command refused: {error}", {"routing_key": routing_key})
 
     async def _peer_watch(self) -> None:
         """Alert when the confirmed shadow is lost or lags (rules in domain.alerting)."""
