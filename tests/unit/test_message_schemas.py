@@ -30,12 +30,14 @@ from jsonschema import Draft202012Validator
 
 from shadowline.adapters.ha_repo import HaRecord
 from shadowline.adapters.peer import PeerRefused
+from shadowline.adapters.resources import load_config_schemas
 from shadowline.bootstrap import heartbeat_of
 from shadowline.cli.broker import grants
 from shadowline.domain import signing
 from shadowline.domain import watchdog as rules
 from shadowline.domain.errors import Conflict, Forbidden, Unavailable
 from shadowline.domain.events import GENESIS, Event, link
+from shadowline.domain.validation import Catalog
 from shadowline.instance.failover import Failover
 from shadowline.instance.gate import CommitGate
 from shadowline.instance.liveness import Liveness
@@ -475,9 +477,11 @@ class Peer:
             raise PeerRefused(409, "node-c is not the shadow of node-a")
         return self.fork if path == "/ha/peer/fork" else {}
 
-    async def lines(self, path: str, params: Any = None):
-        yield orjson.dumps({"position": 5, "chain": "ab" * 32, "epoch": 1})
-        yield orjson.dumps({"sha256": "0" * 64, "digest": "0" * 64})
+    async def lines(self, path: str, params: Any = None) -> list[bytes]:
+        return [
+            orjson.dumps({"position": 5, "chain": "ab" * 32, "epoch": 1}),
+            orjson.dumps({"sha256": "0" * 64, "digest": "0" * 64}),
+        ]
 
     async def close(self) -> None:
         pass
@@ -618,7 +622,13 @@ def node(ha_record: HaRecord, instance: str = "node-a") -> Node:
     )
     ha = Ha(config, ha_record, gate)
     tasks = RoleTasks(
-        instance=instance, ha=ha, broker=broker, store=store, writer=writer, metrics=Metrics()
+        instance=instance,
+        ha=ha,
+        broker=broker,
+        store=store,
+        writer=writer,
+        metrics=Metrics(),
+        catalog=Catalog(load_config_schemas()),
     )
     tasks_box.append(tasks)
     failover = Failover(
@@ -737,6 +747,7 @@ def _command(shadow: str = "node-a", epoch: int = 2, **extra: Any) -> dict[str, 
         SECRET,
         {
             "type": "promote",
+            "cluster": "prod",
             "shadow": shadow,
             "epoch": epoch,
             "previous_epoch": epoch - 1,
@@ -768,8 +779,13 @@ class Delivery:
     headers: dict[str, Any] = field(default_factory=dict)
     rejected: bool = False
 
+    nacked: bool = False
+
     async def reject(self, requeue: bool = False) -> None:
         self.rejected = True
+
+    async def nack(self, requeue: bool = True) -> None:
+        self.nacked = True
 
 
 async def test_refused_commands_alert_validly_whichever_way_they_are_refused():
@@ -828,7 +844,13 @@ async def test_role_changed_after_rejoining_as_shadow_names_the_role_and_epoch_i
 
 def _replicator(n: Node, peer: Peer) -> Replicator:
     return Replicator(
-        writer=n.writer, store=n.store, peer=peer, alert=n.tasks.alert, report_every=0.01
+        writer=n.writer,
+        store=n.store,
+        peer=peer,
+        alert=n.tasks.alert,
+        secret=SECRET,
+        catalog=Catalog(load_config_schemas()),
+        report_every=0.01,
     )
 
 
@@ -962,3 +984,17 @@ async def test_a_watchdog_announces_maintenance_mode_validly():
     await settle()
     assert _steps(broker) == ["maintenance", "maintenance"]
     assert broker.problems() == []
+
+
+async def test_a_shadow_hands_a_message_back_until_its_last_delivery_then_dead_letters_it_validly():
+    n = node(SHADOW, "node-b")
+    replica = _replicator(n, Peer())
+    early = Delivery(b"{}", "config.subaccount.put", headers={"x-delivery-count": 1})
+    last = Delivery(b"{}", "config.subaccount.put", headers={"x-delivery-count": 4})
+    await replica._hand_back(early)
+    await replica._hand_back(last)
+    await settle()
+    assert early.nacked and not early.rejected
+    assert last.rejected and not last.nacked  # the broker's next return would be silent
+    assert n.broker.problems() == []
+    assert [b["alert"] for b in n.broker.bodies("alert.")] == ["dead-lettered"]

@@ -22,7 +22,7 @@ from aio_pika.abc import (
     DeliveryMode,
 )
 
-from shadowline.domain import signing
+from shadowline.domain import signing, trust
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +184,10 @@ class BrokerLink:
         connection_name: str,
         prefetch: int = 1000,
         declare: tuple[str, ...] = ALL_EXCHANGES,
+        secret: str | None = None,
     ) -> None:
         self._url = url
+        self._secret = secret  # MACs every monitoring message (domain.trust)
         self._declare = declare
         self.names = names
         self._connection_name = connection_name
@@ -236,6 +238,9 @@ class BrokerLink:
         if exchange is None:
             raise ConnectionError("not connected to RabbitMQ")
         message = json_message(body, persistent=False, expiration=ttl)
+        if self._secret:
+            mac = trust.message_mac(self._secret, self.names.cluster, routing_key, message.body)
+            message.headers[trust.MAC_HEADER] = mac
         await exchange.publish(message, routing_key, mandatory=False, timeout=5)
 
     async def publish_event(

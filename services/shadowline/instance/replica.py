@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
+from shadowline.adapters.broker import DELIVERY_LIMIT, deliveries, last_delivery
 from shadowline.adapters.peer import PeerClient, PeerRefused
 from shadowline.adapters.store import EventStore, Image
 from shadowline.domain.errors import (
@@ -260,7 +261,7 @@ class Replicator:
             self._consumer = None
         while not self._inbox.empty():
             with contextlib.suppress(Exception):
-                await self._inbox.get_nowait().nack(requeue=True)
+                await self._hand_back(self._inbox.get_nowait())
 
     async def run_applier(self) -> None:
         while True:
@@ -319,7 +320,7 @@ class Replicator:
                 # instead of staying unacked on the channel.
                 for _, message in events.values():
                     with contextlib.suppress(Exception):
-                        await message.nack(requeue=True)
+                        await self._hand_back(message)
                 raise
         for _, message in events.values():
             await message.ack()
@@ -430,6 +431,15 @@ class Replicator:
             await self._dead_letter(
                 message, f"two different events claim position {event.position}"
             )
+
+    async def _hand_back(self, message: AbstractIncomingMessage) -> None:
+        """Return a message to the queue; on its last allowed delivery, dead-letter it with its
+        alert instead (the broker would dead-letter the next return silently)."""
+        if last_delivery(message, DELIVERY_LIMIT):
+            count = deliveries(message) + 1
+            await self._dead_letter(message, f"not applied after {count} deliveries")
+        else:
+            await message.nack(requeue=True)
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         self._alert(

@@ -23,6 +23,7 @@ from shadowline.adapters.store import EventStore
 from shadowline.domain import alerting
 from shadowline.domain.errors import Forbidden, ShadowlineError
 from shadowline.domain.events import Event
+from shadowline.domain.validation import Catalog
 from shadowline.instance.config_commands import ConfigCommands
 from shadowline.instance.failover import Failover
 from shadowline.instance.ha import HaService
@@ -61,8 +62,10 @@ class RoleTasks:
         store: EventStore,
         writer: Writer,
         metrics: Metrics,
+        catalog: Catalog,
     ) -> None:
         self._instance = instance
+        self._catalog = catalog
         self._ha = ha
         self._broker = broker
         self._store = store
@@ -73,6 +76,7 @@ class RoleTasks:
         self._started = False
         self._reconciling = asyncio.Lock()
         self._changes: list[Event] = []
+        self._throttle = alerting.Throttle()
         self.failover: Failover | None = None  # set by the composition root
         self.liveness: Liveness | None = None
         self.config_commands: ConfigCommands | None = None
@@ -84,6 +88,15 @@ class RoleTasks:
         log.warning("ALERT %s: %s %s", name, message, details or "")
         self._metrics.alerts.labels(name).inc()
         self.publish(f"alert.{name}", {"alert": name, "message": message, "details": details})
+
+    def rejected(self, source: str, reason: str) -> None:
+        """An input failed authentication: count it, and alert (throttled per source)."""
+        self._metrics.rejected_messages.labels(source).inc()
+        log.info("rejected %s: %s", source, reason)
+        count = self._throttle.admit(source, time.monotonic())
+        if count is not None:
+            details = {"source": source, "reason": reason, "count": count}
+            self.alert("rejected-message", f"{source} rejected: {reason}", details)
 
     def publish(self, routing_key: str, body: dict[str, Any]) -> None:
         """Publish on monitoring in the background; monitoring never blocks the work."""
@@ -307,6 +320,9 @@ class RoleTasks:
             store=self._store,
             peer=peer,
             alert=self.alert,
+            secret=self._ha.secret(),
+            catalog=self._catalog,
+            rejected=self.rejected,
             on_applied=self._metrics.observe_replicated,
         )
         self._ha.replica = replica
