@@ -23,6 +23,7 @@ import httpx
 import orjson
 import pytest
 
+from shadowline.adapters import passwords
 from shadowline.bootstrap import Instance
 from shadowline.domain.errors import InvalidInput
 from shadowline.instance.main import http_config, http_server
@@ -225,6 +226,7 @@ async def test_idle_connections_beyond_the_file_descriptor_limit_do_not_take_hea
 
 
 ACME = {"region": "eu10", "subaccount_id": "a1"}
+ORIGIN = "http://instance"
 
 
 def lenient(
@@ -545,3 +547,87 @@ async def test_an_empty_admin_password_creates_no_admin(db_url):
 
     assert refused.returncode == 2, refused.stderr[-2000:]
     assert "SHADOWLINE_ADMIN_PASSWORD" in refused.stderr
+
+
+# -- logins: the same cost for unknown users, and a limit per source address -----------------------
+
+
+@pytest.fixture
+def argon2_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The stored hash of every Argon2 check made (the real check still runs)."""
+    calls: list[str] = []
+    real = passwords.verify_password
+
+    def counted(stored_hash: str, password: str) -> bool:
+        calls.append(stored_hash)
+        return real(stored_hash, password)
+
+    monkeypatch.setattr(passwords, "verify_password", counted)
+    return calls
+
+
+def argon2_parameters(stored_hash: str) -> str:
+    return stored_hash.rsplit("$", 2)[0]  # "$argon2id$v=19$m=65536,t=3,p=4"
+
+
+async def test_an_unknown_user_costs_an_argon2_check_like_a_wrong_password(instance, argon2_checks):
+    async with lenient(instance, None) as anonymous:
+        unknown = await anonymous.get("/config", auth=("nobody", "guess-1"))
+        wrong = await anonymous.get("/config", auth=("admin", "guess-2"))
+        screen = await anonymous.post(
+            "/login", data={"user": "nobody", "password": "guess-3"}, headers={"Origin": ORIGIN}
+        )
+
+    assert unknown.status_code == wrong.status_code == screen.status_code == 401
+    admin_hash = instance.auth.user("admin").password_hash
+    assert len(argon2_checks) == 3, argon2_checks
+    dummy, real, dummy_again = argon2_checks
+    assert real == admin_hash
+    assert dummy == dummy_again != admin_hash
+    assert argon2_parameters(dummy) == argon2_parameters(admin_hash)
+
+
+async def test_failed_logins_past_the_limit_are_429_without_argon2(db_url, argon2_checks):
+    async with (
+        started(db_url, login_max_failures=3, login_failure_window=60) as inst,
+        lenient(inst, None, client=("10.1.1.1", 4711)) as attacker,
+        lenient(inst, "admin", client=("10.1.1.2", 4711)) as elsewhere,
+    ):
+        failures = [
+            await attacker.get("/config", auth=("admin", "guess-1")),
+            await attacker.get("/config", auth=("nobody", "guess-2")),
+            await attacker.post("/login", data={"user": "admin", "password": "guess-3"}),
+        ]
+        checks_before = len(argon2_checks)
+        throttled = await attacker.get("/config", auth=("admin", "guess-4"))
+        right_password = await attacker.get("/config", auth=("admin", PASSWORDS["admin"]))
+        form = await attacker.post("/login", data={"user": "admin", "password": PASSWORDS["admin"]})
+        checks_throttled = len(argon2_checks) - checks_before
+        other_address = await elsewhere.get("/config")
+
+    assert [r.status_code for r in failures] == [401, 401, 401]
+    assert throttled.status_code == 429, throttled.text
+    assert 1 <= int(throttled.headers["retry-after"]) <= 60
+    assert "too many failed logins" in throttled.json()["error"]
+    assert right_password.status_code == 429  # no more guesses, not even a right one
+    assert form.status_code == 429 and "text/html" in form.headers["content-type"]
+    assert int(form.headers["retry-after"]) <= 60
+    assert checks_throttled == 0, "a throttled login ran Argon2"
+    assert other_address.status_code == 200, other_address.text
+
+
+async def test_a_successful_login_resets_the_count_and_cached_credentials_still_pass(db_url):
+    async with (
+        started(db_url, login_max_failures=3, login_failure_window=60) as inst,
+        lenient(inst, None, client=("10.2.2.2", 4711)) as client,
+    ):
+        wrong, right = ("admin", "guess"), ("admin", PASSWORDS["admin"])
+        before = [(await client.get("/config", auth=wrong)).status_code for _ in range(2)]
+        reset = await client.get("/config", auth=right)  # Argon2 ran: the count starts again
+        after = [(await client.get("/config", auth=wrong)).status_code for _ in range(4)]
+        cached = await client.get("/config", auth=right)  # checked a moment ago: no guess
+
+    assert before == [401, 401]
+    assert reset.status_code == 200
+    assert after == [401, 401, 401, 429]
+    assert cached.status_code == 200, cached.text

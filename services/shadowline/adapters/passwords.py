@@ -5,6 +5,10 @@ cap an instance at a few dozen writes per second. A successful check is remember
 hash of the password (the key lives only in this process), for at most `ttl` seconds and only
 while the user's stored hash is unchanged. Checks of the same credentials that arrive while one
 is running (N clients connecting at once) wait for that one instead of each paying Argon2.
+
+A name that is no user's is checked too, against a dummy hash of the same parameters: a wrong
+password for an existing user cost 244 ms and an unknown user 1.8 ms, which told an attacker
+which users exist.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import functools
 import hashlib
 import hmac
 import os
+import secrets
 import time
 
 from argon2 import PasswordHasher
@@ -33,6 +38,13 @@ def verify_password(stored_hash: str, password: str) -> bool:
         return False
 
 
+@functools.cache
+def dummy_hash() -> str:
+    """The hash an unknown user's password is checked against: the hasher's own parameters,
+    of a random password nobody knows (made once, on the first unknown user)."""
+    return _hasher.hash(secrets.token_urlsafe(32))
+
+
 _Entry = tuple[str, bytes, str]  # (user, keyed hash of the password, stored hash)
 
 
@@ -46,7 +58,16 @@ class VerifiedCache:
     def _token(self, password: str) -> bytes:
         return hmac.digest(self._key, password.encode(), hashlib.sha256)
 
-    async def verify(self, user: str, stored_hash: str, password: str) -> bool:
+    def known(self, user: str, stored_hash: str, password: str) -> bool:
+        """Whether these credentials passed a check within `ttl` (no Argon2 needed)."""
+        return self._seen.get((user, self._token(password), stored_hash), 0.0) > time.monotonic()
+
+    async def verify(self, user: str, stored_hash: str | None, password: str) -> bool:
+        """Check a password; `stored_hash` None (no such user) costs the same and fails."""
+        if stored_hash is None:
+            stored_hash = await asyncio.to_thread(dummy_hash)  # made once, off the event loop
+            await self.verify(user, stored_hash, password)
+            return False
         entry = (user, self._token(password), stored_hash)
         if self._seen.get(entry, 0.0) > time.monotonic():
             return True

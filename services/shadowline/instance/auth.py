@@ -2,6 +2,11 @@
 
 The users table is small and local; it is re-read every second, so a removed user or a changed
 password takes effect within a second without a database round trip per request.
+
+Failed logins are limited per source address (`LoginThrottle`): after `max_failures` within
+`window` seconds the source is answered 429 with Retry-After, without an Argon2 check, until the
+window ends. Credentials that passed a check within the last minute still pass (they need no
+Argon2 and guess nothing), so a client behind the same address as an attacker keeps working.
 """
 
 from __future__ import annotations
@@ -9,15 +14,76 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 
 from shadowline.adapters.local import User, Users
-from shadowline.adapters.passwords import VerifiedCache
-from shadowline.domain.errors import Forbidden, Unauthorized
+from shadowline.adapters.passwords import VerifiedCache, dummy_hash
+from shadowline.domain.errors import Forbidden, ShadowlineError, Unauthorized
 
 log = logging.getLogger(__name__)
 
 # What each role may do; a role includes the rights of those after it.
 RANK = {"viewer": 0, "auditor": 1, "admin": 2}
+
+
+class TooManyFailures(ShadowlineError):
+    """Raised when a source address failed to log in too often within the window (429)."""
+
+    def __init__(self, retry_after: int) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"too many failed logins from this address: retry in {retry_after} s")
+
+
+class LoginThrottle:
+    """Failed logins per source address in a fixed window from the first failure; at most
+    `max_sources` addresses are tracked (the least recently failing one is forgotten)."""
+
+    def __init__(
+        self,
+        max_failures: int = 10,
+        window: float = 60.0,
+        max_sources: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_failures, self.window, self.max_sources = max_failures, window, max_sources
+        self._clock = clock
+        self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()  # (since, count)
+
+    def _current(self, source: str) -> tuple[float, int] | None:
+        entry = self._failures.get(source)
+        if entry is not None and self._clock() - entry[0] >= self.window:
+            del self._failures[source]
+            return None
+        return entry
+
+    def check(self, source: str) -> None:
+        """Raise TooManyFailures while `source` has used up its failures in this window."""
+        entry = self._current(source)
+        if entry is not None and entry[1] >= self.max_failures:
+            raise TooManyFailures(max(1, math.ceil(entry[0] + self.window - self._clock())))
+
+    def failed(self, source: str) -> None:
+        since, count = self._current(source) or (self._clock(), 0)
+        self._failures[source] = (since, count + 1)
+        self._failures.move_to_end(source)
+        if count + 1 == self.max_failures:
+            log.warning(
+                "%d failed logins from %s within %.0f s: refused until the window ends",
+                count + 1,
+                source,
+                self.window,
+            )
+        while len(self._failures) > self.max_sources:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, source: str) -> None:
+        self._failures.pop(source, None)
+
+    def __len__(self) -> int:
+        return len(self._failures)
 
 
 def parse_basic(header: str | None) -> tuple[str, str]:
@@ -35,14 +101,21 @@ def parse_basic(header: str | None) -> tuple[str, str]:
 
 
 class Authenticator:
-    def __init__(self, users: Users, refresh_every: float = 1.0) -> None:
+    def __init__(
+        self, users: Users, refresh_every: float = 1.0, throttle: LoginThrottle | None = None
+    ) -> None:
         self._users = users
         self._refresh_every = refresh_every
         self._by_name: dict[str, User] = {}
         self._cache = VerifiedCache()
+        self.throttle = throttle or LoginThrottle()
+        self._dummy_ready = False
 
     async def refresh(self) -> None:
         self._by_name = {u.name: u for u in await self._users.all()}
+        if not self._dummy_ready:  # made before the first unknown user, not while it waits
+            await asyncio.to_thread(dummy_hash)
+            self._dummy_ready = True
 
     async def run(self) -> None:
         while True:
@@ -56,11 +129,22 @@ class Authenticator:
         """The current user of that name (from the copy refreshed every second), or None."""
         return self._by_name.get(name)
 
-    async def authenticate(self, header: str | None, needs: str) -> User:
+    async def authenticate(self, header: str | None, needs: str, source: str = "") -> User:
+        """The user of these Basic credentials holding at least role `needs`, checked for
+        `source` (the client's address): Unauthorized, TooManyFailures or Forbidden."""
         name, password = parse_basic(header)
         user = self._by_name.get(name)
-        if user is None or not await self._cache.verify(name, user.password_hash, password):
-            raise Unauthorized("unknown user or wrong password")
+        if user is None or not self._cache.known(name, user.password_hash, password):
+            self.throttle.check(source)
+            # An unknown name is checked against a dummy hash: the same cost as a wrong password.
+            stored = user.password_hash if user is not None else None
+            verified = await self._cache.verify(name, stored, password)
+            if user is None or not verified:
+                self.throttle.failed(source)
+                raise Unauthorized("unknown user or wrong password")
+            # Only a check that ran Argon2 resets: a client whose credentials are cached would
+            # otherwise give an attacker behind the same address new tries every request.
+            self.throttle.succeeded(source)
         if RANK[user.role] < RANK[needs]:
             raise Forbidden(f"role {user.role!r} may not do this (needs {needs!r})")
         return user

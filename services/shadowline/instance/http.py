@@ -17,7 +17,7 @@ from shadowline.adapters.local import User
 from shadowline.adapters.store import EventFilter
 from shadowline.domain.errors import FieldError, InvalidInput, ShadowlineError
 from shadowline.domain.events import envelope, verify_chain
-from shadowline.instance.auth import Authenticator
+from shadowline.instance.auth import Authenticator, LoginThrottle
 from shadowline.instance.ha import HaService
 from shadowline.instance.http_common import (
     MAX_POSITION,
@@ -106,6 +106,7 @@ def create_app(
         description="Master/shadow high availability for configuration.",
     )
     app.state.auth = auth
+    auth.throttle = LoginThrottle(settings.login_max_failures, settings.login_failure_window)
     app.state.ha = ha
     app.state.service = service
     app.state.settings = settings

@@ -29,7 +29,7 @@ from shadowline.domain.errors import (
     VersionConflict,
 )
 from shadowline.domain.events import parse_time
-from shadowline.instance.auth import Authenticator
+from shadowline.instance.auth import Authenticator, TooManyFailures
 from shadowline.instance.limits import BodyTooLarge
 
 NDJSON = "application/x-ndjson"
@@ -74,6 +74,8 @@ def error_response(error: Exception) -> ORJSONResponse:
             return _error(404, {"error": str(error)})
         case NotWritable():
             return _error(503, {"error": str(error), "master": error.master_url})
+        case TooManyFailures():
+            return _error(429, {"error": str(error)}, {"Retry-After": str(error.retry_after)})
         case Unauthorized():
             return _error(
                 401, {"error": str(error)}, {"WWW-Authenticate": 'Basic realm="shadowline"'}
@@ -103,7 +105,13 @@ class BasicAuth(SecurityBase):
 
     async def __call__(self, request: Request) -> User:
         authenticator: Authenticator = request.app.state.auth
-        return await authenticator.authenticate(request.headers.get("authorization"), self.needs)
+        header = request.headers.get("authorization")
+        return await authenticator.authenticate(header, self.needs, source_of(request))
+
+
+def source_of(request: Request) -> str:
+    """The address failed logins are counted by (behind a proxy: the proxy's)."""
+    return request.client.host if request.client else ""
 
 
 Viewer = Annotated[User, Depends(BasicAuth("viewer"))]

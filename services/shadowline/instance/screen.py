@@ -23,8 +23,9 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from shadowline.domain.errors import Forbidden, ShadowlineError, Unauthorized, Unavailable
+from shadowline.instance.auth import TooManyFailures
 from shadowline.instance.feed import MonitoringFeed
-from shadowline.instance.http_common import error_response
+from shadowline.instance.http_common import error_response, source_of
 from shadowline.instance.screen_history import router as history_router
 from shadowline.instance.screen_pages import page
 from shadowline.instance.screen_session import (
@@ -127,7 +128,11 @@ async def login(request: Request) -> Response:
     form = await form_of(request)
     name = form.get("user", "")
     try:
-        user = await known.login(name, form.get("password", ""))
+        user = await known.login(name, form.get("password", ""), source_of(request))
+    except TooManyFailures as error:
+        refused = page(request, "login.html", 429, error=f"{str(error).capitalize()}.", name=name)
+        refused.headers["Retry-After"] = str(error.retry_after)
+        return refused
     except Unauthorized:
         return page(request, "login.html", 401, error="Unknown user or wrong password.", name=name)
     except Forbidden as error:

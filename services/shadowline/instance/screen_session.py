@@ -27,7 +27,7 @@ from fastapi.responses import Response
 from shadowline.adapters.local import User
 from shadowline.domain.errors import Forbidden, Unauthorized
 from shadowline.instance.auth import RANK, Authenticator
-from shadowline.instance.http_common import normal_origin, origin_of_url
+from shadowline.instance.http_common import normal_origin, origin_of_url, source_of
 
 SESSION_SECONDS = 8 * 3600  # one working day; absolute, not sliding
 FLASH_SECONDS = 60
@@ -106,12 +106,13 @@ class Sessions:
 
     # -- logging in and out ----------------------------------------------------------------------
 
-    async def login(self, name: str, password: str) -> User:
-        """Check a login form with the same argon2 users (and cache) that HTTP Basic uses."""
+    async def login(self, name: str, password: str, source: str) -> User:
+        """Check a login form with the same argon2 users (and cache) that HTTP Basic uses, and
+        the same count of failures per source address."""
         # Built as a Basic header so the one authenticate() (its cache, its refusals) decides;
         # a name with ':' cannot be a Basic user either.
         raw = base64.b64encode(f"{name}:{password}".encode()).decode()
-        return await self._auth.authenticate(f"Basic {raw}", "viewer")
+        return await self._auth.authenticate(f"Basic {raw}", "viewer", source)
 
     def start(self, response: Response, user: User, secure: bool) -> None:
         doc = {
@@ -146,7 +147,7 @@ class Sessions:
         least role `needs`: else LoginRequired (401 / to /login) or Forbidden (403)."""
         header = request.headers.get("authorization")
         if header:
-            user = await self._auth.authenticate(header, needs)
+            user = await self._auth.authenticate(header, needs, source_of(request))
             return ScreenUser(user, self._signer.mac("csrf-basic", user.name), "basic")
         doc = self._signer.open("session", request.cookies.get(self.cookie))
         if doc is None or not isinstance(doc.get("exp"), int) or doc["exp"] < time.time():
