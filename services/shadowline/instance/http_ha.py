@@ -19,6 +19,7 @@ from shadowline.domain.state import digest
 from shadowline.instance.failover import Failover
 from shadowline.instance.ha import HaService
 from shadowline.instance.http_common import NDJSON, Admin, Auditor, Viewer, body_json
+from shadowline.instance.replica import FETCH_PAGE
 
 router = APIRouter()
 
@@ -160,7 +161,7 @@ async def peer_promote(request: Request, caller: Peer) -> dict[str, Any]:
 
 @router.get("/ha/peer/fork")
 async def peer_fork(
-    ha: HA, request: Request, _: Peer, after_epoch: Annotated[int, Query(ge=0)]
+    ha: HA, request: Request, _: Peer, after_epoch: Annotated[int, Query(ge=0, le=2**31 - 1)]
 ) -> dict[str, Any]:
     """Where this master's history forked from an older epoch: an old master rejoining asks."""
     event = await request.app.state.service.store.promotion_after(after_epoch)
@@ -172,7 +173,7 @@ async def peer_fork(
 
 @router.get("/ha/peer/chain")
 async def peer_chain(
-    ha: HA, _: Peer, at: Annotated[int | None, Query(ge=0)] = None
+    ha: HA, _: Peer, at: Annotated[int | None, Query(ge=0, le=2**62)] = None
 ) -> dict[str, Any]:
     return await ha.chain_at(ha.position if at is None else at)
 
@@ -181,8 +182,8 @@ async def peer_chain(
 async def peer_events(
     request: Request,
     _: Peer,
-    after: Annotated[int, Query(ge=0)] = 0,
-    limit: Annotated[int, Query(ge=1, le=10_000_000)] = 1000,
+    after: Annotated[int, Query(ge=0, le=2**62)] = 0,
+    limit: Annotated[int, Query(ge=1, le=10 * FETCH_PAGE)] = 1000,  # a page, bounded
 ) -> StreamingResponse:
     service = request.app.state.service
 

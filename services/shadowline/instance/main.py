@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import uvicorn
@@ -19,6 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from shadowline.adapters.migrate import upgrade
 from shadowline.bootstrap import Instance, build_instance
+from shadowline.domain.commands import RecordEvent
 from shadowline.domain.errors import Unavailable
 from shadowline.instance.failover import STARTING
 from shadowline.instance.limits import (
@@ -58,6 +60,25 @@ async def _migrate(url: str, patience: float) -> None:
             await asyncio.to_thread(upgrade, url)
 
 
+async def _anchor_signatures(instance: Instance) -> None:
+    """A writable role whose log ends in an unsigned event (written before a cluster secret
+    was set, or by an older version) appends a signed `SigningStarted`: from then on the head
+    is always signed, so a log re-chained and stripped of its signatures by a database
+    superuser fails /audit/verify instead of passing as one that was never signed."""
+    if instance.settings.cluster_secret is None or instance.ha.role.role == "shadow":
+        return
+    if await instance.store.head_signed() is False:
+        start = instance.writer.position + 1
+        await instance.writer.submit(
+            RecordEvent(
+                "SigningStarted",
+                {"from_position": start},
+                {"actor": instance.settings.instance, "request_id": str(uuid.uuid4())},
+            )
+        )
+        log.info("events are signed from position %d on (SigningStarted)", start)
+
+
 @contextlib.asynccontextmanager
 async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[Instance]:
     """Start the instance's background work; on exit drain the writer and stop the rest."""
@@ -81,6 +102,7 @@ async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[
     writer = asyncio.create_task(instance.writer.run(), name="writer")
     assert instance.roles.failover is not None
     await instance.roles.failover.complete_interrupted_promotion()
+    await _anchor_signatures(instance)
     helpers = [
         asyncio.create_task(instance.snapshotter.run(), name="snapshotter"),
         asyncio.create_task(instance.auth.run(), name="users-refresh"),

@@ -33,6 +33,7 @@ EVENT_TYPES = (
     "ShadowConfirmed",
     "ShadowRemoved",
     "MasterPromoted",
+    "SigningStarted",
 )
 FILTERS = ("kind", "name", "actor", "type", "since", "until")
 
