@@ -6,16 +6,14 @@ chain names the position that was touched.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from sqlalchemy.engine import make_url
 
-from shadowline.adapters.migrate import grant_app_role
 from shadowline.domain.events import GENESIS, verify_chain
 from tests.conftest import started
+from tests.integration.chained import as_role, login_role
 
 pytestmark = pytest.mark.integration
 
@@ -29,10 +27,6 @@ REFUSED_STATEMENTS = (
 
 def sub(region: str) -> dict[str, str]:
     return {"region": region, "subaccount_id": "sa-1"}
-
-
-def quoted(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 async def seed(url: str, count: int = 3) -> None:
@@ -53,27 +47,8 @@ async def counts(connection: asyncpg.Connection) -> tuple[int, int]:
 @pytest.fixture
 async def app_role(db_url: str) -> AsyncIterator[str]:
     """A uniquely named LOGIN role holding only the application's grants on this database."""
-    role = f"sl_app_{uuid.uuid4().hex[:12]}"
-    owner = await asyncpg.connect(db_url)
-    try:
-        await owner.execute(f"CREATE ROLE {quoted(role)} LOGIN")
-    finally:
-        await owner.close()
-    try:
-        await grant_app_role(db_url, role)
+    async with login_role(db_url) as role:
         yield role
-    finally:
-        owner = await asyncpg.connect(db_url)
-        try:
-            # DROP OWNED BY revokes every privilege the role holds in this database.
-            await owner.execute(f"DROP OWNED BY {quoted(role)}")
-            await owner.execute(f"DROP ROLE {quoted(role)}")
-        finally:
-            await owner.close()
-
-
-def as_role(url: str, role: str) -> str:
-    return make_url(url).set(username=role).render_as_string(False)
 
 
 # -- the trigger -------------------------------------------------------------------------------
@@ -111,24 +86,83 @@ async def test_the_app_role_is_refused_update_delete_and_truncate_by_its_grants(
         await app.close()
 
 
-async def test_the_app_role_may_insert_and_select_events(db_url, app_role):
+APPEND_ONE = (
+    "SELECT shadowline_append(0, ARRAY[1::bigint], ARRAY[gen_random_uuid()], ARRAY[1], "
+    "ARRAY['Probe'], ARRAY[NULL::text], ARRAY[NULL::text], ARRAY[NULL::int], ARRAY[NULL::jsonb], "
+    "ARRAY['{}'::jsonb], ARRAY[now()], ARRAY[decode(repeat('00', 32), 'hex')], "
+    "ARRAY[NULL::bytea])"
+)
+
+
+async def test_the_app_role_appends_events_through_the_append_function_only(db_url, app_role):
     app = await asyncpg.connect(as_role(db_url, app_role))
     try:
-        transaction = app.transaction()
-        await transaction.start()
-        try:
-            status = await app.execute(
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await app.execute(
                 "INSERT INTO events (position, id, epoch, type, metadata, recorded_at, chain) "
                 "VALUES (1, gen_random_uuid(), 1, 'Probe', '{}', now(), "
                 "decode(repeat('00', 32), 'hex'))"
             )
-            assert status == "INSERT 0 1"
+        transaction = app.transaction()
+        await transaction.start()
+        try:
+            assert await app.fetchval(APPEND_ONE) is True
             assert await app.fetchval("SELECT type FROM events WHERE position = 1") == "Probe"
+            assert await app.fetchval("SELECT position FROM store_head") == 1
         finally:
             await transaction.rollback()
         assert await app.fetchval("SELECT count(*) FROM events") == 0
     finally:
         await app.close()
+
+
+# What is served comes from the items table and the head: the app role may not write either
+# except through the functions that derive them from the log (issue 9: `UPDATE items` changed
+# what was served while /audit/verify said ok).
+PROJECTION_WRITES = (
+    'UPDATE items SET value = \'{"region": "evil", "subaccount_id": "sa-1"}\'',
+    "INSERT INTO items (kind, name, version, live, value, position, updated_at) "
+    "VALUES ('subaccount', 'evil', 1, true, '{}', 1, now())",
+    "DELETE FROM items",
+    "TRUNCATE items",
+    "UPDATE store_head SET position = position + 1",
+    "UPDATE store_head SET fence_epoch = 2147483647",
+    "UPDATE store_head SET base_position = 0",
+    "INSERT INTO store_head (id, position, chain) VALUES (2, 0, '')",
+    "DELETE FROM store_head",
+)
+
+
+@pytest.mark.parametrize("statement", PROJECTION_WRITES)
+async def test_the_app_role_cannot_write_the_served_state_or_the_head(db_url, app_role, statement):
+    await seed(db_url)
+    owner = await asyncpg.connect(db_url)
+    app = await asyncpg.connect(as_role(db_url, app_role))
+    try:
+        served = "SELECT kind, name, version, live, value, position FROM items ORDER BY 1, 2"
+        before = (await owner.fetch(served), await owner.fetch("SELECT * FROM store_head"))
+        with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+            await app.execute(statement)
+        after = (await owner.fetch(served), await owner.fetch("SELECT * FROM store_head"))
+        assert after == before and len(before[0]) == 3
+    finally:
+        await app.close()
+        await owner.close()
+
+
+async def test_a_role_without_the_grants_cannot_call_the_writing_functions(db_url):
+    async with login_role(db_url, granted=False) as role:
+        other = await asyncpg.connect(as_role(db_url, role))
+        try:
+            for call in (
+                APPEND_ONE,
+                "SELECT shadowline_fence(2)",
+                "SELECT shadowline_quarantine_after(0, 2)",
+            ):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
+                    await other.execute(call)
+        finally:
+            await other.close()
 
 
 async def test_the_app_role_cannot_switch_the_append_only_trigger_off(db_url, app_role):

@@ -12,16 +12,35 @@ from sqlalchemy.engine import make_url
 from shadowline.adapters.db import create_engine
 from shadowline.adapters.resources import migrations_dir
 
-# What the application role may do: events and snapshots are INSERT and SELECT only.
+# What the application role may do. It writes the log and the projection (items, the head) only
+# through the SECURITY DEFINER functions of migration 0006, which derive what is served from the
+# events they insert; snapshots are INSERT and SELECT only. The rows it may update directly
+# (instance and HA state, the relay's cursor, users, local config) change nothing served from the
+# log: the relay cursor only decides what is published again, and a shadow checks what it applies.
+# Everything is revoked first, so running this again takes back what older releases granted.
+APP_FUNCTIONS = (
+    "shadowline_append(bigint, bigint[], uuid[], integer[], text[], text[], text[], integer[], "
+    "jsonb[], jsonb[], timestamptz[], bytea[], bytea[])",
+    "shadowline_backfill(bigint[], uuid[], integer[], text[], text[], text[], integer[], jsonb[], "
+    "jsonb[], timestamptz[], bytea[], bytea[], bigint)",
+    "shadowline_install(bigint, bytea, integer, text, text[], text[], integer[], boolean[], "
+    "jsonb[], bigint[], timestamptz[])",
+    "shadowline_fence(integer)",
+    # DELETE on events and snapshots only works through the quarantine (migrations 0003, 0006).
+    "shadowline_quarantine_after(bigint, integer)",
+)
+APP_TABLES = (
+    "events, snapshots, store_head, items, quarantine, instance_state, ha_state, relay_cursor, "
+    "users, local_config, alembic_version"
+)
 APP_GRANTS = (
-    "GRANT SELECT, INSERT ON events, snapshots TO {role}",
-    "GRANT SELECT, UPDATE ON store_head, instance_state, ha_state, relay_cursor TO {role}",
-    "GRANT SELECT, INSERT, UPDATE ON items TO {role}",
-    # DELETE on events and snapshots only works through the quarantine (see migration 0003).
-    "GRANT SELECT ON quarantine TO {role}",
-    "GRANT EXECUTE ON FUNCTION shadowline_quarantine_after(bigint, integer) TO {role}",
+    f"REVOKE ALL ON {APP_TABLES} FROM {{role}}",
+    f"REVOKE ALL ON FUNCTION {', '.join(APP_FUNCTIONS)} FROM {{role}}",
+    "GRANT SELECT ON events, store_head, items, quarantine, alembic_version TO {role}",
+    "GRANT SELECT, INSERT ON snapshots TO {role}",
+    "GRANT SELECT, UPDATE ON instance_state, ha_state, relay_cursor TO {role}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON users, local_config TO {role}",
-    "GRANT SELECT ON alembic_version TO {role}",
+    f"GRANT EXECUTE ON FUNCTION {', '.join(APP_FUNCTIONS)} TO {{role}}",
 )
 
 

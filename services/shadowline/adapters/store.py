@@ -27,9 +27,10 @@ from shadowline.adapters.tables import (
     snapshots,
     store_head,
 )
+from shadowline.domain import audit
 from shadowline.domain.commands import ItemVersion
-from shadowline.domain.errors import ConcurrentWriter, NotFound, Unavailable
-from shadowline.domain.events import CONFIG_EVENT_TYPES, GENESIS, Event
+from shadowline.domain.errors import ConcurrentWriter, Conflict, NotFound, Unavailable
+from shadowline.domain.events import GENESIS, Event
 from shadowline.domain.state import State, digest, fold
 
 T = TypeVar("T")
@@ -107,51 +108,34 @@ def _row(event: Event) -> dict[str, Any]:
     }
 
 
-def _item_rows(batch: Sequence[Event]) -> list[dict[str, Any]]:
-    latest: dict[tuple[str, str], Event] = {}
-    for event in batch:
-        if event.type in CONFIG_EVENT_TYPES:
-            latest[(event.kind or "", event.name or "")] = event
-    return [
-        {
-            "kind": kind,
-            "name": name,
-            "version": e.version,
-            "live": e.type != "ConfigDeleted",
-            "value": e.data if e.type != "ConfigDeleted" else None,
-            "position": e.position,
-            "updated_at": e.recorded_at,
-        }
-        for (kind, name), e in latest.items()
-    ]
-
-
 def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
-# The whole append as one statement over arrays (see EventStore.append). Every insert waits for
-# the head's compare-and-set, whose row lock serializes writers: position order = commit order.
-_APPEND = """
-WITH head AS (
-  UPDATE store_head SET position = $1, chain = $2, recorded_at = $3
-  WHERE id = 1 AND position = $4 AND fence_epoch <= $23 RETURNING 1
-), appended AS (
-  INSERT INTO events (position, id, epoch, type, kind, name, version, data, metadata,
-                      recorded_at, chain)
-  SELECT * FROM unnest($5::bigint[], $6::uuid[], $7::int[], $8::text[], $9::text[], $10::text[],
-                       $11::int[], $12::jsonb[], $13::jsonb[], $14::timestamptz[], $15::bytea[])
-  WHERE EXISTS (SELECT FROM head)
-), current AS (
-  INSERT INTO items (kind, name, version, live, value, position, updated_at)
-  SELECT * FROM unnest($16::text[], $17::text[], $18::int[], $19::bool[], $20::jsonb[],
-                       $21::bigint[], $22::timestamptz[])
-  WHERE EXISTS (SELECT FROM head)
-  ON CONFLICT (kind, name) DO UPDATE SET version = excluded.version, live = excluded.live,
-    value = excluded.value, position = excluded.position, updated_at = excluded.updated_at
-)
-SELECT count(*) FROM head
-"""
+def _reason(error: IntegrityError) -> str:
+    """The database's own sentence (the functions of migration 0006 explain their refusals)."""
+    orig = error.orig
+    return str(orig.__cause__ or orig) if orig is not None else str(error)
+
+
+# The whole append as one call over arrays (migration 0006): the function derives the items rows
+# and the head from the events it inserts, so the app role needs no write grant on either. Its
+# head row lock serializes writers: position order = commit order.
+_APPEND = "SELECT shadowline_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+_BACKFILL = "SELECT shadowline_backfill($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+_INSTALL = "SELECT shadowline_install($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+
+
+def _columns(batch: Sequence[Event]) -> tuple[list[Any], ...]:
+    """The events as one array per column, in the order the functions take them."""
+    return (
+        [e.position for e in batch], [e.id for e in batch], [e.epoch for e in batch],
+        [e.type for e in batch], [e.kind for e in batch], [e.name for e in batch],
+        [e.version for e in batch], [_json(e.data) for e in batch],
+        [_json(e.metadata) for e in batch], [e.recorded_at for e in batch],
+        [e.chain for e in batch], [e.signature for e in batch],
+    )  # fmt: skip
+
 
 _DRIVER_ERRORS = (OperationalError, InterfaceError, DBAPIError, OSError, TimeoutError)
 
@@ -202,32 +186,20 @@ class EventStore:
     async def append(self, batch: Sequence[Event], expected: int) -> None:
         """Append events expected+1.. and their current-state rows, atomically.
 
-        One statement does it all (so one round trip and one commit per batch): the
-        compare-and-set on the head, the events, and the items upsert, each guarded by the
-        head's success. A statement is atomic, so autocommit is a transaction here.
+        One call of `shadowline_append` does it all (one statement, one round trip and one
+        commit per batch): the compare-and-set on the head, the events, and the items rows it
+        derives from them. A statement is atomic, so autocommit is a transaction here.
         """
         if not batch:
             return
-        last = batch[-1]
-        rows = _item_rows(batch)
-        params = (
-            last.position, last.chain, last.recorded_at, expected,
-            [e.position for e in batch], [e.id for e in batch], [e.epoch for e in batch],
-            [e.type for e in batch], [e.kind for e in batch], [e.name for e in batch],
-            [e.version for e in batch], [_json(e.data) for e in batch],
-            [_json(e.metadata) for e in batch], [e.recorded_at for e in batch],
-            [e.chain for e in batch],
-            [r["kind"] for r in rows], [r["name"] for r in rows], [r["version"] for r in rows],
-            [r["live"] for r in rows], [_json(r["value"]) for r in rows],
-            [r["position"] for r in rows], [r["updated_at"] for r in rows],
-            min(e.epoch for e in batch),
-        )  # fmt: skip
         try:
             async with self._connect(autocommit=True) as connection:
-                moved = (await connection.exec_driver_sql(_APPEND, params)).scalar()
+                appended = (
+                    await connection.exec_driver_sql(_APPEND, (expected, *_columns(batch)))
+                ).scalar()
         except IntegrityError as error:
-            raise ConcurrentWriter(f"append refused by the database: {error.orig}") from error
-        if moved != 1:
+            raise ConcurrentWriter(f"append refused by the database: {_reason(error)}") from error
+        if appended is not True:
             raise ConcurrentWriter(
                 f"the store's head is no longer at {expected}: another writer appended"
             )
@@ -255,49 +227,28 @@ class EventStore:
 
         The events up to the image's position are not here afterwards (`base_position`); the
         history backfill copies them later, chain-checked against the head installed here.
+        `shadowline_install` refuses a store that holds anything.
         """
+        rows = image.rows
+        params = (
+            image.position, image.chain, image.epoch, digest(image.state),
+            [r["kind"] for r in rows], [r["name"] for r in rows], [r["version"] for r in rows],
+            [r["live"] for r in rows], [_json(r["value"]) for r in rows],
+            [r["position"] for r in rows], [r["updated_at"] for r in rows],
+        )  # fmt: skip
         try:
             async with self._connect(write=True) as connection:
-                moved = await connection.execute(
-                    update(store_head)
-                    .where(store_head.c.id == 1, store_head.c.position == 0)
-                    .values(
-                        position=image.position, chain=image.chain, base_position=image.position
-                    )
-                )
-                if moved.rowcount != 1:
-                    raise ConcurrentWriter(
-                        "a store that already holds events cannot be bootstrapped"
-                    )
-                if image.rows:
-                    for start in range(0, len(image.rows), 5000):
-                        await connection.execute(items.insert(), image.rows[start : start + 5000])
-                await connection.execute(
-                    snapshots.insert().values(
-                        position=image.position,
-                        taken_at=func.now(),
-                        digest=digest(image.state),
-                        item_count=len(image.state),
-                        state=image.state,
-                        chain=image.chain,
-                        epoch=image.epoch,
-                    )
-                )
+                await connection.exec_driver_sql(_INSTALL, params)
         except IntegrityError as error:
-            raise ConcurrentWriter(f"bootstrap refused by the database: {error.orig}") from error
+            raise ConcurrentWriter(
+                f"bootstrap refused by the database: {_reason(error)}"
+            ) from error
 
     async def backfill(self, batch: Sequence[Event], base_position: int) -> None:
-        """Insert history below the bootstrap position (already chain-checked by the caller)."""
+        """Insert history below the bootstrap position (already chain-checked by the caller);
+        `base_position` 0 says it is complete, which the database checks before it agrees."""
         async with self._connect(write=True) as connection:
-            # Only a page copied before (same positions) is skipped: a clash on another unique
-            # index (a command_id) would be a divergence and must fail, never leave a hole.
-            await connection.execute(
-                pg_insert(events).on_conflict_do_nothing(index_elements=["position"]),
-                [_row(e) for e in batch],
-            )
-            await connection.execute(
-                update(store_head).where(store_head.c.id == 1).values(base_position=base_position)
-            )
+            await connection.exec_driver_sql(_BACKFILL, (*_columns(batch), base_position))
 
     async def image(self) -> Image:
         """The full current state for a shadow's bootstrap, read in one consistent snapshot:
@@ -314,20 +265,29 @@ class EventStore:
         return await self._read(work)
 
     async def fence(self, epoch: int) -> None:
-        """Refuse appends of any epoch older than `epoch` from now on, at the database."""
-        async with self._connect(write=True) as connection:
-            await connection.execute(
-                update(store_head)
-                .where(store_head.c.id == 1)
-                .values(fence_epoch=func.greatest(store_head.c.fence_epoch, epoch))
-            )
+        """Refuse appends of any epoch older than `epoch` from now on, at the database.
+
+        Conflict when `epoch` is more than one term past the store's newest (migration 0006).
+        """
+        try:
+            async with self._connect(write=True) as connection:
+                await connection.scalar(select(func.shadowline_fence(epoch)))
+        except IntegrityError as error:
+            raise Conflict(f"the store refused the fence: {_reason(error)}") from error
 
     async def quarantine_after(self, fork: int, new_epoch: int) -> int:
-        """Move every event after `fork` to quarantine and rewind to it; returns how many."""
-        async with self._connect(write=True) as connection:
-            moved = await connection.scalar(
-                select(func.shadowline_quarantine_after(fork, new_epoch))
-            )
+        """Move every event after `fork` to quarantine and rewind to it; returns how many.
+
+        The database checks that this is a recovery into the next term (migration 0006): only
+        the current term's own events after the fork may move, once; Conflict otherwise.
+        """
+        try:
+            async with self._connect(write=True) as connection:
+                moved = await connection.scalar(
+                    select(func.shadowline_quarantine_after(fork, new_epoch))
+                )
+        except IntegrityError as error:
+            raise Conflict(f"the store refused the quarantine: {_reason(error)}") from error
         return int(moved or 0)
 
     async def quarantined(self) -> list[dict[str, Any]]:
@@ -368,6 +328,12 @@ class EventStore:
 
     # -- reading -----------------------------------------------------------------------------
 
+    @asynccontextmanager
+    async def consistent(self) -> AsyncIterator[LogView]:
+        """Reads of one REPEATABLE READ snapshot (for the audit): log, items and head agree."""
+        async with self._connect() as connection:
+            yield LogView(connection)
+
     async def head(self) -> Head:
         async def work(c: AsyncConnection) -> Head:
             return await self._head(c)
@@ -377,13 +343,15 @@ class EventStore:
     @staticmethod
     async def _head(c: AsyncConnection) -> Head:
         row = (await c.execute(select(store_head).where(store_head.c.id == 1))).one()
-        epoch = await c.scalar(select(events.c.epoch).where(events.c.position == row.position))
-        if epoch is None and row.position:  # bootstrapped from a snapshot: its epoch
-            epoch = await c.scalar(
-                select(snapshots.c.epoch).where(snapshots.c.position == row.position)
-            )
+        # `epoch` is kept by the writing functions (migration 0006), from the head's event or
+        # the bootstrap image.
         return Head(
-            row.position, bytes(row.chain), row.recorded_at, int(epoch or 0), row.base_position
+            row.position,
+            bytes(row.chain),
+            row.recorded_at,
+            row.epoch,
+            row.base_position,
+            row.fence_epoch,
         )
 
     async def versions(self) -> dict[tuple[str, str], ItemVersion]:
@@ -502,3 +470,49 @@ class EventStore:
             return GENESIS
         value = await self._scalar(select(events.c.chain).where(events.c.position == position))
         return None if value is None else bytes(value)
+
+    async def chains(self, first: int, last: int) -> dict[int, bytes]:
+        """The chain values of the events held in first..last (a shadow compares duplicates)."""
+        query = select(events.c.position, events.c.chain).where(
+            events.c.position >= first, events.c.position <= last
+        )
+
+        async def work(c: AsyncConnection) -> dict[int, bytes]:
+            return {row.position: bytes(row.chain) for row in await c.execute(query)}
+
+        return await self._read(work)
+
+
+class LogView:
+    """The store as one snapshot sees it; see EventStore.consistent."""
+
+    def __init__(self, connection: AsyncConnection) -> None:
+        self._c = connection
+
+    async def head(self) -> Head:
+        return await EventStore._head(self._c)
+
+    async def events(self, after: int, limit: int) -> list[Event]:
+        query = select(events).where(events.c.position > after).order_by(events.c.position)
+        return [_event(r) for r in await self._c.execute(query.limit(limit))]
+
+    async def served(self) -> audit.Rows:
+        result = await self._c.execute(
+            select(items.c.kind, items.c.name, items.c.version, items.c.live, items.c.value,
+                   items.c.position)
+        )  # fmt: skip
+        return {
+            f"{r.kind}/{r.name}": audit.Row(r.version, r.live, r.value, r.position) for r in result
+        }
+
+    async def marks(self) -> dict[int, audit.Mark]:
+        """What each snapshot claims (digest and chain), without the states."""
+        query = select(snapshots.c.position, snapshots.c.digest, snapshots.c.chain)
+        return {
+            r.position: audit.Mark(r.digest, bytes(r.chain) if r.chain is not None else None)
+            for r in await self._c.execute(query)
+        }
+
+    async def snapshot_state(self, position: int) -> State:
+        query = select(snapshots.c.state).where(snapshots.c.position == position)
+        return dict(await self._c.scalar(query) or {})

@@ -54,6 +54,7 @@ store_head = Table(
     Column("recorded_at", DateTime(timezone=True)),
     Column("base_position", BigInteger, nullable=False),
     Column("fence_epoch", Integer, nullable=False),
+    Column("epoch", Integer, nullable=False),  # of the event at `position`; migration 0006
 )
 
 # The current state, kept in the append's transaction: reads and version checks need no replay.
