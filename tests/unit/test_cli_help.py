@@ -67,6 +67,7 @@ def test_the_walk_finds_the_commands_the_design_fixes() -> None:
         "ha join",
         "ha confirm",
         "ha switch-roles",
+        "audit verify",
     } <= found
 
 

@@ -9,6 +9,7 @@ import typer
 from sqlalchemy.exc import DBAPIError
 
 from shadowline import __version__
+from shadowline.cli import audit as audit_cli
 from shadowline.cli import broker as broker_cli
 from shadowline.cli import config as config_cli
 from shadowline.cli import ha as ha_cli
@@ -52,6 +53,7 @@ app.command(
 )(broker_cli.broker_setup)
 app.command("watch", epilog=watch_cli.EXAMPLES)(watch_cli.watch)
 app.add_typer(ha_cli.app, name="ha")
+app.add_typer(audit_cli.app, name="audit")
 bench_app = typer.Typer(
     help="Benchmarks that print figures.",
     no_args_is_help=True,

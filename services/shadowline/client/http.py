@@ -229,6 +229,10 @@ class Client:
     def ha_quarantine(self) -> Json:
         return self._call("GET", "/ha/quarantine")
 
+    def audit_verify(self) -> Json:
+        """The chain and the served state checked against the whole log (`ok` and findings)."""
+        return self._call("GET", "/audit/verify")
+
 
 class AsyncClient:
     """Async client of one instance; the same calls as `Client`, awaited."""
@@ -342,3 +346,6 @@ class AsyncClient:
 
     async def ha_quarantine(self) -> Json:
         return await self._call("GET", "/ha/quarantine")
+
+    async def audit_verify(self) -> Json:
+        return await self._call("GET", "/audit/verify")
