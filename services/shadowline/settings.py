@@ -7,6 +7,7 @@ master always fences itself before a watchdog may promote its shadow.
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -15,7 +16,16 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+log = logging.getLogger(__name__)
+
 LEASE_FRACTION = 0.6
+# RabbitMQ's well-known default login: anyone on the broker's host has it without being given
+# anything, so it is never an implicit publisher of config commands (SHADOWLINE_COMMAND_PUBLISHERS
+# may still name it, and the instance then warns at start-up).
+GUEST = "guest"
+# HMAC-SHA256 keys are derived from the cluster secret, and the heartbeats' MACs can be read by
+# any broker user: a shorter secret may be guessed offline from one captured heartbeat.
+MIN_SECRET_LENGTH = 32
 
 
 _SECRET_QUERY_KEYS = frozenset({"password", "passwd", "sslpassword"})
@@ -25,6 +35,11 @@ def _masked_url(url: str) -> str:
     parsed = make_url(url)
     query = {k: "***" if k.lower() in _SECRET_QUERY_KEYS else v for k, v in parsed.query.items()}
     return parsed.set(query=query).render_as_string(hide_password=True)
+
+
+def broker_user(amqp_url: str) -> str:
+    """The user of a SHADOWLINE_AMQP_URL (of its first node when it lists several)."""
+    return unquote(urlsplit(amqp_url.split(",")[0].strip()).username or "")
 
 
 class Settings(BaseSettings):
@@ -51,7 +66,8 @@ class Settings(BaseSettings):
     # How long a sync write waits for the shadow before the master degrades to async.
     sync_timeout: float = Field(default=1.0, gt=0)
     # Broker users whose config commands the master applies (comma-separated). Empty: the
-    # cluster's publisher user from `broker-setup` and the user of SHADOWLINE_AMQP_URL.
+    # cluster's publisher user from `broker-setup` and the user of SHADOWLINE_AMQP_URL unless
+    # that is guest (see `publishers`).
     command_publishers: str = ""
     # The master raises alert.lag when its shadow is more than this many seconds behind.
     lag_alert_seconds: float = Field(default=10.0, gt=0)
@@ -125,8 +141,27 @@ class Settings(BaseSettings):
         """The broker users allowed to publish config commands (see command_publishers)."""
         if self.command_publishers.strip():
             return frozenset(u.strip() for u in self.command_publishers.split(",") if u.strip())
-        own = unquote(urlsplit(self.amqp_url.get_secret_value()).username or "")
-        return frozenset({f"shadowline-{self.cluster}-publisher", *([own] if own else [])})
+        # The instance's own broker user stays a publisher: it is this instance's own credential
+        # (`shadowline-<cluster>-<instance>` from broker-setup, or a deployment's one user as in
+        # compose.yaml), kept beside SHADOWLINE_CLUSTER_SECRET, which already lets its holder sign
+        # promote commands, so accepting its commands gives nobody anything new; the watchdog
+        # and the monitor have users of their own, not publishers. guest is never implicit: it
+        # is RabbitMQ's default login (and SHADOWLINE_AMQP_URL's default), known to everyone
+        # rather than given to this instance; only SHADOWLINE_COMMAND_PUBLISHERS can allow it.
+        own = {broker_user(self.amqp_url.get_secret_value())} - {"", GUEST}
+        return frozenset({f"shadowline-{self.cluster}-publisher", *own})
+
+    def startup_warnings(self) -> list[str]:
+        """What is accepted but weak: logged at start-up with the effective settings."""
+        warnings = []
+        secret = self.cluster_secret.get_secret_value() if self.cluster_secret else None
+        if secret is not None and len(secret) < MIN_SECRET_LENGTH:
+            warnings.append(
+                f"SHADOWLINE_CLUSTER_SECRET has {len(secret)} characters, fewer than "
+                f"{MIN_SECRET_LENGTH}: any broker user can read heartbeats and their MACs and may "
+                "guess a short secret offline; use e.g. `openssl rand -hex 32`"
+            )
+        return warnings
 
     @property
     def bind_host(self) -> str:
@@ -146,7 +181,11 @@ class Settings(BaseSettings):
         return f"http://{host}:{self.bind_port}"
 
     def masked(self) -> dict[str, Any]:
-        """The effective settings, secrets masked: what a service logs once at start-up."""
+        """The effective settings, secrets masked: what a service logs once at start-up (and
+        the start-up warnings, logged here so that every service that logs its settings logs
+        them too)."""
+        for warning in self.startup_warnings():
+            log.warning("%s", warning)
         shown = self.model_dump()
         shown["database_url"] = _masked_url(self.database_url)
         shown["amqp_url"] = _masked_url(self.amqp_url.get_secret_value())

@@ -1,6 +1,8 @@
 """`shadowline demo`, the README's first command, as a newcomer runs it: it prints the URLs of a
 master, a shadow and a watchdog that work, the HA screens answer, and a `kill -9` of the master
 (the line the demo prints) gives a failover, then the old master back as the new one's shadow.
+A config command published on the broker as guest, as the README shows for the demo, is applied
+(the demo opts guest in: no master allows it by default).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import httpx
 import pytest
 
 from shadowline.adapters.migrate import drop_database
+from shadowline.client import BrokerClient
 from tests.conftest import AMQP_URL, database_url, delete_cluster_topology
 from tests.e2e.conftest import free_port
 
@@ -30,6 +33,7 @@ pytestmark = pytest.mark.e2e
 
 class Demo:
     def __init__(self, cluster: str, cwd: Path) -> None:
+        self.cluster = cluster
         env = {**os.environ, "SHADOWLINE_AMQP_URL": AMQP_URL}
         env["SHADOWLINE_DATABASE_URL"] = database_url("postgres")
         command = [sys.executable, "-m", "shadowline", "demo", "--cluster", cluster]
@@ -110,6 +114,11 @@ def test_the_demo_runs_a_cluster_whose_master_can_be_killed_and_comes_back_as_sh
     assert screen.status_code == 200 and "High Availability" in screen.text
     assert httpx.get(f"{watchdog}/health", timeout=10).json()["ok"] is True
     assert httpx.get(f"{shadow}/config", auth=auth, timeout=10).json()["position"] >= 4
+    with BrokerClient(AMQP_URL, demo.cluster, timeout=30) as broker:
+        reply = broker.put("subaccount", "from-broker", {"region": "eu10", "subaccount_id": "b"})
+    assert (reply["ok"], reply["version"]) == (True, 1), reply
+    item = httpx.get(f"{master}/config/subaccount/from-broker", auth=auth, timeout=10).json()
+    assert item["version"] == 1
 
     os.kill(pid, signal.SIGKILL)
     _wait_role(shadow, "master", 2, timeout=30)

@@ -23,21 +23,20 @@ from shadowline.bootstrap import Instance
 from shadowline.client import command
 from shadowline.domain.errors import NotWritable
 from shadowline.instance import config_commands
-from tests.conftest import AMQP_URL, delete_cluster_topology
+from tests.conftest import AMQP_URL
 from tests.integration.test_broker_config_commands import (
     by_broker,
     cluster_of,
-    make_master,
+    guest_master,
     raw_channel,
     wait_until,
 )
 
 
 @pytest.fixture
-async def master(instance: Instance, rabbitmq: None) -> AsyncIterator[Instance]:
-    await make_master(instance)
-    yield instance
-    await delete_cluster_topology(cluster_of(instance), [])
+async def master(db_url: str, rabbitmq: None) -> AsyncIterator[Instance]:
+    async with guest_master(db_url) as inst:  # guest's config commands opted in
+        yield inst
 
 
 async def _alerts(queue: AbstractQueue, within: float) -> list[dict[str, Any]]:

@@ -4,6 +4,8 @@ kept in the queue while no master consumes them.
 
 Each test runs an in-process instance (tests/conftest.py) made master by POST /ha/enable, on
 the real PostgreSQL and RabbitMQ, in a cluster of its own whose broker names are deleted after.
+The tests publish as guest, which a master never allows by default: their masters opt in with
+SHADOWLINE_COMMAND_PUBLISHERS=guest, as `shadowline demo` does.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from shadowline.client import (
     CommandRefused,
     command,
 )
+from shadowline.settings import broker_user
 from tests.conftest import AMQP_URL, PASSWORDS, delete_cluster_topology, started
 
 REPLY_TO = "amq.rabbitmq.reply-to"
+GUEST_MAY_PUBLISH = {"command_publishers": "guest"}  # the explicit opt-in
 MAPPING = {
     "virtual_host": "erp.virtual",
     "virtual_port": 443,
@@ -81,11 +85,21 @@ def cluster_of(inst: Instance) -> str:
     return inst.settings.cluster
 
 
+@asynccontextmanager
+async def guest_master(db_url: str) -> AsyncIterator[Instance]:
+    """A master that takes config commands from guest (opted in), in a cluster of its own."""
+    async with started(db_url, **GUEST_MAY_PUBLISH) as inst:
+        try:
+            await make_master(inst)
+            yield inst
+        finally:
+            await delete_cluster_topology(cluster_of(inst), [])
+
+
 @pytest.fixture
-async def master(instance: Instance, rabbitmq: None) -> AsyncIterator[Instance]:
-    await make_master(instance)
-    yield instance
-    await delete_cluster_topology(cluster_of(instance), [])
+async def master(db_url: str, rabbitmq: None) -> AsyncIterator[Instance]:
+    async with guest_master(db_url) as inst:
+        yield inst
 
 
 @pytest.fixture
@@ -299,7 +313,11 @@ async def test_a_valid_command_without_reply_to_is_applied(master: Instance):
 async def test_a_command_published_while_the_master_is_down_is_answered_when_it_is_back(
     db_url: str, rabbitmq: None
 ):
-    settings = {"instance": "cmd-master", "cluster": f"t{uuid.uuid4().hex[:10]}"}
+    settings = {
+        "instance": "cmd-master",
+        "cluster": f"t{uuid.uuid4().hex[:10]}",
+        **GUEST_MAY_PUBLISH,
+    }
     try:
         async with started(db_url, **settings) as inst:
             await make_master(inst)
@@ -347,6 +365,52 @@ async def test_a_broker_user_not_named_in_command_publishers_is_refused_403(
             assert await by_broker(inst) == []
     finally:
         await delete_cluster_topology(cluster, [])
+
+
+async def test_a_master_on_default_settings_refuses_a_command_from_guest_403_with_an_alert(
+    db_url: str, rabbitmq: None
+):
+    """guest is RabbitMQ's default login and SHADOWLINE_AMQP_URL's default user: being the
+    instance's own broker user does not make it a publisher."""
+    async with started(db_url) as inst:
+        assert inst.settings.command_publishers == ""
+        assert broker_user(inst.settings.amqp_url.get_secret_value()) == "guest"
+        assert "guest" not in inst.settings.publishers
+        try:
+            await make_master(inst)
+            async with http(inst) as client:
+                before = (await client.health())["position"]
+            body = command("subaccount", "s1", {"region": "eu10", "subaccount_id": "a"})
+            async with raw_channel(cluster_of(inst)) as raw:
+                reply = await raw.publish(
+                    "config.put.subaccount", orjson.dumps(body), user_id="guest",
+                    reply_to=REPLY_TO,
+                )  # fmt: skip
+                assert reply is not None
+                doc = orjson.loads(reply.body)
+                assert (doc["ok"], doc.get("status"), doc["command_id"]) == (
+                    False, 403, body["command_id"],
+                ), doc  # fmt: skip
+                assert "'guest' may not publish config commands" in doc["error"]
+                alert = await heard(raw.alerts, "rejected-command")
+                assert alert["details"]["command_id"] == body["command_id"]
+            async with http(inst) as client:
+                assert (await client.health())["position"] == before
+                assert (await client.state())["items"] == {}
+            assert await by_broker(inst) == []
+        finally:
+            await delete_cluster_topology(cluster_of(inst), [])
+
+
+async def test_guest_named_in_command_publishers_may_change_config(db_url: str, rabbitmq: None):
+    async with guest_master(db_url) as inst:
+        assert "guest" in inst.settings.publishers
+        async with AsyncBrokerClient(AMQP_URL, cluster_of(inst), timeout=30) as client:
+            reply = await client.put("subaccount", "s1", {"region": "eu10", "subaccount_id": "a"})
+        assert (reply["ok"], reply["version"]) == (True, 1)
+        async with http(inst) as http_client:
+            assert (await http_client.get("subaccount", "s1"))["version"] == 1
+        assert [e["name"] for e in await by_broker(inst)] == ["s1"]
 
 
 async def test_one_command_id_published_twice_at_once_gets_two_answers_and_one_change(

@@ -24,6 +24,7 @@ from shadowline.domain.validation import Catalog
 from shadowline.instance.config_commands import CommandReader, ConfigCommands, command_schemas
 from shadowline.instance.role import RoleState
 from shadowline.instance.service import WriteResult
+from shadowline.settings import Settings
 from tests.unit.test_message_schemas import check_message, problems
 
 SUBACCOUNT = {"region": "eu10", "subaccount_id": "a1"}
@@ -310,6 +311,32 @@ async def test_a_publisher_not_allowed_here_is_refused_and_alerted():
     assert (reply["ok"], reply["status"]) == (False, 403)
     assert "may not publish config commands" in reply["error"]
     assert [name for name, _ in broker.alerts] == ["rejected-command"]
+
+
+async def test_guest_on_default_settings_is_refused_and_alerted_and_nothing_is_written():
+    # SHADOWLINE_AMQP_URL's default user is guest, and SHADOWLINE_COMMAND_PUBLISHERS is unset.
+    default = Settings(amqp_url="amqp://guest:guest@127.0.0.1:5672/", command_publishers="")
+    service, alerts = Service(), []
+    handler = ConfigCommands(
+        service=service,  # type: ignore[arg-type]
+        commands=Log(),  # type: ignore[arg-type]
+        broker=Broker([]),  # type: ignore[arg-type]
+        reader=CommandReader(command_schemas(), 4096, default.publishers),
+        alert=lambda name, message, details: alerts.append(name),
+    )
+    reply = await handler.answer("config.put.subaccount", put_body(), "guest")
+    assert (reply["ok"], reply["status"]) == (False, 403)
+    assert "'guest' may not publish config commands" in reply["error"]
+    assert (alerts, service.calls) == (["rejected-command"], [])
+
+
+def test_a_reader_that_allows_guest_warns_once_and_one_that_does_not_is_silent(caplog):
+    with caplog.at_level("WARNING", logger="shadowline.instance.config_commands"):
+        CommandReader(command_schemas(), 4096, frozenset({"shadowline-b-publisher"}))
+        assert caplog.records == []
+        CommandReader(command_schemas(), 4096, frozenset({"guest"}))
+    (record,) = caplog.records
+    assert "'guest' may publish config commands" in record.getMessage()
 
 
 @dataclass

@@ -168,3 +168,58 @@ def test_masked_settings_hide_a_password_given_in_the_database_url_query(monkeyp
     monkeypatch.setenv("SHADOWLINE_DATABASE_URL", "postgresql://app@db:5432/sl?password=db-pw-456")
     text = orjson.dumps(Settings().masked(), default=str).decode()
     assert "db-pw-456" not in text
+
+
+# -- who may publish config commands, and what start-up warns about ------------------------------
+
+
+def test_by_default_guest_is_not_a_publisher_even_as_the_instances_own_broker_user(monkeypatch):
+    monkeypatch.setenv("SHADOWLINE_CLUSTER", "prod")
+    settings = Settings()
+    assert settings.amqp_url.get_secret_value().startswith("amqp://guest:")
+    assert settings.publishers == frozenset({"shadowline-prod-publisher"})
+
+
+def test_the_instances_own_broker_user_other_than_guest_is_a_publisher(monkeypatch):
+    monkeypatch.setenv("SHADOWLINE_CLUSTER", "prod")
+    monkeypatch.setenv(
+        "SHADOWLINE_AMQP_URL",
+        "amqp://shadowline-prod-node-a:pw@h1:5672/,amqp://shadowline-prod-node-a:pw@h2:5672/",
+    )
+    assert Settings().publishers == {"shadowline-prod-publisher", "shadowline-prod-node-a"}
+
+
+def test_guest_on_any_broker_node_list_is_not_a_publisher(monkeypatch):
+    monkeypatch.setenv("SHADOWLINE_AMQP_URL", "amqp://guest:guest@h1:5672/,amqp://guest:g@h2/")
+    assert "guest" not in Settings().publishers
+
+
+@pytest.mark.parametrize(
+    ("listed", "expected"),
+    [("guest", {"guest"}), (" ops-robot , guest,", {"ops-robot", "guest"})],
+)
+def test_command_publishers_opts_guest_in_explicitly_and_replaces_the_default(
+    monkeypatch, listed, expected
+):
+    monkeypatch.setenv("SHADOWLINE_COMMAND_PUBLISHERS", listed)
+    assert Settings().publishers == expected
+
+
+def test_a_cluster_secret_shorter_than_32_characters_is_accepted_with_a_warning(
+    monkeypatch, caplog
+):
+    monkeypatch.setenv("SHADOWLINE_CLUSTER_SECRET", "s" * 31)
+    settings = Settings()
+    (warning,) = settings.startup_warnings()
+    assert "SHADOWLINE_CLUSTER_SECRET has 31 characters, fewer than 32" in warning
+    with caplog.at_level("WARNING", logger="shadowline.settings"):
+        settings.masked()
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [warning]
+    assert "s" * 31 not in caplog.text
+
+
+@pytest.mark.parametrize("secret", [None, "s" * 32, "0123456789abcdef" * 4])
+def test_no_warning_without_a_secret_or_with_one_of_32_characters_or_more(monkeypatch, secret):
+    if secret is not None:
+        monkeypatch.setenv("SHADOWLINE_CLUSTER_SECRET", secret)
+    assert Settings().startup_warnings() == []

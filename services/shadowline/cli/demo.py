@@ -29,6 +29,7 @@ from shadowline.adapters.broker import Names, delete_topology
 from shadowline.adapters.migrate import create_database, drop_database
 from shadowline.cli.common import run
 from shadowline.client import Client, ClientError
+from shadowline.settings import GUEST, broker_user
 
 SAMPLES = [
     (
@@ -83,6 +84,7 @@ class DemoProcess:
 # Snappy timings for a demo: heartbeats every 0.5 s, failover after 2 s of silence.
 RESTART_AFTER = 5.0  # seconds before a process that died is started again
 TIMING = {"SHADOWLINE_HEARTBEAT_INTERVAL": "0.5", "SHADOWLINE_TAKEOVER_DELAY": "2"}
+AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"  # the default of SHADOWLINE_AMQP_URL
 
 
 def _free(port: int) -> int:
@@ -108,6 +110,14 @@ def _start(node: DemoProcess, password: str, secret: str, log_dir: str) -> None:
     if node.url and node.database_url:
         env["SHADOWLINE_HTTP_BIND"] = node.url.removeprefix("http://")
         env["SHADOWLINE_DATABASE_URL"] = node.database_url
+        # The demo runs on RabbitMQ's guest, which is never an implicit publisher of config
+        # commands: it opts in (beside the cluster's publisher user) so that the README's
+        # `BrokerClient("amqp://guest:guest@...", "demo")` works against it. Not for production.
+        # Another broker user is its instances' own, a publisher anyway.
+        if broker_user(env.get("SHADOWLINE_AMQP_URL", AMQP_URL)) == GUEST:
+            env.setdefault(
+                "SHADOWLINE_COMMAND_PUBLISHERS", f"shadowline-{node.cluster}-publisher,{GUEST}"
+            )
     elif node.url:  # the watchdog: its own /health and /metrics
         env["SHADOWLINE_WATCHDOG_HTTP_BIND"] = node.url.removeprefix("http://")
     with open(os.path.join(log_dir, f"{node.name}.log"), "ab") as log:  # the child has a copy
@@ -257,7 +267,7 @@ def run_demo(
         assert node.database_url
         run(drop_database(node.database_url))
         run(create_database(node.database_url))
-    amqp_url = os.environ.get("SHADOWLINE_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    amqp_url = os.environ.get("SHADOWLINE_AMQP_URL", AMQP_URL)
     try:
         run(delete_topology(amqp_url, Names(cluster), [master.name, shadow.name]))
     except OSError as error:

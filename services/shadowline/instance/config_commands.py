@@ -49,6 +49,7 @@ from shadowline.domain.kinds import LOCAL_KINDS
 from shadowline.instance.http_common import MalformedBody, error_response
 from shadowline.instance.limits import BodyTooLarge
 from shadowline.instance.service import ConfigService
+from shadowline.settings import GUEST
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,12 @@ class CommandReader:
         # itself: an instance user of another cluster in the same vhost) is not thereby allowed
         # to change this cluster's configuration: only these broker users are.
         self._publishers = publishers
+        if GUEST in publishers:  # only ever by SHADOWLINE_COMMAND_PUBLISHERS (Settings.publishers)
+            log.warning(
+                "broker user %r may publish config commands (SHADOWLINE_COMMAND_PUBLISHERS): "
+                "anyone with RabbitMQ's default login can change this cluster's configuration",
+                GUEST,
+            )
 
     def read(self, routing_key: str, body: bytes, user_id: str | None) -> ConfigCommand:
         if len(body) > self._max_bytes:
