@@ -92,6 +92,7 @@ def build_instance(settings: Settings) -> Instance:
         batch_max=settings.batch_max,
         on_batch=metrics.observe_batch,
         secret=secret,
+        cluster=settings.cluster,
     )
     catalog = Catalog(load_config_schemas())
     service = ConfigService(
@@ -194,6 +195,8 @@ def build_instance(settings: Settings) -> Instance:
         snapshotter=Snapshotter(store, writer, settings.snapshot_interval),
         metrics=metrics,
         app=app,
-        asgi=BodyLimit(PeerAnswers(app, lambda: secret), settings.max_body_bytes),
+        asgi=BodyLimit(
+            PeerAnswers(app, secret, settings.cluster, settings.instance), settings.max_body_bytes
+        ),
         feed=feed,
     )

@@ -14,7 +14,9 @@ VALUE = {"region": "eu10", "subaccount_id": "a1"}
 
 
 def _peer_of(master) -> PeerClient:
-    client = PeerClient("http://master", "test-cluster-secret", "shadow")
+    client = PeerClient(
+        "http://master", "test-cluster-secret", "shadow", cluster=master.settings.cluster
+    )
     client._http = httpx.AsyncClient(
         transport=httpx.ASGITransport(app=master.asgi), base_url="http://master"
     )
@@ -38,6 +40,7 @@ async def _bootstrap(shadow, peer, master_position: int, alerts: list) -> Replic
         peer=peer,
         alert=lambda name, message, details: alerts.append(name),
         secret="test-cluster-secret",
+        cluster=shadow.settings.cluster,
         catalog=shadow.service.catalog,
     )
     replica.master_position = master_position

@@ -337,7 +337,11 @@ async def test_the_screen_shows_heartbeats_and_alerts_heard_on_monitoring(instan
             beats = await wait_for(client, "Listening to the cluster")
             beats = await wait_for(client, f"<td>{instance.settings.instance}</td><td>master</td>")
             assert "No heartbeat heard yet" not in beats
-            await publish(cluster, "alert.test", orjson.dumps({"message": EVIL, "instance": "x"}))
+            await publish(
+                cluster,
+                "alert.test",
+                orjson.dumps({"message": EVIL, "instance": "x", "at": time.time()}),
+            )
             await publish(cluster, "heartbeat.bad", b"{not json")
             seen = await wait_for(client, "malformed ones ignored: 1")
             seen = await wait_for(client, "alert.test")
@@ -362,7 +366,14 @@ async def test_the_monitoring_feed_waits_for_the_exchange_and_survives_a_lost_co
     proxy.start()
     feed = MonitoringFeed(proxy.url_for(AMQP_URL), names, "test feed", secret=FEED_SECRET)
     task = asyncio.create_task(feed.run())
-    beat = orjson.dumps({"instance": "m1", "role": "master", "epoch": 1})
+
+    def beat(seq: int) -> bytes:
+        return orjson.dumps(
+            {"instance": "m1", "role": "master", "epoch": 1, "cluster": cluster, "seq": seq,
+             "boot": "0123456789abcdef",
+             "sent_at": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
+        )  # fmt: skip
+
     try:
         await asyncio.sleep(1.0)
         assert not feed.connected, "it must not declare the exchange itself"
@@ -371,20 +382,24 @@ async def test_the_monitoring_feed_waits_for_the_exchange_and_survives_a_lost_co
             channel = await connection.channel()
             await declare_exchanges(channel, names, ("monitoring",))
             await wait_until(lambda: feed.connected, "listening once the exchange exists")
-            await publish(cluster, "heartbeat.m1", beat)
-            await publish(cluster, "role.changed", orjson.dumps({"sentence": "m1 is master"}))
-            await publish(cluster, "config.changed", orjson.dumps({"count": 1}))
+            await publish(cluster, "heartbeat.m1", beat(1))
+            changed = {"sentence": "m1 is master", "at": time.time()}
+            await publish(cluster, "role.changed", orjson.dumps(changed))
+            await publish(cluster, "config.changed", orjson.dumps({"count": 1, "at": time.time()}))
             # forged: no MAC, or a MAC of another routing key, are never shown
             await publish(cluster, "role.changed", orjson.dumps({"sentence": "evil"}), signed=False)
-            await publish(cluster, "heartbeat.m2", beat, signed=False)
+            await publish(cluster, "heartbeat.m2", beat(1), signed=False)
+            await publish(cluster, "heartbeat.m1", beat(1))  # genuine, replayed
+            stale = {"sentence": "a year ago", "at": time.time() - 3e7}
+            await publish(cluster, "role.changed", orjson.dumps(stale))
             await wait_until(lambda: feed.received == 3, "three messages")
-            await wait_until(lambda: feed.rejected == 2, "two forged messages rejected")
+            await wait_until(lambda: feed.rejected == 4, "forged, replayed and stale rejected")
 
             proxy.cut("reset")
             await wait_until(lambda: not feed.connected, "noticing the lost connection")
             proxy.restore()
             await wait_until(lambda: feed.connected, "listening again")
-            await publish(cluster, "heartbeat.m1", beat)
+            await publish(cluster, "heartbeat.m1", beat(2))
             await wait_until(lambda: feed.received == 4, "a heartbeat after the reconnect")
     finally:
         task.cancel()

@@ -546,7 +546,7 @@ class Ha:
     def secret(self) -> str:
         return SECRET
 
-    def peer(self, url: str) -> Peer:
+    def peer(self, url: str, instance: str | None = None, timeout: float = 10.0) -> Peer:
         return self.peer_client
 
     async def status(self) -> dict[str, Any]:
@@ -815,7 +815,7 @@ async def test_an_old_master_whose_log_diverged_alerts_validly():
     n.ha.peer_client.fork = FORK
     n.store.chain = b"\x00" * 32
     with pytest.raises(Conflict):
-        await n.failover.recover("http://127.0.0.1:8082")
+        await n.failover.recover("http://127.0.0.1:8082", "node-b")
     await settle()
     assert n.broker.problems() == []
     assert [b["alert"] for b in n.broker.bodies("alert.")] == ["fenced", "divergence"]
@@ -825,7 +825,7 @@ async def test_an_old_master_that_quarantines_events_alerts_validly():
     n = node(MASTER)
     n.ha.peer_client.fork = FORK
     n.store.moved = 3
-    await n.failover.recover("http://127.0.0.1:8082")
+    await n.failover.recover("http://127.0.0.1:8082", "node-b")
     await settle()
     assert n.broker.problems() == []
     assert [b["alert"] for b in n.broker.bodies("alert.")] == ["fenced", "quarantined"]
@@ -834,7 +834,7 @@ async def test_an_old_master_that_quarantines_events_alerts_validly():
 async def test_role_changed_after_rejoining_as_shadow_names_the_role_and_epoch_it_now_has():
     n = node(MASTER)
     n.ha.peer_client.fork = FORK
-    await n.failover.recover("http://127.0.0.1:8082")
+    await n.failover.recover("http://127.0.0.1:8082", "node-b")
     await settle()
     assert (n.ha.role.role, n.ha.role.epoch) == ("shadow", 2)
     last = n.broker.bodies("role.changed")[-1]
@@ -849,6 +849,7 @@ def _replicator(n: Node, peer: Peer) -> Replicator:
         peer=peer,
         alert=n.tasks.alert,
         secret=SECRET,
+        cluster="prod",
         catalog=Catalog(load_config_schemas()),
         report_every=0.01,
     )

@@ -100,20 +100,36 @@ def test_the_join_handshake_names_both_versions_on_a_mismatch():
     )
 
 
-def test_a_cluster_signature_binds_secret_path_body_and_time():
-    headers = peer.sign("s3cret", "shadow", "POST", "/ha/peer/ack", b'{"position":1}')
-    assert peer.verify("s3cret", headers, "POST", "/ha/peer/ack", b'{"position":1}') == "shadow"
-    for secret, path, body in (
-        ("other", "/ha/peer/ack", b'{"position":1}'),
-        ("s3cret", "/ha/peer/register", b'{"position":1}'),
-        ("s3cret", "/ha/peer/ack", b'{"position":2}'),
+def test_a_cluster_signature_binds_secret_cluster_path_body_caller_and_time():
+    body = b'{"position":1}'
+    headers = peer.sign("s3cret", "prod", "shadow", "POST", "/ha/peer/ack", body)
+    assert peer.verify("s3cret", "prod", headers, "POST", "/ha/peer/ack", body) == "shadow"
+    for secret, cluster, path, changed in (
+        ("other", "prod", "/ha/peer/ack", body),
+        ("s3cret", "test", "/ha/peer/ack", body),  # another cluster sharing the secret
+        ("s3cret", "prod", "/ha/peer/register", body),
+        ("s3cret", "prod", "/ha/peer/ack", b'{"position":2}'),
     ):
         with pytest.raises(Forbidden):
-            peer.verify(secret, headers, "POST", path, body)
+            peer.verify(secret, cluster, headers, "POST", path, changed)
+    with pytest.raises(Forbidden):  # another caller's name on the same signature
+        peer.verify("s3cret", "prod", {**headers, peer.INSTANCE_HEADER: "evil"}, "POST",
+                    "/ha/peer/ack", body)  # fmt: skip
     stamped = float(headers[peer.TIME_HEADER])
     with pytest.raises(Forbidden, match="old"):
-        peer.verify("s3cret", headers, "POST", "/ha/peer/ack", b'{"position":1}', now=stamped + 31)
+        peer.verify("s3cret", "prod", headers, "POST", "/ha/peer/ack", body, now=stamped + 31)
     with pytest.raises(Forbidden, match="without"):
-        peer.verify("s3cret", {}, "GET", "/", b"")
+        peer.verify("s3cret", "prod", {}, "GET", "/", b"")
     with pytest.raises(Forbidden, match="SHADOWLINE_CLUSTER_SECRET"):
-        peer.verify(None, headers, "POST", "/ha/peer/ack", b'{"position":1}')
+        peer.verify(None, "prod", headers, "POST", "/ha/peer/ack", body)
+
+
+def test_a_nonce_is_accepted_once_and_the_cache_stays_bounded():
+    nonces = peer.Nonces(limit=10)
+    assert nonces.fresh("a", 0.0) and not nonces.fresh("a", 1.0)
+    for n in range(20):  # old ones are pruned: their requests are refused by time anyway
+        assert nonces.fresh(f"old{n}", 1000.0 + 100 * n)
+    assert len(nonces._seen) <= 10
+    recent = [nonces.fresh(f"new{n}", 5000.0) for n in range(20)]
+    assert not all(recent)  # full of nonces still in the window: refused, never forgotten
+    assert len(nonces._seen) <= 10

@@ -117,29 +117,35 @@ def _event(**changes: object) -> Event:
     )  # fmt: skip
     event = replace(event, **changes)
     event = replace(event, chain=link(GENESIS, event))
-    return replace(event, signature=trust.event_signature(SECRET, event))
+    return replace(event, signature=trust.event_signature(SECRET, "prod", event))
 
 
 def test_an_event_signature_covers_its_body_and_its_chain_value():
     event = _event()
-    assert trust.event_signed(SECRET, event)
-    assert not trust.event_signed("other", event)
-    assert not trust.event_signed(SECRET, replace(event, data={"region": "us10"}))
-    assert not trust.event_signed(SECRET, replace(event, chain=b"\x01" * 32))
-    assert not trust.event_signed(SECRET, replace(event, signature=None))
+    assert trust.event_signed(SECRET, "prod", event)
+    assert not trust.event_signed("other", "prod", event)
+    assert not trust.event_signed(SECRET, "test", event)  # another cluster sharing the secret
+    assert not trust.event_signed(SECRET, "prod", replace(event, data={"region": "us10"}))
+    assert not trust.event_signed(SECRET, "prod", replace(event, chain=b"\x01" * 32))
+    assert not trust.event_signed(SECRET, "prod", replace(event, signature=None))
 
 
 def test_a_replicated_event_must_be_signed_in_bounds_and_valid_for_its_kind():
     catalog = Catalog(load_config_schemas())
-    admit(_event(), SECRET, catalog)
+    admit(_event(), SECRET, "prod", catalog)
     with pytest.raises(Unauthenticated):
-        admit(replace(_event(), signature=None), SECRET, catalog)
+        admit(replace(_event(), signature=None), SECRET, "prod", catalog)
     with pytest.raises(InvalidInput):
-        admit(_event(data={"region": "eu10", "subaccount_id": "a", "extra": 1}), SECRET, catalog)
+        admit(
+            _event(data={"region": "eu10", "subaccount_id": "a", "extra": 1}),
+            SECRET,
+            "prod",
+            catalog,
+        )
     with pytest.raises(InvalidInput):
-        admit(replace(_event(), position=2**80), SECRET, catalog)
+        admit(replace(_event(), position=2**80), SECRET, "prod", catalog)
     with pytest.raises(InvalidInput):
-        admit(replace(_event(), chain=b"abc"), SECRET, catalog)
+        admit(replace(_event(), chain=b"abc"), SECRET, "prod", catalog)
 
 
 def test_the_throttle_lets_one_alert_through_per_interval_and_counts_the_rest():

@@ -1,20 +1,22 @@
 """Instance-to-instance HTTP: signed requests, authenticated answers, and the peer client.
 
-A request is signed (the cluster's peer-request key) over its timestamp, a fresh nonce, the
-calling instance, method, path with query and the body's SHA-256, so a captured request cannot
-be re-aimed at another path, carry another body or pass for another caller, and it is only
-accepted within `WINDOW` seconds of its timestamp.
+A request is signed (the cluster's peer-request key) over the cluster, its timestamp, a fresh
+nonce, the calling instance, method, path with query and the body's SHA-256, so a captured
+request cannot be re-aimed at another path or cluster, carry another body or pass for another
+caller; it is accepted within `WINDOW` seconds of its timestamp and only once (`Nonces`).
 
 The answer is authenticated too (the peer-answer key) and bound to that one request: over the
-request's signature, method and target, the status and the body's SHA-256. A JSON answer
-carries its MAC in a header; an NDJSON stream ends with a trailer line that carries it, so a
-stream cut short or spliced fails. Nothing a peer answered is used before its MAC verified: a
-fake instance at a peer's URL (or anyone on the path) cannot feed a fork point, a history page
-or a bootstrap image.
+request's signature, method and target, the cluster and the answering instance, the status and
+the body's SHA-256. A JSON answer carries its MAC in a header; an NDJSON stream ends with a
+trailer line that carries it, so a stream cut short or spliced fails. Nothing a peer answered
+is used before its MAC verified, and every call has a total deadline: a fake or slow instance
+at a peer's URL (or anyone on the path) can neither feed a fork point, a history page or an
+image, nor hold a caller for longer than the deadline.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -35,32 +37,45 @@ TIME_HEADER = "X-Shadowline-Timestamp"
 NONCE_HEADER = "X-Shadowline-Nonce"
 SIGNATURE_HEADER = "X-Shadowline-Signature"
 ANSWER_HEADER = "X-Shadowline-Answer"
+ANSWERED_BY_HEADER = "X-Shadowline-Answered-By"
 TRAILER = "answer"  # the key of an NDJSON stream's last line
 
 MAX_FIELD = 200  # header values a request signature covers: bounded before any work
 
 
 def signature(
-    secret: str, timestamp: str, nonce: str, instance: str, method: str, target: str, body: bytes
+    secret: str,
+    cluster: str,
+    timestamp: str,
+    nonce: str,
+    instance: str,
+    method: str,
+    target: str,
+    body: bytes,
 ) -> str:
     message = keys.parts(
-        timestamp, nonce, instance, method.upper(), target, hashlib.sha256(body).digest()
+        cluster, timestamp, nonce, instance, method.upper(), target, hashlib.sha256(body).digest()
     )
     return keys.mac(secret, keys.PEER_REQUEST, message)
 
 
-def sign(secret: str, instance: str, method: str, target: str, body: bytes = b"") -> dict[str, str]:
+def sign(
+    secret: str, cluster: str, instance: str, method: str, target: str, body: bytes = b""
+) -> dict[str, str]:
     timestamp, nonce = f"{time.time():.3f}", secrets.token_hex(16)
     return {
         INSTANCE_HEADER: instance,
         TIME_HEADER: timestamp,
         NONCE_HEADER: nonce,
-        SIGNATURE_HEADER: signature(secret, timestamp, nonce, instance, method, target, body),
+        SIGNATURE_HEADER: signature(
+            secret, cluster, timestamp, nonce, instance, method, target, body
+        ),
     }
 
 
 def verify(
     secret: str | None,
+    cluster: str,
     headers: Any,
     method: str,
     target: str,
@@ -82,10 +97,28 @@ def verify(
         raise Forbidden("malformed cluster signature timestamp") from error
     if not age <= WINDOW:  # also refuses nan
         raise Forbidden(f"cluster signature is {age:.0f}s old (window {WINDOW:.0f}s)")
-    expected = signature(secret, timestamp, nonce, instance, method, target, body)
+    expected = signature(secret, cluster, timestamp, nonce, instance, method, target, body)
     if not _same(expected, given):
         raise Forbidden("bad cluster signature (different SHADOWLINE_CLUSTER_SECRET?)")
     return str(instance)
+
+
+class Nonces:
+    """The nonces of the requests accepted within the window: a replayed request is refused
+    (an attacker on the path could otherwise replay a genuine ack, or a promote, and get an
+    authenticated answer to it). Bounded: when full, new requests are refused, not admitted."""
+
+    def __init__(self, limit: int = 200_000) -> None:
+        self._seen: dict[str, float] = {}
+        self._limit = limit
+
+    def fresh(self, nonce: str, now: float) -> bool:
+        if len(self._seen) >= self._limit // 2:
+            self._seen = {n: t for n, t in self._seen.items() if now - t <= 2 * WINDOW}
+        if nonce in self._seen or len(self._seen) >= self._limit:
+            return False
+        self._seen[nonce] = now
+        return True
 
 
 def _same(expected: str, given: object) -> bool:
@@ -93,10 +126,20 @@ def _same(expected: str, given: object) -> bool:
 
 
 def answer_mac(
-    secret: str, request_signature: str, method: str, target: str, status: int, digest: bytes
+    secret: str,
+    cluster: str,
+    answered_by: str,
+    request_signature: str,
+    method: str,
+    target: str,
+    status: int,
+    digest: bytes,
 ) -> str:
-    """The MAC of an answer: bound to the request it answers and to its status and body."""
-    message = keys.parts(request_signature, method.upper(), target, str(status), digest)
+    """The MAC of an answer: bound to the request it answers, the cluster and the instance that
+    answered, and to its status and body."""
+    message = keys.parts(
+        cluster, answered_by, request_signature, method.upper(), target, str(status), digest
+    )
     return keys.mac(secret, keys.PEER_ANSWER, message)
 
 
@@ -114,8 +157,11 @@ Rejected = Callable[[str], None]
 class PeerClient:
     """Signed calls to another instance; every answer is authenticated before it is used.
 
-    `on_rejected` hears of each answer that failed authentication (for the rejected-message
-    alert); the call then raises Unauthenticated, which callers treat as the peer being away.
+    `peer`, when given, is the instance that must have answered (a genuine instance of the
+    cluster at the wrong address is not it). `on_rejected` hears of each answer that failed
+    authentication (for the rejected-message alert); the call then raises Unauthenticated,
+    which callers treat as the peer being away. `deadline` bounds a whole call, and four times
+    it a whole stream, however slowly the peer sends.
     """
 
     def __init__(
@@ -123,15 +169,24 @@ class PeerClient:
         base_url: str,
         secret: str,
         instance: str,
+        *,
+        cluster: str,
+        peer: str | None = None,
         timeout: float | httpx.Timeout = 10.0,
+        deadline: float = 30.0,
         on_rejected: Rejected | None = None,
-        max_answer: int = 256 * 1024 * 1024,
+        max_answer: int = 1024 * 1024,
+        max_stream: int = 512 * 1024 * 1024,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._secret = secret
+        self._cluster = cluster
         self._instance = instance
+        self._peer = peer
+        self._deadline = deadline
         self._on_rejected = on_rejected
         self._max_answer = max_answer
+        self._max_stream = max_stream
         self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
 
     async def close(self) -> None:
@@ -151,7 +206,8 @@ class PeerClient:
             token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
             request.headers["Authorization"] = f"Basic {token}"
         target = request.url.raw_path.decode()
-        request.headers.update(sign(self._secret, self._instance, method, target, content))
+        signed = sign(self._secret, self._cluster, self._instance, method, target, content)
+        request.headers.update(signed)
         if body is not None:
             request.headers["Content-Type"] = "application/json"
         return request, target
@@ -163,10 +219,25 @@ class PeerClient:
         return Unauthenticated(reason)
 
     def _check(
-        self, request: httpx.Request, target: str, status: int, digest: bytes, given: Any
+        self,
+        request: httpx.Request,
+        target: str,
+        response: httpx.Response,
+        digest: bytes,
+        given: Any,
     ) -> None:
+        answered_by = response.headers.get(ANSWERED_BY_HEADER, "")
+        if self._peer is not None and answered_by != self._peer:
+            raise self._refuse(f"{request.method} {target} (answered by {answered_by!r})")
         expected = answer_mac(
-            self._secret, request.headers[SIGNATURE_HEADER], request.method, target, status, digest
+            self._secret,
+            self._cluster,
+            answered_by,
+            request.headers[SIGNATURE_HEADER],
+            request.method,
+            target,
+            response.status_code,
+            digest,
         )
         if not _same(expected, given):
             raise self._refuse(f"{request.method} {target}")
@@ -181,66 +252,53 @@ class PeerClient:
     ) -> Any:
         request, target = self._request(method, path, body, params, auth)
         try:
-            response = await self._http.send(request, stream=True)
-            try:
-                content = await _read_bounded(response, self._max_answer)
-            finally:
-                await response.aclose()
-        except httpx.HTTPError as error:
+            async with asyncio.timeout(self._deadline):
+                response = await self._http.send(request, stream=True)
+                try:
+                    content = await _read_bounded(response, self._max_answer)
+                finally:
+                    await response.aclose()
+        except (httpx.HTTPError, TimeoutError) as error:
             raise Unavailable(
                 f"peer {self.base_url} unreachable: {error.__class__.__name__}: {error}"
             ) from error
         if response.status_code >= 500 and ANSWER_HEADER not in response.headers:
             raise Unavailable(f"peer answered {response.status_code}")  # a proxy, an overload
-        self._check(
-            request,
-            target,
-            response.status_code,
-            hashlib.sha256(content).digest(),
-            response.headers.get(ANSWER_HEADER),
-        )
+        digest = hashlib.sha256(content).digest()
+        self._check(request, target, response, digest, response.headers.get(ANSWER_HEADER))
         return _decode(response.status_code, content)
 
     async def lines(self, path: str, params: dict[str, Any] | None = None) -> list[bytes]:
-        """An NDJSON answer's lines, once its trailer has authenticated all of them."""
+        """An NDJSON answer's lines, once its trailer has authenticated all of them. Split on
+        b"\\n" only, as the server wrote them (a value may hold U+2028 or U+0085 raw)."""
         request, target = self._request("GET", path, params=params)
         try:
-            response = await self._http.send(request, stream=True)
-            try:
-                if response.is_error:
-                    content = await _read_bounded(response, 1024 * 1024)
-                    if response.status_code >= 500 and ANSWER_HEADER not in response.headers:
-                        raise Unavailable(f"peer answered {response.status_code}")
-                    self._check(
-                        request,
-                        target,
-                        response.status_code,
-                        hashlib.sha256(content).digest(),
-                        response.headers.get(ANSWER_HEADER),
-                    )
-                    _decode(response.status_code, content)
-                lines: list[bytes] = []
-                size = 0
-                async for text in response.aiter_lines():
-                    size += len(text) + 1
-                    if size > self._max_answer:
-                        raise Unavailable(
-                            f"answer of {self.base_url} exceeds {self._max_answer} bytes"
-                        )
-                    if text:
-                        lines.append(text.encode())
-            finally:
-                await response.aclose()
-        except httpx.HTTPError as error:
+            async with asyncio.timeout(4 * self._deadline):
+                response = await self._http.send(request, stream=True)
+                try:
+                    if response.is_error:
+                        await self._error(request, target, response)
+                    content = await _read_bounded(response, self._max_stream)
+                finally:
+                    await response.aclose()
+        except (httpx.HTTPError, TimeoutError) as error:
             raise Unavailable(
                 f"peer {self.base_url} unreachable: {error.__class__.__name__}: {error}"
             ) from error
-        trailer = _trailer(lines.pop() if lines else b"")
-        hasher = hashlib.sha256()
-        for line in lines:
-            hasher.update(line + b"\n")
-        self._check(request, target, response.status_code, hasher.digest(), trailer)
-        return lines
+        body, _, last = content.rstrip(b"\n").rpartition(b"\n")
+        body += b"\n" if body else b""
+        digest = hashlib.sha256(body).digest()
+        self._check(request, target, response, digest, _trailer(last))
+        return [line for line in body.split(b"\n") if line]
+
+    async def _error(self, request: httpx.Request, target: str, response: httpx.Response) -> None:
+        content = await _read_bounded(response, self._max_answer)
+        if response.status_code >= 500 and ANSWER_HEADER not in response.headers:
+            raise Unavailable(f"peer answered {response.status_code}")
+        digest = hashlib.sha256(content).digest()
+        self._check(request, target, response, digest, response.headers.get(ANSWER_HEADER))
+        _decode(response.status_code, content)
+        raise Unavailable(f"peer answered {response.status_code}")
 
 
 def _trailer(line: bytes) -> Any:

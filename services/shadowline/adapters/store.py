@@ -89,6 +89,7 @@ def _event(row: Row[Any]) -> Event:
         metadata=row.metadata,
         recorded_at=row.recorded_at,
         chain=bytes(row.chain),
+        signature=bytes(row.signature) if row.signature is not None else None,
     )
 
 
@@ -105,6 +106,7 @@ def _row(event: Event) -> dict[str, Any]:
         "metadata": event.metadata,
         "recorded_at": event.recorded_at,
         "chain": event.chain,
+        "signature": event.signature,
     }
 
 
@@ -481,6 +483,12 @@ class EventStore:
             return {row.position: bytes(row.chain) for row in await c.execute(query)}
 
         return await self._read(work)
+
+    async def head_signed(self) -> bool | None:
+        """Whether the event at the head carries a signature (None for an empty log)."""
+        query = select(events.c.signature.is_not(None)).order_by(events.c.position.desc()).limit(1)
+        value = await self._scalar(query)
+        return None if value is None else bool(value)
 
 
 class LogView:

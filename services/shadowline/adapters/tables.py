@@ -36,6 +36,7 @@ def _event_columns() -> list[Column[Any]]:
         Column("metadata", JSONB, nullable=False),
         Column("recorded_at", DateTime(timezone=True), nullable=False),
         Column("chain", LargeBinary, nullable=False),
+        Column("signature", LargeBinary),  # migration 0005
     ]
 
 

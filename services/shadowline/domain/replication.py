@@ -39,12 +39,12 @@ def check_bounds(event: Event) -> None:
         raise InvalidInput(problems)
 
 
-def admit(event: Event, secret: str, catalog: Catalog) -> None:
+def admit(event: Event, secret: str, cluster: str, catalog: Catalog) -> None:
     """What any replicated event must pass on its own, before its place in the log is checked:
     in bounds, signed by the cluster (so written by a master of it), and a put's value valid
     for its kind. Raises InvalidInput or Unauthenticated."""
     check_bounds(event)
-    if not trust.event_signed(secret, event):
+    if not trust.event_signed(secret, cluster, event):
         raise Unauthenticated(f"event at position {event.position} is not signed by the cluster")
     if event.type == CONFIG_PUT and event.kind in REPLICATED_KINDS:
         catalog.check(event.kind, event.name or "", event.data)

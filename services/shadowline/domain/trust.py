@@ -25,6 +25,7 @@ MAC_HEADER: Final = "x-shadowline-mac"
 WINDOW: Final = 30.0  # seconds of clock difference tolerated, as for commands
 MAX_TRACKED: Final = 64  # instances remembered per cluster by `Freshness`
 ROLES: Final = frozenset({"standalone", "master", "shadow", "fenced"})
+MAX_MESSAGE: Final = 64 * 1024  # a heartbeat or monitoring message is a few hundred bytes
 
 
 def _purpose(routing_key: str) -> str:
@@ -42,15 +43,17 @@ def message_valid(secret: str, cluster: str, routing_key: str, body: bytes, give
     return keys.valid(secret, _purpose(routing_key), message, given)
 
 
-def event_signature(secret: str, event: Event) -> bytes:
-    message = keys.parts(event.chain, canonical(event))
+def event_signature(secret: str, cluster: str, event: Event) -> bytes:
+    """Over the cluster too: a genuine event of another cluster sharing the secret (one
+    watchdog may serve several) never passes for one of this cluster's."""
+    message = keys.parts(cluster, event.chain, canonical(event))
     return bytes.fromhex(keys.mac(secret, keys.EVENT, message))
 
 
-def event_signed(secret: str, event: Event) -> bool:
+def event_signed(secret: str, cluster: str, event: Event) -> bool:
     if event.signature is None:
         return False
-    message = keys.parts(event.chain, canonical(event))
+    message = keys.parts(cluster, event.chain, canonical(event))
     return keys.valid(secret, keys.EVENT, message, event.signature.hex())
 
 
@@ -100,6 +103,8 @@ def heartbeat_refusal(
     """The heartbeat in `body` if it is authentic, well-formed and fresh, else why not."""
     if not secret:
         return None, "no cluster secret to authenticate heartbeats with"
+    if len(body) > MAX_MESSAGE:
+        return None, f"larger than {MAX_MESSAGE} bytes"
     if not message_valid(secret, cluster, routing_key, body, mac):
         return None, "MAC missing or wrong (forged, tampered, or another secret)"
     try:

@@ -58,6 +58,7 @@ class Failover:
         self._publish = publish
         self._metrics = metrics or Metrics()
         self._lock = asyncio.Lock()  # one role change at a time
+        self._unknown_until: float | None = None  # a handover whose promote may have landed
 
     @property
     def role(self) -> Any:
@@ -114,12 +115,20 @@ class Failover:
             except ShadowlineError as error:
                 log.warning("still fenced: %s", error)
 
+    def _handover_unknown(self, shadow: str | None, error: Exception) -> None:
+        """The promote may have reached the shadow (or may still, delayed, within its window):
+        stay fenced until its new epoch is heard (then rejoin it) or the command has expired
+        and the shadow answers, authenticated, that it is still the shadow of this epoch."""
+        self._unknown_until = time.monotonic() + signing.WINDOW + self._settings.takeover_delay
+        self.role.fenced = f"handover to {shadow}: outcome unknown ({error})"
+        log.warning(self.role.fenced)
+
     async def _try_unfence(self) -> None:
         if not self._liveness.lease_valid():
             return
         newest, beat = self._liveness.newest_epoch_heard(self._settings.takeover_delay)
         if newest > self.role.epoch and beat is not None:
-            await self.recover(beat["url"])
+            await self.recover(beat["url"], str(beat["instance"]))
             return
         peer = await self._peer_health()
         if peer is not None and int(peer["epoch"]) > self.role.epoch:
@@ -127,8 +136,12 @@ class Failover:
                 return  # a newer epoch exists: never unfence before its master is known
             record = self._ha.record
             assert record is not None and record.shadow_url is not None
-            await self.recover(record.shadow_url)
+            await self.recover(record.shadow_url, record.shadow_instance)
             return
+        if self._unknown_until is not None:
+            if time.monotonic() < self._unknown_until or peer is None:
+                return  # a promote sent in a handover may still take effect
+            self._unknown_until = None
         observed = time.monotonic() - (self._liveness.connected_at or time.monotonic())
         if peer is not None and int(peer["epoch"]) <= self.role.epoch:
             await self.unfence(
@@ -145,7 +158,7 @@ class Failover:
         record = self._ha.record
         if record is None or not record.shadow_url:
             return None
-        peer = self._ha.peer(record.shadow_url, timeout=1.0)
+        peer = self._ha.peer(record.shadow_url, record.shadow_instance, timeout=1.0)
         try:  # a signed probe with an authenticated answer: a fake peer cannot hold us fenced
             answer = await peer.call("GET", "/health")
         except ShadowlineError:
@@ -279,13 +292,14 @@ class Failover:
 
     # -- recovery (an old master) --------------------------------------------------------------
 
-    async def recover(self, new_master_url: str) -> dict[str, Any]:
-        """Become the shadow of a newer master: quarantine what we wrote after the fork."""
+    async def recover(self, new_master_url: str, new_master: str | None) -> dict[str, Any]:
+        """Become the shadow of a newer master: quarantine what we wrote after the fork. Only
+        an authenticated answer of `new_master` itself (when named) is taken for the fork."""
         async with self._lock:
             if self.role.role != "master":
                 raise Conflict(f"only an old master recovers; this instance is {self.role.role}")
             self.fence("a newer master exists: rejoining as its shadow")
-            peer = self._ha.peer(new_master_url)
+            peer = self._ha.peer(new_master_url, new_master)
             try:
                 fork = await peer.call(
                     "GET", "/ha/peer/fork", params={"after_epoch": self.role.epoch}
@@ -316,7 +330,7 @@ class Failover:
                 shadow_state=None,
                 shadow_position=None,
             )
-            self.role.fenced = None
+            self.role.fenced, self._unknown_until = None, None
             await self._ha.load()  # role.changed below says the new role and epoch
             self._gate.configure(enabled=False, acked=0)
         self._metrics.rejoined(moved)
@@ -383,24 +397,26 @@ class Failover:
                     "fork_position": fork,
                 },
             )
-            peer = self._ha.peer(record.shadow_url)
+            peer = self._ha.peer(record.shadow_url, record.shadow_instance)
             try:
                 await peer.call("POST", "/ha/peer/promote", command)
             except PeerRefused as error:
                 raise Conflict(f"the shadow refused the handover: {error}") from error
             except Unavailable as error:
                 if not isinstance(error.__cause__, httpx.ConnectError):
-                    raise  # sent but unanswered: it may have promoted itself
+                    self._handover_unknown(record.shadow_instance, error)
+                    raise  # sent but unanswered (or not authenticated): it may have promoted
                 raise Conflict(
                     f"the shadow is not reachable, switch roles refused: {error}"
                 ) from error
             finally:
                 await peer.close()
         except (Conflict, Unavailable):
-            self.role.fenced = None
-            self.role.master_url = None
+            if self._unknown_until is None:  # certainly not promoted: writable again
+                self.role.fenced = None
+                self.role.master_url = None
             raise
-        result = await self.recover(record.shadow_url)
+        result = await self.recover(record.shadow_url, record.shadow_instance)
         took = time.monotonic() - started
         sentence = (
             f"roles switched: {record.shadow_instance} is master in epoch {result['epoch']}, "

@@ -73,7 +73,8 @@ class MonitoringFeed:
         self.connected = False
         self.received = 0
         self.malformed = 0
-        self.rejected = 0  # not authenticated with the cluster's keys: never shown
+        self.rejected = 0  # not authenticated with the cluster's keys, or stale: never shown
+        self._fresh = trust.Freshness()
         self._malformed_logged = 0.0
 
     # -- what the screen reads -------------------------------------------------------------------
@@ -99,9 +100,7 @@ class MonitoringFeed:
     def take(self, routing_key: str, body: bytes, mac: object = None) -> None:
         """Keep one message if the screen shows its kind and it is authentic (anyone with a
         broker login could otherwise paint a forged failover on the screen); count the rest."""
-        if not self._secret or not trust.message_valid(
-            self._secret, self._names.cluster, routing_key, body, mac
-        ):
+        if not self._authentic(routing_key, body, mac):
             self.rejected += 1
             return
         try:
@@ -132,6 +131,29 @@ class MonitoringFeed:
                     error,
                     self.malformed,
                 )
+
+    def _authentic(self, routing_key: str, body: bytes, mac: object) -> bool:
+        """MAC'd with the cluster's keys, and fresh: a genuine message replayed long after
+        (a months-old `failover.promoting`) must not show as news. A message whose MAC holds
+        but that is no JSON object passes here, to be counted as malformed."""
+        if not self._secret or len(body) > trust.MAX_MESSAGE:
+            return False
+        cluster, now = self._names.cluster, time.time()
+        if not trust.message_valid(self._secret, cluster, routing_key, body, mac):
+            return False
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return True
+        if not isinstance(doc, dict):
+            return True
+        if routing_key.startswith("heartbeat."):
+            found, _ = trust.heartbeat_refusal(
+                self._secret, cluster, routing_key, body, mac, self._fresh, now
+            )
+            return found is not None
+        at = doc.get("at")
+        return isinstance(at, int | float) and abs(now - at) <= trust.WINDOW
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         self.take(

@@ -87,13 +87,18 @@ class HaService:
             raise Conflict("HA needs SHADOWLINE_CLUSTER_SECRET (the same on master and shadow)")
         return self._settings.cluster_secret.get_secret_value()
 
-    def peer(self, url: str, timeout: float = 10.0) -> PeerClient:
+    def peer(self, url: str, instance: str | None = None, timeout: float = 10.0) -> PeerClient:
+        """A client for the instance at `url`; when `instance` is given, only an answer of
+        that instance counts (a genuine instance at the wrong address is not the peer)."""
         rejected = self._rejected
         return PeerClient(
             url,
             self.secret(),
             self._settings.instance,
+            cluster=self._settings.cluster,
+            peer=instance,
             timeout=timeout,
+            deadline=3 * timeout,
             on_rejected=lambda reason: rejected("peer-answer", reason),
         )
 
@@ -367,13 +372,13 @@ class HaService:
         """Compare chain value and state digest with the peer at the shadow's position."""
         record = self.record or await self.load()
         if self.role.role == "shadow":
-            peer_url = record.master_url
+            peer_url, peer_name = record.master_url, record.master_instance
         elif self.role.role == "master" and record.shadow_url:
-            peer_url = record.shadow_url
+            peer_url, peer_name = record.shadow_url, record.shadow_instance
         else:
             raise Conflict("this instance has no peer to verify against")
         assert peer_url is not None
-        peer = self.peer(peer_url)
+        peer = self.peer(peer_url, peer_name)
         try:
             if self.role.role == "shadow":
                 position = self._writer.position

@@ -11,14 +11,14 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from shadowline.adapters import peer as peer_auth
 from shadowline.adapters.store import EventFilter
-from shadowline.domain.errors import FieldError, InvalidInput, NotFound
+from shadowline.domain.errors import FieldError, Forbidden, InvalidInput, NotFound
 from shadowline.domain.events import envelope, format_time
 from shadowline.domain.state import digest
 from shadowline.instance.failover import Failover
 from shadowline.instance.ha import HaService
 from shadowline.instance.http_common import NDJSON, Admin, Auditor, Viewer, body_json
+from shadowline.instance.peer_answers import CALLER, REFUSAL
 from shadowline.instance.replica import FETCH_PAGE
 
 router = APIRouter()
@@ -35,18 +35,15 @@ HA = Annotated[HaService, Depends(_ha)]
 
 
 async def _peer(request: Request) -> str:
-    """The calling instance, when the request carries a valid cluster signature."""
-    target = request.scope.get("raw_path", request.url.path.encode()).decode()
-    if request.url.query:
-        target += "?" + request.url.query
-    secret = request.app.state.settings.cluster_secret
-    return peer_auth.verify(
-        secret.get_secret_value() if secret else None,
-        request.headers,
-        request.method,
-        target,
-        await request.body(),
-    )
+    """The calling instance, when the request carries a valid, fresh cluster signature (checked
+    by instance.peer_answers, which also authenticates the answer)."""
+    caller = request.scope.get(CALLER)
+    if caller is None:
+        refusal = (
+            request.scope.get(REFUSAL) or "instance-to-instance call without a cluster signature"
+        )
+        raise Forbidden(refusal)
+    return str(caller)
 
 
 Peer = Annotated[str, Depends(_peer)]
@@ -145,8 +142,10 @@ async def peer_ack(ha: HA, caller: Peer, request: Request) -> dict[str, Any]:
     if not isinstance(position, int) or isinstance(position, bool) or not 0 <= position <= 2**62:
         raise InvalidInput([FieldError("$.position", "must be a position (integer >= 0)")])
     chain, diverged = body.get("chain"), body.get("diverged")
-    if chain is not None and not (isinstance(chain, str) and HEX64.fullmatch(chain)):
-        raise InvalidInput([FieldError("$.chain", "must be 64 hex digits")])
+    if (chain is not None or position > 0) and not (
+        isinstance(chain, str) and HEX64.fullmatch(chain)
+    ):
+        raise InvalidInput([FieldError("$.chain", "must be 64 hex digits (the chain at position)")])
     if diverged is not None and not isinstance(diverged, dict):
         raise InvalidInput([FieldError("$.diverged", "must be an object")])
     return await ha.shadow_ack(caller, position, bytes.fromhex(chain) if chain else None, diverged)

@@ -54,6 +54,7 @@ Alert = Callable[[str, str, dict[str, Any]], None]
 
 BACKFILL_PAGE = 5000  # events per page of the history copied below a bootstrap image
 FETCH_PAGE = 5000  # events per request when fetching a missing range from the master
+MAX_ENVELOPE = 8 * 1024 * 1024  # bytes: far above any event a master writes
 Rejected = Callable[[str, str], None]
 
 
@@ -62,6 +63,8 @@ class Poison(Exception):
 
 
 def parse(message: AbstractIncomingMessage) -> Event:
+    if len(message.body) > MAX_ENVELOPE:
+        raise Poison(f"{len(message.body)} bytes, more than any event ({MAX_ENVELOPE})")
     try:
         event = from_envelope(orjson.loads(message.body))
         check_bounds(event)
@@ -86,6 +89,7 @@ class Replicator:
         peer: PeerClient,
         alert: Alert,
         secret: str,
+        cluster: str,
         catalog: Catalog,
         rejected: Rejected = lambda source, reason: None,
         batch_max: int = 500,
@@ -98,6 +102,7 @@ class Replicator:
         self._peer = peer
         self._alert = alert
         self._secret = secret
+        self._cluster = cluster
         self._catalog = catalog
         self._rejected = rejected
         self._batch_max = batch_max
@@ -293,12 +298,14 @@ class Replicator:
         for message in messages:
             try:
                 event = parse(message)
-                admit(event, self._secret, self._catalog)
-            except Unauthenticated as error:
+                admit(event, self._secret, self._cluster, self._catalog)
+            except (Unauthenticated, Poison) as error:
+                # Nothing that is not a signed event can come from the master: counted, with a
+                # throttled alert (a flood of garbage must not flood monitoring), dead-lettered.
                 self._rejected("event", f"{message.routing_key}: {error}")
                 await message.reject(requeue=False)
                 continue
-            except (Poison, InvalidInput) as error:
+            except InvalidInput as error:  # signed by the cluster, yet invalid: look at it
                 await self._dead_letter(message, str(error))
                 continue
             if event.position in events:  # the same position twice in one batch
@@ -364,7 +371,17 @@ class Replicator:
             mine = ours.get(position)
             if mine is None or mine == event.chain:
                 continue  # a duplicate, or below the bootstrap image (the backfill checks it)
-            self._diverge(position, "a validly signed event differs from this shadow's log")
+            # Signed, yet not ours: the master's own log decides. Where it agrees with ours,
+            # this is a genuine event of another timeline replayed (an old master's, before a
+            # failover): rejected, not a divergence an attacker could trigger at will.
+            try:
+                theirs = await self._peer.call("GET", "/ha/peer/chain", params={"at": position})
+            except PeerRefused:  # the master has no such position: this log is ahead of it
+                theirs = None
+            if isinstance(theirs, dict) and theirs.get("chain") == mine.hex():
+                self._rejected("event", f"a signed event at {position} is not the master's")
+            else:
+                self._diverge(position, "a validly signed event differs from this shadow's log")
             await message.reject(requeue=False)
             del events[position]
 
@@ -409,7 +426,10 @@ class Replicator:
         try:
             events = [from_envelope(orjson.loads(line)) for line in lines]
             for event in events:
-                admit(event, self._secret, self._catalog) if signed else check_bounds(event)
+                if signed:
+                    admit(event, self._secret, self._cluster, self._catalog)
+                else:
+                    check_bounds(event)
         except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError) as error:
             raise Divergence(after + 1, f"the master sent a malformed event: {error}") from error
         except (InvalidInput, Unauthenticated) as error:

@@ -92,7 +92,7 @@ class RoleTasks:
     def rejected(self, source: str, reason: str) -> None:
         """An input failed authentication: count it, and alert (throttled per source)."""
         self._metrics.rejected_messages.labels(source).inc()
-        log.info("rejected %s: %s", source, reason)
+        log.debug("rejected %s: %s", source, reason)
         count = self._throttle.admit(source, time.monotonic())
         if count is not None:
             details = {"source": source, "reason": reason, "count": count}
@@ -314,13 +314,14 @@ class RoleTasks:
     async def _replica(self) -> None:
         record = self._ha.record
         assert record is not None and record.master_url is not None
-        peer = self._ha.peer(record.master_url)
+        peer = self._ha.peer(record.master_url, record.master_instance)
         replica = Replicator(
             writer=self._writer,
             store=self._store,
             peer=peer,
             alert=self.alert,
             secret=self._ha.secret(),
+            cluster=self._ha.settings.cluster,
             catalog=self._catalog,
             rejected=self.rejected,
             on_applied=self._metrics.observe_replicated,

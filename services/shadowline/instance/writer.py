@@ -55,9 +55,11 @@ class Writer:
         batch_max: int = 1000,
         on_batch: BatchObserver | None = None,
         secret: str | None = None,
+        cluster: str = "",
     ) -> None:
         self._store = store
         self._secret = secret  # signs every event it writes (domain.trust.event_signature)
+        self._cluster = cluster
         self._epoch = epoch
         self._batch_max = batch_max
         self._on_batch = on_batch
@@ -205,7 +207,9 @@ class Writer:
             chain = link(chain, event)
             event = replace(event, chain=chain)
             if self._secret:
-                event = replace(event, signature=trust.event_signature(self._secret, event))
+                event = replace(
+                    event, signature=trust.event_signature(self._secret, self._cluster, event)
+                )
             position += 1
             accepted.append((pending, event, created))
         if not accepted:

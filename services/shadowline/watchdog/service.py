@@ -148,9 +148,9 @@ class ClusterWatch:
 
     def _rejected(self, source: str, reason: str) -> None:
         self.metrics.rejected(self.cluster, source)
-        log.info("[%s] rejected %s: %s", self.cluster, source, reason)
         count = self._throttle.admit(source, time.monotonic())
-        if count is not None:
+        if count is not None:  # logged and alerted at most once per source every 10 s
+            log.info("[%s] rejected %s (%d): %s", self.cluster, source, count, reason)
             body = {
                 "instance": self._name,
                 "at": time.time(),
@@ -203,7 +203,10 @@ class ClusterWatch:
             probe.url,
             self._secret or "",
             self._name,
+            cluster=self.cluster,
+            peer=probe.instance,  # a genuine instance elsewhere (another cluster) is not it
             timeout=httpx.Timeout(limit),
+            deadline=limit,  # a slow answer is no answer: the probe never outlasts this
             on_rejected=lambda reason: self._rejected("peer-answer", reason),
             max_answer=64 * 1024,
         )
