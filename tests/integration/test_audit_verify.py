@@ -10,6 +10,7 @@ import asyncpg
 import orjson
 import pytest
 
+from shadowline.domain.events import GENESIS, Event, link
 from shadowline.domain.state import digest
 
 pytestmark = pytest.mark.integration
@@ -167,3 +168,53 @@ async def test_a_shadow_still_copying_its_history_answers_503_instead_of_a_verdi
 
     assert response.status_code == 503
     assert "still being copied" in response.text
+
+
+async def _rechain(url: str, *, strip: bool) -> None:
+    """What a database superuser without the cluster secret can do at most: rewrite an event,
+    then recompute the unkeyed chain of the whole log and the head so that every link holds."""
+    owner = await asyncpg.connect(url)
+    try:
+        async with owner.transaction():
+            await owner.execute("ALTER TABLE events DISABLE TRIGGER events_append_only")
+            await owner.execute(f"UPDATE events SET data = '{EVIL}' WHERE position = 2")
+            if strip:
+                await owner.execute("UPDATE events SET signature = NULL")
+            rows = await owner.fetch("SELECT * FROM events ORDER BY position")
+            previous = GENESIS
+            for row in rows:
+                event = _event_of(row)
+                previous = link(previous, event)
+                await owner.execute(
+                    "UPDATE events SET chain = $1 WHERE position = $2", previous, row["position"]
+                )
+            await owner.execute("UPDATE store_head SET chain = $1", previous)
+            await owner.execute(f"UPDATE items SET value = '{EVIL}' WHERE name = 'beta'")
+            await owner.execute("ALTER TABLE events ENABLE TRIGGER events_append_only")
+    finally:
+        await owner.close()
+
+
+def _event_of(row: Any) -> Event:
+    data = orjson.loads(row["data"]) if row["data"] is not None else None
+    return Event(
+        row["id"], row["position"], row["epoch"], row["type"], row["kind"], row["name"],
+        row["version"], data, orjson.loads(row["metadata"]), row["recorded_at"],
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("strip", [False, True], ids=["signatures kept", "signatures stripped"])
+async def test_a_log_rewritten_and_rechained_by_a_superuser_fails_on_its_signatures(
+    db_url, admin, strip: bool
+):
+    """The chain is unkeyed, so a superuser can make every link hold again; the signatures
+    need the cluster secret, which the database never sees."""
+    await history(admin)
+    await _rechain(db_url, strip=strip)
+
+    body = (await admin.get("/audit/verify")).json()
+
+    assert body["ok"] is False, body
+    assert body["problem"] == "signature"
+    if not strip:
+        assert body["position"] == 2  # the one event whose content changed under its signature

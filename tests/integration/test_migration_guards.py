@@ -108,7 +108,7 @@ async def test_the_migration_upgrades_a_store_with_events_and_closes_the_old_rol
         head = await store.head()
         assert (head.position, head.epoch) == (3, 1)
         await store.append(chained(4, [1], head.chain), 3)
-        verdict = await audit.verify(store)
+        verdict = await audit.verify(store, None, "")
     assert verdict["ok"] is True, verdict
     assert (verdict["checked"], verdict["items"]) == (4, 3)
 
@@ -139,4 +139,4 @@ async def test_the_migration_downgrades_to_0004_keeping_the_log_and_upgrades_aga
 
     async with store_at(url) as store:
         assert (await store.head()).epoch == 1
-        assert (await audit.verify(store))["ok"] is True
+        assert (await audit.verify(store, None, ""))["ok"] is True

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from shadowline.domain import trust
 from shadowline.domain.events import CONFIG_EVENT_TYPES, CONFIG_PUT, GENESIS, Event, link
 from shadowline.domain.state import State, digest, encode
 
@@ -73,7 +74,14 @@ class Mark:
 class Audit:
     """Walks the log from genesis: chain links, snapshots on the way, then the served state."""
 
-    def __init__(self, snapshots: Mapping[int, Mark]) -> None:
+    def __init__(
+        self, snapshots: Mapping[int, Mark], secret: str | None = None, cluster: str = ""
+    ) -> None:
+        # With the cluster secret, each event's signature is checked too: the chain alone is
+        # unkeyed, so a superuser could re-chain a rewritten log; no one without the secret can
+        # sign one. Unsigned events (written before a secret was set) may only open the log.
+        self._secret, self._cluster = secret, cluster
+        self.signed = self.unsigned = 0
         self.previous, self.checked = GENESIS, 0
         self.rows: Rows = {}
         self._marks = dict(snapshots)
@@ -85,8 +93,8 @@ class Audit:
             expected = link(self.previous, event)
             if expected != event.chain:
                 return self._broken(event.position, expected.hex(), event.chain.hex())
-            # -- signatures: the lead adds the check of each event's signature with the
-            # -- cluster key here (unsigned events only as a prefix of the log).
+            if (finding := self._signature(event)) is not None:
+                return finding
             project(self.rows, event)
             self.previous, self.checked = expected, self.checked + 1
             if (mark := self._marks.pop(event.position, None)) is not None:
@@ -94,6 +102,25 @@ class Audit:
                 if found is not None:
                     return found
         return None
+
+    def _signature(self, event: Event) -> dict[str, Any] | None:
+        if self._secret is None:
+            return None
+        if event.signature is None and not self.signed:
+            self.unsigned += 1
+            return None
+        if event.signature is not None and trust.event_signed(self._secret, self._cluster, event):
+            self.signed += 1
+            return None
+        what = "is unsigned after signed ones" if event.signature is None else "has a bad signature"
+        return {
+            "ok": False,
+            "problem": "signature",
+            "position": event.position,
+            "checked": self.checked,
+            "sentence": f"the event at position {event.position} {what}: the log was rewritten "
+            "by someone without the cluster secret",
+        }
 
     def _broken(self, position: int, expected: str, found: str) -> dict[str, Any]:
         return {
@@ -142,6 +169,14 @@ class Audit:
                 "position": stray,
                 "sentence": f"a snapshot at position {stray} has no event of the log under it",
             }
+        if self._secret is not None and self.checked and not self.signed:
+            return {
+                **done,
+                "ok": False,
+                "problem": "signature",
+                "sentence": "no event of the log is signed, yet this instance signs every write "
+                "and marks a log it took over unsigned (SigningStarted): stripped and re-chained?",
+            }
         key = first_difference(self.rows, served)
         if key is not None:
             expected, found = self.rows.get(key), served.get(key)
@@ -159,6 +194,11 @@ class Audit:
             "ok": True,
             "items": len(served),
             "snapshots": self.snapshots,
+            "signatures": {
+                "checked": self._secret is not None,
+                "signed": self.signed,
+                "unsigned_prefix": self.unsigned,
+            },
             "sentence": f"ok: {self.checked} events chained, {self.snapshots} snapshots and "
             f"{len(served)} served items agree with the log",
         }

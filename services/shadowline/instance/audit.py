@@ -16,7 +16,9 @@ from shadowline.domain.state import digest
 PAGE = 5000
 
 
-async def verify(store: EventStore, page: int = PAGE) -> dict[str, Any]:
+async def verify(
+    store: EventStore, secret: str | None, cluster: str, page: int = PAGE
+) -> dict[str, Any]:
     """The audit's finding as the route returns it: `ok`, and on a problem what and where."""
     async with store.consistent() as view:
         head = await view.head()
@@ -40,7 +42,7 @@ async def verify(store: EventStore, page: int = PAGE) -> dict[str, Any]:
                     "checked": 0,
                     "sentence": f"the snapshot at position {position} does not match its digest",
                 }
-        audit = Audit(marks)
+        audit = Audit(marks, secret, cluster)
         after = 0
         while batch := await view.events(after, page):
             if (finding := audit.feed(batch)) is not None:

@@ -242,7 +242,10 @@ def create_app(
     async def audit_verify(_: Auditor) -> dict[str, Any]:
         """Recompute the hash chain and the state from the whole log; compare with what is served
         and report the first difference, if any (instance.audit)."""
-        return await audit.verify(service.store)
+        secret = settings.cluster_secret
+        return await audit.verify(
+            service.store, secret.get_secret_value() if secret else None, settings.cluster
+        )
 
     @app.get("/metrics")
     async def get_metrics(_: Viewer) -> Response:
