@@ -93,23 +93,6 @@ def _event(row: Row[Any]) -> Event:
     )
 
 
-def _row(event: Event) -> dict[str, Any]:
-    return {
-        "position": event.position,
-        "id": event.id,
-        "epoch": event.epoch,
-        "type": event.type,
-        "kind": event.kind,
-        "name": event.name,
-        "version": event.version,
-        "data": event.data,
-        "metadata": event.metadata,
-        "recorded_at": event.recorded_at,
-        "chain": event.chain,
-        "signature": event.signature,
-    }
-
-
 def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
