@@ -75,8 +75,8 @@ async def _publish_command(cluster: str, routing_key: str, command: dict) -> Non
         await exchange.publish(message, routing_key, mandatory=True)
 
 
-def _forged_promote(shadow: str) -> dict:
-    forged = _command(shadow, issued_by="test-metrics", reason="a forged command")
+def _forged_promote(shadow: str, cluster: str) -> dict:
+    forged = _command(shadow, cluster, issued_by="test-metrics", reason="a forged command")
     return signing.sign("not-the-cluster-secret", forged)
 
 
@@ -148,7 +148,7 @@ def test_metrics_of_master_shadow_and_watchdog_follow_writes_a_forged_command_an
     assert drift(exposed) == []
 
     # A forged promote command: refused and counted by reason.
-    asyncio.run(_publish_command(cluster, "promote.node-b", _forged_promote("node-b")))
+    asyncio.run(_publish_command(cluster, "promote.node-b", _forged_promote("node-b", cluster)))
     until(
         lambda: instance(shadow),
         lambda s: s.value("shadowline_rejected_commands_total", reason="signature") == 1,

@@ -999,3 +999,36 @@ async def test_a_shadow_hands_a_message_back_until_its_last_delivery_then_dead_l
     assert last.rejected and not last.nacked  # the broker's next return would be silent
     assert n.broker.problems() == []
     assert [b["alert"] for b in n.broker.bodies("alert.")] == ["dead-lettered"]
+
+
+async def test_a_handover_whose_fork_answer_is_lost_leaves_the_master_rejoining_not_stuck():
+    """The promote went through, the fork point did not come back: the old master must not stay
+    'handing over' for ever (the lease watcher skips that state) but be left rejoining, which
+    the lease watcher retries."""
+    n = node(MASTER)
+    n.gate.configure(enabled=True, acked=n.writer.position)
+    real = n.ha.peer_client.call
+
+    async def fork_lost(method: str, path: str, body: Any = None, params: Any = None) -> Any:
+        if path == "/ha/peer/fork":
+            raise Unavailable("the fork answer was lost on the way")
+        return await real(method, path, body, params)
+
+    n.ha.peer_client.call = fork_lost  # type: ignore[method-assign]
+    with pytest.raises(Unavailable):
+        await n.failover.switch_roles("admin")
+    assert n.failover.role.fenced is not None
+    assert n.failover.role.fenced.startswith("rejoining node-b")
+
+
+async def test_a_handover_with_no_authenticated_answer_stays_fenced_until_resolved():
+    n = node(MASTER)
+    n.gate.configure(enabled=True, acked=n.writer.position)
+
+    async def unanswered(method: str, path: str, body: Any = None, params: Any = None) -> Any:
+        raise Unavailable("answer not authenticated")  # sent; the promote may have landed
+
+    n.ha.peer_client.call = unanswered  # type: ignore[method-assign]
+    with pytest.raises(Unavailable):
+        await n.failover.switch_roles("admin")
+    assert n.failover.role.fenced is not None and "outcome unknown" in n.failover.role.fenced

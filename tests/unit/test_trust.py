@@ -154,3 +154,9 @@ def test_the_throttle_lets_one_alert_through_per_interval_and_counts_the_rest():
     assert [throttle.admit("event", t) for t in (1.0, 2.0, 3.0)] == [None, None, None]
     assert throttle.admit("heartbeat", 3.0) == 1  # per source
     assert throttle.admit("event", 10.5) == 4
+
+
+def test_a_throttle_with_a_burst_lets_that_many_through_per_interval():
+    throttle = Throttle(every=10, burst=3)
+    assert [throttle.admit("c", t) for t in (0.0, 1.0, 2.0, 3.0, 4.0)] == [1, 1, 1, None, None]
+    assert throttle.admit("c", 10.0) == 3  # the two held back, and this one

@@ -161,3 +161,30 @@ def test_a_master_that_answers_its_probes_is_probed_at_most_twice_per_delay():
     assert rules.tick(view, DELAY + 0.2 + DELAY / 2 + 0.01, DELAY)[1] == [
         rules.Probe("m", "http://m:8080")
     ]
+
+
+def _gone(view: rules.View) -> tuple[rules.View, list[rules.Action], str | None]:
+    view, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
+    return rules.probed(view, "m", None, "connection refused", DELAY + 0.2, DELAY, False)
+
+
+def test_a_removed_shadow_that_still_claims_the_master_is_never_promoted():
+    """The master's heartbeat names its shadow: after DELETE /ha/shadow and a new join, the old
+    shadow (x) still says `shadow of m`, but only s may be promoted, by every watchdog."""
+    view = rules.observe(watching(), beat("s", "shadow", peer="m"), DELAY)
+    view = rules.observe(view, beat("x", "shadow", committed=3, peer="m"), DELAY)
+    _, actions, _ = _gone(view)
+    assert [a.shadow for a in actions if isinstance(a, rules.Promote)] == ["s"]
+    only_x = rules.observe(rules.View("c", started=-10), beat("m", "master", peer="s"), 0.0)
+    only_x = rules.observe(only_x, beat("x", "shadow", committed=3, peer="m"), DELAY)
+    view, actions, sentence = _gone(only_x)
+    assert actions == [] and view.phase == "refused" and "no live shadow" in str(sentence)
+
+
+def test_two_claimants_the_master_never_named_promote_no_one():
+    view = rules.View("c", started=-10)  # a watchdog that never heard the master itself
+    for name in ("s", "x"):
+        view = rules.observe(view, beat(name, "shadow", peer="m", peer_url="http://m:8080"), 0.0)
+        view = rules.observe(view, beat(name, "shadow", peer="m", peer_url="http://m:8080"), DELAY)
+    _, actions, _ = _gone(view)
+    assert not [a for a in actions if isinstance(a, rules.Promote)]

@@ -113,8 +113,12 @@ class Nonces:
         self._limit = limit
 
     def fresh(self, nonce: str, now: float) -> bool:
-        if len(self._seen) >= self._limit // 2:
-            self._seen = {n: t for n, t in self._seen.items() if now - t <= 2 * WINDOW}
+        # Oldest first (insertion order): forget what is past any request's window, cheaply.
+        while self._seen:
+            oldest = next(iter(self._seen))
+            if now - self._seen[oldest] <= 2 * WINDOW:
+                break
+            del self._seen[oldest]
         if nonce in self._seen or len(self._seen) >= self._limit:
             return False
         self._seen[nonce] = now
@@ -160,7 +164,7 @@ class PeerClient:
     `peer`, when given, is the instance that must have answered (a genuine instance of the
     cluster at the wrong address is not it). `on_rejected` hears of each answer that failed
     authentication (for the rejected-message alert); the call then raises Unauthenticated,
-    which callers treat as the peer being away. `deadline` bounds a whole call, and four times
+    which callers treat as the peer being away. `deadline` bounds a whole call, and ten times
     it a whole stream, however slowly the peer sends.
     """
 
@@ -273,7 +277,7 @@ class PeerClient:
         b"\\n" only, as the server wrote them (a value may hold U+2028 or U+0085 raw)."""
         request, target = self._request("GET", path, params=params)
         try:
-            async with asyncio.timeout(4 * self._deadline):
+            async with asyncio.timeout(10 * self._deadline):  # a bootstrap image streams
                 response = await self._http.send(request, stream=True)
                 try:
                     if response.is_error:

@@ -90,18 +90,22 @@ def observe(
 
 @dataclass(slots=True)
 class Throttle:
-    """At most one alert per key every `every` seconds; the ones held back are counted and
+    """At most `burst` alerts per key every `every` seconds; the ones held back are counted and
     reported with the next (an attacker flooding forged messages must not flood monitoring)."""
 
     every: float = 10.0
-    last: dict[str, float] = field(default_factory=dict)
-    held: dict[str, int] = field(default_factory=dict)
+    burst: int = 1
+    last: dict[str, float] = field(default_factory=dict)  # when the key's window began
+    sent: dict[str, int] = field(default_factory=dict)  # alerts raised in that window
+    held: dict[str, int] = field(default_factory=dict)  # occurrences since the last alert
 
     def admit(self, key: str, now: float) -> int | None:
         """How many occurrences the alert to raise now covers, or None to hold this one back."""
+        if key not in self.last or now - self.last[key] >= self.every:
+            self.last[key], self.sent[key] = now, 0
         count = self.held.get(key, 0) + 1
-        if key in self.last and now - self.last[key] < self.every:
+        if self.sent[key] >= self.burst:
             self.held[key] = count
             return None
-        self.last[key], self.held[key] = now, 0
+        self.sent[key], self.held[key] = self.sent[key] + 1, 0
         return count

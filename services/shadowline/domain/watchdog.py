@@ -71,8 +71,9 @@ def observe(view: View, beat: dict[str, Any], now: float) -> View:
     peer = beat.get("peer")
     if beat["role"] == "shadow" and peer and peer not in members:
         # Learned second-hand (e.g. after a restart of the watchdog): counted as seen now.
+        # Its own shadow is not known from a claim: `peer` stays unset (see shadow_of).
         members[peer] = Member(
-            peer, "master", int(beat["epoch"]), beat.get("peer_url"), 0, None, name, None, now
+            peer, "master", int(beat["epoch"]), beat.get("peer_url"), 0, None, None, None, now
         )
     return replace(view, members=members)
 
@@ -83,8 +84,15 @@ def master_of(view: View) -> Member | None:
 
 
 def shadow_of(view: View, master: Member) -> Member | None:
-    shadows = [m for m in view.members.values() if m.role == "shadow" and m.peer == master.instance]
-    return max(shadows, key=lambda m: m.seen, default=None)
+    """The master's shadow, if it is known without doubt. An instance that still says it is
+    the shadow of this master may have been removed or replaced there (DELETE /ha/shadow): the
+    master's own heartbeat names its shadow, and a claim it contradicts never counts. Two
+    claimants the master did not settle are a doubt, and a doubt promotes no one (two watchdogs
+    hearing them in another order would promote two instances into one epoch)."""
+    claims = [m for m in view.members.values() if m.role == "shadow" and m.peer == master.instance]
+    if master.peer is not None:
+        claims = [m for m in claims if m.instance == master.peer]
+    return claims[0] if len(claims) == 1 else None
 
 
 def tick(view: View, now: float, takeover_delay: float) -> Decision:

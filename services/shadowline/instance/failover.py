@@ -119,7 +119,10 @@ class Failover:
         """The promote may have reached the shadow (or may still, delayed, within its window):
         stay fenced until its new epoch is heard (then rejoin it) or the command has expired
         and the shadow answers, authenticated, that it is still the shadow of this epoch."""
-        self._unknown_until = time.monotonic() + signing.WINDOW + self._settings.takeover_delay
+        # The shadow takes a command up to WINDOW after it was issued by its own clock (which
+        # may differ from ours by as much again), then drains for up to the takeover delay.
+        delay = 2 * signing.WINDOW + self._settings.takeover_delay + 1
+        self._unknown_until = time.monotonic() + delay
         self.role.fenced = f"handover to {shadow}: outcome unknown ({error})"
         log.warning(self.role.fenced)
 
@@ -185,7 +188,7 @@ class Failover:
             self._alert(
                 "rejected-command",
                 f"promote command refused: {error}",
-                {"command_id": command.get("command_id"), "via": via},
+                {"command_id": str(command.get("command_id"))[:64], "via": via},
             )
             raise
         async with self._lock:
@@ -204,6 +207,14 @@ class Failover:
             async def fork_and_fence() -> int:
                 # Inside the writer: no replicated batch can land between reading the fork and
                 # fencing the old epoch, and any later one is refused by the store.
+                issued = command.get("issued_at")
+                if (
+                    not isinstance(issued, int | float)
+                    or abs(time.time() - issued) > signing.WINDOW
+                ):
+                    # Verified on arrival, but the drain took time: a command held back on the
+                    # way must not take effect after the master stopped waiting for it.
+                    raise Conflict(f"the promote command expired while draining ({issued})")
                 fork = self._writer.position
                 if isinstance(expected, int) and expected != fork:
                     refused = Conflict(
@@ -416,6 +427,11 @@ class Failover:
                 self.role.fenced = None
                 self.role.master_url = None
             raise
+        # Promoted: from here on this instance rejoins; should recover() fail (the fork answer
+        # lost), the lease watcher retries it instead of waiting on a handover that is done.
+        self.role.fenced = (
+            f"rejoining {record.shadow_instance}, master in epoch {self.role.epoch + 1}"
+        )
         result = await self.recover(record.shadow_url, record.shadow_instance)
         took = time.monotonic() - started
         sentence = (

@@ -32,9 +32,10 @@ REFUSAL = "shadowline.peer_refusal"  # scope key: why the signature did not veri
 
 def target_of(scope: Scope) -> str:
     """The path with query, as the caller signed it."""
-    target = str(scope.get("raw_path", scope["path"].encode()).decode())
+    # latin-1: any bytes decode (a signer sends ASCII; anything else just fails to verify)
+    target = str(scope.get("raw_path", scope["path"].encode()).decode("latin-1"))
     if scope.get("query_string"):
-        target += "?" + scope["query_string"].decode()
+        target += "?" + scope["query_string"].decode("latin-1")
     return target
 
 

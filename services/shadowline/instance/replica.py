@@ -42,7 +42,7 @@ from shadowline.domain.errors import (
     Unauthenticated,
     Unavailable,
 )
-from shadowline.domain.events import GENESIS, Event, envelope, from_envelope, verify_chain
+from shadowline.domain.events import GENESIS, Event, envelope, from_envelope, link, verify_chain
 from shadowline.domain.replication import admit, check_bounds
 from shadowline.domain.state import digest
 from shadowline.domain.validation import Catalog
@@ -309,7 +309,12 @@ class Replicator:
                 await self._dead_letter(message, str(error))
                 continue
             if event.position in events:  # the same position twice in one batch
-                await self._dead_or_duplicate(message, event, events[event.position][0])
+                kept, kept_message = events[event.position]
+                if self._follows(event) and not self._follows(kept):
+                    # the one that extends our log stays (another timeline's came first)
+                    events[event.position] = (event, message)
+                    event, message, kept = kept, kept_message, event
+                await self._dead_or_duplicate(message, event, kept)
                 continue
             events[event.position] = (event, message)
         attempt = 0
@@ -365,7 +370,7 @@ class Replicator:
         known = [p for p in events if p <= head]
         if not known:
             return
-        ours = await self._store.chains(min(known), max(known))
+        ours = await self._store.chains(known)
         for position in known:
             event, message = events[position]
             mine = ours.get(position)
@@ -378,6 +383,15 @@ class Replicator:
                 theirs = await self._peer.call("GET", "/ha/peer/chain", params={"at": position})
             except PeerRefused:  # the master has no such position: this log is ahead of it
                 theirs = None
+            except Unavailable as error:
+                # Never hold the batch on a disputed position we hold already (the master may be
+                # gone for good: a failover drains this queue): this copy goes, ours stays.
+                self._rejected(
+                    "event", f"a signed event at {position} differs, unverified: {error}"
+                )
+                await message.reject(requeue=False)
+                del events[position]
+                continue
             if isinstance(theirs, dict) and theirs.get("chain") == mine.hex():
                 self._rejected("event", f"a signed event at {position} is not the master's")
             else:
@@ -441,6 +455,11 @@ class Replicator:
         ):
             raise Divergence(after + 1, "the master answered other positions than asked for")
         return events
+
+    def _follows(self, event: Event) -> bool:
+        """Whether `event` is the next link of this shadow's log (only knowable at head + 1)."""
+        head = self._writer.position
+        return event.position == head + 1 and link(self._writer.chain, event) == event.chain
 
     async def _dead_or_duplicate(
         self, message: AbstractIncomingMessage, event: Event, kept: Event

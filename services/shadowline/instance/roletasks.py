@@ -36,6 +36,7 @@ from shadowline.instance.writer import Writer
 log = logging.getLogger(__name__)
 
 CHANGES_EVERY = 0.25  # seconds between config.changed summaries
+MAX_COMMAND = 64 * 1024  # bytes: a promote command is a few hundred
 
 
 async def _retrying(name: str, work: Callable[[], Awaitable[Any]], *, limit: float = 5.0) -> Any:
@@ -77,6 +78,7 @@ class RoleTasks:
         self._reconciling = asyncio.Lock()
         self._changes: list[Event] = []
         self._throttle = alerting.Throttle()
+        self._refusals = alerting.Throttle(every=10.0, burst=10)
         self.failover: Failover | None = None  # set by the composition root
         self.liveness: Liveness | None = None
         self.config_commands: ConfigCommands | None = None
@@ -84,9 +86,12 @@ class RoleTasks:
     # -- monitoring ------------------------------------------------------------------------------
 
     def alert(self, name: str, message: str, details: dict[str, Any]) -> None:
-        """Log an alert and publish it on monitoring as alert.<name> (best effort)."""
-        log.warning("ALERT %s: %s %s", name, message, details or "")
+        """Log an alert and publish it on monitoring as alert.<name> (best effort). Refused
+        commands come from anyone who may publish: past a burst they are only counted."""
         self._metrics.alerts.labels(name).inc()
+        if name == "rejected-command" and self._refusals.admit(name, time.monotonic()) is None:
+            return
+        log.warning("ALERT %s: %s %s", name, message, details or "")
         self.publish(f"alert.{name}", {"alert": name, "message": message, "details": details})
 
     def rejected(self, source: str, reason: str) -> None:
@@ -259,6 +264,8 @@ class RoleTasks:
         only `promote.<instance>` with a body of type promote is a command this instance knows:
         the routing key must agree with the body, which alone is signed."""
         expected = f"promote.{self._instance}"
+        if len(body) > MAX_COMMAND:
+            raise Forbidden(f"unknown command {routing_key!r}: {len(body)} bytes, no command is")
         try:
             command = orjson.loads(body)
         except orjson.JSONDecodeError as error:
