@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,6 +153,18 @@ def last_delivery(message: AbstractIncomingMessage, limit: int) -> bool:
     keeps one delivery spare for a consumer that dies holding the message (its return counts
     too), and the next one still gets to raise the alert."""
     return deliveries(message) >= limit - 1
+
+
+def heartbeat_in(
+    message: AbstractIncomingMessage, secret: str | None, cluster: str, fresh: trust.Freshness
+) -> tuple[dict[str, object] | None, str | None]:
+    """The heartbeat a delivery carries if it is authentic and fresh (domain.trust), else why
+    not: what instances and watchdogs alike act on."""
+    mac = (message.headers or {}).get(trust.MAC_HEADER)
+    routing_key = message.routing_key or ""
+    return trust.heartbeat_refusal(
+        secret, cluster, routing_key, message.body, mac, fresh, time.time()
+    )
 
 
 def json_message(

@@ -23,7 +23,7 @@ from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage
 
-from shadowline.adapters.broker import BrokerLink
+from shadowline.adapters.broker import BrokerLink, heartbeat_in
 from shadowline.domain import trust
 from shadowline.settings import Settings
 
@@ -134,15 +134,7 @@ class Liveness:
         routing_key = message.routing_key or ""
         if routing_key == f"heartbeat.{self._settings.instance}":
             return  # our own (a forged one under our name changes nothing either)
-        beat, refusal = trust.heartbeat_refusal(
-            self._secret,
-            self._settings.cluster,
-            routing_key,
-            message.body,
-            (message.headers or {}).get(trust.MAC_HEADER),
-            self._fresh,
-            time.time(),
-        )
+        beat, refusal = heartbeat_in(message, self._secret, self._settings.cluster, self._fresh)
         if beat is None:
             self._rejected("heartbeat", f"{routing_key}: {refusal}")
             return

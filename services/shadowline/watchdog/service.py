@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 from aio_pika.abc import AbstractIncomingMessage
 
-from shadowline.adapters.broker import BrokerLink, Names
+from shadowline.adapters.broker import BrokerLink, Names, heartbeat_in
 from shadowline.adapters.peer import PeerClient
 from shadowline.domain import alerting, signing, trust
 from shadowline.domain import watchdog as rules
@@ -129,15 +129,7 @@ class ClusterWatch:
         """Only authenticated, fresh heartbeats count: a forged one must neither stop a failover
         (a fake master) nor start one, and a replayed one must not keep a dead master alive."""
         routing_key = message.routing_key or ""
-        beat, refusal = trust.heartbeat_refusal(
-            self._secret,
-            self.cluster,
-            routing_key,
-            message.body,
-            (message.headers or {}).get(trust.MAC_HEADER),
-            self._fresh,
-            time.time(),
-        )
+        beat, refusal = heartbeat_in(message, self._secret, self.cluster, self._fresh)
         if beat is None:
             self._rejected("heartbeat", f"{routing_key}: {refusal}")
             return
