@@ -144,7 +144,7 @@ class Failover:
         if self._unknown_until is not None:
             if time.monotonic() < self._unknown_until or peer is None:
                 return  # a promote sent in a handover may still take effect
-            self._unknown_until = None
+            self._unknown_until, self.role.master_url = None, None  # not handed over after all
         observed = time.monotonic() - (self._liveness.connected_at or time.monotonic())
         if peer is not None and int(peer["epoch"]) <= self.role.epoch:
             await self.unfence(
