@@ -89,6 +89,7 @@ def build_instance(settings: Settings) -> Instance:
     writer = Writer(
         store,
         epoch=lambda: role.epoch,
+        writable=lambda: role.writable,
         batch_max=settings.batch_max,
         on_batch=metrics.observe_batch,
         secret=secret,

@@ -20,7 +20,7 @@ from shadowline.adapters.db import create_engine
 from shadowline.adapters.store import EventStore
 from shadowline.bootstrap import Instance
 from shadowline.domain.commands import DeleteItem, PutItem
-from shadowline.domain.errors import ConcurrentWriter, NotFound, VersionConflict
+from shadowline.domain.errors import ConcurrentWriter, NotFound, NotWritable, VersionConflict
 from shadowline.domain.events import CONFIG_DELETED, GENESIS, Event, verify_chain
 from shadowline.domain.state import digest, fold
 from shadowline.instance.writer import Writer
@@ -73,12 +73,13 @@ def assert_acknowledged_events_are_stored(acknowledged: list[Event], stored: lis
 
 @asynccontextmanager
 async def own_writer(
-    url: str, on_batch: Callable[[int, float], None] | None = None
+    url: str, on_batch: Callable[[int, float], None] | None = None, epoch: list[int] | None = None
 ) -> AsyncIterator[tuple[EventStore, Writer]]:
     """A writer on an engine of its own, as a second process would have."""
+    epoch = epoch or [1]
     engine = create_engine(url, pool_size=2)
     store = EventStore(engine)
-    writer = Writer(store, epoch=lambda: 1, on_batch=on_batch)
+    writer = Writer(store, epoch=lambda: epoch[0], on_batch=on_batch)
     await writer.load()
     task = asyncio.create_task(writer.run())
     try:
@@ -196,6 +197,39 @@ async def test_two_writers_racing_on_one_database_leave_one_log_of_exactly_the_a
     assert_versions_count_up_per_item(stored)
     assert (head.position, head.chain) == (len(stored), stored[-1].chain)
     assert (position, state) == (len(stored), fold({}, stored))
+
+
+async def test_a_write_accepted_in_one_epoch_is_refused_if_the_role_changed_before_its_turn(
+    db_url,
+):
+    """A master that rejoins as shadow while a client's write waits in the queue must not append
+    that write on top of the new master's history (nor acknowledge it)."""
+    epoch = [1]
+    async with own_writer(db_url, epoch=epoch) as (store, writer):
+        await writer.submit(put("acme", "eu10"), epoch=1)
+        released = asyncio.Event()
+
+        async def rejoin() -> None:  # the role change, run by the writer before the write
+            await released.wait()
+            epoch[0] = 2
+
+        job = asyncio.create_task(writer.exclusive(rejoin))
+        await asyncio.sleep(0)
+        write = asyncio.create_task(writer.submit(put("acme", "eu20"), epoch=1))
+        await asyncio.sleep(0.05)
+        released.set()
+        await job
+        with pytest.raises(NotWritable):
+            await write
+        # Written in the new epoch, the next one is appended under it.
+        later, _ = await writer.submit(put("acme", "eu30"), epoch=2)
+        stored = await read_all(store)
+
+    assert [(e.position, e.epoch, e.data) for e in stored] == [
+        (1, 1, sub("eu10")),
+        (2, 2, sub("eu30")),
+    ]
+    assert later.version == 2
 
 
 # -- optimistic concurrency --------------------------------------------------------------------

@@ -12,7 +12,7 @@ from typing import Any
 
 from shadowline.adapters.local import LocalConfig
 from shadowline.adapters.store import EventFilter, EventStore
-from shadowline.domain.commands import DeleteItem, PutItem
+from shadowline.domain.commands import Command, DeleteItem, PutItem
 from shadowline.domain.errors import NotFound, NotWritable
 from shadowline.domain.events import Event
 from shadowline.domain.kinds import LOCAL_KINDS, split_key
@@ -71,9 +71,7 @@ class ConfigService:
             version, created = await self.local.put(kind, name, value, expected, meta["actor"])
             _apply_local(kind, name, value)
             return WriteResult(kind, name, version, None, self.role.epoch, created)
-        self._check_writable()
-        event, created = await self.writer.submit(PutItem(kind, name, value, expected, meta))
-        await self._admit(event)
+        event, created = await self._write(PutItem(kind, name, value, expected, meta))
         return self._result(event, created)
 
     async def delete(
@@ -84,16 +82,35 @@ class ConfigService:
             version = await self.local.delete(kind, name, expected)
             _apply_local(kind, name, None)
             return WriteResult(kind, name, version + 1, None, self.role.epoch, False)
-        self._check_writable()
-        event, _ = await self.writer.submit(DeleteItem(kind, name, expected, meta))
-        await self._admit(event)
+        event, _ = await self._write(DeleteItem(kind, name, expected, meta))
         return self._result(event, False)
 
-    async def _admit(self, event: Event) -> None:
-        """A master acknowledges only with a valid lease, and in sync mode once the shadow has
-        applied the write (instance.gate)."""
-        if self.role.role == "master" and self.gate is not None:
+    async def _write(self, command: Command) -> tuple[Event, bool]:
+        """Append a client's write and return once it may be acknowledged.
+
+        The role it was accepted under decides: a master acknowledges only with a valid lease,
+        and in sync mode once the shadow has applied the write (instance.gate), even if its
+        role changed meanwhile; and nothing is acknowledged once the epoch it was accepted in
+        is over (the writer refuses it if that happened before its turn).
+        """
+        self._check_writable()
+        role, epoch = self.role.role, self.role.epoch
+        try:
+            event, created = await self.writer.submit(command, epoch=epoch)
+        except NotWritable as refused:
+            raise NotWritable(str(refused), self.role.master_url) from None
+        if role == "master" and self.gate is not None:
             await self.gate.admit(event.position, self.role.master_url)
+        if (self.role.epoch != epoch or not self.role.writable) and not self._held(event):
+            raise NotWritable(
+                "the roles changed before this write was acknowledged: it may be quarantined",
+                self.role.master_url,
+            )
+        return event, created
+
+    def _held(self, event: Event) -> bool:
+        """The shadow had applied this write (so a promotion keeps it)."""
+        return self.gate is not None and self.gate.enabled and self.gate.acked >= event.position
 
     def _check_writable(self) -> None:
         if not self.role.writable:

@@ -26,7 +26,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 from shadowline.adapters.store import EventStore
 from shadowline.domain import trust
 from shadowline.domain.commands import Command, ItemVersion, RecordEvent, decide
-from shadowline.domain.errors import ShadowlineError, Unavailable
+from shadowline.domain.errors import NotWritable, ShadowlineError, Unavailable
 from shadowline.domain.events import Event, link
 from shadowline.domain.replication import check_replicated
 
@@ -40,6 +40,8 @@ class _Pending:
     future: asyncio.Future[Any]
     command: Command | None = None
     job: Callable[[], Awaitable[Any]] | None = None
+    # A client's write: the epoch it was accepted in while the instance was writable.
+    epoch: int | None = None
     enqueued: float = field(default_factory=time.perf_counter)
 
 
@@ -52,6 +54,7 @@ class Writer:
         store: EventStore,
         *,
         epoch: Callable[[], int],
+        writable: Callable[[], bool] = lambda: True,
         batch_max: int = 1000,
         on_batch: BatchObserver | None = None,
         secret: str | None = None,
@@ -61,6 +64,7 @@ class Writer:
         self._secret = secret  # signs every event it writes (domain.trust.event_signature)
         self._cluster = cluster
         self._epoch = epoch
+        self._writable = writable
         self._batch_max = batch_max
         self._on_batch = on_batch
         self.on_commit: list[Callable[[list[Event]], None]] = []  # after each client batch
@@ -108,9 +112,14 @@ class Writer:
         self._queue.put_nowait(_Pending(future, **work))
         return future
 
-    async def submit(self, command: Command) -> tuple[Event, bool]:
-        """Append one command's event; returns (event, created) once it is durable."""
-        result: tuple[Event, bool] = await self._enqueue(command=command)
+    async def submit(self, command: Command, *, epoch: int | None = None) -> tuple[Event, bool]:
+        """Append one command's event; returns (event, created) once it is durable.
+
+        `epoch`: a client's write, accepted while the instance was writable in that epoch. If
+        the role changed while it waited its turn (the master fenced, rejoined as shadow or
+        promoted anew), it is refused with NotWritable, never appended under the new role.
+        """
+        result: tuple[Event, bool] = await self._enqueue(command=command, epoch=epoch)
         return result
 
     async def replicate(self, events: Sequence[Event]) -> None:
@@ -199,6 +208,13 @@ class Writer:
                 continue
             cmd = pending.command
             assert cmd is not None
+            if pending.epoch is not None and (pending.epoch != epoch or not self._writable()):
+                pending.future.set_exception(
+                    NotWritable(
+                        "the roles changed before this write's turn: it was not appended", None
+                    )
+                )
+                continue
             try:
                 event, created = self._event_for(cmd, overlay, position + 1, epoch, recorded_at)
             except ShadowlineError as error:
