@@ -19,7 +19,7 @@ from sqlalchemy.engine import make_url
 
 from shadowline.adapters.migrate import create_database, drop_database, upgrade
 from shadowline.bootstrap import Instance, build_instance
-from shadowline.instance.main import running
+from shadowline.runtime import running
 from shadowline.settings import Settings
 
 BASE_URL = os.environ.get(

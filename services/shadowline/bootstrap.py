@@ -19,23 +19,27 @@ from shadowline.adapters.local import LocalConfig, Users
 from shadowline.adapters.migrate import current_revision
 from shadowline.adapters.resources import load_config_schemas
 from shadowline.adapters.store import EventStore
+from shadowline.application.auth import Authenticator
+from shadowline.application.failover import Failover
+from shadowline.application.gate import CommitGate
+from shadowline.application.ha import HaService
+from shadowline.application.liveness import Liveness
+from shadowline.application.metrics import Metrics
+from shadowline.application.service import ConfigService
+from shadowline.application.snapshots import Snapshotter
+from shadowline.application.supervisor import RoleTasks
+from shadowline.application.writer import Writer
+from shadowline.domain.roles import RoleState
 from shadowline.domain.validation import Catalog
-from shadowline.instance.auth import Authenticator
-from shadowline.instance.config_commands import CommandReader, ConfigCommands, command_schemas
-from shadowline.instance.failover import Failover
-from shadowline.instance.feed import MonitoringFeed
-from shadowline.instance.gate import CommitGate
-from shadowline.instance.ha import HaService
-from shadowline.instance.http import create_app
-from shadowline.instance.limits import BodyLimit
-from shadowline.instance.liveness import Liveness
-from shadowline.instance.metrics import Metrics
-from shadowline.instance.peer_answers import PeerAnswers
-from shadowline.instance.role import RoleState
-from shadowline.instance.roletasks import RoleTasks
-from shadowline.instance.service import ConfigService
-from shadowline.instance.snapshots import Snapshotter
-from shadowline.instance.writer import Writer
+from shadowline.entrypoints.amqp.config_commands import (
+    CommandReader,
+    ConfigCommands,
+    command_schemas,
+)
+from shadowline.entrypoints.amqp.feed import MonitoringFeed
+from shadowline.entrypoints.http.api import create_app
+from shadowline.entrypoints.http.limits import BodyLimit
+from shadowline.entrypoints.http.peer import PeerAnswers
 from shadowline.settings import Settings
 
 

@@ -30,9 +30,9 @@ from fastapi import FastAPI
 
 from shadowline.adapters import peer as peer_signing
 from shadowline.adapters.broker import Names
+from shadowline.application.relay import message_for
 from shadowline.domain import keys, trust
 from shadowline.domain.events import Event, envelope, from_envelope, link
-from shadowline.instance.relay import message_for
 from tests.conftest import AMQP_URL
 from tests.e2e import failover_fixtures
 from tests.e2e.conftest import Process

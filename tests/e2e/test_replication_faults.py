@@ -27,9 +27,9 @@ import orjson
 from aio_pika.abc import AbstractChannel
 
 from shadowline.adapters.broker import Names
+from shadowline.application.relay import message_for
 from shadowline.domain import trust
 from shadowline.domain.events import Event, from_envelope, link
-from shadowline.instance.relay import message_for
 from tests.conftest import ADMIN_PASSWORD, AMQP_URL
 from tests.e2e.conftest import Pair, Process
 

@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from shadowline.adapters.peer import PeerClient
+from shadowline.application.replica import Replicator
 from shadowline.domain.errors import Unavailable
-from shadowline.instance.replica import Replicator
 from tests.conftest import started
 
 VALUE = {"region": "eu10", "subaccount_id": "a1"}

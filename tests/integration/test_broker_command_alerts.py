@@ -22,7 +22,7 @@ from shadowline.adapters.broker import CONFIG_DELIVERY_LIMIT, Names
 from shadowline.bootstrap import Instance
 from shadowline.client import command
 from shadowline.domain.errors import NotWritable
-from shadowline.instance import config_commands
+from shadowline.entrypoints.amqp import config_commands
 from tests.conftest import AMQP_URL
 from tests.integration.test_broker_config_commands import (
     by_broker,

@@ -26,7 +26,7 @@ import pytest
 from shadowline.adapters import passwords
 from shadowline.bootstrap import Instance
 from shadowline.domain.errors import InvalidInput
-from shadowline.instance.main import http_config, http_server
+from shadowline.runtime import http_config, http_server
 from tests.conftest import PASSWORDS, started
 
 # -- a real HTTP server ----------------------------------------------------------------------

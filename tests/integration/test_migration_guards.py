@@ -16,8 +16,8 @@ from alembic.config import Config
 
 from shadowline.adapters.migrate import create_database, drop_database
 from shadowline.adapters.resources import migrations_dir
+from shadowline.application import audit
 from shadowline.domain.events import GENESIS
-from shadowline.instance import audit
 from tests.conftest import database_url
 from tests.integration.chained import as_role, chained, quoted, store_at
 

@@ -20,7 +20,7 @@ import pytest
 from shadowline.adapters.broker import Names, declare_exchanges
 from shadowline.bootstrap import Instance
 from shadowline.domain import trust
-from shadowline.instance.feed import MonitoringFeed
+from shadowline.entrypoints.amqp.feed import MonitoringFeed
 from tests.conftest import AMQP_URL, PASSWORDS, delete_cluster_topology, http_client, started
 from tests.e2e.tcpproxy import TcpProxy
 

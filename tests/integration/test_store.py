@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 
 from shadowline.adapters.db import create_engine
 from shadowline.adapters.store import EventStore
+from shadowline.application.writer import Writer
 from shadowline.bootstrap import Instance
 from shadowline.domain.commands import DeleteItem, PutItem
 from shadowline.domain.errors import ConcurrentWriter, NotFound, NotWritable, VersionConflict
 from shadowline.domain.events import CONFIG_DELETED, GENESIS, Event, verify_chain
 from shadowline.domain.state import digest, fold
-from shadowline.instance.writer import Writer
 from tests.conftest import started
 
 pytestmark = pytest.mark.integration

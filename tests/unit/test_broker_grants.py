@@ -75,7 +75,10 @@ def test_every_routing_key_the_asyncapi_document_has_a_user_send_is_allowed_to_t
 
 
 def test_every_monitoring_routing_key_the_instance_code_publishes_is_allowed_to_its_user():
-    source = "\n".join(p.read_text() for p in (REPO / "services/shadowline/instance").glob("*.py"))
+    product = REPO / "services/shadowline"
+    source = "\n".join(
+        p.read_text() for d in ("application", "entrypoints") for p in (product / d).rglob("*.py")
+    )
     literal = set(re.findall(r"\.?_?publish\(\s*\"([a-z][a-z.-]+)\"", source))
     assert {"role.changed", "config.changed", "failover.switched"} <= literal, "scan broken"
     alerts = deref(asyncapi()["channels"]["alert"]["parameters"]["name"])["enum"]

@@ -18,12 +18,16 @@ import pytest
 from shadowline.adapters.broker import CONFIG_DELIVERY_LIMIT, deliveries, last_delivery
 from shadowline.adapters.command_log import Applied
 from shadowline.adapters.resources import load_config_schemas
+from shadowline.application.service import WriteResult
 from shadowline.client import command
 from shadowline.domain.errors import NotFound, NotWritable, Unavailable, VersionConflict
+from shadowline.domain.roles import RoleState
 from shadowline.domain.validation import Catalog
-from shadowline.instance.config_commands import CommandReader, ConfigCommands, command_schemas
-from shadowline.instance.role import RoleState
-from shadowline.instance.service import WriteResult
+from shadowline.entrypoints.amqp.config_commands import (
+    CommandReader,
+    ConfigCommands,
+    command_schemas,
+)
 from shadowline.settings import Settings
 from tests.unit.test_message_schemas import check_message, problems
 
@@ -331,7 +335,7 @@ async def test_guest_on_default_settings_is_refused_and_alerted_and_nothing_is_w
 
 
 def test_a_reader_that_allows_guest_warns_once_and_one_that_does_not_is_silent(caplog):
-    with caplog.at_level("WARNING", logger="shadowline.instance.config_commands"):
+    with caplog.at_level("WARNING", logger="shadowline.entrypoints.amqp.config_commands"):
         CommandReader(command_schemas(), 4096, frozenset({"shadowline-b-publisher"}))
         assert caplog.records == []
         CommandReader(command_schemas(), 4096, frozenset({"guest"}))

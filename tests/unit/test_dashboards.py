@@ -27,8 +27,8 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from shadowline.application.metrics import Metrics
 from shadowline.domain import watchdog as rules
-from shadowline.instance.metrics import Metrics
 from shadowline.watchdog.metrics import Seen, WatchdogMetrics
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import resource
 
-from shadowline.instance.limits import descriptor_room, server_bounds
+from shadowline.entrypoints.http.limits import descriptor_room, server_bounds
 
 
 def test_cap_and_backlog_together_fit_in_the_room_the_descriptors_leave():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shadowline.instance.auth import LoginThrottle, TooManyFailures
+from shadowline.application.auth import LoginThrottle, TooManyFailures
 
 
 class Clock:

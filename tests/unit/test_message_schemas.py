@@ -31,20 +31,20 @@ from jsonschema import Draft202012Validator
 from shadowline.adapters.ha_repo import HaRecord
 from shadowline.adapters.peer import PeerRefused
 from shadowline.adapters.resources import load_config_schemas
+from shadowline.application.failover import Failover
+from shadowline.application.gate import CommitGate
+from shadowline.application.liveness import Liveness
+from shadowline.application.metrics import Metrics
+from shadowline.application.replica import Replicator
+from shadowline.application.supervisor import CHANGES_EVERY, RoleTasks
 from shadowline.bootstrap import heartbeat_of
 from shadowline.cli.broker import grants
 from shadowline.domain import signing
 from shadowline.domain import watchdog as rules
 from shadowline.domain.errors import Conflict, Forbidden, Unavailable
 from shadowline.domain.events import GENESIS, Event, link
+from shadowline.domain.roles import RoleState
 from shadowline.domain.validation import Catalog
-from shadowline.instance.failover import Failover
-from shadowline.instance.gate import CommitGate
-from shadowline.instance.liveness import Liveness
-from shadowline.instance.metrics import Metrics
-from shadowline.instance.replica import Replicator
-from shadowline.instance.role import RoleState
-from shadowline.instance.roletasks import CHANGES_EVERY, RoleTasks
 from shadowline.settings import Settings
 from shadowline.watchdog import service as watchdog_service
 from shadowline.watchdog.service import ClusterWatch

@@ -12,16 +12,16 @@ import time
 import orjson
 import pytest
 
-from shadowline.domain import signing
-from shadowline.domain.errors import Conflict, Forbidden
-from shadowline.instance.failover import STARTING
-from shadowline.instance.metrics import (
+from shadowline.application.failover import STARTING
+from shadowline.application.metrics import (
     FENCE_REASONS,
     REJECT_REASONS,
     Metrics,
     fence_reason,
     rejection_reason,
 )
+from shadowline.domain import signing
+from shadowline.domain.errors import Conflict, Forbidden
 
 SECRET = "cluster-secret"
 

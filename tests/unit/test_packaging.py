@@ -298,17 +298,19 @@ AUDIT_TEMPLATES = {"history.html", "state.html", "diff.html"}
 
 def test_wheel_carries_the_screen_templates_inside_the_package_where_jinja_loads_them() -> None:
     """hatch ships every file under the wheel's package directory that neither .gitignore nor
-    an exclude drops (`pip wheel . --no-deps` lists shadowline/instance/templates/*.html), and
+    an exclude drops (`pip wheel . --no-deps` lists shadowline/entrypoints/screen/templates/*.html), and
     the screen loads its templates from the package, not from the source tree."""
-    from shadowline.instance.screen_pages import environment
+    from shadowline.entrypoints.screen.pages import environment
 
     wheel = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["hatch"]["build"]
-    templates = REPO / "services/shadowline/instance/templates"
+    templates = REPO / "services/shadowline/entrypoints/screen/templates"
     assert any(templates.is_relative_to(REPO / p) for p in wheel["targets"]["wheel"]["packages"])
     assert "exclude" not in wheel and "exclude" not in wheel["targets"]["wheel"]
     ignored = (REPO / ".gitignore").read_text().split()
     assert not [rule for rule in ignored if "html" in rule or "templates" in rule]
-    shipped = {p.name for p in (resources.files("shadowline.instance") / "templates").iterdir()}
+    shipped = {
+        p.name for p in (resources.files("shadowline.entrypoints.screen") / "templates").iterdir()
+    }
     assert shipped >= SCREEN_TEMPLATES | AUDIT_TEMPLATES
     for name in shipped:
         environment().get_template(name)  # each one parses

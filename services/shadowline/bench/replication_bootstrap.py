@@ -30,7 +30,7 @@ from shadowline.bench.replication_cluster import MASTER, Pair, pair
 from shadowline.bench.replication_cpu import PairMeter
 from shadowline.bootstrap import build_instance
 from shadowline.domain.commands import PutItem
-from shadowline.instance.main import running
+from shadowline.runtime import running
 from shadowline.settings import Settings
 
 POLL = 0.05

@@ -25,7 +25,7 @@ from shadowline.bench.common import (
 from shadowline.bootstrap import Instance, build_instance
 from shadowline.domain.commands import PutItem
 from shadowline.domain.validation import Catalog
-from shadowline.instance.main import running
+from shadowline.runtime import running
 from shadowline.settings import Settings
 
 

@@ -120,7 +120,7 @@ def instance(
     ] = False,
 ) -> None:
     """Run one instance (master, shadow or standalone: its role lives in its database)."""
-    from shadowline.instance.main import serve
+    from shadowline.runtime import serve
 
     setup_logging()
     settings = load_settings()

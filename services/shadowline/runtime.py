@@ -19,11 +19,11 @@ from starlette.types import ASGIApp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shadowline.adapters.migrate import upgrade
+from shadowline.application.failover import STARTING
 from shadowline.bootstrap import Instance, build_instance
 from shadowline.domain.commands import RecordEvent
 from shadowline.domain.errors import Unavailable
-from shadowline.instance.failover import STARTING
-from shadowline.instance.limits import (
+from shadowline.entrypoints.http.limits import (
     ConnectionGuard,
     descriptor_room,
     guarded_protocol,

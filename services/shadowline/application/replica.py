@@ -34,6 +34,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 from shadowline.adapters.broker import DELIVERY_LIMIT, deliveries, last_delivery
 from shadowline.adapters.peer import PeerClient, PeerRefused
 from shadowline.adapters.store import EventStore, Image
+from shadowline.application.writer import Writer
 from shadowline.domain.errors import (
     Divergence,
     Gap,
@@ -46,7 +47,6 @@ from shadowline.domain.events import GENESIS, Event, envelope, from_envelope, li
 from shadowline.domain.replication import admit, check_bounds
 from shadowline.domain.state import digest
 from shadowline.domain.validation import Catalog
-from shadowline.instance.writer import Writer
 
 log = logging.getLogger(__name__)
 

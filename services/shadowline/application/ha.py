@@ -15,13 +15,13 @@ from shadowline import __version__
 from shadowline.adapters.ha_repo import HaRecord, HaRepository
 from shadowline.adapters.peer import PeerClient, PeerRefused
 from shadowline.adapters.store import EventStore
+from shadowline.application.gate import CommitGate
+from shadowline.application.writer import Writer
 from shadowline.domain.commands import RecordEvent
 from shadowline.domain.errors import Conflict, Forbidden, NotFound, Unavailable
 from shadowline.domain.ha import handshake_problem, shadow_state
+from shadowline.domain.roles import RoleState
 from shadowline.domain.state import digest
-from shadowline.instance.gate import CommitGate
-from shadowline.instance.role import RoleState
-from shadowline.instance.writer import Writer
 from shadowline.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -12,15 +12,15 @@ from typing import Any
 
 from shadowline.adapters.local import LocalConfig
 from shadowline.adapters.store import EventFilter, EventStore
+from shadowline.application.gate import CommitGate
+from shadowline.application.writer import Writer
 from shadowline.domain.commands import Command, DeleteItem, PutItem
 from shadowline.domain.errors import NotFound, NotWritable
 from shadowline.domain.events import Event
 from shadowline.domain.kinds import LOCAL_KINDS, split_key
+from shadowline.domain.roles import RoleState
 from shadowline.domain.state import State, diff
 from shadowline.domain.validation import Catalog
-from shadowline.instance.gate import CommitGate
-from shadowline.instance.role import RoleState
-from shadowline.instance.writer import Writer
 
 log = logging.getLogger(__name__)
 

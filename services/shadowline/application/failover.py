@@ -15,14 +15,14 @@ import httpx
 
 from shadowline.adapters.peer import PeerRefused
 from shadowline.adapters.store import EventStore
+from shadowline.application.gate import CommitGate
+from shadowline.application.ha import HaService
+from shadowline.application.liveness import Liveness
+from shadowline.application.metrics import Metrics
+from shadowline.application.writer import Writer
 from shadowline.domain import signing
 from shadowline.domain.commands import RecordEvent
 from shadowline.domain.errors import Conflict, Forbidden, ShadowlineError, Unavailable
-from shadowline.instance.gate import CommitGate
-from shadowline.instance.ha import HaService
-from shadowline.instance.liveness import Liveness
-from shadowline.instance.metrics import Metrics
-from shadowline.instance.writer import Writer
 from shadowline.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,8 @@ from aio_pika import Message
 
 from shadowline.adapters.broker import BrokerLink, json_message
 from shadowline.adapters.store import EventStore
+from shadowline.application.writer import Writer
 from shadowline.domain.events import Event, envelope
-from shadowline.instance.writer import Writer
 
 log = logging.getLogger(__name__)
 

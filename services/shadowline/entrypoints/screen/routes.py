@@ -22,13 +22,13 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from shadowline.application.auth import TooManyFailures
 from shadowline.domain.errors import Forbidden, ShadowlineError, Unauthorized, Unavailable
-from shadowline.instance.auth import TooManyFailures
-from shadowline.instance.feed import MonitoringFeed
-from shadowline.instance.http_common import error_response, source_of
-from shadowline.instance.screen_history import router as history_router
-from shadowline.instance.screen_pages import page
-from shadowline.instance.screen_session import (
+from shadowline.entrypoints.amqp.feed import MonitoringFeed
+from shadowline.entrypoints.http.common import error_response, source_of
+from shadowline.entrypoints.screen.history import router as history_router
+from shadowline.entrypoints.screen.pages import page
+from shadowline.entrypoints.screen.session import (
     LoginRequired,
     ScreenRefused,
     ScreenUser,

@@ -1,6 +1,6 @@
 """Rendering the HA screen's pages: Jinja2 templates shipped in the package, strict headers.
 
-Templates are loaded from the package (`shadowline/instance/templates`), so they come with the
+Templates are loaded from the package (`shadowline/entrypoints/screen/templates`), so they come with the
 wheel and need no build step. Autoescaping is on for every template: names, values and error
 texts come from users, peers and the broker.
 
@@ -56,7 +56,7 @@ def seconds(value: float | None) -> str:
 @functools.cache
 def environment() -> Environment:
     env = Environment(
-        loader=PackageLoader("shadowline.instance", "templates"),
+        loader=PackageLoader("shadowline.entrypoints.screen", "templates"),
         autoescape=True,
         undefined=StrictUndefined,
         trim_blocks=True,

@@ -16,6 +16,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shadowline.adapters.local import User
+from shadowline.application.auth import Authenticator, TooManyFailures
 from shadowline.domain.errors import (
     AlreadyExists,
     Conflict,
@@ -29,8 +30,7 @@ from shadowline.domain.errors import (
     VersionConflict,
 )
 from shadowline.domain.events import parse_time
-from shadowline.instance.auth import Authenticator, TooManyFailures
-from shadowline.instance.limits import BodyTooLarge
+from shadowline.entrypoints.http.limits import BodyTooLarge
 
 NDJSON = "application/x-ndjson"
 JSON = "application/json"

@@ -21,9 +21,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shadowline import __version__
 from shadowline.adapters.resources import schemas_dir
+from shadowline.application.liveness import Liveness
 from shadowline.domain.errors import Conflict, Forbidden
 from shadowline.domain.events import Event
-from shadowline.instance.liveness import Liveness
 
 ROLES = ("standalone", "master", "shadow", "fenced")
 MODES = ("sync", "async")

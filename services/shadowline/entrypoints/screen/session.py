@@ -25,9 +25,9 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from shadowline.adapters.local import User
+from shadowline.application.auth import RANK, Authenticator
 from shadowline.domain.errors import Forbidden, Unauthorized
-from shadowline.instance.auth import RANK, Authenticator
-from shadowline.instance.http_common import normal_origin, origin_of_url, source_of
+from shadowline.entrypoints.http.common import normal_origin, origin_of_url, source_of
 
 SESSION_SECONDS = 8 * 3600  # one working day; absolute, not sliding
 FLASH_SECONDS = 60

@@ -15,12 +15,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from shadowline import __version__
 from shadowline.adapters.local import User
 from shadowline.adapters.store import EventFilter
+from shadowline.application import audit
+from shadowline.application.auth import Authenticator, LoginThrottle
+from shadowline.application.ha import HaService
+from shadowline.application.metrics import Metrics
+from shadowline.application.service import ConfigService
 from shadowline.domain.errors import FieldError, InvalidInput, ShadowlineError
 from shadowline.domain.events import envelope
-from shadowline.instance import audit
-from shadowline.instance.auth import Authenticator, LoginThrottle
-from shadowline.instance.ha import HaService
-from shadowline.instance.http_common import (
+from shadowline.entrypoints.http.common import (
     MAX_POSITION,
     NDJSON,
     Admin,
@@ -34,11 +36,9 @@ from shadowline.instance.http_common import (
     moment_of,
     point_of,
 )
-from shadowline.instance.http_ha import router as ha_router
-from shadowline.instance.limits import BodyTooLarge
-from shadowline.instance.metrics import Metrics
-from shadowline.instance.screen import include_screen, is_screen_form
-from shadowline.instance.service import ConfigService
+from shadowline.entrypoints.http.ha import router as ha_router
+from shadowline.entrypoints.http.limits import BodyTooLarge
+from shadowline.entrypoints.screen.routes import include_screen, is_screen_form
 from shadowline.settings import Settings
 
 MAX_VERSION = 2**31 - 1  # versions are PostgreSQL integers: no item can have a larger one

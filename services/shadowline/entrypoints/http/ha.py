@@ -12,14 +12,14 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from shadowline.adapters.store import EventFilter
+from shadowline.application.failover import Failover
+from shadowline.application.ha import HaService
+from shadowline.application.replica import FETCH_PAGE
 from shadowline.domain.errors import FieldError, Forbidden, InvalidInput, NotFound
 from shadowline.domain.events import envelope, format_time
 from shadowline.domain.state import digest
-from shadowline.instance.failover import Failover
-from shadowline.instance.ha import HaService
-from shadowline.instance.http_common import NDJSON, Admin, Auditor, Viewer, body_json
-from shadowline.instance.peer_answers import CALLER, REFUSAL
-from shadowline.instance.replica import FETCH_PAGE
+from shadowline.entrypoints.http.common import NDJSON, Admin, Auditor, Viewer, body_json
+from shadowline.entrypoints.http.peer import CALLER, REFUSAL
 
 router = APIRouter()
 

@@ -36,6 +36,7 @@ from shadowline.adapters.broker import (
 )
 from shadowline.adapters.command_log import Applied, CommandLog
 from shadowline.adapters.resources import schemas_dir
+from shadowline.application.service import ConfigService
 from shadowline.domain.errors import (
     Conflict,
     FieldError,
@@ -46,9 +47,8 @@ from shadowline.domain.errors import (
     Unavailable,
 )
 from shadowline.domain.kinds import LOCAL_KINDS
-from shadowline.instance.http_common import MalformedBody, error_response
-from shadowline.instance.limits import BodyTooLarge
-from shadowline.instance.service import ConfigService
+from shadowline.entrypoints.http.common import MalformedBody, error_response
+from shadowline.entrypoints.http.limits import BodyTooLarge
 from shadowline.settings import GUEST
 
 log = logging.getLogger(__name__)

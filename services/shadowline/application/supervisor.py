@@ -20,18 +20,18 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from shadowline.adapters.broker import BrokerLink
 from shadowline.adapters.store import EventStore
+from shadowline.application.failover import Failover
+from shadowline.application.ha import HaService
+from shadowline.application.liveness import Liveness
+from shadowline.application.metrics import Metrics
+from shadowline.application.relay import Relay
+from shadowline.application.replica import Replicator
+from shadowline.application.writer import Writer
 from shadowline.domain import alerting
 from shadowline.domain.errors import Forbidden, ShadowlineError
 from shadowline.domain.events import Event
 from shadowline.domain.validation import Catalog
-from shadowline.instance.config_commands import ConfigCommands
-from shadowline.instance.failover import Failover
-from shadowline.instance.ha import HaService
-from shadowline.instance.liveness import Liveness
-from shadowline.instance.metrics import Metrics
-from shadowline.instance.relay import Relay
-from shadowline.instance.replica import Replicator
-from shadowline.instance.writer import Writer
+from shadowline.entrypoints.amqp.config_commands import ConfigCommands
 
 log = logging.getLogger(__name__)
 

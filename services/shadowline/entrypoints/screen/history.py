@@ -16,12 +16,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from shadowline.adapters.store import EventFilter
+from shadowline.application.service import ConfigService
 from shadowline.domain.errors import InvalidInput, NotFound
 from shadowline.domain.events import Event
-from shadowline.instance.http_common import digits, moment_of, point_of
-from shadowline.instance.screen_pages import page
-from shadowline.instance.screen_session import ScreenUser, user_of
-from shadowline.instance.service import ConfigService
+from shadowline.entrypoints.http.common import digits, moment_of, point_of
+from shadowline.entrypoints.screen.pages import page
+from shadowline.entrypoints.screen.session import ScreenUser, user_of
 
 router = APIRouter(include_in_schema=False)
 

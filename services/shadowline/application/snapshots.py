@@ -10,7 +10,7 @@ import asyncio
 import logging
 
 from shadowline.adapters.store import EventStore
-from shadowline.instance.writer import Writer
+from shadowline.application.writer import Writer
 
 log = logging.getLogger(__name__)
 

@@ -1,1 +1,0 @@
-"""One shadowline instance: the writer, the application service and its HTTP entrypoint."""
