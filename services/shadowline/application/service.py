@@ -53,13 +53,14 @@ class ConfigService:
         writer: Writer,
         local: LocalConfig,
         role: RoleState,
+        gate: CommitGate | None = None,
     ) -> None:
         self.catalog = catalog
         self.store = store
         self.writer = writer
         self.local = local
         self.role = role
-        self.gate: CommitGate | None = None  # set by the composition root
+        self.gate = gate
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -107,6 +108,12 @@ class ConfigService:
                 self.role.master_url,
             )
         return event, created
+
+    async def admit_again(self, position: int) -> None:
+        """Return once a write made before (a repeated config command) may be acknowledged
+        again: its first attempt may have stopped at the gate, like a client's write here."""
+        if self.role.role == "master" and self.gate is not None:
+            await self.gate.admit(position, self.role.master_url)
 
     def _held(self, event: Event) -> bool:
         """The shadow had applied this write (so a promotion keeps it)."""
