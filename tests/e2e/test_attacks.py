@@ -190,7 +190,9 @@ def captured_heartbeat(cluster: str, instance: str) -> tuple[bytes, dict[str, An
 # -- forged and replayed heartbeats --------------------------------------------------------------
 
 
-def test_forged_and_replayed_heartbeats_change_no_role_epoch_or_state(ha_cluster: HaCluster):
+def test_forged_and_replayed_heartbeats_change_no_role_epoch_or_state(
+    ha_cluster: HaCluster,
+) -> None:
     """Issue 9, attack 1: `heartbeat.evil` claiming master in a high epoch made the real master
     fence itself, quarantine acknowledged events and follow the attacker's URL; the watchdog
     took the forged master for real."""
@@ -300,7 +302,7 @@ def _raw(body: bytes, position: int) -> tuple[str, aio_pika.Message]:
 
 def test_forged_replayed_and_poison_events_are_refused_alone_and_replication_goes_on(
     ha_cluster: HaCluster,
-):
+) -> None:
     """Issue 9, attacks 2 and 3: an unkeyed chain let anyone compute the next link; a forged
     event at head + 1 was applied, and the master's real write there then acked as a
     duplicate. A position of 2**80 stalled replication; head + 40,000,000 cost 1.6 GB."""
@@ -376,7 +378,7 @@ def _queue_depth(name: str) -> int:
 
 def test_a_signed_event_of_another_timeline_at_a_held_position_is_rejected_not_a_divergence(
     ha_cluster: HaCluster,
-):
+) -> None:
     """A position the shadow holds is compared, never acked blindly. A validly signed event
     that differs there (here the test signs one, as an old master of the cluster could have
     before a failover) is checked against the master's own log: the master agrees with the
@@ -402,7 +404,7 @@ def test_a_signed_event_of_another_timeline_at_a_held_position_is_rejected_not_a
 
 def test_a_shadow_whose_reported_chain_differs_is_diverged_and_its_acks_stop_counting(
     ha_cluster: HaCluster,
-):
+) -> None:
     """The master compares the chain value the shadow reports at its position with its own:
     a shadow whose log differs never counts for sync mode. (Sent here as the shadow would,
     signed: only a holder of the cluster secret can.)"""
@@ -466,7 +468,7 @@ class FakeInstance:
 
 def test_a_fake_instance_answering_at_the_dead_masters_url_does_not_stop_the_failover(
     ha_cluster: HaCluster,
-):
+) -> None:
     """The watchdog's probe is signed and its answer must be authenticated: a fake master at
     the real master's address (answering /health as master) counts as no answer."""
     ha_cluster.set_up()
@@ -496,7 +498,7 @@ def _free(port: int) -> bool:
     return True
 
 
-def test_a_peer_answer_without_the_clusters_mac_is_never_used():
+def test_a_peer_answer_without_the_clusters_mac_is_never_used() -> None:
     """Fork points, history pages and images come from the other instance over HTTP: an
     answer that is not authenticated (a fake peer, a proxy that changes a byte) is refused
     before it is read, and counted."""

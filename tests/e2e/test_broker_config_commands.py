@@ -30,7 +30,7 @@ def _by_command(process: Process, command_id: str) -> list[dict[str, Any]]:
 
 def test_a_command_published_while_the_master_is_dead_is_answered_by_the_promoted_shadow(
     ha_cluster: HaCluster,
-):
+) -> None:
     master, shadow = ha_cluster.master, ha_cluster.shadow
     for process in (master, shadow):  # the test publishes as guest: opted in, never implicit
         process.env["SHADOWLINE_COMMAND_PUBLISHERS"] = "guest"

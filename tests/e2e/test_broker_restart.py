@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -50,7 +50,9 @@ def rabbit_node(tmp_path: Path) -> Iterator[RabbitNode]:
 
 
 @pytest.fixture
-async def broker_pair(db_factory, rabbit_node: RabbitNode, tmp_path: Path) -> AsyncIterator[Pair]:
+async def broker_pair(
+    db_factory: Callable[[], Awaitable[str]], rabbit_node: RabbitNode, tmp_path: Path
+) -> AsyncIterator[Pair]:
     cluster = f"e2e{uuid.uuid4().hex[:8]}"
     processes = [
         make_process(
@@ -67,7 +69,9 @@ async def broker_pair(db_factory, rabbit_node: RabbitNode, tmp_path: Path) -> As
         process.stop()
 
 
-def test_the_shadow_converges_after_a_broker_restart_under_write_load(broker_pair, rabbit_node):
+def test_the_shadow_converges_after_a_broker_restart_under_write_load(
+    broker_pair: Pair, rabbit_node: RabbitNode
+) -> None:
     pair = broker_pair
     pair.set_up()
     write_mappings(pair.master, 5)

@@ -106,7 +106,9 @@ def positions(ndjson: bytes) -> list[int]:
 # -- history export ----------------------------------------------------------------------------
 
 
-def test_export_ndjson_lines_are_the_events_api_lines_byte_for_byte(instance_process):
+def test_export_ndjson_lines_are_the_events_api_lines_byte_for_byte(
+    instance_process: Process,
+) -> None:
     mixed_history(started(instance_process))
     result = shadowline(instance_process, "history", "export", "--page-size", "7")
     assert result.exit_code == 0, result.output
@@ -116,8 +118,8 @@ def test_export_ndjson_lines_are_the_events_api_lines_byte_for_byte(instance_pro
 
 
 def test_export_csv_reads_back_with_the_same_positions_data_and_metadata(
-    instance_process, tmp_path: Path
-):
+    instance_process: Process, tmp_path: Path
+) -> None:
     mixed_history(started(instance_process))
     out = tmp_path / "audit.csv"
     result = shadowline(instance_process, "history", "export", "--format", "csv", "-o", str(out))
@@ -141,7 +143,7 @@ def test_export_csv_reads_back_with_the_same_positions_data_and_metadata(
     assert {"'=1+2", "'-rollback", "'@ops", 'ticket 4711, "urgent"'} <= defused
 
 
-def test_export_with_filters_writes_exactly_what_the_api_selects(instance_process):
+def test_export_with_filters_writes_exactly_what_the_api_selects(instance_process: Process) -> None:
     mixed_history(started(instance_process))
     for filters, params in [
         (["--kind", "system-mapping"], {"kind": "system-mapping"}),
@@ -162,7 +164,9 @@ def test_export_with_filters_writes_exactly_what_the_api_selects(instance_proces
     ]
 
 
-def test_export_by_actor_finds_the_changes_of_a_user_added_with_the_cli(instance_process):
+def test_export_by_actor_finds_the_changes_of_a_user_added_with_the_cli(
+    instance_process: Process,
+) -> None:
     started(instance_process)
     database = {"SHADOWLINE_DATABASE_URL": instance_process.env["SHADOWLINE_DATABASE_URL"]}
     added = shadowline(
@@ -183,7 +187,9 @@ def test_export_by_actor_finds_the_changes_of_a_user_added_with_the_cli(instance
     assert [e["metadata"]["actor"] for e in events] == ["alice"] * 3
 
 
-def test_export_of_3000_events_pages_through_the_whole_history(instance_process, tmp_path: Path):
+def test_export_of_3000_events_pages_through_the_whole_history(
+    instance_process: Process, tmp_path: Path
+) -> None:
     fill(started(instance_process), 3000)
     out = tmp_path / "audit.ndjson"
     result = shadowline(
@@ -201,7 +207,7 @@ def test_export_of_3000_events_pages_through_the_whole_history(instance_process,
     assert [int(r["position"]) for r in rows] == list(range(1, 3001))
 
 
-def test_a_failed_export_leaves_no_file_behind(instance_process, tmp_path: Path):
+def test_a_failed_export_leaves_no_file_behind(instance_process: Process, tmp_path: Path) -> None:
     fill(started(instance_process), 10)
     (exports := tmp_path / "exports").mkdir()
     out = exports / "audit.ndjson"
@@ -216,7 +222,7 @@ def test_a_failed_export_leaves_no_file_behind(instance_process, tmp_path: Path)
 # -- JSON output and exit codes ------------------------------------------------------------------
 
 
-def test_client_commands_print_json_a_script_can_parse(instance_process):
+def test_client_commands_print_json_a_script_can_parse(instance_process: Process) -> None:
     started(instance_process)
     value = '{"region": "eu10", "subaccount_id": "a1"}'
     put = orjson.loads(
@@ -251,7 +257,7 @@ def test_client_commands_print_json_a_script_can_parse(instance_process):
     assert [orjson.loads(line)["version"] for line in history.stdout.splitlines()] == [1, 2]
 
 
-def test_exit_codes_follow_the_documented_table(instance_process):
+def test_exit_codes_follow_the_documented_table(instance_process: Process) -> None:
     started(instance_process)
     item = ["subaccount", "acme"]
     assert (
@@ -309,8 +315,8 @@ def _read_all(fd: int) -> bytes:
 
 
 def test_export_draws_a_progress_bar_only_when_stderr_is_a_terminal(
-    instance_process, tmp_path: Path
-):
+    instance_process: Process, tmp_path: Path
+) -> None:
     fill(started(instance_process), 1200)
     leader, follower = pty.openpty()
     on_terminal = _export_process(instance_process, tmp_path / "a.ndjson", follower)
@@ -328,8 +334,8 @@ def test_export_draws_a_progress_bar_only_when_stderr_is_a_terminal(
 
 
 def test_history_follow_with_a_filter_prints_only_matches_as_they_are_written(
-    instance_process,
-):
+    instance_process: Process,
+) -> None:
     mixed_history(started(instance_process))  # 48 events, 3 of them deletions
     command = [sys.executable, "-m", "shadowline", "history", "--follow", "--json"]
     login = ["--url", instance_process.url, "--user", "admin", "--password", ADMIN_PASSWORD]

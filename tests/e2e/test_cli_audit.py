@@ -24,8 +24,8 @@ def fill(process: Process) -> None:
 
 
 async def test_audit_verify_exits_0_on_an_untouched_log_and_1_once_the_served_state_was_changed(
-    instance_process, db_url
-):
+    instance_process: Process, db_url: str
+) -> None:
     process = started(instance_process)
     fill(process)
 
@@ -51,7 +51,7 @@ async def test_audit_verify_exits_0_on_an_untouched_log_and_1_once_the_served_st
     assert doc["found"]["value"]["region"] == "evil"
 
 
-def test_audit_verify_exits_3_when_the_instance_is_unreachable():
+def test_audit_verify_exits_3_when_the_instance_is_unreachable() -> None:
     result = shadowline(None, "audit", "verify", "--url", "http://127.0.0.1:9", "--timeout", "2")
 
     assert result.exit_code == 3, result.output

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import orjson
 
+from tests.e2e.conftest import Pair
 from tests.e2e.test_cli import fill, shadowline
 
 
-def test_ha_setup_waits_until_the_shadow_has_applied_the_masters_history(pair):
+def test_ha_setup_waits_until_the_shadow_has_applied_the_masters_history(pair: Pair) -> None:
     for process in (pair.master, pair.shadow):
         process.start()
     for process in (pair.master, pair.shadow):
@@ -48,7 +49,7 @@ def test_ha_setup_waits_until_the_shadow_has_applied_the_masters_history(pair):
     assert shadow["position"] >= 300
 
 
-def test_a_write_to_the_shadow_exits_3_and_names_the_master(pair):
+def test_a_write_to_the_shadow_exits_3_and_names_the_master(pair: Pair) -> None:
     pair.set_up()
     value = '{"region": "eu10", "subaccount_id": "a1"}'
     refused = shadowline(pair.shadow, "config", "put", "subaccount", "acme", value)

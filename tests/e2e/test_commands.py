@@ -114,7 +114,7 @@ def _rejections(heard: list[dict[str, Any]], instance: str) -> list[dict[str, An
 
 async def test_forged_tampered_stale_and_misaddressed_commands_are_refused_and_alerted(
     ha_cluster: HaCluster, broker: Broker
-):
+) -> None:
     ha_cluster.set_up(watchdog=False)
     shadow = ha_cluster.shadow
     name, secret = name_of(shadow), shadow.env["SHADOWLINE_CLUSTER_SECRET"]
@@ -146,7 +146,7 @@ async def test_forged_tampered_stale_and_misaddressed_commands_are_refused_and_a
 
 async def test_a_replayed_promote_command_is_refused_and_the_epoch_stays(
     ha_cluster: HaCluster, broker: Broker
-):
+) -> None:
     ha_cluster.set_up(watchdog=False)
     master, shadow = ha_cluster.master, ha_cluster.shadow
     name, secret = name_of(shadow), shadow.env["SHADOWLINE_CLUSTER_SECRET"]

@@ -10,6 +10,7 @@ import httpx
 import orjson
 
 from tests.conftest import ADMIN_PASSWORD
+from tests.e2e.conftest import Process
 
 WRITERS = 8
 
@@ -74,7 +75,9 @@ def _assert_every_ack_is_durable(url: str, acks: list[dict]) -> None:
     assert verify["ok"] is True and verify["checked"] == len(events)
 
 
-async def test_sigkill_under_write_load_loses_no_acknowledged_write(instance_process):
+async def test_sigkill_under_write_load_loses_no_acknowledged_write(
+    instance_process: Process,
+) -> None:
     instance_process.start()
     instance_process.wait_healthy()
     acks = await _load_then(instance_process, signal.SIGKILL, after_acks=400)
@@ -93,7 +96,7 @@ async def test_sigkill_under_write_load_loses_no_acknowledged_write(instance_pro
     assert response.json()["position"] == health["position"] + 1
 
 
-async def test_sigterm_under_write_load_drains_and_exits_zero(instance_process):
+async def test_sigterm_under_write_load_drains_and_exits_zero(instance_process: Process) -> None:
     instance_process.start()
     instance_process.wait_healthy()
     acks = await _load_then(instance_process, signal.SIGTERM, after_acks=200)

@@ -101,7 +101,7 @@ def _wait_role(url: str, role: str, epoch: int, timeout: float) -> None:
 
 def test_the_demo_runs_a_cluster_whose_master_can_be_killed_and_comes_back_as_shadow(
     demo: Demo,
-):
+) -> None:
     demo.wait_for(r"Press Ctrl-C to stop", timeout=120)
     master = demo.wait_for(r"^\s+master\s+(http://\S+)", 1)[1]
     shadow = demo.wait_for(r"^\s+shadow\s+(http://\S+)", 1)[1]

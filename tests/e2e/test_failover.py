@@ -44,7 +44,7 @@ def _load(cluster: HaCluster) -> WriteLoad:
 
 def test_a_master_killed_under_write_load_fails_over_without_losing_an_acknowledged_write(
     ha_cluster: HaCluster,
-):
+) -> None:
     ha_cluster.set_up()
     load = _load(ha_cluster)
     try:
@@ -71,7 +71,7 @@ def _writes_to(process_url: str, load: WriteLoad, after: float) -> tuple[list, l
 
 def test_a_master_paused_longer_than_the_takeover_delay_is_replaced_once_and_rejoins_as_shadow(
     ha_cluster: HaCluster,
-):
+) -> None:
     old, new = ha_cluster.master, ha_cluster.shadow
     ha_cluster.set_up()
     # One writer, whose write in flight when the master is paused waits for its answer until it
@@ -126,7 +126,9 @@ def test_a_master_paused_longer_than_the_takeover_delay_is_replaced_once_and_rej
     print(verify["sentence"])
 
 
-def test_a_master_paused_shorter_than_the_takeover_delay_is_not_replaced(ha_cluster: HaCluster):
+def test_a_master_paused_shorter_than_the_takeover_delay_is_not_replaced(
+    ha_cluster: HaCluster,
+) -> None:
     master, shadow = ha_cluster.master, ha_cluster.shadow
     ha_cluster.set_up()
     load = _load(ha_cluster)
@@ -171,7 +173,7 @@ def _first_times(checks: dict[str, Callable[[], bool]], until: str, timeout: flo
 
 def test_a_master_cut_from_the_broker_fences_itself_before_the_shadow_is_promoted(
     ha_cluster_behind_proxy: HaCluster,
-):
+) -> None:
     cluster = ha_cluster_behind_proxy
     old, new = cluster.master, cluster.shadow
     assert cluster.proxy is not None
@@ -217,7 +219,7 @@ def test_a_master_cut_from_the_broker_fences_itself_before_the_shadow_is_promote
 @pytest.mark.parametrize("moment", ["probing", "sent"])
 def test_a_watchdog_restarted_during_a_failover_leads_to_exactly_one_promotion(
     ha_cluster: HaCluster, moment: str
-):
+) -> None:
     """Killed right after it logged that it probes the master (no promote sent yet), or right
     after its promote command reached the shadow: the next watchdog finishes the job, once."""
     old, new, watchdog = ha_cluster.master, ha_cluster.shadow, ha_cluster.watchdog
@@ -254,7 +256,7 @@ def test_a_watchdog_restarted_during_a_failover_leads_to_exactly_one_promotion(
 
 def test_a_shadow_killed_during_its_promotion_ends_with_one_master_and_no_lost_write(
     ha_cluster: HaCluster,
-):
+) -> None:
     old, new, watchdog = ha_cluster.master, ha_cluster.shadow, ha_cluster.watchdog
     ha_cluster.set_up()
     load = _load(ha_cluster)

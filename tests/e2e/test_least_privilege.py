@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,7 +105,7 @@ class Cluster:
 
 
 @pytest.fixture
-def users(rabbitmq) -> Iterator[tuple[str, dict[str, str]]]:
+def users(rabbitmq: None) -> Iterator[tuple[str, dict[str, str]]]:
     name = f"e2e{uuid.uuid4().hex[:8]}"
     urls = broker_users(name, NAMES)
     yield name, urls
@@ -118,7 +118,9 @@ def users(rabbitmq) -> Iterator[tuple[str, dict[str, str]]]:
 
 
 @pytest.fixture
-async def cluster(db_factory, users, tmp_path: Path) -> AsyncIterator[Cluster]:
+async def cluster(
+    db_factory: Callable[[], Awaitable[str]], users: tuple[str, dict[str, str]], tmp_path: Path
+) -> AsyncIterator[Cluster]:
     name, urls = users
     master, shadow = [
         make_process(
@@ -165,7 +167,7 @@ def _value(process: Process, name: str) -> object:
 
 def test_a_cluster_on_least_privilege_users_replicates_fails_over_and_is_monitored(
     cluster: Cluster,
-):
+) -> None:
     old, new = cluster.pair.master, cluster.pair.shadow
     cluster.pair.set_up()
     cluster.heard.start()

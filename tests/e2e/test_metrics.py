@@ -82,7 +82,7 @@ def _forged_promote(shadow: str, cluster: str) -> dict:
 
 def test_metrics_of_master_shadow_and_watchdog_follow_writes_a_forged_command_and_a_failover(
     ha_cluster: HaCluster,
-):
+) -> None:
     watchdog_url = f"http://127.0.0.1:{free_port()}"
     ha_cluster.watchdog.env["SHADOWLINE_WATCHDOG_HTTP_BIND"] = watchdog_url.removeprefix("http://")
     ha_cluster.set_up()

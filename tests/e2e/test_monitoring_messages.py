@@ -199,7 +199,7 @@ def _last_role_changes(messages: list[tuple[str, Any]]) -> dict[str, dict[str, A
 
 def test_every_monitoring_message_of_a_failover_matches_its_documented_schema(
     pair: Pair, watchdog: subprocess.Popen[bytes]
-):
+) -> None:
     for process in (pair.master, pair.shadow):
         process.env.update(HA_ENV)
     exchange = f"shadowline.{pair.cluster}.monitoring"

@@ -7,6 +7,7 @@ import time
 import httpx
 
 from tests.conftest import ADMIN_PASSWORD
+from tests.e2e.conftest import Pair
 
 
 def _wait(predicate, timeout: float = 30, what: str = "condition"):
@@ -29,7 +30,7 @@ def _mapping(n: int) -> dict:
     }
 
 
-def test_a_confirmed_shadow_receives_the_snapshot_and_every_later_change(pair):
+def test_a_confirmed_shadow_receives_the_snapshot_and_every_later_change(pair: Pair) -> None:
     pair.master.start()
     pair.master.wait_healthy()
     with pair.admin(pair.master) as master:

@@ -309,7 +309,7 @@ def assert_acks_replicated(pair: Pair, acks: list[int]) -> None:
 # -- the tests -------------------------------------------------------------------------------
 
 
-def test_duplicated_messages_are_skipped_not_applied_twice(pair):
+def test_duplicated_messages_are_skipped_not_applied_twice(pair: Pair) -> None:
     pair.set_up()
     write_mappings(pair.master, 20)
     before = assert_converged(pair)
@@ -325,7 +325,7 @@ def test_duplicated_messages_are_skipped_not_applied_twice(pair):
     assert _dead_lettered_alerts(pair.shadow) == 0
 
 
-def test_events_that_arrive_out_of_order_are_applied_in_position_order(pair):
+def test_events_that_arrive_out_of_order_are_applied_in_position_order(pair: Pair) -> None:
     pair.set_up()
     write_mappings(pair.master, 5)
     assert_converged(pair)
@@ -339,7 +339,7 @@ def test_events_that_arrive_out_of_order_are_applied_in_position_order(pair):
     assert _dead_lettered_alerts(pair.shadow) == 0
 
 
-def test_events_lost_from_the_queue_are_fetched_from_the_master(pair):
+def test_events_lost_from_the_queue_are_fetched_from_the_master(pair: Pair) -> None:
     pair.set_up()
     write_mappings(pair.master, 5)
     assert_converged(pair)
@@ -349,7 +349,7 @@ def test_events_lost_from_the_queue_are_fetched_from_the_master(pair):
     assert assert_converged(pair, shadow_starts=2) == head
 
 
-def test_messages_that_are_not_event_envelopes_are_dead_lettered_and_counted(pair):
+def test_messages_that_are_not_event_envelopes_are_dead_lettered_and_counted(pair: Pair) -> None:
     pair.set_up()
     write_mappings(pair.master, 5)
     head = assert_converged(pair)
@@ -373,7 +373,9 @@ def test_messages_that_are_not_event_envelopes_are_dead_lettered_and_counted(pai
     assert assert_converged(pair) == head + 10
 
 
-def test_envelopes_that_disagree_with_the_masters_log_are_dead_lettered_and_alerted(pair):
+def test_envelopes_that_disagree_with_the_masters_log_are_dead_lettered_and_alerted(
+    pair: Pair,
+) -> None:
     """Each claims the next position, with a chain value that follows from the shadow's head,
     so only one thing is wrong with each."""
     pair.set_up()
@@ -400,7 +402,7 @@ def test_envelopes_that_disagree_with_the_masters_log_are_dead_lettered_and_aler
     assert not any(e["kind"] == "log-level" for e in _envelopes(pair.shadow))
 
 
-def test_tampered_copies_of_events_the_master_has_are_dead_lettered(pair):
+def test_tampered_copies_of_events_the_master_has_are_dead_lettered(pair: Pair) -> None:
     """The master holds these positions: the shadow takes the master's copy and must still
     dead-letter the tampered messages, even when their chain value is the genuine one."""
     pair.set_up()
@@ -420,7 +422,7 @@ def test_tampered_copies_of_events_the_master_has_are_dead_lettered(pair):
     assert _metric(pair.shadow, 'shadowline_rejected_messages_total{source="event"}') == 2
 
 
-def test_the_shadow_recovers_when_its_queue_is_deleted_under_it(pair):
+def test_the_shadow_recovers_when_its_queue_is_deleted_under_it(pair: Pair) -> None:
     pair.set_up()
     write_mappings(pair.master, 5)
     assert_converged(pair)
@@ -429,7 +431,7 @@ def test_the_shadow_recovers_when_its_queue_is_deleted_under_it(pair):
     assert_each_event_applied_once(pair, assert_converged(pair, timeout=30))
 
 
-def test_a_shadow_killed_mid_stream_resumes_without_applying_anything_twice(pair):
+def test_a_shadow_killed_mid_stream_resumes_without_applying_anything_twice(pair: Pair) -> None:
     pair.set_up()
     load = LoadWriter(pair.master)
     load.start()
@@ -448,7 +450,7 @@ def test_a_shadow_killed_mid_stream_resumes_without_applying_anything_twice(pair
     assert_acks_replicated(pair, load.acks)
 
 
-def test_a_master_killed_under_write_load_resumes_relaying_from_its_cursor(pair):
+def test_a_master_killed_under_write_load_resumes_relaying_from_its_cursor(pair: Pair) -> None:
     pair.set_up()
     load = LoadWriter(pair.master)
     load.start()

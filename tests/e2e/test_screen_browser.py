@@ -102,7 +102,7 @@ def role_of(process: Process) -> tuple[str, int]:
 
 def test_an_operator_confirms_the_shadow_and_switches_roles_in_the_browser(
     pair: Pair, chromium: Any, tmp_path: Path
-):
+) -> None:
     start_unconfirmed(pair)
     context = chromium.new_context()
     context.set_default_timeout(WAIT_MS)

@@ -32,7 +32,7 @@ def _paused(pair: Pair, seconds: float, writes: int) -> None:
         pair.shadow.signal(signal.SIGCONT)
 
 
-def test_the_master_alerts_when_its_shadow_lags_and_when_it_is_lost(pair: Pair):
+def test_the_master_alerts_when_its_shadow_lags_and_when_it_is_lost(pair: Pair) -> None:
     pair.master.env.update({**HA_ENV, "SHADOWLINE_LAG_ALERT_SECONDS": "1"})
     pair.shadow.env.update(HA_ENV)
     exchange = f"shadowline.{pair.cluster}.monitoring"

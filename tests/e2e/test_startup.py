@@ -17,13 +17,13 @@ def _run(**env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_broken_timing_settings_are_refused_with_exit_code_2():
+def test_broken_timing_settings_are_refused_with_exit_code_2() -> None:
     done = _run(SHADOWLINE_HEARTBEAT_INTERVAL="1", SHADOWLINE_TAKEOVER_DELAY="1")
     assert done.returncode == 2
     assert "timing rule broken" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_an_unreachable_database_ends_with_one_line_and_exit_code_2():
+def test_an_unreachable_database_ends_with_one_line_and_exit_code_2() -> None:
     done = _run(
         SHADOWLINE_DATABASE_URL="postgresql://postgres@127.0.0.1:1/nowhere",
         SHADOWLINE_STARTUP_PATIENCE="1",

@@ -27,7 +27,7 @@ ha_cluster = failover_fixtures.ha_cluster
 
 def test_switch_roles_under_write_load_swaps_the_roles_without_losing_a_write(
     ha_cluster: HaCluster,
-):
+) -> None:
     old, new = ha_cluster.master, ha_cluster.shadow
     ha_cluster.set_up()
     load = WriteLoad([old.url, new.url]).start()
@@ -61,7 +61,7 @@ def test_switch_roles_under_write_load_swaps_the_roles_without_losing_a_write(
 
 def test_switch_roles_is_refused_on_a_shadow_and_when_the_shadow_is_not_connected(
     ha_cluster: HaCluster,
-):
+) -> None:
     master, shadow = ha_cluster.master, ha_cluster.shadow
     ha_cluster.set_up(watchdog=False)
     with admin(shadow) as client:

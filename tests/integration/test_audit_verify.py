@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import asyncpg
+import httpx
 import orjson
 import pytest
 
+from shadowline.bootstrap import Instance
 from shadowline.domain.events import GENESIS, Event, link
 from shadowline.domain.state import digest
 
@@ -41,7 +43,9 @@ async def as_owner(url: str, *statements: str) -> None:
         await owner.close()
 
 
-async def test_an_untouched_log_verifies_with_its_head_and_counts(instance, admin):
+async def test_an_untouched_log_verifies_with_its_head_and_counts(
+    instance: Instance, admin: httpx.AsyncClient
+) -> None:
     await history(admin)
     await instance.snapshotter.take(3)
 
@@ -69,8 +73,8 @@ async def test_an_untouched_log_verifies_with_its_head_and_counts(instance, admi
     ids=["value", "revived-tombstone", "version", "deleted-row", "added-row"],
 )
 async def test_a_superusers_change_of_the_served_state_is_found_and_its_key_named(
-    db_url, admin, tamper, key
-):
+    db_url: str, admin: httpx.AsyncClient, tamper, key
+) -> None:
     await history(admin)
     await as_owner(db_url, tamper)
 
@@ -82,7 +86,9 @@ async def test_a_superusers_change_of_the_served_state_is_found_and_its_key_name
     assert key in body["sentence"]
 
 
-async def test_the_served_value_that_the_audit_names_is_what_the_log_does_not_say(db_url, admin):
+async def test_the_served_value_that_the_audit_names_is_what_the_log_does_not_say(
+    db_url: str, admin: httpx.AsyncClient
+) -> None:
     await history(admin)
     await as_owner(db_url, f"UPDATE items SET value = '{EVIL}' WHERE name = 'beta'")
 
@@ -99,7 +105,9 @@ async def test_the_served_value_that_the_audit_names_is_what_the_log_does_not_sa
     }
 
 
-async def test_a_rewritten_event_is_found_by_the_chain_at_its_position(db_url, admin):
+async def test_a_rewritten_event_is_found_by_the_chain_at_its_position(
+    db_url: str, admin: httpx.AsyncClient
+) -> None:
     await history(admin)
     await as_owner(
         db_url,
@@ -115,7 +123,9 @@ async def test_a_rewritten_event_is_found_by_the_chain_at_its_position(db_url, a
     assert body["expected"] != body["found"]
 
 
-async def test_a_changed_snapshot_is_found(instance, db_url, admin):
+async def test_a_changed_snapshot_is_found(
+    instance: Instance, db_url: str, admin: httpx.AsyncClient
+) -> None:
     await history(admin)
     await instance.snapshotter.take(3)
     await as_owner(
@@ -131,8 +141,8 @@ async def test_a_changed_snapshot_is_found(instance, db_url, admin):
 
 
 async def test_a_snapshot_whose_digest_was_made_to_match_is_found_against_the_log(
-    instance, db_url, admin
-):
+    instance: Instance, db_url: str, admin: httpx.AsyncClient
+) -> None:
     await history(admin)
     await instance.snapshotter.take(3)
     state = {"subaccount/forged": ACME}  # another state, its digest computed honestly
@@ -150,7 +160,7 @@ async def test_a_snapshot_whose_digest_was_made_to_match_is_found_against_the_lo
     assert body["found"]["digest"] == digest(state) != body["expected"]["digest"]
 
 
-async def test_a_head_moved_by_a_superuser_is_found(db_url, admin):
+async def test_a_head_moved_by_a_superuser_is_found(db_url: str, admin: httpx.AsyncClient) -> None:
     await history(admin)
     await as_owner(db_url, "UPDATE store_head SET position = 4")
 
@@ -160,7 +170,9 @@ async def test_a_head_moved_by_a_superuser_is_found(db_url, admin):
     assert body["expected"]["position"] == 5 and body["found"]["position"] == 4
 
 
-async def test_a_shadow_still_copying_its_history_answers_503_instead_of_a_verdict(db_url, admin):
+async def test_a_shadow_still_copying_its_history_answers_503_instead_of_a_verdict(
+    db_url: str, admin: httpx.AsyncClient
+) -> None:
     await history(admin)
     await as_owner(db_url, "UPDATE store_head SET base_position = 3")
 
@@ -205,8 +217,8 @@ def _event_of(row: Any) -> Event:
 
 @pytest.mark.parametrize("strip", [False, True], ids=["signatures kept", "signatures stripped"])
 async def test_a_log_rewritten_and_rechained_by_a_superuser_fails_on_its_signatures(
-    db_url, admin, strip: bool
-):
+    db_url: str, admin: httpx.AsyncClient, strip: bool
+) -> None:
     """The chain is unkeyed, so a superuser can make every link hold again; the signatures
     need the cluster secret, which the database never sees."""
     await history(admin)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import httpx
 import pytest
 
@@ -48,7 +50,9 @@ async def _bootstrap(shadow, peer, master_position: int, alerts: list) -> Replic
     return replica
 
 
-async def test_a_corrupt_image_is_refused_and_an_intact_one_installed(db_factory):
+async def test_a_corrupt_image_is_refused_and_an_intact_one_installed(
+    db_factory: Callable[[], Awaitable[str]],
+) -> None:
     async with started(await db_factory()) as master, started(await db_factory()) as shadow:
         for n in range(30):
             await master.service.put("subaccount", f"s{n}", VALUE, None, {"actor": "t"})

@@ -61,7 +61,7 @@ async def _alerts(queue: AbstractQueue, within: float) -> list[dict[str, Any]]:
 )  # fmt: skip
 async def test_a_command_of_an_unknown_type_is_refused_with_an_alert_and_not_acted_on(
     master: Instance, monkeypatch: pytest.MonkeyPatch, verb: str, body: Any
-):
+) -> None:
     promoted: list[dict[str, Any]] = []
 
     async def promote(command: dict[str, Any], via: str) -> dict[str, Any]:
@@ -130,7 +130,7 @@ async def _publish_failing_command(
 
 async def test_a_config_command_that_keeps_failing_is_dead_lettered_once_with_an_alert(
     master: Instance, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     tried, alerts, found = await _publish_failing_command(
         master, RuntimeError("a bug"), monkeypatch
     )
@@ -148,7 +148,7 @@ async def test_a_config_command_that_keeps_failing_is_dead_lettered_once_with_an
 
 async def test_a_config_command_handed_back_on_its_last_delivery_is_dead_lettered_with_an_alert(
     master: Instance, monkeypatch: pytest.MonkeyPatch
-):
+) -> None:
     """The master hands back what it may not write now (here: the commit gate refuses every
     time while the role stays writable); each return spends a delivery."""
     refused = NotWritable("the shadow did not acknowledge this write", None)

@@ -120,7 +120,7 @@ async def by_broker(inst: Instance) -> list[dict[str, Any]]:
 
 async def test_a_put_and_a_delete_published_on_the_broker_are_applied_and_answered(
     master: Instance, broker: AsyncBrokerClient
-):
+) -> None:
     put = await broker.put("system-mapping", "erp-prod", MAPPING, reason="CHG-1")
     assert (put["ok"], put["kind"], put["name"], put["version"]) == (
         True,
@@ -148,7 +148,7 @@ async def test_a_put_and_a_delete_published_on_the_broker_are_applied_and_answer
 
 async def test_a_wrong_expected_version_is_answered_409_and_changes_nothing(
     master: Instance, broker: AsyncBrokerClient
-):
+) -> None:
     await broker.put("subaccount", "eu10", {"region": "eu10", "subaccount_id": "a1"})
     with pytest.raises(CommandRefused) as refused:
         await broker.put(
@@ -161,7 +161,7 @@ async def test_a_wrong_expected_version_is_answered_409_and_changes_nothing(
 
 async def test_a_repeated_command_id_is_answered_with_the_first_outcome_and_applied_once(
     master: Instance, broker: AsyncBrokerClient
-):
+) -> None:
     body = command("subaccount", "eu10", {"region": "eu10", "subaccount_id": "a1"})
     first = await broker.publish_config_change("put", body)
     again = await broker.publish_config_change("put", body)
@@ -237,7 +237,7 @@ async def heard(alerts: AbstractQueue, name: str, within: float = 15) -> dict[st
 )  # fmt: skip
 async def test_an_invalid_command_is_answered_422_with_the_path_like_put_and_applies_nothing(
     master: Instance, routing_key: str, body: dict[str, Any], path: str
-):
+) -> None:
     cluster, kind = cluster_of(master), routing_key.split(".")[2]
     doc = {**command(kind, "x"), **body}
     async with raw_channel(cluster) as raw:
@@ -254,7 +254,7 @@ async def test_an_invalid_command_is_answered_422_with_the_path_like_put_and_app
 
 async def test_malformed_json_is_answered_400_and_a_command_without_user_id_403_with_an_alert(
     master: Instance,
-):
+) -> None:
     cluster = cluster_of(master)
     async with raw_channel(cluster) as raw:
         reply = await raw.publish(
@@ -278,7 +278,7 @@ async def test_malformed_json_is_answered_400_and_a_command_without_user_id_403_
 
 async def test_a_refused_command_nobody_waits_for_is_dead_lettered_with_an_alert(
     master: Instance,
-):
+) -> None:
     cluster = cluster_of(master)
     async with raw_channel(cluster) as raw:
         await raw.publish(
@@ -295,7 +295,7 @@ async def test_a_refused_command_nobody_waits_for_is_dead_lettered_with_an_alert
         assert message.body == b"\xff poison"
 
 
-async def test_a_valid_command_without_reply_to_is_applied(master: Instance):
+async def test_a_valid_command_without_reply_to_is_applied(master: Instance) -> None:
     cluster = cluster_of(master)
     body = command("subaccount", "quiet", {"region": "eu10", "subaccount_id": "q"})
     async with raw_channel(cluster) as raw:
@@ -312,7 +312,7 @@ async def test_a_valid_command_without_reply_to_is_applied(master: Instance):
 
 async def test_a_command_published_while_the_master_is_down_is_answered_when_it_is_back(
     db_url: str, rabbitmq: None
-):
+) -> None:
     settings = {
         "instance": "cmd-master",
         "cluster": f"t{uuid.uuid4().hex[:10]}",
@@ -337,7 +337,7 @@ async def test_a_command_published_while_the_master_is_down_is_answered_when_it_
         await delete_cluster_topology(settings["cluster"], [])
 
 
-async def test_the_sync_broker_client_puts_and_deletes(master: Instance):
+async def test_the_sync_broker_client_puts_and_deletes(master: Instance) -> None:
     def script() -> tuple[int, int]:
         with BrokerClient(AMQP_URL, cluster_of(master), timeout=30) as client:
             put = client.put(
@@ -351,7 +351,7 @@ async def test_the_sync_broker_client_puts_and_deletes(master: Instance):
 
 async def test_a_broker_user_not_named_in_command_publishers_is_refused_403(
     db_url: str, rabbitmq: None
-):
+) -> None:
     # guest may write to the exchange, but this master accepts commands from one user only.
     cluster = f"t{uuid.uuid4().hex[:10]}"
     try:
@@ -369,7 +369,7 @@ async def test_a_broker_user_not_named_in_command_publishers_is_refused_403(
 
 async def test_a_master_on_default_settings_refuses_a_command_from_guest_403_with_an_alert(
     db_url: str, rabbitmq: None
-):
+) -> None:
     """guest is RabbitMQ's default login and SHADOWLINE_AMQP_URL's default user: being the
     instance's own broker user does not make it a publisher."""
     async with started(db_url) as inst:
@@ -402,7 +402,9 @@ async def test_a_master_on_default_settings_refuses_a_command_from_guest_403_wit
             await delete_cluster_topology(cluster_of(inst), [])
 
 
-async def test_guest_named_in_command_publishers_may_change_config(db_url: str, rabbitmq: None):
+async def test_guest_named_in_command_publishers_may_change_config(
+    db_url: str, rabbitmq: None
+) -> None:
     async with guest_master(db_url) as inst:
         assert "guest" in inst.settings.publishers
         async with AsyncBrokerClient(AMQP_URL, cluster_of(inst), timeout=30) as client:
@@ -415,7 +417,7 @@ async def test_guest_named_in_command_publishers_may_change_config(db_url: str, 
 
 async def test_one_command_id_published_twice_at_once_gets_two_answers_and_one_change(
     master: Instance, broker: AsyncBrokerClient
-):
+) -> None:
     same = str(uuid.uuid4())
     value = {"region": "eu10", "subaccount_id": "twice"}
     first, second = await asyncio.gather(

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from pathlib import Path
 
 import aio_pika
 import httpx
@@ -38,7 +39,7 @@ INSTANCES = ("node-a", "node_b")
 
 
 @pytest.fixture
-def applied(rabbitmq):
+def applied(rabbitmq: None):
     cluster = f"bs{uuid.uuid4().hex[:8]}"
     instances = [arg for name in INSTANCES for arg in ("--instance", name)]
     done = subprocess.run(
@@ -62,7 +63,9 @@ def _url(user: str, password: str) -> str:
     return f"amqp://{user}:{password}@127.0.0.1:5672/"
 
 
-async def test_instance_users_may_declare_the_topology_and_monitors_may_only_listen(applied):
+async def test_instance_users_may_declare_the_topology_and_monitors_may_only_listen(
+    applied,
+) -> None:
     cluster, users = applied
     names = Names(cluster)
     assert set(users) == {
@@ -107,7 +110,7 @@ def _user(cluster: str, users: dict[str, str], role: str) -> str:
 
 async def test_a_publisher_changes_config_through_the_master_and_a_monitor_hears_it(
     applied, db_url: str
-):
+) -> None:
     """Every party on its own least-privilege user: the instance declares its topology, takes
     the command and answers it on the default exchange; the publisher gets the answer by
     direct reply-to; the monitor hears the instance's heartbeats on a server-named queue."""
@@ -137,7 +140,7 @@ async def test_a_publisher_changes_config_through_the_master_and_a_monitor_hears
         await delete_cluster_topology(cluster, [])
 
 
-async def test_a_publisher_may_send_config_commands_only(applied, rabbitmq):
+async def test_a_publisher_may_send_config_commands_only(applied, rabbitmq: None) -> None:
     cluster, users = applied
     names = Names(cluster)
     setup = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
@@ -163,8 +166,8 @@ async def test_a_publisher_may_send_config_commands_only(applied, rabbitmq):
 
 
 def test_a_watchdog_runs_on_its_user_and_may_send_promote_commands_only(
-    applied, rabbitmq, tmp_path
-):
+    applied, rabbitmq: None, tmp_path: Path
+) -> None:
     cluster, users = applied
     port = free_port()
     env = {
@@ -262,7 +265,7 @@ async def _check_publishing(
 
 async def test_an_instance_user_may_publish_only_its_own_heartbeats_and_its_role_s_messages(
     applied,
-):
+) -> None:
     cluster, users = applied
     names = Names(cluster)
     monitoring, events = names.monitoring, names.events
@@ -307,7 +310,7 @@ async def _ignore(message: AbstractIncomingMessage) -> None:
 
 async def test_an_instance_may_declare_its_shadow_s_queue_but_not_take_its_command_queue(
     applied,
-):
+) -> None:
     cluster, users = applied
     names = Names(cluster)
     node_a = await aio_pika.connect(_user(cluster, users, "node-a"))
@@ -335,7 +338,9 @@ async def test_an_instance_may_declare_its_shadow_s_queue_but_not_take_its_comma
         await delete_cluster_topology(cluster, list(INSTANCES))
 
 
-async def test_a_watchdog_user_may_publish_failover_steps_and_promote_commands_only(applied):
+async def test_a_watchdog_user_may_publish_failover_steps_and_promote_commands_only(
+    applied,
+) -> None:
     cluster, users = applied
     names = Names(cluster)
     monitoring = names.monitoring
@@ -363,7 +368,7 @@ async def test_a_watchdog_user_may_publish_failover_steps_and_promote_commands_o
         await delete_cluster_topology(cluster, list(INSTANCES))
 
 
-async def test_a_monitor_user_may_publish_nothing_at_all(applied):
+async def test_a_monitor_user_may_publish_nothing_at_all(applied) -> None:
     cluster, users = applied
     names = Names(cluster)
     refused = [

@@ -26,7 +26,7 @@ except KeyboardInterrupt:
 """
 
 
-def test_ctrl_c_ends_the_sync_monitor_with_keyboard_interrupt(rabbitmq: None):
+def test_ctrl_c_ends_the_sync_monitor_with_keyboard_interrupt(rabbitmq: None) -> None:
     cluster = f"t{uuid.uuid4().hex[:10]}"  # no such cluster: the iterator waits for it
     done = subprocess.run(
         [sys.executable, "-c", SCRIPT, AMQP_URL, cluster],

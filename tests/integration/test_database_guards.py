@@ -55,7 +55,9 @@ async def app_role(db_url: str) -> AsyncIterator[str]:
 
 
 @pytest.mark.parametrize("table", ["events", "snapshots"])
-async def test_the_database_refuses_update_delete_and_truncate_even_for_the_owner(db_url, table):
+async def test_the_database_refuses_update_delete_and_truncate_even_for_the_owner(
+    db_url: str, table
+) -> None:
     await seed(db_url)
     owner = await asyncpg.connect(db_url)
     try:
@@ -75,8 +77,8 @@ async def test_the_database_refuses_update_delete_and_truncate_even_for_the_owne
 
 @pytest.mark.parametrize("table", ["events", "snapshots"])
 async def test_the_app_role_is_refused_update_delete_and_truncate_by_its_grants(
-    db_url, app_role, table
-):
+    db_url: str, app_role: str, table
+) -> None:
     app = await asyncpg.connect(as_role(db_url, app_role))
     try:
         for statement in REFUSED_STATEMENTS:
@@ -94,7 +96,9 @@ APPEND_ONE = (
 )
 
 
-async def test_the_app_role_appends_events_through_the_append_function_only(db_url, app_role):
+async def test_the_app_role_appends_events_through_the_append_function_only(
+    db_url: str, app_role: str
+) -> None:
     app = await asyncpg.connect(as_role(db_url, app_role))
     try:
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="permission denied"):
@@ -134,7 +138,9 @@ PROJECTION_WRITES = (
 
 
 @pytest.mark.parametrize("statement", PROJECTION_WRITES)
-async def test_the_app_role_cannot_write_the_served_state_or_the_head(db_url, app_role, statement):
+async def test_the_app_role_cannot_write_the_served_state_or_the_head(
+    db_url: str, app_role: str, statement
+) -> None:
     await seed(db_url)
     owner = await asyncpg.connect(db_url)
     app = await asyncpg.connect(as_role(db_url, app_role))
@@ -150,7 +156,7 @@ async def test_the_app_role_cannot_write_the_served_state_or_the_head(db_url, ap
         await owner.close()
 
 
-async def test_a_role_without_the_grants_cannot_call_the_writing_functions(db_url):
+async def test_a_role_without_the_grants_cannot_call_the_writing_functions(db_url: str) -> None:
     async with login_role(db_url, granted=False) as role:
         other = await asyncpg.connect(as_role(db_url, role))
         try:
@@ -165,7 +171,9 @@ async def test_a_role_without_the_grants_cannot_call_the_writing_functions(db_ur
             await other.close()
 
 
-async def test_the_app_role_cannot_switch_the_append_only_trigger_off(db_url, app_role):
+async def test_the_app_role_cannot_switch_the_append_only_trigger_off(
+    db_url: str, app_role: str
+) -> None:
     app = await asyncpg.connect(as_role(db_url, app_role))
     try:
         with pytest.raises(asyncpg.InsufficientPrivilegeError, match="owner"):
@@ -174,7 +182,7 @@ async def test_the_app_role_cannot_switch_the_append_only_trigger_off(db_url, ap
         await app.close()
 
 
-async def test_an_instance_runs_as_the_least_privilege_role(db_url, app_role):
+async def test_an_instance_runs_as_the_least_privilege_role(db_url: str, app_role: str) -> None:
     async with started(as_role(db_url, app_role)) as inst:
         service = inst.service
         await service.put("subaccount", "acme", sub("eu10"), None, META)
@@ -217,8 +225,8 @@ async def test_an_instance_runs_as_the_least_privilege_role(db_url, app_role):
     ids=["data", "actor", "recorded_at", "deleted"],
 )
 async def test_the_hash_chain_reports_the_position_an_owner_tampered_with(
-    db_url, tamper, broken_at
-):
+    db_url: str, tamper, broken_at
+) -> None:
     async with started(db_url) as inst:
         for i in range(4):
             await inst.service.put("subaccount", f"acme-{i}", sub(f"r{i}"), None, META)

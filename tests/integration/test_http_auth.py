@@ -32,7 +32,9 @@ def assert_unauthorized(response: httpx.Response) -> None:
     assert response.json()["error"]
 
 
-async def test_a_request_without_credentials_is_401_with_a_basic_challenge(instance):
+async def test_a_request_without_credentials_is_401_with_a_basic_challenge(
+    instance: Instance,
+) -> None:
     async with http_client(instance, None) as anonymous:
         for method, path in [
             ("GET", "/config"),
@@ -52,7 +54,7 @@ async def test_a_request_without_credentials_is_401_with_a_basic_challenge(insta
         assert (await anonymous.get("/health")).json()["position"] == 0
 
 
-async def test_a_wrong_password_or_an_unknown_user_is_401(instance):
+async def test_a_wrong_password_or_an_unknown_user_is_401(instance: Instance) -> None:
     for user, password in [
         ("admin", "not-the-password"),
         ("admin", ""),
@@ -68,7 +70,7 @@ async def test_a_wrong_password_or_an_unknown_user_is_401(instance):
     assert instance.writer.position == 0
 
 
-async def test_a_malformed_authorization_header_is_401(instance):
+async def test_a_malformed_authorization_header_is_401(instance: Instance) -> None:
     for header in [
         b"Bearer abc.def.ghi",
         b"Basic",
@@ -87,7 +89,7 @@ async def test_a_malformed_authorization_header_is_401(instance):
         assert response.headers["www-authenticate"].lower().startswith("basic")
 
 
-async def test_a_viewer_may_see_status_but_neither_config_nor_writes(instance):
+async def test_a_viewer_may_see_status_but_neither_config_nor_writes(instance: Instance) -> None:
     async with http_client(instance, "admin") as admin:
         await admin.put("/config/subaccount/acme", json=ACME)
 
@@ -117,7 +119,7 @@ async def test_a_viewer_may_see_status_but_neither_config_nor_writes(instance):
         assert got.json() == {"value": ACME, "version": 1}
 
 
-async def test_an_auditor_may_read_config_and_events_but_not_write(instance):
+async def test_an_auditor_may_read_config_and_events_but_not_write(instance: Instance) -> None:
     async with http_client(instance, "admin") as admin:
         await admin.put("/config/subaccount/acme", json=ACME)
 
@@ -142,7 +144,9 @@ async def test_an_auditor_may_read_config_and_events_but_not_write(instance):
     assert instance.writer.position == 1
 
 
-async def test_a_removed_user_is_refused_after_refresh_even_with_a_cached_password(instance):
+async def test_a_removed_user_is_refused_after_refresh_even_with_a_cached_password(
+    instance: Instance,
+) -> None:
     async with http_client(instance, "ada") as auditor:
         assert (await auditor.get("/config")).status_code == 200  # the password is now cached
 
@@ -153,7 +157,7 @@ async def test_a_removed_user_is_refused_after_refresh_even_with_a_cached_passwo
     assert_unauthorized(response)
 
 
-async def test_a_changed_password_makes_the_old_one_fail_after_refresh(instance):
+async def test_a_changed_password_makes_the_old_one_fail_after_refresh(instance: Instance) -> None:
     async with http_client(instance, "ada") as old:
         assert (await old.get("/config")).status_code == 200  # the old password is now cached
 
@@ -167,7 +171,7 @@ async def test_a_changed_password_makes_the_old_one_fail_after_refresh(instance)
     assert accepted.status_code == 200, accepted.text
 
 
-async def test_an_event_names_the_authenticated_user_as_its_actor(instance):
+async def test_an_event_names_the_authenticated_user_as_its_actor(instance: Instance) -> None:
     await instance.users.add("root2", "admin", "second-admin-secret")
     await instance.auth.refresh()
     async with http_client(instance, "admin") as admin:

@@ -88,8 +88,8 @@ async def health(host: str, port: int) -> httpx.Response:
 
 
 async def test_health_stays_reachable_with_hundreds_of_idle_connections_over_the_cap(
-    db_url, idle_connections
-):
+    db_url: str, idle_connections: Any
+) -> None:
     settings = {"http_max_connections": 50, "http_header_timeout": 30}
     async with started(db_url, **settings) as inst, serving(inst) as (host, port):
         readers = await idle_connections(host, port, 300)
@@ -104,8 +104,8 @@ async def test_health_stays_reachable_with_hundreds_of_idle_connections_over_the
 
 
 async def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeout(
-    db_url, idle_connections
-):
+    db_url: str, idle_connections: Any
+) -> None:
     async with started(db_url, http_header_timeout=0.5) as inst, serving(inst) as (host, port):
         (reader,) = await idle_connections(host, port, 1)
         started_at = time.monotonic()
@@ -114,7 +114,7 @@ async def test_a_connection_that_sends_nothing_is_closed_after_the_header_timeou
     assert time.monotonic() - started_at < 3
 
 
-async def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_header_timeout(db_url):
+async def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_header_timeout(db_url: str) -> None:
     async with started(db_url, http_header_timeout=1) as inst, serving(inst) as (host, port):
         reader, writer = await asyncio.open_connection(host, port)
         writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
@@ -132,7 +132,7 @@ async def test_headers_sent_a_byte_at_a_time_are_cut_off_at_the_header_timeout(d
     assert elapsed < 4
 
 
-async def test_a_1_mib_header_line_is_refused_with_431(db_url):
+async def test_a_1_mib_header_line_is_refused_with_431(db_url: str) -> None:
     async with started(db_url) as inst, serving(inst) as (host, port):
         reader, writer = await asyncio.open_connection(host, port)
         writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ")
@@ -155,7 +155,7 @@ async def test_a_1_mib_header_line_is_refused_with_431(db_url):
     assert still_healthy.status_code == 200
 
 
-async def test_headers_just_under_the_limit_are_served(db_url):
+async def test_headers_just_under_the_limit_are_served(db_url: str) -> None:
     async with (
         started(db_url, http_max_header_bytes=16384) as inst,
         serving(inst) as (host, port),
@@ -206,8 +206,8 @@ def low_fd_instance(db_url: str, tmp_path: Path, rabbitmq: None) -> Iterator[Any
 
 
 async def test_idle_connections_beyond_the_file_descriptor_limit_do_not_take_health_down(
-    low_fd_instance, idle_connections
-):
+    low_fd_instance: Any, idle_connections: Any
+) -> None:
     pid = low_fd_instance.popen.pid
     port = int(low_fd_instance.url.rsplit(":", 1)[1])
     readers = await idle_connections("127.0.0.1", port, 400)
@@ -254,7 +254,9 @@ def assert_field_error(response: httpx.Response, status: int, path: str) -> None
 # -- X-Request-Id and X-Reason -------------------------------------------------------------------
 
 
-async def test_an_overlong_request_id_or_reason_is_422_and_nothing_is_written(instance):
+async def test_an_overlong_request_id_or_reason_is_422_and_nothing_is_written(
+    instance: Instance,
+) -> None:
     async with lenient(instance) as admin:
         long_id = await admin.put(
             "/config/subaccount/acme", json=ACME, headers={"X-Request-Id": "r" * 201}
@@ -274,7 +276,9 @@ async def test_an_overlong_request_id_or_reason_is_422_and_nothing_is_written(in
     assert instance.writer.position == 0
 
 
-async def test_a_request_id_and_reason_at_their_bounds_are_recorded_whole(instance):
+async def test_a_request_id_and_reason_at_their_bounds_are_recorded_whole(
+    instance: Instance,
+) -> None:
     request_id, reason = "r" * 200, "w" * 500
     async with lenient(instance) as admin:
         written = await admin.put(
@@ -292,7 +296,7 @@ async def test_a_request_id_and_reason_at_their_bounds_are_recorded_whole(instan
 # -- CSRF on the JSON API --------------------------------------------------------------------
 
 
-async def test_a_text_plain_form_from_another_origin_cannot_enable_ha(instance):
+async def test_a_text_plain_form_from_another_origin_cannot_enable_ha(instance: Instance) -> None:
     refused = []
     async with lenient(instance) as browser:  # the operator's remembered Basic credentials
         for path in ("/ha/enable", "/ha/confirm", "/ha/switch-roles"):
@@ -311,7 +315,7 @@ async def test_a_text_plain_form_from_another_origin_cannot_enable_ha(instance):
     assert instance.ha.role.role == "standalone"
 
 
-async def test_maintenance_cannot_be_switched_on_from_another_origin(instance):
+async def test_maintenance_cannot_be_switched_on_from_another_origin(instance: Instance) -> None:
     async with lenient(instance) as admin:
         assert (await admin.post("/ha/enable", json={})).status_code == 200
         forged = await admin.post(
@@ -325,7 +329,9 @@ async def test_maintenance_cannot_be_switched_on_from_another_origin(instance):
     assert status["maintenance"] is False
 
 
-async def test_a_state_changing_call_with_a_body_that_is_not_json_is_415(instance):
+async def test_a_state_changing_call_with_a_body_that_is_not_json_is_415(
+    instance: Instance,
+) -> None:
     async with lenient(instance) as admin:
         answers = [
             await admin.post(
@@ -348,7 +354,7 @@ async def test_a_state_changing_call_with_a_body_that_is_not_json_is_415(instanc
     assert instance.ha.role.role == "standalone" and instance.writer.position == 0
 
 
-async def test_scripts_and_same_origin_pages_still_change_state(db_url):
+async def test_scripts_and_same_origin_pages_still_change_state(db_url: str) -> None:
     public = "https://config.example.com"
     async with started(db_url, advertise_url=public) as inst, lenient(inst) as admin:
         plain = await admin.put("/config/subaccount/acme", json=ACME)
@@ -384,7 +390,9 @@ def nested(depth: int) -> bytes:
     )
 
 
-async def test_a_value_nested_1000_deep_is_422_and_deeper_than_json_allows_is_400(instance):
+async def test_a_value_nested_1000_deep_is_422_and_deeper_than_json_allows_is_400(
+    instance: Instance,
+) -> None:
     json_body = {"Content-Type": "application/json"}
     async with lenient(instance) as admin:
         at_1000 = await admin.put(
@@ -403,7 +411,7 @@ async def test_a_value_nested_1000_deep_is_422_and_deeper_than_json_allows_is_40
     assert instance.writer.position == 0
 
 
-async def test_an_if_match_of_5000_digits_is_422(instance):
+async def test_an_if_match_of_5000_digits_is_422(instance: Instance) -> None:
     async with lenient(instance) as admin:
         await admin.put("/config/subaccount/acme", json=ACME)
         put = await admin.put(
@@ -419,7 +427,7 @@ async def test_an_if_match_of_5000_digits_is_422(instance):
 HUGE = "9" * 5000
 
 
-async def test_points_in_history_of_5000_digits_are_422_on_the_api(instance):
+async def test_points_in_history_of_5000_digits_are_422_on_the_api(instance: Instance) -> None:
     async with lenient(instance) as admin:
         await admin.put("/config/subaccount/acme", json=ACME)
         answers = {
@@ -439,7 +447,7 @@ async def test_points_in_history_of_5000_digits_are_422_on_the_api(instance):
     assert config_past_bigint.status_code in (404, 422), config_past_bigint.text
 
 
-async def test_points_in_history_of_5000_digits_are_422_on_the_screen(instance):
+async def test_points_in_history_of_5000_digits_are_422_on_the_screen(instance: Instance) -> None:
     async with lenient(instance) as auditor:
         await auditor.put("/config/subaccount/acme", json=ACME)
         pages = [
@@ -456,7 +464,7 @@ async def test_points_in_history_of_5000_digits_are_422_on_the_screen(instance):
         assert "text/html" in response.headers["content-type"]
 
 
-async def test_odd_query_values_are_4xx_never_5xx(instance):
+async def test_odd_query_values_are_4xx_never_5xx(instance: Instance) -> None:
     odd = ["nan", "inf", "-1", "1e999", "\u0661", "9" * 5000, "2024-13-45", "0" * 5000, "+1"]
     async with lenient(instance) as admin:
         await admin.put("/config/subaccount/acme", json=ACME)
@@ -511,7 +519,9 @@ def shadowline_cli(db_url: str, *args: str, **env: str) -> subprocess.CompletedP
         ("x" * 65, "a-password", "64"),
     ],
 )
-def test_users_add_refuses_names_and_passwords_basic_cannot_carry(db_url, name, password, said):
+def test_users_add_refuses_names_and_passwords_basic_cannot_carry(
+    db_url: str, name, password, said
+) -> None:
     refused = shadowline_cli(db_url, "users", "add", name, "--password", password)
     listed = shadowline_cli(db_url, "users", "list", "--json")
 
@@ -521,7 +531,7 @@ def test_users_add_refuses_names_and_passwords_basic_cannot_carry(db_url, name, 
     assert orjson.loads(listed.stdout) == []
 
 
-def test_users_passwd_refuses_an_empty_password(db_url):
+def test_users_passwd_refuses_an_empty_password(db_url: str) -> None:
     assert shadowline_cli(db_url, "users", "add", "alice", "--password", "ok-1").returncode == 0
     refused = shadowline_cli(db_url, "users", "passwd", "alice", "--password", "")
 
@@ -529,7 +539,7 @@ def test_users_passwd_refuses_an_empty_password(db_url):
     assert "password" in refused.stderr
 
 
-async def test_the_users_adapter_refuses_them_for_every_door(instance):
+async def test_the_users_adapter_refuses_them_for_every_door(instance: Instance) -> None:
     for name, password in [("", "pw"), ("a:b", "pw"), ("carol", "")]:
         with pytest.raises(InvalidInput):
             await instance.users.add(name, "viewer", password)
@@ -538,7 +548,7 @@ async def test_the_users_adapter_refuses_them_for_every_door(instance):
     assert [u.name for u in await instance.users.all()] == ["ada", "admin", "vic"]
 
 
-async def test_an_empty_admin_password_creates_no_admin(db_url):
+async def test_an_empty_admin_password_creates_no_admin(db_url: str) -> None:
     async with started(db_url, admin_password=None) as inst:
         with pytest.raises(InvalidInput):
             await inst.users.bootstrap_admin("")
@@ -570,7 +580,9 @@ def argon2_parameters(stored_hash: str) -> str:
     return stored_hash.rsplit("$", 2)[0]  # "$argon2id$v=19$m=65536,t=3,p=4"
 
 
-async def test_an_unknown_user_costs_an_argon2_check_like_a_wrong_password(instance, argon2_checks):
+async def test_an_unknown_user_costs_an_argon2_check_like_a_wrong_password(
+    instance: Instance, argon2_checks: list[str]
+) -> None:
     async with lenient(instance, None) as anonymous:
         unknown = await anonymous.get("/config", auth=("nobody", "guess-1"))
         wrong = await anonymous.get("/config", auth=("admin", "guess-2"))
@@ -587,7 +599,9 @@ async def test_an_unknown_user_costs_an_argon2_check_like_a_wrong_password(insta
     assert argon2_parameters(dummy) == argon2_parameters(admin_hash)
 
 
-async def test_failed_logins_past_the_limit_are_429_without_argon2(db_url, argon2_checks):
+async def test_failed_logins_past_the_limit_are_429_without_argon2(
+    db_url: str, argon2_checks: list[str]
+) -> None:
     async with (
         started(db_url, login_max_failures=3, login_failure_window=60) as inst,
         lenient(inst, None, client=("10.1.1.1", 4711)) as attacker,
@@ -616,7 +630,9 @@ async def test_failed_logins_past_the_limit_are_429_without_argon2(db_url, argon
     assert other_address.status_code == 200, other_address.text
 
 
-async def test_a_successful_login_resets_the_count_and_cached_credentials_still_pass(db_url):
+async def test_a_successful_login_resets_the_count_and_cached_credentials_still_pass(
+    db_url: str,
+) -> None:
     async with (
         started(db_url, login_max_failures=3, login_failure_window=60) as inst,
         lenient(inst, None, client=("10.2.2.2", 4711)) as client,

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import orjson
 
+from shadowline.bootstrap import Instance
 from shadowline.domain.events import format_time, parse_time
 from tests.conftest import PASSWORDS, http_client
 
@@ -85,7 +86,7 @@ async def write_history(client: httpx.AsyncClient) -> list[dict[str, Any]]:
 # -- items and state -------------------------------------------------------------------------
 
 
-async def test_an_item_reads_back_as_its_value_and_version(admin):
+async def test_an_item_reads_back_as_its_value_and_version(admin: httpx.AsyncClient) -> None:
     await put(admin, "system-mapping/erp", MAPPING)
     await put(admin, "system-mapping/erp", {**MAPPING, "virtual_port": 444})
 
@@ -99,7 +100,9 @@ async def test_an_item_reads_back_as_its_value_and_version(admin):
     assert "system-mapping/nope" in missing.json()["error"]
 
 
-async def test_the_whole_config_is_keyed_by_kind_and_name_at_the_head_position(admin):
+async def test_the_whole_config_is_keyed_by_kind_and_name_at_the_head_position(
+    admin: httpx.AsyncClient,
+) -> None:
     await write_history(admin)
 
     response = await admin.get("/config")
@@ -113,7 +116,9 @@ async def test_the_whole_config_is_keyed_by_kind_and_name_at_the_head_position(a
     }
 
 
-async def test_config_at_a_position_is_the_state_right_after_it_and_404_beyond_the_head(admin):
+async def test_config_at_a_position_is_the_state_right_after_it_and_404_beyond_the_head(
+    admin: httpx.AsyncClient,
+) -> None:
     await write_history(admin)
     expected = {
         0: {},
@@ -135,7 +140,9 @@ async def test_config_at_a_position_is_the_state_right_after_it_and_404_beyond_t
     assert "error" in beyond.json()
 
 
-async def test_config_as_of_a_time_gives_the_state_of_the_last_write_before_it(admin):
+async def test_config_as_of_a_time_gives_the_state_of_the_last_write_before_it(
+    admin: httpx.AsyncClient,
+) -> None:
     history = await write_history(admin)
     stamps = [e["recorded_at"] for e in history]
     before_all = format_time(parse_time(stamps[0]) - timedelta(seconds=1))
@@ -157,7 +164,9 @@ async def test_config_as_of_a_time_gives_the_state_of_the_last_write_before_it(a
         assert early.json() == {"position": 0, "items": {}}, moment
 
 
-async def test_config_as_of_a_time_outside_the_database_range_is_not_a_503(admin):
+async def test_config_as_of_a_time_outside_the_database_range_is_not_a_503(
+    admin: httpx.AsyncClient,
+) -> None:
     await put(admin, "subaccount/acme", ACME)
 
     # Bad input is the client's fault (422) or simply before/after every event (200); a 503
@@ -168,7 +177,9 @@ async def test_config_as_of_a_time_outside_the_database_range_is_not_a_503(admin
         assert response.status_code in (200, 422), (as_of, response.text)
 
 
-async def test_a_diff_between_positions_lists_added_removed_and_changed_items(admin):
+async def test_a_diff_between_positions_lists_added_removed_and_changed_items(
+    admin: httpx.AsyncClient,
+) -> None:
     await write_history(admin)
 
     response = await admin.get("/config/diff", params={"from": 1, "to": 5})
@@ -193,7 +204,7 @@ async def test_a_diff_between_positions_lists_added_removed_and_changed_items(ad
     assert changed["added"] == {"system-mapping/erp": MAPPING} and changed["removed"] == {}
 
 
-async def test_a_diff_from_a_time_works_like_from_a_position(admin):
+async def test_a_diff_from_a_time_works_like_from_a_position(admin: httpx.AsyncClient) -> None:
     history = await write_history(admin)
     moment = between(history[0]["recorded_at"], history[1]["recorded_at"])
 
@@ -205,7 +216,7 @@ async def test_a_diff_from_a_time_works_like_from_a_position(admin):
     assert by_time.json()["from"] == 1
 
 
-async def test_a_diff_with_a_bad_point_is_422_or_404(admin):
+async def test_a_diff_with_a_bad_point_is_422_or_404(admin: httpx.AsyncClient) -> None:
     await put(admin, "subaccount/acme", ACME)
 
     not_a_time = await admin.get("/config/diff", params={"from": "last tuesday"})
@@ -217,7 +228,7 @@ async def test_a_diff_with_a_bad_point_is_422_or_404(admin):
     assert_invalid(missing, "from")
 
 
-async def test_a_diff_from_a_non_ascii_digit_is_422_not_500(instance):
+async def test_a_diff_from_a_non_ascii_digit_is_422_not_500(instance: Instance) -> None:
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=instance.asgi, raise_app_exceptions=False),
         base_url="http://instance",
@@ -231,7 +242,9 @@ async def test_a_diff_from_a_non_ascii_digit_is_422_not_500(instance):
 # -- the event stream ------------------------------------------------------------------------
 
 
-async def test_events_stream_as_ndjson_in_position_order_after_a_position(admin):
+async def test_events_stream_as_ndjson_in_position_order_after_a_position(
+    admin: httpx.AsyncClient,
+) -> None:
     await write_history(admin)
 
     everything = await events(admin)
@@ -252,7 +265,9 @@ async def test_events_stream_as_ndjson_in_position_order_after_a_position(admin)
     ]
 
 
-async def test_an_event_envelope_carries_actor_request_id_reason_and_chain(admin):
+async def test_an_event_envelope_carries_actor_request_id_reason_and_chain(
+    admin: httpx.AsyncClient,
+) -> None:
     await put(
         admin,
         "subaccount/acme",
@@ -280,7 +295,7 @@ async def test_an_event_envelope_carries_actor_request_id_reason_and_chain(admin
     assert "reason" not in second["metadata"]
 
 
-async def test_events_can_be_filtered_by_kind_name_and_actor(admin):
+async def test_events_can_be_filtered_by_kind_name_and_actor(admin: httpx.AsyncClient) -> None:
     await write_history(admin)
 
     mappings = await events(admin, kind="system-mapping")
@@ -295,7 +310,9 @@ async def test_events_can_be_filtered_by_kind_name_and_actor(admin):
     assert [e["position"] for e in await events(admin, kind="subaccount", after=3)] == [4, 5]
 
 
-async def test_events_can_be_filtered_by_event_type_one_or_several(admin):
+async def test_events_can_be_filtered_by_event_type_one_or_several(
+    admin: httpx.AsyncClient,
+) -> None:
     await write_history(admin)
 
     deleted = await events(admin, type="ConfigDeleted")
@@ -309,7 +326,7 @@ async def test_events_can_be_filtered_by_event_type_one_or_several(admin):
     assert_invalid(response, "type")
 
 
-async def test_events_can_be_filtered_by_time(admin):
+async def test_events_can_be_filtered_by_time(admin: httpx.AsyncClient) -> None:
     history = await write_history(admin)
     stamps = [e["recorded_at"] for e in history]
 
@@ -324,7 +341,9 @@ async def test_events_can_be_filtered_by_time(admin):
     assert_invalid(bad, "since")
 
 
-async def test_odd_event_queries_answer_cleanly_instead_of_breaking_the_stream(admin):
+async def test_odd_event_queries_answer_cleanly_instead_of_breaking_the_stream(
+    admin: httpx.AsyncClient,
+) -> None:
     # Errors raised after the 200 header has gone out cannot become a status code any more: the
     # client sees a truncated stream. These queries must be refused (422) or answered in full.
     await put(admin, "subaccount/acme", ACME)
@@ -343,7 +362,9 @@ async def test_odd_event_queries_answer_cleanly_instead_of_breaking_the_stream(a
             assert found == answer, params
 
 
-async def test_waiting_for_events_returns_as_soon_as_a_write_lands(admin):
+async def test_waiting_for_events_returns_as_soon_as_a_write_lands(
+    admin: httpx.AsyncClient,
+) -> None:
     head = await put(admin, "subaccount/acme", ACME)
     started = time.monotonic()
 
@@ -360,8 +381,8 @@ async def test_waiting_for_events_returns_as_soon_as_a_write_lands(admin):
 
 
 async def test_waiting_for_events_returns_an_empty_body_after_the_wait_when_nothing_happens(
-    admin,
-):
+    admin: httpx.AsyncClient,
+) -> None:
     head = await put(admin, "subaccount/acme", ACME)
     started = time.monotonic()
 
@@ -376,7 +397,7 @@ async def test_waiting_for_events_returns_an_empty_body_after_the_wait_when_noth
 # -- audit and status ------------------------------------------------------------------------
 
 
-async def test_the_audit_check_verifies_the_whole_chain(admin):
+async def test_the_audit_check_verifies_the_whole_chain(admin: httpx.AsyncClient) -> None:
     empty = await admin.get("/audit/verify")
     await write_history(admin)
 
@@ -392,7 +413,9 @@ async def test_the_audit_check_verifies_the_whole_chain(admin):
     assert body.get("chain", head["chain"]) == head["chain"]
 
 
-async def test_health_and_probes_need_no_credentials_and_show_a_standalone_master(instance, admin):
+async def test_health_and_probes_need_no_credentials_and_show_a_standalone_master(
+    instance: Instance, admin: httpx.AsyncClient
+) -> None:
     await put(admin, "subaccount/acme", ACME)
 
     async with http_client(instance, None) as anonymous:
@@ -412,7 +435,7 @@ async def test_health_and_probes_need_no_credentials_and_show_a_standalone_maste
     assert shadow.status_code == 503, shadow.text
 
 
-async def test_a_viewer_may_read_the_ha_status(instance):
+async def test_a_viewer_may_read_the_ha_status(instance: Instance) -> None:
     async with http_client(instance, "vic") as viewer:
         response = await viewer.get("/ha")
 
@@ -425,7 +448,9 @@ async def test_a_viewer_may_read_the_ha_status(instance):
         assert field in body and body[field] is None, field
 
 
-async def test_metrics_are_prometheus_text_with_the_committed_position(admin):
+async def test_metrics_are_prometheus_text_with_the_committed_position(
+    admin: httpx.AsyncClient,
+) -> None:
     await write_history(admin)
 
     response = await admin.get("/metrics")
@@ -436,7 +461,9 @@ async def test_metrics_are_prometheus_text_with_the_committed_position(admin):
     assert re.search(r"^shadowline_committed_position 5(\.0)?$", response.text, re.M)
 
 
-async def test_the_root_page_is_the_high_availability_screen_in_html(instance, admin):
+async def test_the_root_page_is_the_high_availability_screen_in_html(
+    instance: Instance, admin: httpx.AsyncClient
+) -> None:
     response = await admin.get("/")
 
     assert response.status_code == 200, response.text

@@ -64,7 +64,7 @@ async def event_count(client: httpx.AsyncClient) -> int:
 # -- PUT, versions and If-Match ----------------------------------------------------------------
 
 
-async def test_a_first_put_creates_the_item_with_201_and_an_etag(admin):
+async def test_a_first_put_creates_the_item_with_201_and_an_etag(admin: httpx.AsyncClient) -> None:
     response = await admin.put("/config/system-mapping/erp", json=MAPPING)
 
     assert response.status_code == 201, response.text
@@ -79,7 +79,9 @@ async def test_a_first_put_creates_the_item_with_201_and_an_etag(admin):
     assert response.headers["content-type"].startswith("application/json")
 
 
-async def test_a_second_put_updates_the_item_with_200_and_version_2(admin):
+async def test_a_second_put_updates_the_item_with_200_and_version_2(
+    admin: httpx.AsyncClient,
+) -> None:
     await admin.put("/config/subaccount/acme", json=SUBACCOUNT)
 
     response = await admin.put("/config/subaccount/acme", json={**SUBACCOUNT, "region": "us10"})
@@ -97,7 +99,9 @@ async def test_a_second_put_updates_the_item_with_200_and_version_2(admin):
     assert got.json() == {"value": {**SUBACCOUNT, "region": "us10"}, "version": 2}
 
 
-async def test_an_if_match_naming_the_current_version_is_accepted_in_any_usual_form(admin):
+async def test_an_if_match_naming_the_current_version_is_accepted_in_any_usual_form(
+    admin: httpx.AsyncClient,
+) -> None:
     await admin.put("/config/subaccount/acme", json=SUBACCOUNT)
 
     for version, if_match in enumerate(['"1"', "2", 'W/"3"', ' "4" '], start=1):
@@ -112,7 +116,9 @@ async def test_an_if_match_naming_the_current_version_is_accepted_in_any_usual_f
         assert response.headers["etag"] == f'"{version + 1}"'
 
 
-async def test_a_stale_if_match_is_refused_with_409_naming_the_current_version(admin):
+async def test_a_stale_if_match_is_refused_with_409_naming_the_current_version(
+    admin: httpx.AsyncClient,
+) -> None:
     await admin.put("/config/subaccount/acme", json=SUBACCOUNT)
     await admin.put("/config/subaccount/acme", json={**SUBACCOUNT, "region": "us10"})
 
@@ -135,7 +141,9 @@ async def test_a_stale_if_match_is_refused_with_409_naming_the_current_version(a
     assert (await admin.get("/health")).json()["position"] == 2
 
 
-async def test_an_if_match_that_is_not_a_number_is_refused_with_422(admin):
+async def test_an_if_match_that_is_not_a_number_is_refused_with_422(
+    admin: httpx.AsyncClient,
+) -> None:
     await admin.put("/config/subaccount/acme", json=SUBACCOUNT)
 
     for if_match in ['"abc"', "-1", '"1.5"', '""', '"0x1"']:
@@ -147,7 +155,9 @@ async def test_an_if_match_that_is_not_a_number_is_refused_with_422(admin):
     assert (await admin.get("/config/subaccount/acme")).json()["version"] == 1
 
 
-async def test_an_if_match_with_a_non_ascii_digit_is_refused_with_422_not_500(instance):
+async def test_an_if_match_with_a_non_ascii_digit_is_refused_with_422_not_500(
+    instance: Instance,
+) -> None:
     # '²' (latin-1 0xB2) passes str.isdigit() but int() refuses it.
     async with lenient_client(instance) as client:
         await client.put("/config/subaccount/acme", json=SUBACCOUNT)
@@ -159,7 +169,7 @@ async def test_an_if_match_with_a_non_ascii_digit_is_refused_with_422_not_500(in
     assert_invalid(response, "If-Match")
 
 
-async def test_an_if_match_beyond_any_version_is_a_conflict_not_a_500(instance):
+async def test_an_if_match_beyond_any_version_is_a_conflict_not_a_500(instance: Instance) -> None:
     async with lenient_client(instance) as client:
         await client.put("/config/subaccount/acme", json=SUBACCOUNT)
 
@@ -174,7 +184,9 @@ async def test_an_if_match_beyond_any_version_is_a_conflict_not_a_500(instance):
 # -- DELETE ----------------------------------------------------------------------------------
 
 
-async def test_a_delete_answers_200_with_the_position_of_its_event(admin):
+async def test_a_delete_answers_200_with_the_position_of_its_event(
+    admin: httpx.AsyncClient,
+) -> None:
     await admin.put("/config/subaccount/acme", json=SUBACCOUNT)
 
     response = await admin.delete("/config/subaccount/acme")
@@ -191,7 +203,7 @@ async def test_a_delete_answers_200_with_the_position_of_its_event(admin):
     assert (await admin.get("/health")).json()["position"] == 2
 
 
-async def test_deleting_an_item_that_does_not_exist_is_404(admin):
+async def test_deleting_an_item_that_does_not_exist_is_404(admin: httpx.AsyncClient) -> None:
     await admin.put("/config/subaccount/acme", json=SUBACCOUNT)
     await admin.delete("/config/subaccount/acme")
 
@@ -204,7 +216,9 @@ async def test_deleting_an_item_that_does_not_exist_is_404(admin):
     assert (await admin.get("/health")).json()["position"] == 2
 
 
-async def test_an_item_recreated_after_a_delete_continues_its_version(admin):
+async def test_an_item_recreated_after_a_delete_continues_its_version(
+    admin: httpx.AsyncClient,
+) -> None:
     await admin.put("/config/subaccount/acme", json=SUBACCOUNT)
     await admin.delete("/config/subaccount/acme")
 
@@ -256,7 +270,7 @@ SCHEMA_VIOLATIONS = [
 ]
 
 
-async def test_every_schema_violation_is_422_naming_its_json_path(admin):
+async def test_every_schema_violation_is_422_naming_its_json_path(admin: httpx.AsyncClient) -> None:
     for what, kind, value, path in SCHEMA_VIOLATIONS:
         response = await admin.put(f"/config/{kind}/item", json=value)
 
@@ -267,7 +281,7 @@ async def test_every_schema_violation_is_422_naming_its_json_path(admin):
     assert (await admin.get("/health")).json()["position"] == 0
 
 
-async def test_a_schema_violation_lists_every_error(admin):
+async def test_a_schema_violation_lists_every_error(admin: httpx.AsyncClient) -> None:
     value = {**MAPPING, "virtual_port": 70000, "protocol": "GOPHER"}
 
     response = await admin.put("/config/system-mapping/erp", json=value)
@@ -276,7 +290,7 @@ async def test_a_schema_violation_lists_every_error(admin):
     assert {e["path"] for e in errors} >= {"$.virtual_port", "$.protocol"}
 
 
-async def test_an_unknown_kind_is_422_on_the_kind_path(admin):
+async def test_an_unknown_kind_is_422_on_the_kind_path(admin: httpx.AsyncClient) -> None:
     put = await admin.put("/config/printer/lobby", json={"model": "x"})
     delete = await admin.delete("/config/printer/lobby")
     get = await admin.get("/config/printer/lobby")
@@ -288,7 +302,7 @@ async def test_an_unknown_kind_is_422_on_the_kind_path(admin):
     assert (await admin.get("/health")).json()["position"] == 0
 
 
-async def test_a_bad_name_is_422_on_the_name_path(admin):
+async def test_a_bad_name_is_422_on_the_name_path(admin: httpx.AsyncClient) -> None:
     # uppercase, too long, leading dot, leading dash, a space, a NUL
     for name in ["Acme", "a" * 64, ".acme", "-acme", "acme%20corp", "acme%00"]:
         put = await admin.put(f"/config/subaccount/{name}", json=SUBACCOUNT)
@@ -304,7 +318,7 @@ async def test_a_bad_name_is_422_on_the_name_path(admin):
     assert response.json()["name"] == longest
 
 
-async def test_a_malformed_json_body_is_400_with_the_root_path(admin):
+async def test_a_malformed_json_body_is_400_with_the_root_path(admin: httpx.AsyncClient) -> None:
     for body in [b"{", b"", b"{'region': 'eu10'}", b'{"region": "eu10",}', b"\xff\xfe", b"NaN"]:
         response = await admin.put(
             "/config/subaccount/acme", content=body, headers={"Content-Type": "application/json"}
@@ -317,7 +331,7 @@ async def test_a_malformed_json_body_is_400_with_the_root_path(admin):
     assert (await admin.get("/health")).json()["position"] == 0
 
 
-async def test_valid_json_of_the_wrong_type_is_422(admin):
+async def test_valid_json_of_the_wrong_type_is_422(admin: httpx.AsyncClient) -> None:
     for body in [
         b'[{"region": "eu10", "subaccount_id": "a1"}]',
         b'"acme"',
@@ -333,7 +347,7 @@ async def test_valid_json_of_the_wrong_type_is_422(admin):
     assert (await admin.get("/health")).json()["position"] == 0
 
 
-async def test_a_string_containing_nul_is_422_not_500(instance):
+async def test_a_string_containing_nul_is_422_not_500(instance: Instance) -> None:
     # PostgreSQL cannot store U+0000 in text or jsonb: it must be refused before the database.
     values = [
         ("subaccount", {**SUBACCOUNT, "display_name": "Ac\u0000me"}, "$.display_name"),
@@ -369,7 +383,9 @@ def oversized() -> dict[str, str]:
     return {**SUBACCOUNT, "display_name": "x" * 150, "location_id": "y" * 100, "pad": "z" * 3000}
 
 
-async def test_a_body_over_the_limit_is_413_when_content_length_says_so(small_limit):
+async def test_a_body_over_the_limit_is_413_when_content_length_says_so(
+    small_limit: httpx.AsyncClient,
+) -> None:
     response = await small_limit.put("/config/subaccount/acme", json=oversized())
 
     assert response.request.headers["content-length"]
@@ -378,7 +394,9 @@ async def test_a_body_over_the_limit_is_413_when_content_length_says_so(small_li
     assert (await small_limit.get("/health")).json()["position"] == 0
 
 
-async def test_a_streamed_body_is_413_over_the_limit_and_accepted_under_it(small_limit):
+async def test_a_streamed_body_is_413_over_the_limit_and_accepted_under_it(
+    small_limit: httpx.AsyncClient,
+) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"region": "eu10", "subaccount_id": "a1", "display_name": "'
         for _ in range(8):
@@ -413,7 +431,9 @@ def restore_logger_levels() -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("restore_logger_levels")
-async def test_local_kinds_are_accepted_but_never_enter_the_event_log(admin):
+async def test_local_kinds_are_accepted_but_never_enter_the_event_log(
+    admin: httpx.AsyncClient,
+) -> None:
     await admin.put("/config/subaccount/acme", json=SUBACCOUNT)
 
     for kind, (name, value) in LOCAL_VALUES.items():
@@ -435,7 +455,7 @@ async def test_local_kinds_are_accepted_but_never_enter_the_event_log(admin):
     assert config["local"] == {f"{k}/{n}": v for k, (n, v) in LOCAL_VALUES.items()}
 
 
-async def test_local_kinds_keep_versions_and_honour_if_match(admin):
+async def test_local_kinds_keep_versions_and_honour_if_match(admin: httpx.AsyncClient) -> None:
     name, value = LOCAL_VALUES["snc"]
     await admin.put(f"/config/snc/{name}", json=value)
 
@@ -453,7 +473,9 @@ async def test_local_kinds_keep_versions_and_honour_if_match(admin):
 
 
 @pytest.mark.usefixtures("restore_logger_levels")
-async def test_putting_a_log_level_changes_the_python_logger_level(admin):
+async def test_putting_a_log_level_changes_the_python_logger_level(
+    admin: httpx.AsyncClient,
+) -> None:
     logger = logging.getLogger("shadowline.test-http-level")
     logger.setLevel(logging.INFO)
 
@@ -468,7 +490,7 @@ async def test_putting_a_log_level_changes_the_python_logger_level(admin):
 
 
 @pytest.mark.usefixtures("restore_logger_levels")
-async def test_a_stored_log_level_takes_effect_again_after_a_restart(db_url):
+async def test_a_stored_log_level_takes_effect_again_after_a_restart(db_url: str) -> None:
     logger = logging.getLogger("shadowline.test-http-level")
     async with started(db_url) as first, http_client(first) as client:
         response = await client.put(

@@ -86,8 +86,8 @@ async def old_database(postgres: None) -> AsyncIterator[tuple[str, str]]:
 
 
 async def test_the_migration_upgrades_a_store_with_events_and_closes_the_old_roles_writes(
-    old_database,
-):
+    old_database: tuple[str, str],
+) -> None:
     url, role = old_database
 
     await migrate(url, "upgrade", "head")
@@ -113,7 +113,9 @@ async def test_the_migration_upgrades_a_store_with_events_and_closes_the_old_rol
     assert (verdict["checked"], verdict["items"]) == (4, 3)
 
 
-async def test_the_migration_downgrades_to_0004_keeping_the_log_and_upgrades_again(old_database):
+async def test_the_migration_downgrades_to_0004_keeping_the_log_and_upgrades_again(
+    old_database: tuple[str, str],
+) -> None:
     url, _ = old_database
     await migrate(url, "upgrade", "head")
     async with store_at(url) as store:

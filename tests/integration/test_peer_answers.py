@@ -22,7 +22,9 @@ def _client(app, cluster: str, **options) -> PeerClient:
     return client
 
 
-async def test_a_history_page_holding_unicode_line_separators_is_authenticated_as_sent(db_url):
+async def test_a_history_page_holding_unicode_line_separators_is_authenticated_as_sent(
+    db_url: str,
+) -> None:
     async with started(db_url) as master:
         value = {"region": "eu\u2028x\u2029y\x85z", "subaccount_id": "a1"}
         await master.service.put("subaccount", "s1", value, None, {"actor": "t"})
@@ -32,7 +34,7 @@ async def test_a_history_page_holding_unicode_line_separators_is_authenticated_a
         await client.close()
 
 
-async def test_an_answer_of_another_cluster_or_instance_is_refused(db_url):
+async def test_an_answer_of_another_cluster_or_instance_is_refused(db_url: str) -> None:
     async with started(db_url) as master:
         refused: list[str] = []
         for options in (
@@ -46,7 +48,7 @@ async def test_an_answer_of_another_cluster_or_instance_is_refused(db_url):
         assert len(refused) == 2
 
 
-async def test_a_peer_that_never_finishes_its_answer_costs_at_most_the_deadline():
+async def test_a_peer_that_never_finishes_its_answer_costs_at_most_the_deadline() -> None:
     async def trickle(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": []})
         while True:  # one byte at a time, for ever: no read timeout ever fires

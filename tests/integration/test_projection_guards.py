@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
@@ -40,7 +40,7 @@ async def app_store(db_url: str, role: str) -> AsyncIterator[EventStore]:
         yield store
 
 
-async def test_the_served_rows_are_derived_from_the_appended_events(app_store):
+async def test_the_served_rows_are_derived_from_the_appended_events(app_store: EventStore) -> None:
     first = event(1, 1, GENESIS)  # acme-1 put
     deleted = dataclasses.replace(event(2, 1, first.chain, "ConfigDeleted"), name="acme-1")
     deleted = dataclasses.replace(deleted, chain=link(first.chain, deleted))
@@ -66,7 +66,9 @@ async def test_the_served_rows_are_derived_from_the_appended_events(app_store):
     [[3], [1, 3], [0]],
     ids=["skips-a-term", "skips-inside-the-batch", "epoch-zero-behind-the-head"],
 )
-async def test_an_append_outside_the_term_rule_is_refused_and_changes_nothing(app_store, epochs):
+async def test_an_append_outside_the_term_rule_is_refused_and_changes_nothing(
+    app_store: EventStore, epochs
+) -> None:
     written = await write_log(app_store, [1, 1])
     before = await whole(app_store)
 
@@ -76,7 +78,7 @@ async def test_an_append_outside_the_term_rule_is_refused_and_changes_nothing(ap
     assert await whole(app_store) == before
 
 
-async def test_an_append_of_an_older_term_than_the_heads_is_refused(app_store):
+async def test_an_append_of_an_older_term_than_the_heads_is_refused(app_store: EventStore) -> None:
     written = await write_log(app_store, [1, 2])  # fenced at 2, head in 2
     older = chained(3, [1], written[-1].chain)
 
@@ -84,7 +86,7 @@ async def test_an_append_of_an_older_term_than_the_heads_is_refused(app_store):
         await app_store.append(older, 2)
 
 
-async def test_an_append_whose_positions_leave_a_gap_is_refused(app_store):
+async def test_an_append_whose_positions_leave_a_gap_is_refused(app_store: EventStore) -> None:
     written = await write_log(app_store, [1])
     before = await whole(app_store)
 
@@ -97,7 +99,9 @@ async def test_an_append_whose_positions_leave_a_gap_is_refused(app_store):
     assert await whole(app_store) == before
 
 
-async def test_an_append_with_fields_missing_for_some_events_is_refused(db_url, role):
+async def test_an_append_with_fields_missing_for_some_events_is_refused(
+    db_url: str, role: str
+) -> None:
     app = await asyncpg.connect(as_role(db_url, role))
     try:
         with pytest.raises(asyncpg.CheckViolationError, match="one value of each field"):
@@ -114,7 +118,7 @@ async def test_an_append_with_fields_missing_for_some_events_is_refused(db_url, 
         await app.close()
 
 
-async def test_two_appends_at_the_same_head_commit_exactly_one(app_store):
+async def test_two_appends_at_the_same_head_commit_exactly_one(app_store: EventStore) -> None:
     written = await write_log(app_store, [1])
     a = chained(2, [1, 1], written[-1].chain)
     b = chained(2, [1], written[-1].chain)
@@ -132,7 +136,9 @@ async def test_two_appends_at_the_same_head_commit_exactly_one(app_store):
 # -- bootstrap and backfill --------------------------------------------------------------------
 
 
-async def test_a_bootstrap_image_lands_only_in_an_empty_store(db_factory, role, app_store):
+async def test_a_bootstrap_image_lands_only_in_an_empty_store(
+    db_factory: Callable[[], Awaitable[str]], role: str, app_store: EventStore
+) -> None:
     master_url = await db_factory()
     async with store_at(master_url) as master:
         history = await write_log(master, [1, 1, 1, 1])
@@ -148,8 +154,8 @@ async def test_a_bootstrap_image_lands_only_in_an_empty_store(db_factory, role, 
 
 
 async def test_the_backfill_copies_only_the_history_below_the_image_and_completes_it_whole(
-    db_factory,
-):
+    db_factory: Callable[[], Awaitable[str]],
+) -> None:
     master_url, shadow_url = await db_factory(), await db_factory()
     async with (
         login_role(shadow_url) as shadow_role,

@@ -32,8 +32,8 @@ async def app_store(db_url: str) -> AsyncIterator[EventStore]:
     ids=["epoch-int-max", "not-newer", "skips-a-term", "epoch-zero", "fork-negative", "past-head"],
 )
 async def test_the_app_role_cannot_quarantine_a_single_term_log_with_forged_arguments(
-    app_store, fork, new_epoch
-):
+    app_store: EventStore, fork, new_epoch
+) -> None:
     await write_log(app_store, [1] * 6)
     before = await whole(app_store)
 
@@ -45,7 +45,9 @@ async def test_the_app_role_cannot_quarantine_a_single_term_log_with_forged_argu
 
 
 @pytest.mark.parametrize("fork", [0, 2], ids=["genesis", "inside-term-1"])
-async def test_the_app_role_cannot_quarantine_events_of_an_earlier_term(app_store, fork):
+async def test_the_app_role_cannot_quarantine_events_of_an_earlier_term(
+    app_store: EventStore, fork
+) -> None:
     # Epoch 1 up to 3, then a promotion: 4..6 in epoch 2. The new master of epoch 3 holds
     # positions 1..3 of epoch 1 as well; a recovery never moves them (a fork at 3 may move all
     # of epoch 2: its shadow may have been promoted before it received position 4).
@@ -59,8 +61,8 @@ async def test_the_app_role_cannot_quarantine_events_of_an_earlier_term(app_stor
 
 
 async def test_a_genuine_recovery_quarantines_the_current_terms_writes_after_the_fork(
-    app_store,
-):
+    app_store: EventStore,
+) -> None:
     written = await write_log(app_store, [1, 1, 1, 2, 2, 2])
 
     moved = await app_store.quarantine_after(4, 3)
@@ -83,7 +85,9 @@ async def test_a_genuine_recovery_quarantines_the_current_terms_writes_after_the
     assert (await app_store.head()).position == 6
 
 
-async def test_a_second_quarantine_of_the_same_term_is_refused_and_moves_nothing(app_store):
+async def test_a_second_quarantine_of_the_same_term_is_refused_and_moves_nothing(
+    app_store: EventStore,
+) -> None:
     await write_log(app_store, [1, 1, 1, 2, 2, 2])
     assert await app_store.quarantine_after(4, 3) == 2
     after_first = await whole(app_store)
@@ -96,8 +100,8 @@ async def test_a_second_quarantine_of_the_same_term_is_refused_and_moves_nothing
 
 
 async def test_an_old_master_that_wrote_nothing_after_the_fork_rejoins_in_the_next_term(
-    app_store,
-):
+    app_store: EventStore,
+) -> None:
     written = await write_log(app_store, [1, 1, 1])
 
     assert await app_store.quarantine_after(3, 2) == 0
@@ -106,7 +110,9 @@ async def test_an_old_master_that_wrote_nothing_after_the_fork_rejoins_in_the_ne
     assert (head.position, head.chain, head.fence_epoch) == (3, written[-1].chain, 2)
 
 
-async def test_a_recovery_of_a_whole_single_term_log_keeps_every_event_in_quarantine(app_store):
+async def test_a_recovery_of_a_whole_single_term_log_keeps_every_event_in_quarantine(
+    app_store: EventStore,
+) -> None:
     # The database cannot tell a forged fork answer from a genuine one (it never sees the key):
     # what it guarantees is that even a fork at 0 only moves the term's writes, kept, not dropped.
     written = await write_log(app_store, [1, 1, 1])
@@ -122,7 +128,9 @@ async def test_a_recovery_of_a_whole_single_term_log_keeps_every_event_in_quaran
 
 
 @pytest.mark.parametrize("epoch", [INT_MAX, 3], ids=["int-max", "skips-a-term"])
-async def test_the_app_role_cannot_fence_the_store_past_the_next_term(app_store, epoch):
+async def test_the_app_role_cannot_fence_the_store_past_the_next_term(
+    app_store: EventStore, epoch
+) -> None:
     await write_log(app_store, [1, 1])
     before = await whole(app_store)
 
@@ -134,7 +142,7 @@ async def test_the_app_role_cannot_fence_the_store_past_the_next_term(app_store,
     assert written[0].position == 3
 
 
-async def test_the_fence_never_goes_down(app_store):
+async def test_the_fence_never_goes_down(app_store: EventStore) -> None:
     await write_log(app_store, [1, 1])
     await app_store.fence(2)
     await app_store.fence(1)

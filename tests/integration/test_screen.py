@@ -67,7 +67,7 @@ async def as_admin(instance: Instance) -> AsyncIterator[tuple[httpx.AsyncClient,
 # -- logging in ----------------------------------------------------------------------------------
 
 
-async def test_a_browser_without_a_session_is_sent_to_the_login_form(instance):
+async def test_a_browser_without_a_session_is_sent_to_the_login_form(instance: Instance) -> None:
     async with browser(instance) as client:
         screen = await client.get("/")
         status = await client.get("/ui/status")
@@ -81,7 +81,7 @@ async def test_a_browser_without_a_session_is_sent_to_the_login_form(instance):
     assert plain.headers["www-authenticate"].lower().startswith("basic")
 
 
-async def test_logging_in_sets_a_signed_http_only_strict_session_cookie(instance):
+async def test_logging_in_sets_a_signed_http_only_strict_session_cookie(instance: Instance) -> None:
     async with browser(instance) as client:
         response = await client.post(
             "/login", data={"user": "vic", "password": PASSWORDS["vic"]}, headers={"Origin": ORIGIN}
@@ -98,7 +98,7 @@ async def test_logging_in_sets_a_signed_http_only_strict_session_cookie(instance
     assert "default-src 'none'" in screen.headers["content-security-policy"]
 
 
-async def test_behind_a_tls_proxy_the_session_cookie_is_secure(db_url):
+async def test_behind_a_tls_proxy_the_session_cookie_is_secure(db_url: str) -> None:
     # The proxy speaks http to the instance; people use the advertised https URL.
     async with started(db_url, advertise_url="https://ha.example.com") as inst:
         await inst.users.add("vic", "viewer", PASSWORDS["vic"])
@@ -113,7 +113,7 @@ async def test_behind_a_tls_proxy_the_session_cookie_is_secure(db_url):
     assert "secure" in {p.strip().lower() for p in response.headers["set-cookie"].split(";")}
 
 
-async def test_a_wrong_password_or_a_forged_cookie_gives_no_session(instance):
+async def test_a_wrong_password_or_a_forged_cookie_gives_no_session(instance: Instance) -> None:
     name = f"shadowline.session.{instance.settings.instance}"
     async with browser(instance) as client:
         wrong = await client.post("/login", data={"user": "admin", "password": "nope"})
@@ -135,8 +135,8 @@ async def test_a_wrong_password_or_a_forged_cookie_gives_no_session(instance):
 
 @pytest.mark.parametrize("change", ["removed", "new password"])
 async def test_a_removed_user_or_a_changed_password_ends_the_session_at_the_users_refresh(
-    instance, change
-):
+    instance: Instance, change
+) -> None:
     async with browser(instance) as client:
         await log_in(client, "vic")
         if change == "removed":
@@ -150,7 +150,9 @@ async def test_a_removed_user_or_a_changed_password_ends_the_session_at_the_user
     assert response.status_code == 303 and response.headers["location"] == "/login"
 
 
-async def test_logging_out_ends_the_session_even_for_a_copy_of_its_cookie(as_admin, instance):
+async def test_logging_out_ends_the_session_even_for_a_copy_of_its_cookie(
+    as_admin: tuple[httpx.AsyncClient, str], instance: Instance
+) -> None:
     client, token = as_admin
     name = f"shadowline.session.{instance.settings.instance}"
     copy = client.cookies[name]
@@ -165,7 +167,9 @@ async def test_logging_out_ends_the_session_even_for_a_copy_of_its_cookie(as_adm
 # -- roles, CSRF, origins ------------------------------------------------------------------------
 
 
-async def test_a_viewer_sees_the_status_but_an_action_or_the_history_is_403(instance):
+async def test_a_viewer_sees_the_status_but_an_action_or_the_history_is_403(
+    instance: Instance,
+) -> None:
     async with browser(instance) as client:
         token = await log_in(client, "vic")
         screen = await client.get("/")
@@ -176,7 +180,9 @@ async def test_a_viewer_sees_the_status_but_an_action_or_the_history_is_403(inst
     assert history.status_code == 403 and "needs 'auditor'" in html.unescape(history.text)
 
 
-async def test_an_admin_action_without_or_with_a_wrong_csrf_token_is_403(as_admin, instance):
+async def test_an_admin_action_without_or_with_a_wrong_csrf_token_is_403(
+    as_admin: tuple[httpx.AsyncClient, str], instance: Instance
+) -> None:
     client, token = as_admin
     missing = await client.post("/ui/remove-shadow", data={}, headers={"Origin": ORIGIN})
     wrong = await client.post("/ui/remove-shadow", data={"csrf": token[::-1]})
@@ -193,7 +199,9 @@ async def test_an_admin_action_without_or_with_a_wrong_csrf_token_is_403(as_admi
     assert instance.ha.role.role == "standalone"
 
 
-async def test_a_refused_action_comes_back_to_the_screen_with_its_reason(as_admin):
+async def test_a_refused_action_comes_back_to_the_screen_with_its_reason(
+    as_admin: tuple[httpx.AsyncClient, str],
+) -> None:
     client, token = as_admin
     response = await client.post(
         "/ui/remove-shadow", data={"csrf": token}, headers={"Origin": ORIGIN}
@@ -205,7 +213,9 @@ async def test_a_refused_action_comes_back_to_the_screen_with_its_reason(as_admi
     assert 'id="flash"' not in (await client.get("/")).text, "a flash message is shown once"
 
 
-async def test_a_form_posted_from_another_origin_is_refused(as_admin, instance):
+async def test_a_form_posted_from_another_origin_is_refused(
+    as_admin: tuple[httpx.AsyncClient, str], instance: Instance
+) -> None:
     client, token = as_admin
     for headers in (
         {"Origin": "http://evil.example"},
@@ -233,7 +243,7 @@ async def put(instance: Instance, key: str, value: object) -> int:
     return int(response.json()["position"])
 
 
-async def test_the_history_page_filters_events_and_escapes_their_values(instance):
+async def test_the_history_page_filters_events_and_escapes_their_values(instance: Instance) -> None:
     await put(instance, "subaccount/acme", ACME)
     await put(instance, "subaccount/other", {"region": "us10", "subaccount_id": "b2"})
     await put(instance, "subaccount/acme", {**ACME, "region": "eu20"})
@@ -263,7 +273,9 @@ def rows(response: httpx.Response) -> int:
     return table.count("<tr>") - 1 - table.count("No event matches")
 
 
-async def test_the_state_and_diff_pages_show_the_configuration_at_points(instance):
+async def test_the_state_and_diff_pages_show_the_configuration_at_points(
+    instance: Instance,
+) -> None:
     first = await put(instance, "subaccount/acme", ACME)
     await asyncio.sleep(0.05)
     between = datetime.now(UTC).isoformat()
@@ -327,7 +339,9 @@ async def wait_for(client: httpx.AsyncClient, text: str, within: float = 30) -> 
         await asyncio.sleep(0.2)
 
 
-async def test_the_screen_shows_heartbeats_and_alerts_heard_on_monitoring(instance, rabbitmq):
+async def test_the_screen_shows_heartbeats_and_alerts_heard_on_monitoring(
+    instance: Instance, rabbitmq: None
+) -> None:
     cluster = instance.settings.cluster
     try:
         async with http_client(instance, "admin") as admin:
@@ -358,8 +372,8 @@ async def wait_until(condition: Callable[[], bool], what: str, within: float = 3
 
 
 async def test_the_monitoring_feed_waits_for_the_exchange_and_survives_a_lost_connection(
-    rabbitmq,
-):
+    rabbitmq: None,
+) -> None:
     cluster = f"t{uuid.uuid4().hex[:10]}"
     names = Names(cluster)
     proxy = TcpProxy("127.0.0.1", 5672)

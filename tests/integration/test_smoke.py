@@ -1,4 +1,7 @@
-async def test_a_put_is_readable_back_with_its_version(admin):
+import httpx
+
+
+async def test_a_put_is_readable_back_with_its_version(admin: httpx.AsyncClient) -> None:
     value = {"region": "eu10", "subaccount_id": "a1"}
     put = await admin.put("/config/subaccount/acme", json=value)
     assert put.status_code == 201, put.text

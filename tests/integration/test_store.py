@@ -93,7 +93,9 @@ async def own_writer(
 # -- order under concurrency -------------------------------------------------------------------
 
 
-async def test_positions_stay_gap_free_in_commit_order_under_32_concurrent_appenders(db_url):
+async def test_positions_stay_gap_free_in_commit_order_under_32_concurrent_appenders(
+    db_url: str,
+) -> None:
     appenders, each = 32, 100
     total = appenders * each
     async with started(db_url, **QUIET) as inst:
@@ -141,8 +143,8 @@ async def test_positions_stay_gap_free_in_commit_order_under_32_concurrent_appen
 
 
 async def test_a_writer_with_a_stale_head_fails_with_concurrent_writer_and_never_forks_the_log(
-    db_url,
-):
+    db_url: str,
+) -> None:
     async with own_writer(db_url) as (store, first), own_writer(db_url) as (_, second):
         one, _ = await first.submit(put("acme", "eu10"))
         with pytest.raises(ConcurrentWriter):
@@ -161,8 +163,8 @@ async def test_a_writer_with_a_stale_head_fails_with_concurrent_writer_and_never
 
 
 async def test_two_writers_racing_on_one_database_leave_one_log_of_exactly_the_acknowledged_events(
-    db_url,
-):
+    db_url: str,
+) -> None:
     async def hammer(writer: Writer, tag: str, count: int) -> tuple[list[Event], int]:
         acknowledged, refused = [], 0
         for i in range(count):
@@ -200,8 +202,8 @@ async def test_two_writers_racing_on_one_database_leave_one_log_of_exactly_the_a
 
 
 async def test_a_write_accepted_in_one_epoch_is_refused_if_the_role_changed_before_its_turn(
-    db_url,
-):
+    db_url: str,
+) -> None:
     """A master that rejoins as shadow while a client's write waits in the queue must not append
     that write on top of the new master's history (nor acknowledge it)."""
     epoch = [1]
@@ -235,7 +237,9 @@ async def test_a_write_accepted_in_one_epoch_is_refused_if_the_role_changed_befo
 # -- optimistic concurrency --------------------------------------------------------------------
 
 
-async def test_two_commands_with_the_same_expected_version_in_one_batch_let_exactly_one_win(db_url):
+async def test_two_commands_with_the_same_expected_version_in_one_batch_let_exactly_one_win(
+    db_url: str,
+) -> None:
     batches: list[int] = []
     async with own_writer(db_url, on_batch=lambda n, _: batches.append(n)) as (store, writer):
         await writer.submit(put("acme", "eu10"))
@@ -264,7 +268,9 @@ async def test_two_commands_with_the_same_expected_version_in_one_batch_let_exac
     assert [e.id for e in stored[1:]] == [winner.id, unrelated[0].id]
 
 
-async def test_commands_in_one_batch_see_the_versions_left_by_the_commands_before_them(db_url):
+async def test_commands_in_one_batch_see_the_versions_left_by_the_commands_before_them(
+    db_url: str,
+) -> None:
     async with own_writer(db_url) as (store, writer):
         await writer.submit(put("acme", "eu10"))
         results = await asyncio.gather(
@@ -320,8 +326,8 @@ STEPS = st.lists(
 )
 @given(steps=STEPS, cuts=st.lists(st.integers(min_value=1, max_value=12), max_size=3, unique=True))
 async def test_state_at_any_position_from_the_nearest_snapshot_equals_a_full_replay(
-    quiet_instance, steps, cuts
-):
+    quiet_instance: Instance, steps, cuts
+) -> None:
     inst = quiet_instance
     prefix = f"h{next(_examples)}-"  # the database lives across examples: names do not
     start = inst.writer.position
@@ -365,7 +371,9 @@ async def test_state_at_any_position_from_the_nearest_snapshot_equals_a_full_rep
 # -- as of -------------------------------------------------------------------------------------
 
 
-async def test_as_of_resolves_to_the_last_position_recorded_at_or_before_the_moment(db_url):
+async def test_as_of_resolves_to_the_last_position_recorded_at_or_before_the_moment(
+    db_url: str,
+) -> None:
     async with started(db_url, **QUIET) as inst:
         service = inst.service
         for i in range(4):

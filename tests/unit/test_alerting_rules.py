@@ -29,13 +29,13 @@ def run(steps: list[tuple[float, Observation]], limit: float = 10.0) -> list[tup
     return raised
 
 
-def test_a_shadow_that_keeps_up_under_steady_load_never_raises_lag():
+def test_a_shadow_that_keeps_up_under_steady_load_never_raises_lag() -> None:
     # The master writes 100 events a second; the shadow is always 50 events (half a second) behind.
     steps = [(float(t), seen(100 * t, max(0, 100 * t - 50))) for t in range(60)]
     assert run(steps) == []
 
 
-def test_a_shadow_stuck_at_a_position_raises_lag_once_after_the_limit():
+def test_a_shadow_stuck_at_a_position_raises_lag_once_after_the_limit() -> None:
     steps = [(float(t), seen(100 * t, 500 if t > 5 else 100 * t)) for t in range(40)]
     raised = run(steps)
     assert [name for _, name in raised] == ["lag"]
@@ -43,27 +43,27 @@ def test_a_shadow_stuck_at_a_position_raises_lag_once_after_the_limit():
     assert raised[0][0] == 16.0
 
 
-def test_lag_is_raised_again_only_after_the_shadow_caught_up_in_between():
+def test_lag_is_raised_again_only_after_the_shadow_caught_up_in_between() -> None:
     stuck = [(float(t), seen(100 * t, 0)) for t in range(1, 20)]
     caught_up = [(float(t), seen(2000, 2000)) for t in range(20, 40)]
     stuck_again = [(float(t), seen(2000 + 100 * (t - 40), 2000)) for t in range(40, 60)]
     assert [name for _, name in run(stuck + caught_up + stuck_again)] == ["lag", "lag"]
 
 
-def test_an_idle_master_with_a_shadow_behind_by_old_events_is_lagging():
+def test_an_idle_master_with_a_shadow_behind_by_old_events_is_lagging() -> None:
     # Nothing new is written, but the shadow never reached what the master had long ago.
     steps = [(float(t), seen(1000, 400)) for t in range(30)]
     assert [name for _, name in run(steps)] == ["lag"]
 
 
-def test_a_lost_shadow_raises_shadow_lost_once_per_episode_and_no_lag():
+def test_a_lost_shadow_raises_shadow_lost_once_per_episode_and_no_lag() -> None:
     steps = [(float(t), seen(100 * t, 0, "lost")) for t in range(30)]
     steps += [(float(t), seen(3000, 3000, "connected")) for t in range(30, 35)]
     steps += [(float(t), seen(3000, 3000, "lost")) for t in range(35, 40)]
     assert [name for _, name in run(steps)] == ["shadow-lost", "shadow-lost"]
 
 
-def test_the_watch_keeps_only_the_samples_the_limit_needs():
+def test_the_watch_keeps_only_the_samples_the_limit_needs() -> None:
     watch = Watch()
     for t in range(1000):
         watch, _ = observe(watch, seen(t, t, "connected"), float(t), lag_limit=10.0)
@@ -72,7 +72,7 @@ def test_the_watch_keeps_only_the_samples_the_limit_needs():
     assert position_at(watch.samples, 900.0) is None
 
 
-def test_the_alerts_raised_match_their_published_schema():
+def test_the_alerts_raised_match_their_published_schema() -> None:
     validator = Draft202012Validator(ALERT_SCHEMA)
     watch = Watch()
     bodies = []

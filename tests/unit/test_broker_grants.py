@@ -63,7 +63,7 @@ def _documented_sends() -> list[tuple[str, str, str, str]]:
     return found
 
 
-def test_every_routing_key_the_asyncapi_document_has_a_user_send_is_allowed_to_that_user():
+def test_every_routing_key_the_asyncapi_document_has_a_user_send_is_allowed_to_that_user() -> None:
     sends = _documented_sends()
     assert {s for _, s, _, _ in sends} == set(ROLE_OF_SCHEME), "the scan is broken"
     refused = [
@@ -74,7 +74,7 @@ def test_every_routing_key_the_asyncapi_document_has_a_user_send_is_allowed_to_t
     assert refused == []
 
 
-def test_every_monitoring_routing_key_the_instance_code_publishes_is_allowed_to_its_user():
+def test_every_monitoring_routing_key_the_instance_code_publishes_is_allowed_to_its_user() -> None:
     product = REPO / "services/shadowline"
     source = "\n".join(
         p.read_text() for d in ("application", "entrypoints") for p in (product / d).rglob("*.py")
@@ -103,19 +103,21 @@ def test_every_monitoring_routing_key_the_instance_code_publishes_is_allowed_to_
      ("monitor", "monitoring", "heartbeat.node-a"),
      ("publisher", "commands", "promote.node_b")],
 )  # fmt: skip
-def test_no_role_may_publish_what_another_role_sends(role: str, exchange: str, routing_key: str):
+def test_no_role_may_publish_what_another_role_sends(
+    role: str, exchange: str, routing_key: str
+) -> None:
     grant = _grant("prod", role)
     assert not _may_publish(grant, f"shadowline.prod.{exchange}", routing_key)
 
 
-def test_a_dot_in_the_cluster_name_is_taken_literally():
+def test_a_dot_in_the_cluster_name_is_taken_literally() -> None:
     grant = _grant("a.b", INSTANCE)
     assert _may_publish(grant, "shadowline.a.b.events", "ha.HaEnabled")
     assert not _may_publish(grant, "shadowline.aXb.events", "ha.HaEnabled")
     assert not re.search(grant.configure, "shadowline.aXb.commands.node-a")
 
 
-def test_the_default_instances_are_master_and_shadow_and_names_that_collide_are_refused():
+def test_the_default_instances_are_master_and_shadow_and_names_that_collide_are_refused() -> None:
     assert [g.user for g in grants("prod")][: len(DEFAULT_INSTANCES)] == [
         "shadowline-prod-master",
         "shadowline-prod-shadow",

@@ -170,7 +170,7 @@ def test_csv_with_excel_safe_defuses_formulas_only_when_asked() -> None:
     assert _csv(_event(), excel_safe=False)[0]["reason"] == "=HYPERLINK(1)"
 
 
-def test_broker_setup_never_generates_a_password_rabbitmqctl_reads_as_an_option():
+def test_broker_setup_never_generates_a_password_rabbitmqctl_reads_as_an_option() -> None:
     from shadowline.cli.broker import new_password
 
     passwords = {new_password() for _ in range(2000)}

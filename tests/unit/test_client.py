@@ -76,7 +76,7 @@ async def async_calls(recorder: Recorder) -> None:
         await client.ha_enable(auto_confirm=True)
 
 
-async def test_the_sync_and_the_async_client_send_the_same_requests():
+async def test_the_sync_and_the_async_client_send_the_same_requests() -> None:
     sync, asynchronous = Recorder(ok(WRITTEN)), Recorder(ok(WRITTEN))
     sync_calls(sync)
     await async_calls(asynchronous)
@@ -104,7 +104,7 @@ async def test_the_sync_and_the_async_client_send_the_same_requests():
 )  # fmt: skip
 async def test_an_error_status_raises_client_error_with_the_body_in_both_clients(
     answer: dict[str, Any], status: int, message: str
-):
+) -> None:
     with pytest.raises(ClientError) as sync_error:
         sync_calls(Recorder(lambda _: httpx.Response(status, **answer)))
     with pytest.raises(ClientError) as async_error:
@@ -128,7 +128,7 @@ def _pages(total: int, page: int) -> Handler:
     return answer
 
 
-async def test_history_reads_every_page_until_a_short_one_in_both_clients():
+async def test_history_reads_every_page_until_a_short_one_in_both_clients() -> None:
     sync, asynchronous = Recorder(_pages(2500, 1000)), Recorder(_pages(2500, 1000))
     with Client("http://i", None, None, transport=httpx.MockTransport(sync)) as client:
         seen = [e["position"] for e in client.history(actor="amqp:publisher")]
@@ -140,7 +140,7 @@ async def test_history_reads_every_page_until_a_short_one_in_both_clients():
     assert {r.url.params["actor"] for r in sync.requests} == {"amqp:publisher"}
 
 
-def test_the_commands_the_broker_client_builds_are_valid_config_commands():
+def test_the_commands_the_broker_client_builds_are_valid_config_commands() -> None:
     put = command("system-mapping", "erp", {"virtual_port": 1}, expected_version=2, reason="r")
     delete = command("resource", "odata", expected_version=1)
     assert problems("commands/config-put.json", put) == []
@@ -149,7 +149,7 @@ def test_the_commands_the_broker_client_builds_are_valid_config_commands():
     assert command("subaccount", "s", None)["value"] is None  # a null value is still a put
 
 
-def test_a_refused_reply_raises_command_refused_with_the_status_http_would_give():
+def test_a_refused_reply_raises_command_refused_with_the_status_http_would_give() -> None:
     for reply in schema("commands/config-reply.json")["examples"]:
         if reply["ok"]:
             assert _applied(reply) == reply
@@ -160,13 +160,13 @@ def test_a_refused_reply_raises_command_refused_with_the_status_http_would_give(
         assert isinstance(refused.value, ClientError)
 
 
-def test_a_reply_timeout_is_a_timeout_that_names_the_command_to_publish_again():
+def test_a_reply_timeout_is_a_timeout_that_names_the_command_to_publish_again() -> None:
     error = ReplyTimeout("3b0c6f1e-9a2d-4c7e-8f10-2d5b7c9e1a44", 30)
     assert isinstance(error, TimeoutError)
     assert "3b0c6f1e-9a2d-4c7e-8f10-2d5b7c9e1a44" in str(error) and "same command_id" in str(error)
 
 
-def test_a_monitoring_message_that_is_not_json_is_kept_readable():
+def test_a_monitoring_message_that_is_not_json_is_kept_readable() -> None:
     message = _message("alert.fenced", b"\xffnot json")
     assert (message.kind, message.body) == ("alert", {"raw": "\ufffdnot json"})
     beat = _message("heartbeat.node-a", json.dumps({"role": "master"}).encode())

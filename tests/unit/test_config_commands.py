@@ -131,7 +131,7 @@ def put_body(**changes: Any) -> bytes:
     return orjson.dumps({**command("subaccount", "eu10", SUBACCOUNT), **changes})
 
 
-async def test_an_applied_put_is_answered_as_put_answers_and_recorded_with_its_author():
+async def test_an_applied_put_is_answered_as_put_answers_and_recorded_with_its_author() -> None:
     service = Service()
     handler, _ = commands(service)
     body = put_body(expected_version=3, reason="CHG-7")
@@ -152,7 +152,9 @@ async def test_an_applied_put_is_answered_as_put_answers_and_recorded_with_its_a
     }
 
 
-async def test_a_command_applied_before_is_answered_from_its_event_once_admitted_never_twice():
+async def test_a_command_applied_before_is_answered_from_its_event_once_admitted_never_twice() -> (
+    None
+):
     service = Service()
     applied = Applied("ConfigPut", "subaccount", "eu10", 2, 17, 1)
     handler, _ = commands(service, Log(applied))
@@ -201,7 +203,7 @@ TOO_LARGE = put_body(reason="x" * 400, value={**SUBACCOUNT, "display_name": "y" 
 )  # fmt: skip
 async def test_a_refused_command_is_answered_with_the_status_http_would_give_and_a_valid_reply(
     routing_key: str, body: bytes, user_id: str | None, fail: Exception | None, status: int
-):
+) -> None:
     handler, broker = commands(Service(fail=fail))
     reply = await handler.answer(routing_key, body, user_id)
     assert (reply["ok"], reply["status"]) == (False, status), reply
@@ -210,7 +212,7 @@ async def test_a_refused_command_is_answered_with_the_status_http_would_give_and
     assert alerted == (["rejected-command"] if status == 403 else [])
 
 
-async def test_a_command_without_user_id_raises_a_valid_rejected_command_alert():
+async def test_a_command_without_user_id_raises_a_valid_rejected_command_alert() -> None:
     handler, broker = commands(Service())
     body = put_body()
     await handler.answer("config.put.subaccount", body, None)
@@ -220,14 +222,16 @@ async def test_a_command_without_user_id_raises_a_valid_rejected_command_alert()
     assert details["command_id"] == orjson.loads(body)["command_id"]
 
 
-async def test_a_master_that_may_not_write_neither_answers_nor_acknowledges_the_command():
+async def test_a_master_that_may_not_write_neither_answers_nor_acknowledges_the_command() -> None:
     handler, broker = commands(Service(fail=NotWritable("fenced", None)))
     message = Delivery(broker.done, put_body())
     assert await handler._handle(message) is False  # type: ignore[arg-type]
     assert broker.done == []
 
 
-async def test_the_reply_goes_out_before_the_ack_so_a_crash_between_them_repeats_the_answer():
+async def test_the_reply_goes_out_before_the_ack_so_a_crash_between_them_repeats_the_answer() -> (
+    None
+):
     handler, broker = commands(Service())
     message = Delivery(broker.done, put_body())
     assert await handler._handle(message) is True  # type: ignore[arg-type]
@@ -235,7 +239,7 @@ async def test_the_reply_goes_out_before_the_ack_so_a_crash_between_them_repeats
     assert broker.done[0].startswith("reply corr-1 ")
 
 
-async def test_a_refused_command_without_reply_to_is_dead_lettered_with_a_valid_alert():
+async def test_a_refused_command_without_reply_to_is_dead_lettered_with_a_valid_alert() -> None:
     handler, broker = commands(Service())
     message = Delivery(broker.done, b"\xff", reply_to=None)
     await handler._handle(message)  # type: ignore[arg-type]
@@ -245,7 +249,7 @@ async def test_a_refused_command_without_reply_to_is_dead_lettered_with_a_valid_
     assert check_message("shadowline.prod.monitoring", f"alert.{name}", alert) == []
 
 
-async def test_a_valid_command_without_reply_to_is_applied_and_acknowledged():
+async def test_a_valid_command_without_reply_to_is_applied_and_acknowledged() -> None:
     service = Service()
     handler, broker = commands(service)
     await handler._handle(Delivery(broker.done, put_body(), reply_to=None))  # type: ignore[arg-type]
@@ -259,7 +263,7 @@ async def test_a_valid_command_without_reply_to_is_applied_and_acknowledged():
 )
 async def test_a_command_that_fails_unexpectedly_is_retried_then_dead_lettered(
     delivered: int, outcome: str
-):
+) -> None:
     handler, broker = commands(Service(fail=RuntimeError("a bug")))
     message = Delivery(broker.done, put_body(), headers={"x-delivery-count": delivered})
     await handler._handle(message)  # type: ignore[arg-type]
@@ -267,7 +271,9 @@ async def test_a_command_that_fails_unexpectedly_is_retried_then_dead_lettered(
     assert [name for name, _ in broker.alerts] == (["dead-lettered"] if delivered else [])
 
 
-async def test_a_repeated_refused_command_id_gets_the_same_refusal_even_if_it_would_now_apply():
+async def test_a_repeated_refused_command_id_gets_the_same_refusal_even_if_it_would_now_apply() -> (
+    None
+):
     service = Service(fail=VersionConflict("subaccount/eu10", 3, 4))
     handler, _ = commands(service)
     body = put_body(expected_version=3)
@@ -278,7 +284,9 @@ async def test_a_repeated_refused_command_id_gets_the_same_refusal_even_if_it_wo
     assert service.calls == []
 
 
-async def test_a_database_outage_is_waited_out_with_the_command_neither_answered_nor_returned():
+async def test_a_database_outage_is_waited_out_with_the_command_neither_answered_nor_returned() -> (
+    None
+):
     service = Service(fail=Unavailable("event store unavailable"))
     handler, broker = commands(service)
     message = Delivery(broker.done, put_body())
@@ -295,7 +303,7 @@ async def test_a_database_outage_is_waited_out_with_the_command_neither_answered
     assert len(service.calls) == 1 and broker.alerts == []
 
 
-async def test_a_master_fenced_during_an_outage_hands_the_command_back_unanswered():
+async def test_a_master_fenced_during_an_outage_hands_the_command_back_unanswered() -> None:
     service = Service(fail=Unavailable("event store unavailable"))
     handler, broker = commands(service)
 
@@ -309,7 +317,7 @@ async def test_a_master_fenced_during_an_outage_hands_the_command_back_unanswere
     assert (handled, broker.done) == (False, [])
 
 
-async def test_a_publisher_not_allowed_here_is_refused_and_alerted():
+async def test_a_publisher_not_allowed_here_is_refused_and_alerted() -> None:
     handler, broker = commands(Service())
     reply = await handler.answer("config.put.subaccount", put_body(), "shadowline-b-master")
     assert (reply["ok"], reply["status"]) == (False, 403)
@@ -317,7 +325,7 @@ async def test_a_publisher_not_allowed_here_is_refused_and_alerted():
     assert [name for name, _ in broker.alerts] == ["rejected-command"]
 
 
-async def test_guest_on_default_settings_is_refused_and_alerted_and_nothing_is_written():
+async def test_guest_on_default_settings_is_refused_and_alerted_and_nothing_is_written() -> None:
     # SHADOWLINE_AMQP_URL's default user is guest, and SHADOWLINE_COMMAND_PUBLISHERS is unset.
     default = Settings(amqp_url="amqp://guest:guest@127.0.0.1:5672/", command_publishers="")
     service, alerts = Service(), []
@@ -334,7 +342,9 @@ async def test_guest_on_default_settings_is_refused_and_alerted_and_nothing_is_w
     assert (alerts, service.calls) == (["rejected-command"], [])
 
 
-def test_a_reader_that_allows_guest_warns_once_and_one_that_does_not_is_silent(caplog):
+def test_a_reader_that_allows_guest_warns_once_and_one_that_does_not_is_silent(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     with caplog.at_level("WARNING", logger="shadowline.entrypoints.amqp.config_commands"):
         CommandReader(command_schemas(), 4096, frozenset({"shadowline-b-publisher"}))
         assert caplog.records == []
@@ -362,7 +372,7 @@ class Queue:
 )  # fmt: skip
 async def test_a_command_handed_back_on_its_last_delivery_is_dead_lettered_with_a_valid_alert(
     delivered: int, outcome: str
-):
+) -> None:
     """A master that may not write hands back what it holds; RabbitMQ would dead-letter a
     return past the limit silently, so the last one is dead-lettered here, with the alert."""
     handler, broker = commands(Service())
@@ -383,7 +393,7 @@ async def test_a_command_handed_back_on_its_last_delivery_is_dead_lettered_with_
 )  # fmt: skip
 def test_the_delivery_count_is_read_from_the_quorum_queue_header_and_nothing_else(
     headers: dict[str, Any], count: int
-):
+) -> None:
     message = Delivery([], b"", headers=headers)
     assert deliveries(message) == count  # type: ignore[arg-type]
     assert last_delivery(message, count + 1) is True  # type: ignore[arg-type]

@@ -191,7 +191,7 @@ def drift(exposed: Exposed) -> list[str]:
 # -- the dashboard ---------------------------------------------------------------------------
 
 
-def test_the_dashboard_is_a_grafana_model_with_a_prometheus_datasource_variable():
+def test_the_dashboard_is_a_grafana_model_with_a_prometheus_datasource_variable() -> None:
     doc = dashboard()
     assert doc["uid"] and doc["title"]
     assert 36 <= doc["schemaVersion"] <= 41
@@ -201,7 +201,7 @@ def test_the_dashboard_is_a_grafana_model_with_a_prometheus_datasource_variable(
     assert variables["cluster"]["datasource"]["uid"] == "${datasource}"
 
 
-def test_every_dashboard_panel_queries_prometheus_through_the_datasource_variable():
+def test_every_dashboard_panel_queries_prometheus_through_the_datasource_variable() -> None:
     panels = [p for p in dashboard()["panels"] if p["type"] != "row"]
     assert len({p["id"] for p in dashboard()["panels"]}) == len(dashboard()["panels"])
     for panel in panels:
@@ -213,7 +213,7 @@ def test_every_dashboard_panel_queries_prometheus_through_the_datasource_variabl
             assert target["expr"].strip() and target["datasource"]["uid"] == "${datasource}"
 
 
-def test_dashboard_panels_fit_the_grid_without_overlapping():
+def test_dashboard_panels_fit_the_grid_without_overlapping() -> None:
     cells: dict[tuple[int, int], str] = {}
     for panel in dashboard()["panels"]:
         box = panel["gridPos"]
@@ -224,7 +224,7 @@ def test_dashboard_panels_fit_the_grid_without_overlapping():
                 cells[(x, y)] = panel["title"]
 
 
-def test_the_dashboard_shows_each_documented_subject():
+def test_the_dashboard_shows_each_documented_subject() -> None:
     queried = " ".join(expr for _, expr in expressions())
     for metric in (
         "shadowline_role",
@@ -249,7 +249,7 @@ def test_the_dashboard_shows_each_documented_subject():
 # -- the alert rules -------------------------------------------------------------------------
 
 
-def test_every_alert_rule_has_an_expression_a_duration_a_severity_and_annotations():
+def test_every_alert_rule_has_an_expression_a_duration_a_severity_and_annotations() -> None:
     found = alert_rules()
     assert len({r["alert"] for r in found}) == len(found), "alert names repeat"
     for rule in found:
@@ -259,7 +259,7 @@ def test_every_alert_rule_has_an_expression_a_duration_a_severity_and_annotation
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
 
 
-def test_the_alert_rules_cover_the_failure_modes_operators_page_on():
+def test_the_alert_rules_cover_the_failure_modes_operators_page_on() -> None:
     names = {r["alert"] for r in alert_rules()}
     assert {
         "ShadowlineShadowLagHigh",
@@ -277,7 +277,7 @@ def test_the_alert_rules_cover_the_failure_modes_operators_page_on():
     } <= names
 
 
-def test_the_example_scrape_config_uses_basic_auth_for_instances_and_loads_the_rules():
+def test_the_example_scrape_config_uses_basic_auth_for_instances_and_loads_the_rules() -> None:
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     assert config["rule_files"] == [ALERTS.name]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
@@ -292,7 +292,7 @@ def test_the_example_scrape_config_uses_basic_auth_for_instances_and_loads_the_r
 # -- PromQL ----------------------------------------------------------------------------------
 
 
-def test_every_promql_expression_parses():
+def test_every_promql_expression_parses() -> None:
     problems = []
     for where, expr in expressions():
         try:
@@ -302,17 +302,17 @@ def test_every_promql_expression_parses():
     assert problems == []
 
 
-def test_a_broken_expression_is_refused_by_the_parser():
+def test_a_broken_expression_is_refused_by_the_parser() -> None:
     with pytest.raises(ValueError):
         parse("sum(rate(shadowline_alerts_total[$__rate_interval])")
 
 
-def test_every_queried_metric_label_and_value_is_exposed_by_the_instance_or_the_watchdog():
+def test_every_queried_metric_label_and_value_is_exposed_by_the_instance_or_the_watchdog() -> None:
     exposed = Exposed().add(instance_exposition()).add(watchdog_exposition())
     assert drift(exposed) == []
 
 
-def test_a_renamed_metric_would_be_reported_as_drift():
+def test_a_renamed_metric_would_be_reported_as_drift() -> None:
     exposed = Exposed().add(instance_exposition()).add(watchdog_exposition())
     del exposed.labels["shadowline_shadow_state"]
     exposed.labels["shadowline_rejected_commands_total"]["reason"] = {"other"}
@@ -342,7 +342,7 @@ def promtool() -> str:
         ("check", "config", "prometheus.yml"),
     ],
 )
-def test_promtool_accepts_the_rules_their_unit_tests_and_the_scrape_config(arguments):
+def test_promtool_accepts_the_rules_their_unit_tests_and_the_scrape_config(arguments) -> None:
     done = subprocess.run(
         [promtool(), *arguments], cwd=PROMETHEUS, capture_output=True, text=True, timeout=60
     )

@@ -77,22 +77,22 @@ def history() -> list[Event]:
 # -- decide ------------------------------------------------------------------------------------
 
 
-def test_a_put_of_a_new_item_creates_version_one():
+def test_a_put_of_a_new_item_creates_version_one() -> None:
     decision = decide(PutItem("subaccount", "acme", {}), None)
     assert (decision.type, decision.version, decision.created) == (CONFIG_PUT, 1, True)
 
 
-def test_a_put_of_a_live_item_updates_it_to_the_next_version():
+def test_a_put_of_a_live_item_updates_it_to_the_next_version() -> None:
     decision = decide(PutItem("subaccount", "acme", {}), ItemVersion(3, live=True))
     assert (decision.type, decision.version, decision.created) == (CONFIG_PUT, 4, False)
 
 
-def test_a_delete_of_a_live_item_records_the_next_version():
+def test_a_delete_of_a_live_item_records_the_next_version() -> None:
     decision = decide(DeleteItem("subaccount", "acme"), ItemVersion(3, live=True))
     assert (decision.type, decision.version, decision.created) == (CONFIG_DELETED, 4, False)
 
 
-def test_if_match_naming_the_current_version_is_accepted_for_put_and_delete():
+def test_if_match_naming_the_current_version_is_accepted_for_put_and_delete() -> None:
     current = ItemVersion(2, live=True)
     assert decide(PutItem("subaccount", "acme", {}, expected_version=2), current).version == 3
     assert decide(DeleteItem("subaccount", "acme", expected_version=2), current).version == 3
@@ -105,7 +105,7 @@ def test_if_match_naming_the_current_version_is_accepted_for_put_and_delete():
         DeleteItem("subaccount", "acme", expected_version=3),
     ],
 )
-def test_if_match_naming_another_version_is_a_version_conflict(command):
+def test_if_match_naming_another_version_is_a_version_conflict(command) -> None:
     with pytest.raises(VersionConflict) as refused:
         decide(command, ItemVersion(2, live=True))
     assert (refused.value.key, refused.value.expected, refused.value.actual) == (
@@ -115,25 +115,25 @@ def test_if_match_naming_another_version_is_a_version_conflict(command):
     )
 
 
-def test_if_match_on_a_missing_item_is_a_version_conflict_with_no_current_version():
+def test_if_match_on_a_missing_item_is_a_version_conflict_with_no_current_version() -> None:
     with pytest.raises(VersionConflict) as refused:
         decide(PutItem("subaccount", "acme", {}, expected_version=1), None)
     assert refused.value.actual is None
 
 
 @pytest.mark.parametrize("current", [None, ItemVersion(2, live=False)])
-def test_deleting_a_missing_or_deleted_item_is_not_found(current):
+def test_deleting_a_missing_or_deleted_item_is_not_found(current) -> None:
     with pytest.raises(NotFound, match="subaccount/acme"):
         decide(DeleteItem("subaccount", "acme"), current)
 
 
-def test_recreating_a_deleted_item_continues_its_version_sequence():
+def test_recreating_a_deleted_item_continues_its_version_sequence() -> None:
     decision = decide(PutItem("subaccount", "acme", {}), ItemVersion(2, live=False))
     assert (decision.type, decision.version, decision.created) == (CONFIG_PUT, 3, True)
 
 
 @pytest.mark.parametrize("stale", [1, 2])
-def test_if_match_with_a_version_from_before_the_deletion_never_matches(stale):
+def test_if_match_with_a_version_from_before_the_deletion_never_matches(stale) -> None:
     with pytest.raises(VersionConflict) as refused:
         decide(PutItem("subaccount", "acme", {}, expected_version=stale), ItemVersion(2, False))
     assert refused.value.actual is None
@@ -142,41 +142,41 @@ def test_if_match_with_a_version_from_before_the_deletion_never_matches(stale):
 # -- fold, digest, diff ------------------------------------------------------------------------
 
 
-def test_fold_applies_puts_and_deletes_in_order():
+def test_fold_applies_puts_and_deletes_in_order() -> None:
     state = fold({}, history())
     assert state == {"subaccount/acme": {"region": "eu20", "subaccount_id": "a"}}
 
 
-def test_fold_starts_from_a_copy_and_leaves_the_snapshot_alone():
+def test_fold_starts_from_a_copy_and_leaves_the_snapshot_alone() -> None:
     snapshot = {"subaccount/old": {"region": "x", "subaccount_id": "y"}}
     state = fold(snapshot, history())
     assert snapshot == {"subaccount/old": {"region": "x", "subaccount_id": "y"}}
     assert set(state) == {"subaccount/old", "subaccount/acme"}
 
 
-def test_apply_ignores_events_that_are_not_config_changes():
+def test_apply_ignores_events_that_are_not_config_changes() -> None:
     state = {"subaccount/acme": {"region": "eu10"}}
     promoted = replace(event(9), type="Promoted", kind=None, name=None, version=None)
     assert apply(state, promoted) == {"subaccount/acme": {"region": "eu10"}}
 
 
-def test_apply_of_a_delete_of_an_absent_key_leaves_the_state_unchanged():
+def test_apply_of_a_delete_of_an_absent_key_leaves_the_state_unchanged() -> None:
     assert apply({}, event(1, CONFIG_DELETED)) == {}
 
 
-def test_equal_states_have_equal_digests_whatever_their_key_order():
+def test_equal_states_have_equal_digests_whatever_their_key_order() -> None:
     one = {"a/x": {"p": 1, "q": [1, {"r": 2, "s": 3}]}, "b/y": {"t": "u"}}
     two = {"b/y": {"t": "u"}, "a/x": {"q": [1, {"s": 3, "r": 2}], "p": 1}}
     assert list(one) != list(two)
     assert digest(one) == digest(two)
 
 
-def test_different_states_have_different_digests():
+def test_different_states_have_different_digests() -> None:
     assert digest({"a/x": {"p": 1}}) != digest({"a/x": {"p": 2}})
     assert digest({"a/x": [1, 2]}) != digest({"a/x": [2, 1]})
 
 
-def test_diff_reports_added_removed_and_changed_items():
+def test_diff_reports_added_removed_and_changed_items() -> None:
     before = {"k/kept": {"v": 1}, "k/gone": {"v": 2}, "k/changed": {"v": 3}}
     after = {"k/kept": {"v": 1}, "k/new": {"v": 4}, "k/changed": {"v": 5}}
     result = diff(before, after)
@@ -187,7 +187,7 @@ def test_diff_reports_added_removed_and_changed_items():
     }
 
 
-def test_diff_of_equal_states_with_different_key_order_is_empty():
+def test_diff_of_equal_states_with_different_key_order_is_empty() -> None:
     result = diff({"k/a": {"x": 1, "y": 2}}, {"k/a": {"y": 2, "x": 1}})
     assert result.as_dict() == {"added": {}, "removed": {}, "changed": {}}
 
@@ -214,7 +214,7 @@ def config_events(draw: st.DrawFn) -> list[Event]:
 
 
 @given(events=config_events(), cut=st.integers(min_value=0, max_value=30))
-def test_folding_the_rest_onto_a_snapshot_of_a_prefix_equals_a_full_replay(events, cut):
+def test_folding_the_rest_onto_a_snapshot_of_a_prefix_equals_a_full_replay(events, cut) -> None:
     cut = min(cut, len(events))
     snapshot = fold({}, events[:cut])
     assert fold(snapshot, events[cut:]) == fold({}, events)
@@ -224,16 +224,16 @@ def test_folding_the_rest_onto_a_snapshot_of_a_prefix_equals_a_full_replay(event
 # -- the hash chain and envelopes --------------------------------------------------------------
 
 
-def test_an_untouched_chain_verifies_from_genesis():
+def test_an_untouched_chain_verifies_from_genesis() -> None:
     assert verify_chain(GENESIS, history()) is None
 
 
-def test_a_chain_verifies_from_the_middle_given_its_predecessor():
+def test_a_chain_verifies_from_the_middle_given_its_predecessor() -> None:
     events = history()
     assert verify_chain(events[1].chain, events[2:]) is None
 
 
-def test_the_chain_detects_a_changed_data_field():
+def test_the_chain_detects_a_changed_data_field() -> None:
     events = history()
     events[2] = replace(events[2], data={"region": "evil", "subaccount_id": "a"})
     broken = verify_chain(GENESIS, events)
@@ -243,34 +243,34 @@ def test_the_chain_detects_a_changed_data_field():
     assert broken.expected != broken.found
 
 
-def test_the_chain_detects_a_changed_position():
+def test_the_chain_detects_a_changed_position() -> None:
     events = history()
     events[1] = replace(events[1], position=7)
     broken = verify_chain(GENESIS, events)
     assert broken is not None and broken.position == 7
 
 
-def test_the_chain_detects_a_reordered_pair():
+def test_the_chain_detects_a_reordered_pair() -> None:
     events = history()
     events[1], events[2] = events[2], events[1]
     broken = verify_chain(GENESIS, events)
     assert broken is not None and broken.position == 3
 
 
-def test_the_chain_detects_a_removed_event():
+def test_the_chain_detects_a_removed_event() -> None:
     events = history()
     del events[1]
     broken = verify_chain(GENESIS, events)
     assert broken is not None and broken.position == 3
 
 
-def test_the_chain_value_depends_on_every_earlier_event():
+def test_the_chain_value_depends_on_every_earlier_event() -> None:
     one, two = history(), history()
     two[0] = replace(two[0], metadata={"actor": "mallory", "request_id": "r1"})
     assert chained(one)[-1].chain != chained(two)[-1].chain
 
 
-def test_an_envelope_round_trips_to_an_equal_event_with_its_chain():
+def test_an_envelope_round_trips_to_an_equal_event_with_its_chain() -> None:
     for original in history():
         again = from_envelope(envelope(original))
         assert again == original
@@ -278,7 +278,7 @@ def test_an_envelope_round_trips_to_an_equal_event_with_its_chain():
         assert link(GENESIS, again) == link(GENESIS, original)
 
 
-def test_an_envelope_carries_the_contract_fields_and_utc_time():
+def test_an_envelope_carries_the_contract_fields_and_utc_time() -> None:
     doc = envelope(history()[0])
     assert set(doc) >= {
         "id",
@@ -297,20 +297,20 @@ def test_an_envelope_carries_the_contract_fields_and_utc_time():
     assert doc["chain"] == history()[0].chain.hex()
 
 
-def test_an_event_recorded_in_another_time_zone_hashes_like_its_utc_equivalent():
+def test_an_event_recorded_in_another_time_zone_hashes_like_its_utc_equivalent() -> None:
     utc = event(1, data={"region": "eu10", "subaccount_id": "a"})
     elsewhere = replace(utc, recorded_at=utc.recorded_at.astimezone(timezone(timedelta(hours=5))))
     assert link(GENESIS, utc) == link(GENESIS, elsewhere)
     assert from_envelope(envelope(elsewhere)).recorded_at == utc.recorded_at
 
 
-def test_an_envelope_without_a_chain_value_reads_back_with_genesis():
+def test_an_envelope_without_a_chain_value_reads_back_with_genesis() -> None:
     doc = envelope(history()[0])
     del doc["chain"]
     assert from_envelope(doc).chain == GENESIS
 
 
-def test_routing_keys_name_the_kind_and_the_verb():
+def test_routing_keys_name_the_kind_and_the_verb() -> None:
     assert event(1).routing_key == "config.subaccount.put"
     assert event(1, CONFIG_DELETED).routing_key == "config.subaccount.deleted"
 
@@ -365,12 +365,12 @@ def refusal_paths(catalog: Catalog, kind: str, name: str, value: Any) -> list[st
     return sorted(e.path for e in refused.value.errors)
 
 
-def test_the_catalog_knows_every_shipped_kind(catalog):
+def test_the_catalog_knows_every_shipped_kind(catalog: Catalog) -> None:
     assert catalog.kinds == ALL_KINDS
     assert set(VALID) == ALL_KINDS
 
 
-def test_the_catalog_refuses_to_start_without_a_schema_for_every_kind():
+def test_the_catalog_refuses_to_start_without_a_schema_for_every_kind() -> None:
     schemas = load_config_schemas()
     del schemas["snc"]
     with pytest.raises(ValueError, match="snc"):
@@ -378,7 +378,7 @@ def test_the_catalog_refuses_to_start_without_a_schema_for_every_kind():
 
 
 @pytest.mark.parametrize("kind", sorted(VALID))
-def test_each_kind_accepts_its_valid_example(catalog, kind):
+def test_each_kind_accepts_its_valid_example(catalog: Catalog, kind) -> None:
     catalog.check(kind, "example-1", VALID[kind])
 
 
@@ -406,19 +406,19 @@ def test_each_kind_accepts_its_valid_example(catalog, kind):
     ],
 )
 def test_each_kind_refuses_a_bad_value_with_the_json_path_of_every_error(
-    catalog, kind, change, paths
-):
+    catalog: Catalog, kind, change, paths
+) -> None:
     assert refusal_paths(catalog, kind, "example-1", {**VALID[kind], **change}) == paths
 
 
-def test_an_additional_property_is_refused_naming_the_property(catalog):
+def test_an_additional_property_is_refused_naming_the_property(catalog: Catalog) -> None:
     with pytest.raises(InvalidInput) as refused:
         catalog.check("subaccount", "acme", {**VALID["subaccount"], "owner": "mallory"})
     assert "owner" in refused.value.errors[0].message
 
 
 @pytest.mark.parametrize("kind", sorted(VALID))
-def test_each_kind_refuses_a_value_missing_a_required_property(catalog, kind):
+def test_each_kind_refuses_a_value_missing_a_required_property(catalog: Catalog, kind) -> None:
     schema = load_config_schemas()[kind]
     missing = schema["required"][0]
     value = {k: v for k, v in VALID[kind].items() if k != missing}
@@ -428,32 +428,32 @@ def test_each_kind_refuses_a_value_missing_a_required_property(catalog, kind):
     assert missing in refused.value.errors[0].message
 
 
-def test_a_value_that_is_not_an_object_is_refused_at_the_root(catalog):
+def test_a_value_that_is_not_an_object_is_refused_at_the_root(catalog: Catalog) -> None:
     assert refusal_paths(catalog, "subaccount", "acme", ["eu10"]) == ["$"]
 
 
-def test_an_unknown_kind_is_refused_with_path_kind(catalog):
+def test_an_unknown_kind_is_refused_with_path_kind(catalog: Catalog) -> None:
     assert refusal_paths(catalog, "printer", "acme", {}) == ["kind"]
 
 
 @pytest.mark.parametrize("name", ["", "Acme", "-acme", "a b", "acme\n", "a" * 64, "ä", "a/b"])
-def test_a_bad_name_is_refused_with_path_name(catalog, name):
+def test_a_bad_name_is_refused_with_path_name(catalog: Catalog, name) -> None:
     assert refusal_paths(catalog, "subaccount", name, VALID["subaccount"]) == ["name"]
 
 
-def test_an_unknown_kind_and_a_bad_name_are_both_reported(catalog):
+def test_an_unknown_kind_and_a_bad_name_are_both_reported(catalog: Catalog) -> None:
     assert refusal_paths(catalog, "printer", "Bad Name", {}) == ["kind", "name"]
 
 
-def test_check_key_accepts_the_longest_allowed_name(catalog):
+def test_check_key_accepts_the_longest_allowed_name(catalog: Catalog) -> None:
     catalog.check_key("subaccount", "a" + "b" * 62)
 
 
-def test_a_nul_character_in_a_string_is_refused_at_its_json_path(catalog):
+def test_a_nul_character_in_a_string_is_refused_at_its_json_path(catalog: Catalog) -> None:
     value = {**VALID["subaccount"], "display_name": "Ac\x00me"}
     assert refusal_paths(catalog, "subaccount", "acme", value) == ["$.display_name"]
 
 
-def test_a_nul_character_is_reported_alongside_other_errors(catalog):
+def test_a_nul_character_is_reported_alongside_other_errors(catalog: Catalog) -> None:
     value = {**VALID["subaccount"], "display_name": "Ac\x00me", "region": ""}
     assert refusal_paths(catalog, "subaccount", "acme", value) == ["$.display_name", "$.region"]

@@ -15,7 +15,7 @@ class Clock:
         return self.now
 
 
-def test_the_failure_past_the_limit_is_refused_until_the_window_ends():
+def test_the_failure_past_the_limit_is_refused_until_the_window_ends() -> None:
     clock = Clock()
     throttle = LoginThrottle(max_failures=3, window=60, clock=clock)
     for _ in range(3):
@@ -30,7 +30,7 @@ def test_the_failure_past_the_limit_is_refused_until_the_window_ends():
     throttle.check("10.0.0.1")  # the window is over: a new one starts with the next failure
 
 
-def test_a_success_resets_the_count():
+def test_a_success_resets_the_count() -> None:
     throttle = LoginThrottle(max_failures=2, window=60, clock=Clock())
     throttle.failed("a")
     throttle.succeeded("a")
@@ -41,7 +41,7 @@ def test_a_success_resets_the_count():
         throttle.check("a")
 
 
-def test_retry_after_is_at_least_one_second():
+def test_retry_after_is_at_least_one_second() -> None:
     clock = Clock()
     throttle = LoginThrottle(max_failures=1, window=1, clock=clock)
     throttle.failed("a")
@@ -51,7 +51,7 @@ def test_retry_after_is_at_least_one_second():
     assert refused.value.retry_after == 1
 
 
-def test_at_most_max_sources_are_tracked_the_least_recently_failing_forgotten():
+def test_at_most_max_sources_are_tracked_the_least_recently_failing_forgotten() -> None:
     throttle = LoginThrottle(max_failures=1, window=60, max_sources=100, clock=Clock())
     for n in range(1000):
         throttle.failed(f"10.0.{n // 256}.{n % 256}")

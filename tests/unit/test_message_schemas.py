@@ -194,7 +194,7 @@ def schema_id(path: Path) -> str:
 
 
 @pytest.mark.parametrize("path", MESSAGE_SCHEMAS, ids=schema_id)
-def test_every_message_schema_is_a_described_draft_2020_12_schema_with_examples(path: Path):
+def test_every_message_schema_is_a_described_draft_2020_12_schema_with_examples(path: Path) -> None:
     doc = schema(schema_id(path))
     Draft202012Validator.check_schema(doc)
     assert doc["$schema"] == "https://json-schema.org/draft/2020-12/schema"
@@ -209,12 +209,12 @@ def test_every_message_schema_is_a_described_draft_2020_12_schema_with_examples(
     [(p, i) for p in MESSAGE_SCHEMAS for i in range(len(schema(schema_id(p))["examples"]))],
     ids=lambda v: schema_id(v) if isinstance(v, Path) else str(v),
 )
-def test_every_example_of_a_message_schema_is_valid(path: Path, index: int):
+def test_every_example_of_a_message_schema_is_valid(path: Path, index: int) -> None:
     example = schema(schema_id(path))["examples"][index]
     assert problems(schema_id(path), example) == []
 
 
-def test_the_schemas_refuse_what_is_not_documented():
+def test_the_schemas_refuse_what_is_not_documented() -> None:
     beat = dict(schema("monitoring/heartbeat.json")["examples"][0])
     assert problems("monitoring/heartbeat.json", {**beat, "extra": 1})
     assert problems("monitoring/heartbeat.json", {**beat, "role": "standby"})
@@ -225,7 +225,7 @@ def test_the_schemas_refuse_what_is_not_documented():
     assert problems("commands/promote.json", {**promote, "signature": "not hex"})
 
 
-def test_the_promote_examples_are_signed_as_the_code_signs_commands():
+def test_the_promote_examples_are_signed_as_the_code_signs_commands() -> None:
     for example in schema("commands/promote.json")["examples"]:
         unsigned = {k: v for k, v in example.items() if k != "signature"}
         assert signing.sign("example-secret", unsigned) == example
@@ -234,7 +234,7 @@ def test_the_promote_examples_are_signed_as_the_code_signs_commands():
 # -- the AsyncAPI document -----------------------------------------------------------------------
 
 
-def test_the_asyncapi_document_is_asyncapi_3_over_amqp():
+def test_the_asyncapi_document_is_asyncapi_3_over_amqp() -> None:
     doc = asyncapi()
     assert re.fullmatch(r"3\.\d+\.\d+", doc["asyncapi"])
     assert doc["defaultContentType"] == "application/json"
@@ -244,7 +244,7 @@ def test_the_asyncapi_document_is_asyncapi_3_over_amqp():
     assert {"channels", "operations", "components"} <= doc.keys()
 
 
-def test_every_ref_in_the_asyncapi_document_resolves():
+def test_every_ref_in_the_asyncapi_document_resolves() -> None:
     unresolved = []
     for where, ref in refs(asyncapi()):
         target, fragment = urldefrag(ref)
@@ -260,18 +260,18 @@ def test_every_ref_in_the_asyncapi_document_resolves():
     assert unresolved == []
 
 
-def test_every_message_schema_is_the_payload_of_a_documented_message():
+def test_every_message_schema_is_the_payload_of_a_documented_message() -> None:
     payloads = {payload_file(m) for m in asyncapi()["components"]["messages"].values()}
     assert payloads == {schema_id(p) for p in MESSAGE_SCHEMAS} | {"event.json"}
 
 
-def test_every_channel_parameter_is_in_its_address_and_every_placeholder_is_a_parameter():
+def test_every_channel_parameter_is_in_its_address_and_every_placeholder_is_a_parameter() -> None:
     for name, channel in asyncapi()["channels"].items():
         placeholders = set(re.findall(r"\{(\w+)\}", channel["address"] or ""))
         assert placeholders == set(channel.get("parameters", {})), name
 
 
-def test_every_monitoring_routing_key_of_the_design_is_documented():
+def test_every_monitoring_routing_key_of_the_design_is_documented() -> None:
     monitoring = "shadowline.prod.monitoring"
     for key in ("heartbeat.node-a", "role.changed", "alert.fenced", "config.changed"):
         route_of(monitoring, key)
@@ -284,7 +284,7 @@ def test_every_monitoring_routing_key_of_the_design_is_documented():
     route_of("shadowline.prod.commands", "config.delete.resource")
 
 
-def test_config_commands_are_documented_only_for_replicated_kinds_and_have_a_reply():
+def test_config_commands_are_documented_only_for_replicated_kinds_and_have_a_reply() -> None:
     with pytest.raises(AssertionError):
         route_of("shadowline.prod.commands", "config.put.log-level")
     for name in ("sendConfigPut", "sendConfigDelete", "applyConfigPut", "applyConfigDelete"):
@@ -321,7 +321,7 @@ def _expand(text: str, instance: str) -> str:
 )  # fmt: skip
 def test_the_topic_permissions_are_the_ones_broker_setup_grants(
     role: str, exchange: str, allowed: str, refused: str
-):
+) -> None:
     (grant,) = [g for g in grants("prod") if g.user == f"shadowline-prod-{role}"]
     scheme, instance = _scheme_of(grant.user)
     documented = [
@@ -338,7 +338,7 @@ def test_the_topic_permissions_are_the_ones_broker_setup_grants(
     assert not re.match(topic.write, refused)
 
 
-def test_every_example_in_the_asyncapi_document_is_valid():
+def test_every_example_in_the_asyncapi_document_is_valid() -> None:
     for name, message in asyncapi()["components"]["messages"].items():
         assert message.get("examples"), f"{name} has no example"
         headers = message.get("headers")
@@ -349,7 +349,7 @@ def test_every_example_in_the_asyncapi_document_is_valid():
                 assert errors == [], example["name"]
 
 
-def test_every_operation_says_who_sends_or_receives_and_with_which_user():
+def test_every_operation_says_who_sends_or_receives_and_with_which_user() -> None:
     roles = set(asyncapi()["components"]["tags"])
     for name, operation in asyncapi()["operations"].items():
         assert operation["action"] in ("send", "receive"), name
@@ -372,7 +372,7 @@ def _permissions(scheme: dict[str, Any], cluster: str) -> dict[str, str]:
     }
 
 
-def test_every_sender_may_write_and_every_receiver_may_read_its_exchange():
+def test_every_sender_may_write_and_every_receiver_may_read_its_exchange() -> None:
     refused = []
     for name, operation in asyncapi()["operations"].items():
         exchange = _exchange_of(operation, "prod")
@@ -383,7 +383,7 @@ def test_every_sender_may_write_and_every_receiver_may_read_its_exchange():
     assert refused == []
 
 
-def test_the_documented_broker_users_are_the_ones_broker_setup_creates():
+def test_the_documented_broker_users_are_the_ones_broker_setup_creates() -> None:
     documented = {}
     for user in (g.user for g in grants("prod")):
         scheme, instance = _scheme_of(user)
@@ -406,7 +406,7 @@ def test_the_documented_broker_users_are_the_ones_broker_setup_creates():
     assert differ == []
 
 
-def test_every_alert_the_code_raises_is_documented():
+def test_every_alert_the_code_raises_is_documented() -> None:
     source = "\n".join(p.read_text() for p in (REPO / "services").rglob("*.py"))
     raised = set(re.findall(r"(?<![A-Za-z])_?alert\(\s*\"([a-z-]+)\"", source))
     assert raised, "no alert( call found: the scan is broken"
@@ -417,7 +417,7 @@ def test_every_alert_the_code_raises_is_documented():
     assert raised == set(channel)
 
 
-def test_every_failover_step_the_watchdog_names_is_documented():
+def test_every_failover_step_the_watchdog_names_is_documented() -> None:
     source = inspect.getsource(watchdog_service)
     named = set(
         re.findall(r"\(\"[^\"]+\", \"([a-z-]+)\"\)", inspect.getsource(watchdog_service._step))
@@ -440,7 +440,9 @@ class Broker:
     ready: bool = True
     sent: list[tuple[str, str, Any, float | None]] = field(default_factory=list)
 
-    async def publish_monitoring(self, routing_key: str, body: Any, ttl: float | None = None):
+    async def publish_monitoring(
+        self, routing_key: str, body: Any, ttl: float | None = None
+    ) -> None:
         self.sent.append((f"shadowline.{self.cluster}.monitoring", routing_key, body, ttl))
 
     async def publish_command(self, routing_key: str, body: Any) -> None:
@@ -460,7 +462,9 @@ class Broker:
 class Repo:
     record: HaRecord
 
-    async def set_role(self, role: str, *, expect: set[str], epoch: int | None = None, **ha: Any):
+    async def set_role(
+        self, role: str, *, expect: set[str], epoch: int | None = None, **ha: Any
+    ) -> None:
         assert self.record.role in expect
         self.record = replace(self.record, role=role, epoch=epoch or self.record.epoch, **ha)
 
@@ -657,7 +661,7 @@ async def settle() -> None:
 @pytest.mark.parametrize(
     "ha_record", [MASTER, SHADOW, record("master")], ids=["master", "shadow", "alone"]
 )
-async def test_a_heartbeat_published_by_liveness_is_valid(ha_record: HaRecord):
+async def test_a_heartbeat_published_by_liveness_is_valid(ha_record: HaRecord) -> None:
     n = node(ha_record)
     liveness = Liveness(n.settings, n.broker, lambda: heartbeat_of(n.ha))
     assert await liveness.beat_once()
@@ -669,7 +673,7 @@ async def test_a_heartbeat_published_by_liveness_is_valid(ha_record: HaRecord):
 
 
 @pytest.mark.parametrize("name", ["node-a", "node_b", "Node1", "node.a", "n" * 63])
-def test_every_instance_name_the_settings_accept_is_one_word_of_a_routing_key(name: str):
+def test_every_instance_name_the_settings_accept_is_one_word_of_a_routing_key(name: str) -> None:
     try:
         accepted = settings(name)
     except ValueError:
@@ -700,7 +704,7 @@ def _event(position: int, kind: str | None, name: str | None, *, type_: str = "C
     return replace(event, chain=link(GENESIS, event))
 
 
-async def test_config_changed_of_a_committed_batch_is_valid_and_lists_at_most_100_items():
+async def test_config_changed_of_a_committed_batch_is_valid_and_lists_at_most_100_items() -> None:
     n = node(MASTER)
     batch = [_event(10, None, None, type_="ShadowConfirmed")]
     batch += [_event(11 + i, "system-mapping", f"m{i}") for i in range(149)]
@@ -715,14 +719,14 @@ async def test_config_changed_of_a_committed_batch_is_valid_and_lists_at_most_10
     assert (summary["from_position"], summary["to_position"]) == (10, 160)
 
 
-async def test_a_shadow_applying_events_publishes_no_config_changed():
+async def test_a_shadow_applying_events_publishes_no_config_changed() -> None:
     n = node(SHADOW, "node-b")
     n.tasks.config_changed([_event(1, "subaccount", "s1")])
     await settle()
     assert n.broker.sent == []
 
 
-async def test_a_master_that_fences_itself_alerts_and_announces_it_validly():
+async def test_a_master_that_fences_itself_alerts_and_announces_it_validly() -> None:
     n = node(MASTER)
     n.failover.fence("no heartbeat confirmed by the broker for 1.2s (lease)")
     await n.failover.unfence("node-a is master in epoch 1: no newer epoch heard for 2.0s")
@@ -732,7 +736,7 @@ async def test_a_master_that_fences_itself_alerts_and_announces_it_validly():
     assert [b["alert"] for b in n.broker.bodies("alert.")] == ["fenced"]
 
 
-async def test_a_master_that_degrades_to_async_alerts_validly():
+async def test_a_master_that_degrades_to_async_alerts_validly() -> None:
     n = node(MASTER)
     n.gate.configure(enabled=True, acked=0)
     n.gate.mode = "sync"
@@ -760,7 +764,7 @@ def _command(shadow: str = "node-a", epoch: int = 2, **extra: Any) -> dict[str, 
     )
 
 
-async def test_a_promotion_announces_the_new_master_in_the_new_epoch():
+async def test_a_promotion_announces_the_new_master_in_the_new_epoch() -> None:
     n = node(record("shadow", master_instance="node-b", master_url="http://127.0.0.1:8082"))
     await n.failover.promote(_command(), via="broker (promote.node-a)")
     await settle()
@@ -788,7 +792,7 @@ class Delivery:
         self.nacked = True
 
 
-async def test_refused_commands_alert_validly_whichever_way_they_are_refused():
+async def test_refused_commands_alert_validly_whichever_way_they_are_refused() -> None:
     n = node(record("shadow", master_instance="node-b", master_url="http://127.0.0.1:8082"))
     await n.tasks._on_command(Delivery(b"not json", "promote.node-a"))
     forged = {**_command(), "signature": "0" * 64}
@@ -810,7 +814,7 @@ FORK = {
 }
 
 
-async def test_an_old_master_whose_log_diverged_alerts_validly():
+async def test_an_old_master_whose_log_diverged_alerts_validly() -> None:
     n = node(MASTER)
     n.ha.peer_client.fork = FORK
     n.store.chain = b"\x00" * 32
@@ -821,7 +825,7 @@ async def test_an_old_master_whose_log_diverged_alerts_validly():
     assert [b["alert"] for b in n.broker.bodies("alert.")] == ["fenced", "divergence"]
 
 
-async def test_an_old_master_that_quarantines_events_alerts_validly():
+async def test_an_old_master_that_quarantines_events_alerts_validly() -> None:
     n = node(MASTER)
     n.ha.peer_client.fork = FORK
     n.store.moved = 3
@@ -831,7 +835,7 @@ async def test_an_old_master_that_quarantines_events_alerts_validly():
     assert [b["alert"] for b in n.broker.bodies("alert.")] == ["fenced", "quarantined"]
 
 
-async def test_role_changed_after_rejoining_as_shadow_names_the_role_and_epoch_it_now_has():
+async def test_role_changed_after_rejoining_as_shadow_names_the_role_and_epoch_it_now_has() -> None:
     n = node(MASTER)
     n.ha.peer_client.fork = FORK
     await n.failover.recover("http://127.0.0.1:8082", "node-b")
@@ -855,7 +859,7 @@ def _replicator(n: Node, peer: Peer) -> Replicator:
     )
 
 
-async def test_a_shadow_alerts_validly_on_poison_a_corrupt_image_and_a_refusal():
+async def test_a_shadow_alerts_validly_on_poison_a_corrupt_image_and_a_refusal() -> None:
     n = node(SHADOW, "node-b")
     replica = _replicator(n, Peer())
     poison = Delivery(b"{}", "config.subaccount.put", message_id=str(uuid.uuid4()))
@@ -874,7 +878,9 @@ async def test_a_shadow_alerts_validly_on_poison_a_corrupt_image_and_a_refusal()
     assert names == {"dead-lettered", "corrupt-snapshot", "shadow-refused"}
 
 
-async def test_switching_roles_sends_a_valid_promote_and_announces_failover_switched_validly():
+async def test_switching_roles_sends_a_valid_promote_and_announces_failover_switched_validly() -> (
+    None
+):
     n = node(MASTER)
     n.gate.configure(enabled=True, acked=n.writer.position)
     n.ha.peer_client.fork = {**FORK, "epoch": 2}
@@ -940,7 +946,9 @@ def _steps(broker: Broker) -> list[str]:
     ]
 
 
-async def test_a_watchdog_failover_publishes_valid_probing_promoting_promoted_and_a_valid_command():
+async def test_a_watchdog_failover_publishes_valid_probing_promoting_promoted_and_a_valid_command() -> (
+    None
+):
     broker = Broker()
     watch = _watch(broker)
     now = await _silent_master(watch)
@@ -965,7 +973,7 @@ async def test_a_watchdog_failover_publishes_valid_probing_promoting_promoted_an
 )
 async def test_a_watchdog_decision_is_published_under_the_step_it_is(
     master: dict[str, Any], answer: dict[str, Any] | None, step: str
-):
+) -> None:
     broker = Broker()
     watch = _watch(broker)
     now = await _silent_master(watch, **master)
@@ -977,7 +985,7 @@ async def test_a_watchdog_decision_is_published_under_the_step_it_is(
     assert broker.bodies("promote.") == []
 
 
-async def test_a_watchdog_announces_maintenance_mode_validly():
+async def test_a_watchdog_announces_maintenance_mode_validly() -> None:
     broker = Broker()
     watch = _watch(broker)
     watch._on_heartbeat_doc(_beat("node-a", "master", maintenance=True))
@@ -987,7 +995,9 @@ async def test_a_watchdog_announces_maintenance_mode_validly():
     assert broker.problems() == []
 
 
-async def test_a_shadow_hands_a_message_back_until_its_last_delivery_then_dead_letters_it_validly():
+async def test_a_shadow_hands_a_message_back_until_its_last_delivery_then_dead_letters_it_validly() -> (
+    None
+):
     n = node(SHADOW, "node-b")
     replica = _replicator(n, Peer())
     early = Delivery(b"{}", "config.subaccount.put", headers={"x-delivery-count": 1})
@@ -1001,7 +1011,7 @@ async def test_a_shadow_hands_a_message_back_until_its_last_delivery_then_dead_l
     assert [b["alert"] for b in n.broker.bodies("alert.")] == ["dead-lettered"]
 
 
-async def test_a_handover_whose_fork_answer_is_lost_leaves_the_master_rejoining_not_stuck():
+async def test_a_handover_whose_fork_answer_is_lost_leaves_the_master_rejoining_not_stuck() -> None:
     """The promote went through, the fork point did not come back: the old master must not stay
     'handing over' for ever (the lease watcher skips that state) but be left rejoining, which
     the lease watcher retries."""
@@ -1021,7 +1031,7 @@ async def test_a_handover_whose_fork_answer_is_lost_leaves_the_master_rejoining_
     assert n.failover.role.fenced.startswith("rejoining node-b")
 
 
-async def test_a_handover_with_no_authenticated_answer_stays_fenced_until_resolved():
+async def test_a_handover_with_no_authenticated_answer_stays_fenced_until_resolved() -> None:
     n = node(MASTER)
     n.gate.configure(enabled=True, acked=n.writer.position)
 

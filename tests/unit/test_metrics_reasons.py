@@ -54,12 +54,12 @@ def _refusal(secret: str, command: dict[str, object], epoch: int = 1) -> Forbidd
         ),
     ],
 )
-def test_each_refused_promote_command_gets_its_own_reason(error, reason):
+def test_each_refused_promote_command_gets_its_own_reason(error, reason) -> None:
     assert rejection_reason(error()) == reason
     assert reason in REJECT_REASONS
 
 
-def test_a_command_that_is_not_json_is_counted_as_malformed():
+def test_a_command_that_is_not_json_is_counted_as_malformed() -> None:
     with pytest.raises(orjson.JSONDecodeError) as caught:
         orjson.loads(b"{not json")
     assert rejection_reason(caught.value) == "malformed"
@@ -74,12 +74,12 @@ def test_a_command_that_is_not_json_is_counted_as_malformed():
         ("a newer master exists: rejoining as its shadow", "rejoining"),
     ],
 )
-def test_each_fencing_sentence_gets_its_own_reason(sentence, reason):
+def test_each_fencing_sentence_gets_its_own_reason(sentence, reason) -> None:
     assert fence_reason(sentence) == reason
     assert reason in FENCE_REASONS
 
 
-def test_a_switch_roles_promotion_is_told_apart_from_a_failover():
+def test_a_switch_roles_promotion_is_told_apart_from_a_failover() -> None:
     metrics = Metrics()
     metrics.promoted({"type": "promote", "epoch": 2})
     metrics.promoted({"type": "promote", "epoch": 3, "fork_position": 10})

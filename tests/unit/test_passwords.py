@@ -30,7 +30,9 @@ def argon2_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-async def test_concurrent_checks_of_the_same_credentials_share_one_argon2_check(argon2_calls):
+async def test_concurrent_checks_of_the_same_credentials_share_one_argon2_check(
+    argon2_calls: list[str],
+) -> None:
     cache = VerifiedCache()
     results = await asyncio.gather(*(cache.verify("admin", STORED, "right") for _ in range(16)))
     assert results == [True] * 16
@@ -39,7 +41,9 @@ async def test_concurrent_checks_of_the_same_credentials_share_one_argon2_check(
     assert argon2_calls == ["right"]  # and the success is remembered afterwards
 
 
-async def test_a_wrong_password_never_shares_the_check_of_the_right_one(argon2_calls):
+async def test_a_wrong_password_never_shares_the_check_of_the_right_one(
+    argon2_calls: list[str],
+) -> None:
     cache = VerifiedCache()
     results = await asyncio.gather(
         cache.verify("admin", STORED, "right"),
@@ -50,14 +54,16 @@ async def test_a_wrong_password_never_shares_the_check_of_the_right_one(argon2_c
     assert sorted(argon2_calls) == ["right", "wrong"]
 
 
-async def test_a_failed_check_is_not_remembered(argon2_calls):
+async def test_a_failed_check_is_not_remembered(argon2_calls: list[str]) -> None:
     cache = VerifiedCache()
     assert not await cache.verify("admin", STORED, "wrong")
     assert not await cache.verify("admin", STORED, "wrong")
     assert argon2_calls == ["wrong", "wrong"]
 
 
-async def test_a_caller_giving_up_does_not_cancel_the_check_others_wait_for(argon2_calls):
+async def test_a_caller_giving_up_does_not_cancel_the_check_others_wait_for(
+    argon2_calls: list[str],
+) -> None:
     cache = VerifiedCache()
     first = asyncio.create_task(cache.verify("admin", STORED, "right"))
     second = asyncio.create_task(cache.verify("admin", STORED, "right"))

@@ -32,7 +32,7 @@ def chained(specs: list[tuple], start: int = 0, previous: bytes = GENESIS) -> li
 PUT = ("ConfigPut", "subaccount", "acme", 1, {"region": "eu", "subaccount_id": "1"}, 1)
 
 
-def test_a_shadow_accepts_events_that_extend_its_log_exactly():
+def test_a_shadow_accepts_events_that_extend_its_log_exactly() -> None:
     events = chained(
         [PUT, ("ConfigPut", "subaccount", "acme", 2, {"region": "us", "subaccount_id": "1"}, 1)]
     )
@@ -41,14 +41,14 @@ def test_a_shadow_accepts_events_that_extend_its_log_exactly():
     }
 
 
-def test_a_shadow_refuses_a_gap_before_the_first_event():
+def test_a_shadow_refuses_a_gap_before_the_first_event() -> None:
     events = chained([PUT], start=1)
     with pytest.raises(Gap) as refused:
         check_replicated(0, GENESIS, 1, {}, events)
     assert (refused.value.expected, refused.value.got) == (1, 2)
 
 
-def test_a_shadow_refuses_a_tampered_event_by_its_chain_value():
+def test_a_shadow_refuses_a_tampered_event_by_its_chain_value() -> None:
     [event] = chained([PUT])
     with pytest.raises(Divergence, match="chain"):
         check_replicated(
@@ -56,7 +56,7 @@ def test_a_shadow_refuses_a_tampered_event_by_its_chain_value():
         )
 
 
-def test_a_shadow_refuses_events_from_an_older_epoch():
+def test_a_shadow_refuses_events_from_an_older_epoch() -> None:
     first = chained([(*PUT[:5], 2)])
     second = chained(
         [("ConfigPut", "subaccount", "acme", 2, PUT[4], 1)], start=1, previous=first[0].chain
@@ -65,13 +65,13 @@ def test_a_shadow_refuses_events_from_an_older_epoch():
         check_replicated(0, GENESIS, 0, {}, first + second)
 
 
-def test_a_shadow_refuses_a_local_only_kind_even_with_a_valid_chain():
+def test_a_shadow_refuses_a_local_only_kind_even_with_a_valid_chain() -> None:
     events = chained([("ConfigPut", "log-level", "root", 1, {"level": "DEBUG"}, 1)])
     with pytest.raises(Divergence, match="local-only"):
         check_replicated(0, GENESIS, 1, {}, events)
 
 
-def test_a_shadow_refuses_a_version_that_skips_or_a_delete_of_nothing():
+def test_a_shadow_refuses_a_version_that_skips_or_a_delete_of_nothing() -> None:
     with pytest.raises(Divergence, match="version 3"):
         check_replicated(0, GENESIS, 1, {}, chained([("ConfigPut", "subaccount", "a", 3, {}, 1)]))
     with pytest.raises(Divergence, match="does not exist"):
@@ -80,7 +80,7 @@ def test_a_shadow_refuses_a_version_that_skips_or_a_delete_of_nothing():
         )
 
 
-def test_shadow_state_is_pending_until_confirmed_then_follows_position_and_contact():
+def test_shadow_state_is_pending_until_confirmed_then_follows_position_and_contact() -> None:
     assert shadow_state("pending", None, 0.1, 10, 5) == "pending"
     assert shadow_state("confirmed", 10, 0.1, 10, 5) == "connected"
     assert shadow_state("confirmed", 7, 0.1, 10, 5) == "syncing"
@@ -88,7 +88,7 @@ def test_shadow_state_is_pending_until_confirmed_then_follows_position_and_conta
     assert shadow_state("confirmed", None, None, 0, 5) == "lost"
 
 
-def test_the_join_handshake_names_both_versions_on_a_mismatch():
+def test_the_join_handshake_names_both_versions_on_a_mismatch() -> None:
     assert handshake_problem("1.0", "0002", "1.0", "0002") is None
     problem = handshake_problem("1.0", "0002", "1.1", "0003")
     assert (
@@ -100,7 +100,7 @@ def test_the_join_handshake_names_both_versions_on_a_mismatch():
     )
 
 
-def test_a_cluster_signature_binds_secret_cluster_path_body_caller_and_time():
+def test_a_cluster_signature_binds_secret_cluster_path_body_caller_and_time() -> None:
     body = b'{"position":1}'
     headers = peer.sign("s3cret", "prod", "shadow", "POST", "/ha/peer/ack", body)
     assert peer.verify("s3cret", "prod", headers, "POST", "/ha/peer/ack", body) == "shadow"
@@ -124,7 +124,7 @@ def test_a_cluster_signature_binds_secret_cluster_path_body_caller_and_time():
         peer.verify(None, "prod", headers, "POST", "/ha/peer/ack", body)
 
 
-def test_a_nonce_is_accepted_once_and_the_cache_stays_bounded():
+def test_a_nonce_is_accepted_once_and_the_cache_stays_bounded() -> None:
     nonces = peer.Nonces(limit=10)
     assert nonces.fresh("a", 0.0) and not nonces.fresh("a", 1.0)
     for n in range(20):  # old ones are pruned: their requests are refused by time anyway

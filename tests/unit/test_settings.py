@@ -20,7 +20,7 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def test_defaults_follow_the_contract():
+def test_defaults_follow_the_contract() -> None:
     settings = Settings()
     assert settings.database_url == "postgresql://postgres@127.0.0.1:5432/shadowline"
     assert settings.amqp_url.get_secret_value() == "amqp://guest:guest@127.0.0.1:5672/"
@@ -35,12 +35,14 @@ def test_defaults_follow_the_contract():
     assert settings.public_url == "http://127.0.0.1:8080"
 
 
-def test_the_default_timings_keep_the_lease_and_a_heartbeat_inside_the_takeover_delay():
+def test_the_default_timings_keep_the_lease_and_a_heartbeat_inside_the_takeover_delay() -> None:
     settings = Settings()
     assert settings.lease + settings.lease_margin < settings.takeover_delay
 
 
-def test_every_setting_is_read_from_its_environment_variable(monkeypatch):
+def test_every_setting_is_read_from_its_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     env = {
         "SHADOWLINE_DATABASE_URL": "postgresql://app@db.example:5433/sl",
         "SHADOWLINE_AMQP_URL": "amqp://bob:pw@rabbit:5672/vh",
@@ -66,13 +68,15 @@ def test_every_setting_is_read_from_its_environment_variable(monkeypatch):
     assert (settings.heartbeat_interval, settings.takeover_delay) == (0.5, 3.0)
 
 
-def test_settings_are_frozen():
+def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(ValidationError):
         settings.takeover_delay = 1.0  # type: ignore[misc]
 
 
-def test_heartbeat_one_and_takeover_five_satisfy_the_timing_rule(monkeypatch):
+def test_heartbeat_one_and_takeover_five_satisfy_the_timing_rule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("SHADOWLINE_HEARTBEAT_INTERVAL", "1")
     monkeypatch.setenv("SHADOWLINE_TAKEOVER_DELAY", "5")
     settings = Settings()
@@ -80,7 +84,9 @@ def test_heartbeat_one_and_takeover_five_satisfy_the_timing_rule(monkeypatch):
     assert settings.lease + settings.lease_margin < settings.takeover_delay
 
 
-def test_heartbeat_three_and_takeover_four_are_refused_naming_the_timing_rule(monkeypatch):
+def test_heartbeat_three_and_takeover_four_are_refused_naming_the_timing_rule(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("SHADOWLINE_HEARTBEAT_INTERVAL", "3")
     monkeypatch.setenv("SHADOWLINE_TAKEOVER_DELAY", "4")
     with pytest.raises(ValidationError) as refused:
@@ -91,7 +97,7 @@ def test_heartbeat_three_and_takeover_four_are_refused_naming_the_timing_rule(mo
     assert "SHADOWLINE_TAKEOVER_DELAY" in message
 
 
-def test_a_takeover_delay_exactly_at_the_limit_is_refused(monkeypatch):
+def test_a_takeover_delay_exactly_at_the_limit_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     # lease 0.6 * 5 = 3 plus a heartbeat of 2 equals the delay: the rule is strict.
     monkeypatch.setenv("SHADOWLINE_HEARTBEAT_INTERVAL", "2")
     monkeypatch.setenv("SHADOWLINE_TAKEOVER_DELAY", "5")
@@ -101,33 +107,35 @@ def test_a_takeover_delay_exactly_at_the_limit_is_refused(monkeypatch):
 
 @pytest.mark.parametrize("name", ["SHADOWLINE_HEARTBEAT_INTERVAL", "SHADOWLINE_TAKEOVER_DELAY"])
 @pytest.mark.parametrize("value", ["0", "-1", "soon"])
-def test_timings_must_be_positive_numbers(monkeypatch, name, value):
+def test_timings_must_be_positive_numbers(monkeypatch: pytest.MonkeyPatch, name, value) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings()
 
 
 @pytest.mark.parametrize("bind", ["localhost", "localhost:", ":8080", "host:http", "host:70000"])
-def test_a_bad_http_bind_is_refused(monkeypatch, bind):
+def test_a_bad_http_bind_is_refused(monkeypatch: pytest.MonkeyPatch, bind) -> None:
     monkeypatch.setenv("SHADOWLINE_HTTP_BIND", bind)
     with pytest.raises(ValidationError, match="http_bind"):
         Settings()
 
 
-def test_an_ipv6_http_bind_is_accepted(monkeypatch):
+def test_an_ipv6_http_bind_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHADOWLINE_HTTP_BIND", "[::1]:8080")
     settings = Settings()
     assert (settings.bind_host, settings.bind_port) == ("::1", 8080)
 
 
-def test_a_database_url_that_is_not_postgresql_is_refused(monkeypatch):
+def test_a_database_url_that_is_not_postgresql_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHADOWLINE_DATABASE_URL", "mysql://app@db/sl")
     with pytest.raises(ValidationError, match="postgresql"):
         Settings()
 
 
 @pytest.mark.parametrize("cluster", ["Prod", "-prod", "a b", ""])
-def test_a_cluster_name_that_cannot_namespace_broker_names_is_refused(monkeypatch, cluster):
+def test_a_cluster_name_that_cannot_namespace_broker_names_is_refused(
+    monkeypatch: pytest.MonkeyPatch, cluster
+) -> None:
     monkeypatch.setenv("SHADOWLINE_CLUSTER", cluster)
     with pytest.raises(ValidationError):
         Settings()
@@ -136,7 +144,7 @@ def test_a_cluster_name_that_cannot_namespace_broker_names_is_refused(monkeypatc
 SECRETS = ("amqp-pw-123", "db-pw-456", "cluster-secret-789", "admin-pw-000")
 
 
-def test_masked_settings_hide_every_password_and_secret(monkeypatch):
+def test_masked_settings_hide_every_password_and_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHADOWLINE_AMQP_URL", "amqp://bob:amqp-pw-123@rabbit:5672/vh")
     monkeypatch.setenv("SHADOWLINE_DATABASE_URL", "postgresql://app:db-pw-456@db:5432/sl")
     monkeypatch.setenv("SHADOWLINE_CLUSTER_SECRET", "cluster-secret-789")
@@ -151,7 +159,9 @@ def test_masked_settings_hide_every_password_and_secret(monkeypatch):
     assert shown["admin_password"] == "***"
 
 
-def test_masked_settings_show_everything_that_is_not_secret(monkeypatch):
+def test_masked_settings_show_everything_that_is_not_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("SHADOWLINE_INSTANCE", "scc-a")
     shown = Settings().masked()
     assert shown["instance"] == "scc-a"
@@ -163,7 +173,9 @@ def test_masked_settings_show_everything_that_is_not_secret(monkeypatch):
     assert shown["admin_password"] is None
 
 
-def test_masked_settings_hide_a_password_given_in_the_database_url_query(monkeypatch):
+def test_masked_settings_hide_a_password_given_in_the_database_url_query(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # libpq and asyncpg both accept postgresql://app@db/sl?password=...
     monkeypatch.setenv("SHADOWLINE_DATABASE_URL", "postgresql://app@db:5432/sl?password=db-pw-456")
     text = orjson.dumps(Settings().masked(), default=str).decode()
@@ -173,14 +185,18 @@ def test_masked_settings_hide_a_password_given_in_the_database_url_query(monkeyp
 # -- who may publish config commands, and what start-up warns about ------------------------------
 
 
-def test_by_default_guest_is_not_a_publisher_even_as_the_instances_own_broker_user(monkeypatch):
+def test_by_default_guest_is_not_a_publisher_even_as_the_instances_own_broker_user(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("SHADOWLINE_CLUSTER", "prod")
     settings = Settings()
     assert settings.amqp_url.get_secret_value().startswith("amqp://guest:")
     assert settings.publishers == frozenset({"shadowline-prod-publisher"})
 
 
-def test_the_instances_own_broker_user_other_than_guest_is_a_publisher(monkeypatch):
+def test_the_instances_own_broker_user_other_than_guest_is_a_publisher(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("SHADOWLINE_CLUSTER", "prod")
     monkeypatch.setenv(
         "SHADOWLINE_AMQP_URL",
@@ -189,7 +205,7 @@ def test_the_instances_own_broker_user_other_than_guest_is_a_publisher(monkeypat
     assert Settings().publishers == {"shadowline-prod-publisher", "shadowline-prod-node-a"}
 
 
-def test_guest_on_any_broker_node_list_is_not_a_publisher(monkeypatch):
+def test_guest_on_any_broker_node_list_is_not_a_publisher(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SHADOWLINE_AMQP_URL", "amqp://guest:guest@h1:5672/,amqp://guest:g@h2/")
     assert "guest" not in Settings().publishers
 
@@ -199,15 +215,15 @@ def test_guest_on_any_broker_node_list_is_not_a_publisher(monkeypatch):
     [("guest", {"guest"}), (" ops-robot , guest,", {"ops-robot", "guest"})],
 )
 def test_command_publishers_opts_guest_in_explicitly_and_replaces_the_default(
-    monkeypatch, listed, expected
-):
+    monkeypatch: pytest.MonkeyPatch, listed, expected
+) -> None:
     monkeypatch.setenv("SHADOWLINE_COMMAND_PUBLISHERS", listed)
     assert Settings().publishers == expected
 
 
 def test_a_cluster_secret_shorter_than_32_characters_is_accepted_with_a_warning(
-    monkeypatch, caplog
-):
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.setenv("SHADOWLINE_CLUSTER_SECRET", "s" * 31)
     settings = Settings()
     (warning,) = settings.startup_warnings()
@@ -219,7 +235,9 @@ def test_a_cluster_secret_shorter_than_32_characters_is_accepted_with_a_warning(
 
 
 @pytest.mark.parametrize("secret", [None, "s" * 32, "0123456789abcdef" * 4])
-def test_no_warning_without_a_secret_or_with_one_of_32_characters_or_more(monkeypatch, secret):
+def test_no_warning_without_a_secret_or_with_one_of_32_characters_or_more(
+    monkeypatch: pytest.MonkeyPatch, secret
+) -> None:
     if secret is not None:
         monkeypatch.setenv("SHADOWLINE_CLUSTER_SECRET", secret)
     assert Settings().startup_warnings() == []

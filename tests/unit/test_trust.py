@@ -21,7 +21,7 @@ SECRET = "unit-secret"
 NOW = 1_800_000_000.0
 
 
-def test_each_purpose_has_its_own_key_and_no_mac_verifies_for_another_purpose():
+def test_each_purpose_has_its_own_key_and_no_mac_verifies_for_another_purpose() -> None:
     derived = {purpose: keys.derive(SECRET, purpose) for purpose in keys.PURPOSES}
     assert len(set(derived.values())) == len(keys.PURPOSES)
     mac = keys.mac(SECRET, keys.HEARTBEAT, b"m")
@@ -33,7 +33,7 @@ def test_each_purpose_has_its_own_key_and_no_mac_verifies_for_another_purpose():
         keys.derive(SECRET, "anything")
 
 
-def test_length_prefixed_parts_are_unambiguous():
+def test_length_prefixed_parts_are_unambiguous() -> None:
     assert keys.parts("ab", "c") != keys.parts("a", "bc")
     assert keys.parts(b"", "x") != keys.parts("x", b"")
 
@@ -60,7 +60,7 @@ def _signed(doc: dict[str, object], key: str = "heartbeat.node-a") -> tuple[byte
     return body, trust.message_mac(SECRET, "prod", key, body)
 
 
-def test_an_authentic_fresh_heartbeat_is_admitted_once():
+def test_an_authentic_fresh_heartbeat_is_admitted_once() -> None:
     fresh = trust.Freshness()
     body, mac = _signed(_beat())
     beat, refusal = _check(body, mac, fresh)
@@ -87,14 +87,14 @@ def test_an_authentic_fresh_heartbeat_is_admitted_once():
 )  # fmt: skip
 def test_a_heartbeat_that_is_forged_misrouted_malformed_or_stale_is_refused(
     what: str, body_key: str | None, mac_key: str | None, doc: dict[str, object]
-):
+) -> None:
     body = orjson.dumps(doc)
     mac = trust.message_mac(SECRET, "prod", mac_key, body) if mac_key else None
     beat, refusal = _check(body, mac, trust.Freshness(), key=body_key or "heartbeat.node-a")
     assert beat is None and refusal, what
 
 
-def test_a_new_run_is_admitted_only_with_a_newer_send_time():
+def test_a_new_run_is_admitted_only_with_a_newer_send_time() -> None:
     fresh = trust.Freshness()
     assert fresh.refusal("a", "run1", 9, NOW, NOW) is None
     assert fresh.refusal("a", "run1", 9, NOW, NOW) is not None  # the same seq again
@@ -103,7 +103,7 @@ def test_a_new_run_is_admitted_only_with_a_newer_send_time():
     assert fresh.refusal("a", "run1", 10, NOW - 0.2, NOW) is not None  # the old run's, later
 
 
-def test_freshness_remembers_a_bounded_number_of_instances():
+def test_freshness_remembers_a_bounded_number_of_instances() -> None:
     fresh = trust.Freshness()
     for n in range(trust.MAX_TRACKED + 10):
         assert fresh.refusal(f"i{n}", "r", 1, NOW, NOW) is None
@@ -120,7 +120,7 @@ def _event(**changes: object) -> Event:
     return replace(event, signature=trust.event_signature(SECRET, "prod", event))
 
 
-def test_an_event_signature_covers_its_body_and_its_chain_value():
+def test_an_event_signature_covers_its_body_and_its_chain_value() -> None:
     event = _event()
     assert trust.event_signed(SECRET, "prod", event)
     assert not trust.event_signed("other", "prod", event)
@@ -130,7 +130,7 @@ def test_an_event_signature_covers_its_body_and_its_chain_value():
     assert not trust.event_signed(SECRET, "prod", replace(event, signature=None))
 
 
-def test_a_replicated_event_must_be_signed_in_bounds_and_valid_for_its_kind():
+def test_a_replicated_event_must_be_signed_in_bounds_and_valid_for_its_kind() -> None:
     catalog = Catalog(load_config_schemas())
     admit(_event(), SECRET, "prod", catalog)
     with pytest.raises(Unauthenticated):
@@ -148,7 +148,7 @@ def test_a_replicated_event_must_be_signed_in_bounds_and_valid_for_its_kind():
         admit(replace(_event(), chain=b"abc"), SECRET, "prod", catalog)
 
 
-def test_the_throttle_lets_one_alert_through_per_interval_and_counts_the_rest():
+def test_the_throttle_lets_one_alert_through_per_interval_and_counts_the_rest() -> None:
     throttle = Throttle(every=10)
     assert throttle.admit("event", 0.0) == 1
     assert [throttle.admit("event", t) for t in (1.0, 2.0, 3.0)] == [None, None, None]
@@ -156,7 +156,7 @@ def test_the_throttle_lets_one_alert_through_per_interval_and_counts_the_rest():
     assert throttle.admit("event", 10.5) == 4
 
 
-def test_a_throttle_with_a_burst_lets_that_many_through_per_interval():
+def test_a_throttle_with_a_burst_lets_that_many_through_per_interval() -> None:
     throttle = Throttle(every=10, burst=3)
     assert [throttle.admit("c", t) for t in (0.0, 1.0, 2.0, 3.0, 4.0)] == [1, 1, 1, None, None]
     assert throttle.admit("c", 10.0) == 3  # the two held back, and this one

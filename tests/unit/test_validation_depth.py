@@ -23,7 +23,7 @@ def catalog() -> Catalog:
     return Catalog(load_config_schemas())
 
 
-def test_a_member_nested_to_the_limit_gets_the_schemas_own_answer(catalog):
+def test_a_member_nested_to_the_limit_gets_the_schemas_own_answer(catalog: Catalog) -> None:
     value = {"region": "eu10", "subaccount_id": "a1", "display_name": lists(MAX_DEPTH - 1)}
     with pytest.raises(InvalidInput) as refused:
         catalog.check("subaccount", "acme", value)
@@ -31,7 +31,7 @@ def test_a_member_nested_to_the_limit_gets_the_schemas_own_answer(catalog):
     assert "nested" not in str(refused.value)  # jsonschema's: not a string
 
 
-def test_a_member_nested_beyond_the_limit_is_refused_by_its_path(catalog):
+def test_a_member_nested_beyond_the_limit_is_refused_by_its_path(catalog: Catalog) -> None:
     for depth in (MAX_DEPTH + 1, 10_000):
         value = {"region": "eu10", "subaccount_id": "a1", "display_name": lists(depth)}
         with pytest.raises(InvalidInput) as refused:
@@ -40,7 +40,7 @@ def test_a_member_nested_beyond_the_limit_is_refused_by_its_path(catalog):
         assert f"deeper than {MAX_DEPTH}" in refused.value.errors[0].message
 
 
-def test_a_bare_value_nested_beyond_the_limit_is_refused(catalog):
+def test_a_bare_value_nested_beyond_the_limit_is_refused(catalog: Catalog) -> None:
     with pytest.raises(InvalidInput) as refused:
         catalog.check("subaccount", "acme", lists(5000))
     assert [e.path for e in refused.value.errors] == ["$[0]"]

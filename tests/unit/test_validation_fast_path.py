@@ -102,7 +102,7 @@ def _catalog_accepts(kind: str, value: Any) -> bool:
     return True
 
 
-def test_every_kind_has_examples_for_every_property():
+def test_every_kind_has_examples_for_every_property() -> None:
     assert {k: set(v) for k, v in GOOD.items()} == {
         k: set(s["properties"]) for k, s in SCHEMAS.items()
     }
@@ -111,12 +111,12 @@ def test_every_kind_has_examples_for_every_property():
 @pytest.mark.parametrize("kind", sorted(SCHEMAS))
 @settings(max_examples=400, deadline=None)
 @given(data=st.data())
-def test_the_catalog_accepts_exactly_what_jsonschema_accepts(kind, data):
+def test_the_catalog_accepts_exactly_what_jsonschema_accepts(kind, data) -> None:
     value = data.draw(values(kind))
     assert _catalog_accepts(kind, value) == _jsonschema_accepts(kind, value), value
 
 
-def test_a_value_the_fast_path_alone_would_refuse_is_still_accepted():
+def test_a_value_the_fast_path_alone_would_refuse_is_still_accepted() -> None:
     # Python's "$" also matches before a final newline, and jsonschema keeps that meaning;
     # fastjsonschema reads "$" as the end of the string and refuses. jsonschema decides.
     value = {"system_mapping": "erp", "path": "/sap", "match": "exact", "methods": ["GET\n"]}

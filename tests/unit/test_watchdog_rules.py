@@ -36,18 +36,18 @@ def watching(now=0.0, replication="sync", shadow_committed=10) -> rules.View:
     )
 
 
-def test_nothing_happens_while_the_master_is_heard():
+def test_nothing_happens_while_the_master_is_heard() -> None:
     view = watching()
     assert rules.tick(view, DELAY - 0.1, DELAY) == (view, [], None)
 
 
-def test_a_silent_master_is_probed_before_anything_else():
+def test_a_silent_master_is_probed_before_anything_else() -> None:
     view, actions, sentence = rules.tick(watching(), DELAY + 0.1, DELAY)
     assert actions == [rules.Probe("m", "http://m:8080")] and view.phase == "probing"
     assert "no heartbeat from master m" in sentence
 
 
-def test_a_master_that_answers_its_probe_as_master_is_not_replaced():
+def test_a_master_that_answers_its_probe_as_master_is_not_replaced() -> None:
     view, _, _ = rules.tick(watching(), DELAY + 0.1, DELAY)
     view, actions, sentence = rules.probed(
         view, "m", {"role": "master"}, "", DELAY + 0.2, DELAY, False
@@ -56,7 +56,7 @@ def test_a_master_that_answers_its_probe_as_master_is_not_replaced():
 
 
 @pytest.mark.parametrize("answer", [None, {"role": "fenced"}])
-def test_a_gone_or_fenced_master_gets_its_shadow_promoted_to_the_next_epoch(answer):
+def test_a_gone_or_fenced_master_gets_its_shadow_promoted_to_the_next_epoch(answer) -> None:
     view = rules.observe(
         watching(), beat("s", "shadow", committed=10, peer="m"), DELAY
     )  # shadow alive
@@ -68,7 +68,7 @@ def test_a_gone_or_fenced_master_gets_its_shadow_promoted_to_the_next_epoch(answ
     assert view.phase == "promoting" and "promoting shadow s to epoch 2" in sentence
 
 
-def test_a_lagging_shadow_of_an_async_master_is_not_promoted_without_the_override():
+def test_a_lagging_shadow_of_an_async_master_is_not_promoted_without_the_override() -> None:
     view = watching(replication="async", shadow_committed=7)
     view = rules.observe(view, beat("s", "shadow", committed=7, peer="m"), DELAY)
     view, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
@@ -78,14 +78,14 @@ def test_a_lagging_shadow_of_an_async_master_is_not_promoted_without_the_overrid
     assert [type(a) for a in forced] == [rules.Promote]
 
 
-def test_no_promotion_without_a_live_shadow():
+def test_no_promotion_without_a_live_shadow() -> None:
     view = rules.observe(rules.View("c", started=-10), beat("m", "master"), 0.0)
     view, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
     view, actions, sentence = rules.probed(view, "m", None, "refused", DELAY + 0.2, DELAY, False)
     assert actions == [] and "no live shadow" in sentence
 
 
-def test_a_restarted_watchdog_waits_a_full_delay_and_learns_the_master_from_the_shadow():
+def test_a_restarted_watchdog_waits_a_full_delay_and_learns_the_master_from_the_shadow() -> None:
     view = rules.View("c", started=100.0)
     view = rules.observe(view, beat("s", "shadow", peer="m", peer_url="http://m:8080"), 100.1)
     assert rules.master_of(view).instance == "m"  # known only second-hand
@@ -94,7 +94,7 @@ def test_a_restarted_watchdog_waits_a_full_delay_and_learns_the_master_from_the_
     assert rules.tick(view, 102.2, DELAY)[1] == [rules.Probe("m", "http://m:8080")]
 
 
-def test_promotion_completes_when_the_shadow_beats_as_master_and_is_resent_otherwise():
+def test_promotion_completes_when_the_shadow_beats_as_master_and_is_resent_otherwise() -> None:
     view = rules.observe(watching(), beat("s", "shadow", peer="m"), DELAY)
     view, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
     view, [promote], _ = rules.probed(view, "m", None, "refused", DELAY + 0.2, DELAY, False)
@@ -105,7 +105,7 @@ def test_promotion_completes_when_the_shadow_beats_as_master_and_is_resent_other
     assert actions == [] and view.phase == "watching" and "failover complete" in sentence
 
 
-def test_maintenance_mode_pauses_every_decision():
+def test_maintenance_mode_pauses_every_decision() -> None:
     view = rules.replace_maintenance(watching(), True)
     assert rules.tick(view, DELAY * 10, DELAY) == (view, [], None)
 
@@ -126,7 +126,7 @@ def command(**changes):
     }
 
 
-def test_a_signed_command_verifies_and_any_change_breaks_it():
+def test_a_signed_command_verifies_and_any_change_breaks_it() -> None:
     signed = signing.sign(SECRET, command())
     signing.verify(SECRET, signed, now=1001.0, current_epoch=1)
     for tampered in (
@@ -140,7 +140,7 @@ def test_a_signed_command_verifies_and_any_change_breaks_it():
         signing.verify("other", signed, now=1001.0, current_epoch=1)
 
 
-def test_a_replayed_or_stale_command_is_refused():
+def test_a_replayed_or_stale_command_is_refused() -> None:
     signed = signing.sign(SECRET, command())
     with pytest.raises(Forbidden, match="window"):
         signing.verify(SECRET, signed, now=1000.0 + 31, current_epoch=1)
@@ -148,13 +148,13 @@ def test_a_replayed_or_stale_command_is_refused():
         signing.verify(SECRET, signed, now=1001.0, current_epoch=2)  # already applied: a replay
 
 
-def test_signing_is_independent_of_key_order():
+def test_signing_is_independent_of_key_order() -> None:
     a = signing.sign(SECRET, command())
     b = signing.sign(SECRET, dict(reversed(list(command().items()))))
     assert a["signature"] == b["signature"]
 
 
-def test_a_master_that_answers_its_probes_is_probed_at_most_twice_per_delay():
+def test_a_master_that_answers_its_probes_is_probed_at_most_twice_per_delay() -> None:
     view, _, _ = rules.tick(watching(), DELAY + 0.1, DELAY)
     view, _, _ = rules.probed(view, "m", {"role": "master"}, "", DELAY + 0.2, DELAY, False)
     assert rules.tick(view, DELAY + 0.3, DELAY)[1] == []  # still silent, but it just answered
@@ -168,7 +168,7 @@ def _gone(view: rules.View) -> tuple[rules.View, list[rules.Action], str | None]
     return rules.probed(view, "m", None, "connection refused", DELAY + 0.2, DELAY, False)
 
 
-def test_a_removed_shadow_that_still_claims_the_master_is_never_promoted():
+def test_a_removed_shadow_that_still_claims_the_master_is_never_promoted() -> None:
     """The master's heartbeat names its shadow: after DELETE /ha/shadow and a new join, the old
     shadow (x) still says `shadow of m`, but only s may be promoted, by every watchdog."""
     view = rules.observe(watching(), beat("s", "shadow", peer="m"), DELAY)
@@ -181,7 +181,7 @@ def test_a_removed_shadow_that_still_claims_the_master_is_never_promoted():
     assert actions == [] and view.phase == "refused" and "no live shadow" in str(sentence)
 
 
-def test_two_claimants_the_master_never_named_promote_no_one():
+def test_two_claimants_the_master_never_named_promote_no_one() -> None:
     view = rules.View("c", started=-10)  # a watchdog that never heard the master itself
     for name in ("s", "x"):
         view = rules.observe(view, beat(name, "shadow", peer="m", peer_url="http://m:8080"), 0.0)
