@@ -100,15 +100,14 @@ async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[
     await instance.auth.refresh()
     await instance.service.apply_local()
     writer = asyncio.create_task(instance.writer.run(), name="writer")
-    assert instance.roles.failover is not None
-    await instance.roles.failover.complete_interrupted_promotion()
+    await instance.failover.complete_interrupted_promotion()
     await _anchor_signatures(instance)
     helpers = [
         asyncio.create_task(instance.snapshotter.run(), name="snapshotter"),
         asyncio.create_task(instance.auth.run(), name="users-refresh"),
         asyncio.create_task(instance.feed.run(), name="monitoring-feed"),
     ]
-    await instance.roles.reconcile()
+    await instance.supervisor.reconcile()
     role = instance.service.role
     log.info(
         "instance %s is %s in epoch %d at position %d",
@@ -120,7 +119,9 @@ async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[
     try:
         yield instance
     finally:
-        await instance.roles.stop()
+        await instance.supervisor.stop()
+        await instance.monitor.stop()
+        await instance.broker.close()
         instance.writer.close()
         await asyncio.wait_for(writer, timeout=30)
         for task in helpers:

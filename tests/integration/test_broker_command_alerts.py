@@ -68,8 +68,8 @@ async def test_a_command_of_an_unknown_type_is_refused_with_an_alert_and_not_act
         promoted.append(command)
         return {}
 
-    assert master.roles.failover is not None
-    monkeypatch.setattr(master.roles.failover, "promote", promote)
+    assert master.failover is not None
+    monkeypatch.setattr(master.failover, "promote", promote)
     routing_key = f"{verb}.{master.settings.instance}"
     async with raw_channel(cluster_of(master)) as raw:
         await raw.publish(routing_key, orjson.dumps(body))

@@ -85,7 +85,7 @@ def test_the_alerts_raised_match_their_published_schema() -> None:
     for t, observation in steps:
         watch, alerts = observe(watch, observation, t, lag_limit=10.0)
         bodies += [
-            # As RoleTasks.alert and RoleTasks.publish build them.
+            # As Monitor.alert and Monitor.publish build them.
             {"instance": "node-a", "at": time.time(), "alert": a.name, "message": a.message}
             | {"details": a.details}
             for a in alerts

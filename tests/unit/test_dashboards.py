@@ -27,7 +27,7 @@ import yaml
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from shadowline.application.metrics import Metrics
+from shadowline.adapters.metrics import Metrics
 from shadowline.domain import watchdog as rules
 from shadowline.watchdog.metrics import Seen, WatchdogMetrics
 

@@ -29,22 +29,24 @@ import yaml
 from jsonschema import Draft202012Validator
 
 from shadowline.adapters.ha_repo import HaRecord
+from shadowline.adapters.metrics import Metrics
 from shadowline.adapters.peer import PeerRefused
 from shadowline.adapters.resources import load_config_schemas
 from shadowline.application.failover import Failover
 from shadowline.application.gate import CommitGate
 from shadowline.application.liveness import Liveness
-from shadowline.application.metrics import Metrics
+from shadowline.application.monitoring import CHANGES_EVERY, Monitor
 from shadowline.application.replica import Replicator
-from shadowline.application.supervisor import CHANGES_EVERY, RoleTasks
 from shadowline.bootstrap import heartbeat_of
 from shadowline.cli.broker import grants
 from shadowline.domain import signing
 from shadowline.domain import watchdog as rules
+from shadowline.domain.alerting import AlertName
 from shadowline.domain.errors import Conflict, Forbidden, Unavailable
 from shadowline.domain.events import GENESIS, Event, link
 from shadowline.domain.roles import RoleState
 from shadowline.domain.validation import Catalog
+from shadowline.entrypoints.amqp.promote import PromoteCommands
 from shadowline.settings import Settings
 from shadowline.watchdog import service as watchdog_service
 from shadowline.watchdog.service import ClusterWatch
@@ -409,11 +411,15 @@ def test_the_documented_broker_users_are_the_ones_broker_setup_creates() -> None
 def test_every_alert_the_code_raises_is_documented() -> None:
     source = "\n".join(p.read_text() for p in (REPO / "services").rglob("*.py"))
     raised = set(re.findall(r"(?<![A-Za-z])_?alert\(\s*\"([a-z-]+)\"", source))
-    assert raised, "no alert( call found: the scan is broken"
-    # domain.alerting builds its alerts as data (Alert("lag", ...)) for RoleTasks to raise.
+    # domain.alerting builds its alerts as data (Alert("lag", ...)) for the monitor to raise.
     raised |= set(re.findall(r"(?<![A-Za-z])Alert\(\s*\"([a-z-]+)\"", source))
+    # Call sites name alerts by domain.alerting.AlertName; each member named somewhere is raised.
+    named = set(re.findall(r"AlertName\.([A-Z_]+)\b", source))
+    raised |= {AlertName[member].value for member in named}
+    assert raised, "no alert( call found: the scan is broken"
     channel = asyncapi()["channels"]["alert"]["parameters"]["name"]["enum"]
     assert set(channel) == set(schema("monitoring/alert.json")["properties"]["alert"]["enum"])
+    assert set(AlertName) == set(channel)
     assert raised == set(channel)
 
 
@@ -527,9 +533,11 @@ class Writer:
 class Ha:
     """The parts of HaService that the monitoring code reads, over a record held in memory."""
 
-    def __init__(self, settings: Settings, record: HaRecord, gate: CommitGate) -> None:
+    def __init__(
+        self, settings: Settings, record: HaRecord, gate: CommitGate, role: RoleState
+    ) -> None:
         self.instance = settings.instance
-        self.role = RoleState(record.role, record.epoch)
+        self.role = role
         self.repo = Repo(record)
         self.gate = gate
         self.replica = None
@@ -597,7 +605,8 @@ class Node:
 
     ha: Ha
     broker: Broker
-    tasks: RoleTasks
+    monitor: Monitor
+    promote: PromoteCommands
     failover: Failover
     gate: CommitGate
     store: Store
@@ -616,25 +625,22 @@ async def _announce() -> bool:
 def node(ha_record: HaRecord, instance: str = "node-a") -> Node:
     config = settings(instance)
     broker, store, writer = Broker(), Store(), Writer()
-    tasks_box: list[RoleTasks] = []
+    role = RoleState(ha_record.role, ha_record.epoch)
+    metrics = Metrics()
+    monitor = Monitor(
+        instance=instance,
+        publisher=broker,
+        counts=metrics,
+        is_master=lambda: role.role == "master",
+    )
     gate = CommitGate(
         timeout=1.0,
         lease_valid=lambda: True,
         wait_lease=_lease_held,
         announce=_announce,
-        alert=lambda name, message: tasks_box[0].alert(name, message, {}),  # as bootstrap.py does
+        alert=lambda name, message: monitor.alert(name, message, {}),  # as bootstrap.py does
     )
-    ha = Ha(config, ha_record, gate)
-    tasks = RoleTasks(
-        instance=instance,
-        ha=ha,
-        broker=broker,
-        store=store,
-        writer=writer,
-        metrics=Metrics(),
-        catalog=Catalog(load_config_schemas()),
-    )
-    tasks_box.append(tasks)
+    ha = Ha(config, ha_record, gate, role)
     failover = Failover(
         settings=config,
         ha=ha,
@@ -642,11 +648,13 @@ def node(ha_record: HaRecord, instance: str = "node-a") -> Node:
         writer=writer,
         liveness=None,
         gate=gate,
-        alert=tasks.alert,
-        publish=tasks.publish,
+        alert=monitor.alert,
+        publish=monitor.publish,
     )
-    tasks.failover = failover
-    return Node(ha, broker, tasks, failover, gate, store, writer, config)
+    promote = PromoteCommands(
+        instance=instance, broker=broker, failover=failover, counts=metrics, alerts=monitor
+    )
+    return Node(ha, broker, monitor, promote, failover, gate, store, writer, config)
 
 
 async def settle() -> None:
@@ -709,8 +717,8 @@ async def test_config_changed_of_a_committed_batch_is_valid_and_lists_at_most_10
     batch = [_event(10, None, None, type_="ShadowConfirmed")]
     batch += [_event(11 + i, "system-mapping", f"m{i}") for i in range(149)]
     batch += [_event(160, "resource", "r1", type_="ConfigDeleted")]
-    n.tasks.config_changed(batch[:75])
-    n.tasks.config_changed(batch[75:])  # batches committed together make one summary
+    n.monitor.config_changed(batch[:75])
+    n.monitor.config_changed(batch[75:])  # batches committed together make one summary
     await asyncio.sleep(CHANGES_EVERY + 0.1)
     await settle()
     assert n.broker.problems() == []
@@ -721,7 +729,7 @@ async def test_config_changed_of_a_committed_batch_is_valid_and_lists_at_most_10
 
 async def test_a_shadow_applying_events_publishes_no_config_changed() -> None:
     n = node(SHADOW, "node-b")
-    n.tasks.config_changed([_event(1, "subaccount", "s1")])
+    n.monitor.config_changed([_event(1, "subaccount", "s1")])
     await settle()
     assert n.broker.sent == []
 
@@ -794,7 +802,7 @@ class Delivery:
 
 async def test_refused_commands_alert_validly_whichever_way_they_are_refused() -> None:
     n = node(record("shadow", master_instance="node-b", master_url="http://127.0.0.1:8082"))
-    await n.tasks._on_command(Delivery(b"not json", "promote.node-a"))
+    await n.promote.on_command(Delivery(b"not json", "promote.node-a"))  # type: ignore[arg-type]
     forged = {**_command(), "signature": "0" * 64}
     with pytest.raises(Forbidden):
         await n.failover.promote(forged, via="broker (promote.node-a)")
@@ -851,7 +859,7 @@ def _replicator(n: Node, peer: Peer) -> Replicator:
         writer=n.writer,
         store=n.store,
         peer=peer,
-        alert=n.tasks.alert,
+        alert=n.monitor.alert,
         secret=SECRET,
         cluster="prod",
         catalog=Catalog(load_config_schemas()),

@@ -12,14 +12,14 @@ import time
 import orjson
 import pytest
 
-from shadowline.application.failover import STARTING
-from shadowline.application.metrics import (
+from shadowline.adapters.metric_labels import (
     FENCE_REASONS,
     REJECT_REASONS,
-    Metrics,
     fence_reason,
     rejection_reason,
 )
+from shadowline.adapters.metrics import Metrics
+from shadowline.application.failover import STARTING
 from shadowline.domain import signing
 from shadowline.domain.errors import Conflict, Forbidden
 

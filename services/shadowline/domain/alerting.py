@@ -1,7 +1,9 @@
-"""When the master alerts about its shadow, as pure functions of (watch, observation, now).
+"""Every alert an instance raises, by name, and the rules that decide when some are raised.
 
-Two alerts come from here: `shadow-lost` (a confirmed shadow was not heard of for the takeover
-delay) and `lag` (the shadow is more than a limit of seconds behind). Lag in seconds is measured
+`AlertName` holds the names schemas/monitoring/alert.json documents (the routing key is
+`alert.<name>`); nothing raises an alert by a bare string. The master's watch of its shadow is
+pure functions of (watch, observation, now): `shadow-lost` (a confirmed shadow was not heard of
+for the takeover delay) and `lag` (the shadow is more than a limit of seconds behind). Lag in seconds is measured
 against the master's own history, not against clocks: the shadow is more than L seconds behind
 when its position is still below the position the master had L seconds ago. That holds under a
 steady load too, where the shadow is never fully caught up for a moment yet is not lagging.
@@ -10,6 +12,23 @@ steady load too, where the shadow is never fully caught up for a moment yet is n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class AlertName(StrEnum):
+    """The alerts an instance raises (schemas/monitoring/alert.json describes each)."""
+
+    FENCED = "fenced"
+    SYNC_DEGRADED = "sync-degraded"
+    DEAD_LETTERED = "dead-lettered"
+    REJECTED_COMMAND = "rejected-command"
+    DIVERGENCE = "divergence"
+    QUARANTINED = "quarantined"
+    CORRUPT_SNAPSHOT = "corrupt-snapshot"
+    SHADOW_REFUSED = "shadow-refused"
+    SHADOW_LOST = "shadow-lost"
+    LAG = "lag"
+    REJECTED_MESSAGE = "rejected-message"
 
 
 @dataclass(frozen=True)
@@ -24,7 +43,7 @@ class Observation:
 
 @dataclass(frozen=True)
 class Alert:
-    name: str
+    name: AlertName
     message: str
     details: dict[str, object]
 
@@ -61,7 +80,7 @@ def observe(
     if lost and not watch.lost:
         alerts.append(
             Alert(
-                "shadow-lost",
+                AlertName.SHADOW_LOST,
                 f"shadow {seen.shadow} has not been heard of for longer than the takeover delay; "
                 "this master is running without a standby",
                 {"shadow": seen.shadow, "position": seen.shadow_position},
@@ -72,7 +91,7 @@ def observe(
     if behind and not watch.lagging:
         alerts.append(
             Alert(
-                "lag",
+                AlertName.LAG,
                 f"shadow {seen.shadow} is more than {lag_limit:g} s behind: at position "
                 f"{seen.shadow_position}, while the master was at {then} {lag_limit:g} s ago "
                 f"and is at {seen.master_position} now",
@@ -109,3 +128,26 @@ class Throttle:
             return None
         self.sent[key], self.held[key] = self.sent[key] + 1, 0
         return count
+
+
+def rejected_message(source: str, reason: str, count: int) -> Alert:
+    """An input that failed authentication, covering `count` occurrences (see `refusals`)."""
+    details: dict[str, object] = {"source": source, "reason": reason, "count": count}
+    return Alert(AlertName.REJECTED_MESSAGE, f"{source} rejected: {reason}", details)
+
+
+def rejected_command(reason: object, routing_key: str) -> Alert:
+    """A promote command (or anything else on the command queue) that was not acted on."""
+    details: dict[str, object] = {"routing_key": routing_key}
+    return Alert(AlertName.REJECTED_COMMAND, f"command refused: {reason}", details)
+
+
+def rejections() -> Throttle:
+    """Unauthenticated inputs: one alert per source every 10 s, counting the ones left out."""
+    return Throttle(every=10.0, burst=1)
+
+
+def refusals() -> Throttle:
+    """Refused commands come from anyone who may publish: at most 10 alerts per 10 s; past the
+    burst they are only counted (in shadowline_alerts_total)."""
+    return Throttle(every=10.0, burst=10)

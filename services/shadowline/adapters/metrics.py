@@ -12,80 +12,28 @@ The cluster is not a label here: it is constant per target, so the scrape config
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from shadowline import __version__
-from shadowline.adapters.resources import schemas_dir
-from shadowline.application.liveness import Liveness
-from shadowline.domain.errors import Conflict, Forbidden
+from shadowline.adapters.metric_labels import (
+    FENCE_REASONS,
+    MODES,
+    PROMOTION_TRIGGERS,
+    REJECT_REASONS,
+    REJECTED_SOURCES,
+    ROLES,
+    SHADOW_STATES,
+    fence_reason,
+    rejection_reason,
+)
+from shadowline.domain.alerting import AlertName
 from shadowline.domain.events import Event
 
-ROLES = ("standalone", "master", "shadow", "fenced")
-MODES = ("sync", "async")
-SHADOW_STATES = ("pending", "syncing", "connected", "lost")
-PROMOTION_TRIGGERS = ("failover", "switch-roles")
-FENCE_REASONS = ("starting", "lease-lost", "newer-epoch", "rejoining", "other")
-REJECT_REASONS = (
-    "signature",
-    "expired",
-    "stale-epoch",
-    "wrong-instance",
-    "not-a-shadow",
-    "fork-mismatch",
-    "malformed",
-    "other",
-)
 NAN = float("nan")
-# What an instance may reject as unauthenticated (RoleTasks.rejected's `source`).
-REJECTED_SOURCES = ("heartbeat", "event", "peer-answer", "monitoring")
-
-
-def alert_names() -> list[str]:
-    """Every alert name an instance can raise, as schemas/monitoring/alert.json lists them."""
-    schema = orjson.loads((schemas_dir() / "monitoring" / "alert.json").read_bytes())
-    return list(schema["properties"]["alert"]["enum"])
-
-
-def rejection_reason(error: Exception) -> str:
-    """A bounded label for why a promote command was refused (the sentences come from
-    domain.signing and instance.failover; tests/unit/test_metrics_reasons.py pins them)."""
-    text = str(error)
-    if isinstance(error, Forbidden):
-        for words, reason in (
-            ("signature", "signature"),
-            ("window", "expired"),
-            ("not newer than epoch", "stale-epoch"),
-            ("not for this instance", "wrong-instance"),
-            ("unknown command", "malformed"),
-        ):
-            if words in text:
-                return reason
-    if isinstance(error, Conflict):
-        if "only a shadow" in text:
-            return "not-a-shadow"
-        if "handed over at position" in text:
-            return "fork-mismatch"
-    if isinstance(error, ValueError):  # orjson.JSONDecodeError: the body is not JSON
-        return "malformed"
-    return "other"
-
-
-def fence_reason(reason: str) -> str:
-    """A bounded label for a fencing sentence of instance.failover."""
-    for words, label in (
-        ("starting", "starting"),
-        ("newer than", "newer-epoch"),
-        ("lease", "lease-lost"),
-        ("rejoining", "rejoining"),
-    ):
-        if words in reason:
-            return label
-    return "other"
 
 
 def _or_nan(value: float | None) -> float:
@@ -95,7 +43,6 @@ def _or_nan(value: float | None) -> float:
 class Metrics:
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
-        self.liveness: Liveness | None = None  # wired by the composition root
         self.info = Gauge(
             "shadowline_instance_info",
             "Always 1; labels name this instance (SHADOWLINE_INSTANCE) and its software version",
@@ -228,7 +175,7 @@ class Metrics:
 
     def _start_at_zero(self) -> None:
         for counter, values in (
-            (self.alerts, alert_names()),
+            (self.alerts, list(AlertName)),
             (self.promotions, PROMOTION_TRIGGERS),
             (self.fencings, FENCE_REASONS),
             (self.rejected_commands, REJECT_REASONS),
@@ -254,6 +201,12 @@ class Metrics:
     def observe_published(self, position: int) -> None:
         self.published_position.set(position)
 
+    def alerted(self, name: AlertName) -> None:
+        self.alerts.labels(name).inc()
+
+    def message_rejected(self, source: str) -> None:
+        self.rejected_messages.labels(source).inc()
+
     def rejected(self, error: Exception) -> None:
         self.rejected_commands.labels(rejection_reason(error)).inc()
 
@@ -272,7 +225,7 @@ class Metrics:
     # -- scrape time ---------------------------------------------------------------------------
 
     def refresh(self, status: dict[str, Any]) -> None:
-        """Set the gauges from the instance's HA status (and liveness), at scrape time."""
+        """Set the gauges from the instance's HA status, at scrape time."""
         self.info.clear()
         self.info.labels(status["instance"], status.get("version", __version__)).set(1)
         self.committed_position.set(status["position"])
@@ -290,14 +243,42 @@ class Metrics:
         self.peer_age.set(_or_nan(shadow.get("last_seen_age", status.get("last_contact_age"))))
         if status["role"] in ("shadow", "standalone"):
             self.published_position.set(NAN)  # no relay runs: nothing is published from here
-        self._refresh_heartbeats(status, shadow)
 
-    def _refresh_heartbeats(self, status: dict[str, Any], shadow: dict[str, Any]) -> None:
-        liveness, now = self.liveness, time.monotonic()
-        if liveness is None:
-            return
-        own = liveness.confirmed_at
+    def refresh_heartbeats(self, status: dict[str, Any], heartbeats: HeartbeatClock) -> None:
+        """Set the heartbeat ages (own confirmed, the peer's heard) from the liveness clock."""
+        now = time.monotonic()
+        own = heartbeats.confirmed_at
         self.heartbeat_age.set(NAN if own is None else now - own)
+        shadow = status.get("shadow") or {}
         peer = shadow.get("instance") or (status.get("master") or {}).get("instance")
-        heard = liveness.heard.get(peer) if peer else None
+        heard = heartbeats.heard.get(peer) if peer else None
         self.peer_heartbeat_age.set(NAN if heard is None else now - heard[0])
+
+
+class HeartbeatClock(Protocol):
+    """When heartbeats were last confirmed and heard (application.liveness.Liveness)."""
+
+    @property
+    def confirmed_at(self) -> float | None: ...
+
+    @property
+    def heard(self) -> Mapping[str, tuple[float, Any]]: ...
+
+
+class Scrape:
+    """What GET /metrics renders: the metrics, with the gauges of state and of heartbeat ages
+    set at scrape time (the heartbeats are heard by liveness, which is built after the metrics
+    it reports into)."""
+
+    def __init__(self, metrics: Metrics, heartbeats: HeartbeatClock | None = None) -> None:
+        self._metrics = metrics
+        self._heartbeats = heartbeats
+
+    @property
+    def registry(self) -> CollectorRegistry:
+        return self._metrics.registry
+
+    def refresh(self, status: dict[str, Any]) -> None:
+        self._metrics.refresh(status)
+        if self._heartbeats is not None:
+            self._metrics.refresh_heartbeats(status, self._heartbeats)

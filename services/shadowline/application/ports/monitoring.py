@@ -1,0 +1,62 @@
+"""What monitoring needs from the outside: a publisher on the monitoring exchange and counters.
+
+The adapters satisfy these structurally (adapters.broker.BrokerLink, adapters.metrics.Metrics);
+the application never imports them, so no broker or Prometheus client reaches it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from shadowline.domain.alerting import AlertName
+
+
+class MonitoringPublisher(Protocol):
+    @property
+    def ready(self) -> bool:
+        """Connected to the broker: publishing now has a chance to go out."""
+        ...
+
+    async def publish_monitoring(
+        self, routing_key: str, body: Any, ttl: float | None = None
+    ) -> None: ...
+
+
+class MonitoringCounts(Protocol):
+    """The counters monitoring keeps (shadowline_alerts_total, ..._rejected_messages_total)."""
+
+    def alerted(self, name: AlertName) -> None: ...
+
+    def message_rejected(self, source: str) -> None: ...
+
+
+class HaCounts(Protocol):
+    """The counters of promotions, fencings, rejoins and refused promote commands."""
+
+    def fenced(self, reason: str) -> None: ...
+
+    def rejected(self, error: Exception) -> None: ...
+
+    def promoted(self, command: dict[str, Any]) -> None: ...
+
+    def rejoined(self, quarantined: int) -> None: ...
+
+
+class Alerts(Protocol):
+    """How application code raises alerts and reports rejected inputs (application.monitoring
+    implements it)."""
+
+    def alert(self, name: AlertName | str, message: str, details: dict[str, Any]) -> None: ...
+
+    def rejected(self, source: str, reason: str) -> None: ...
+
+    def publish(self, routing_key: str, body: dict[str, Any]) -> None: ...
+
+
+class MetricsExposition(Protocol):
+    """What GET /metrics reads: gauges refreshed from the HA status, then the registry."""
+
+    @property
+    def registry(self) -> Any: ...
+
+    def refresh(self, status: dict[str, Any]) -> None: ...
