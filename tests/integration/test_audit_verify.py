@@ -73,7 +73,7 @@ async def test_an_untouched_log_verifies_with_its_head_and_counts(
     ids=["value", "revived-tombstone", "version", "deleted-row", "added-row"],
 )
 async def test_a_superusers_change_of_the_served_state_is_found_and_its_key_named(
-    db_url: str, admin: httpx.AsyncClient, tamper, key
+    db_url: str, admin: httpx.AsyncClient, tamper: str, key: str
 ) -> None:
     await history(admin)
     await as_owner(db_url, tamper)

@@ -7,6 +7,7 @@ chain names the position that was touched.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import pytest
@@ -56,7 +57,7 @@ async def app_role(db_url: str) -> AsyncIterator[str]:
 
 @pytest.mark.parametrize("table", ["events", "snapshots"])
 async def test_the_database_refuses_update_delete_and_truncate_even_for_the_owner(
-    db_url: str, table
+    db_url: str, table: str
 ) -> None:
     await seed(db_url)
     owner = await asyncpg.connect(db_url)
@@ -77,7 +78,7 @@ async def test_the_database_refuses_update_delete_and_truncate_even_for_the_owne
 
 @pytest.mark.parametrize("table", ["events", "snapshots"])
 async def test_the_app_role_is_refused_update_delete_and_truncate_by_its_grants(
-    db_url: str, app_role: str, table
+    db_url: str, app_role: str, table: str
 ) -> None:
     app = await asyncpg.connect(as_role(db_url, app_role))
     try:
@@ -139,7 +140,7 @@ PROJECTION_WRITES = (
 
 @pytest.mark.parametrize("statement", PROJECTION_WRITES)
 async def test_the_app_role_cannot_write_the_served_state_or_the_head(
-    db_url: str, app_role: str, statement
+    db_url: str, app_role: str, statement: Any
 ) -> None:
     await seed(db_url)
     owner = await asyncpg.connect(db_url)
@@ -225,7 +226,7 @@ async def test_an_instance_runs_as_the_least_privilege_role(db_url: str, app_rol
     ids=["data", "actor", "recorded_at", "deleted"],
 )
 async def test_the_hash_chain_reports_the_position_an_owner_tampered_with(
-    db_url: str, tamper, broken_at
+    db_url: str, tamper: str, broken_at: int
 ) -> None:
     async with started(db_url) as inst:
         for i in range(4):

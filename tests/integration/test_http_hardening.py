@@ -520,7 +520,7 @@ def shadowline_cli(db_url: str, *args: str, **env: str) -> subprocess.CompletedP
     ],
 )
 def test_users_add_refuses_names_and_passwords_basic_cannot_carry(
-    db_url: str, name, password, said
+    db_url: str, name: str, password: str, said: str
 ) -> None:
     refused = shadowline_cli(db_url, "users", "add", name, "--password", password)
     listed = shadowline_cli(db_url, "users", "list", "--json")

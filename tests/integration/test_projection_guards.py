@@ -67,7 +67,7 @@ async def test_the_served_rows_are_derived_from_the_appended_events(app_store: E
     ids=["skips-a-term", "skips-inside-the-batch", "epoch-zero-behind-the-head"],
 )
 async def test_an_append_outside_the_term_rule_is_refused_and_changes_nothing(
-    app_store: EventStore, epochs
+    app_store: EventStore, epochs: list[int]
 ) -> None:
     written = await write_log(app_store, [1, 1])
     before = await whole(app_store)

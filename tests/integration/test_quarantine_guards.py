@@ -6,6 +6,7 @@ they were (the attack of issue 9: `shadowline_quarantine_after(2, 2147483647)`).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ async def app_store(db_url: str) -> AsyncIterator[EventStore]:
     ids=["epoch-int-max", "not-newer", "skips-a-term", "epoch-zero", "fork-negative", "past-head"],
 )
 async def test_the_app_role_cannot_quarantine_a_single_term_log_with_forged_arguments(
-    app_store: EventStore, fork, new_epoch
+    app_store: EventStore, fork: Any, new_epoch: Any
 ) -> None:
     await write_log(app_store, [1] * 6)
     before = await whole(app_store)
@@ -46,7 +47,7 @@ async def test_the_app_role_cannot_quarantine_a_single_term_log_with_forged_argu
 
 @pytest.mark.parametrize("fork", [0, 2], ids=["genesis", "inside-term-1"])
 async def test_the_app_role_cannot_quarantine_events_of_an_earlier_term(
-    app_store: EventStore, fork
+    app_store: EventStore, fork: int
 ) -> None:
     # Epoch 1 up to 3, then a promotion: 4..6 in epoch 2. The new master of epoch 3 holds
     # positions 1..3 of epoch 1 as well; a recovery never moves them (a fork at 3 may move all
@@ -129,7 +130,7 @@ async def test_a_recovery_of_a_whole_single_term_log_keeps_every_event_in_quaran
 
 @pytest.mark.parametrize("epoch", [INT_MAX, 3], ids=["int-max", "skips-a-term"])
 async def test_the_app_role_cannot_fence_the_store_past_the_next_term(
-    app_store: EventStore, epoch
+    app_store: EventStore, epoch: Any
 ) -> None:
     await write_log(app_store, [1, 1])
     before = await whole(app_store)

@@ -135,7 +135,7 @@ async def test_a_wrong_password_or_a_forged_cookie_gives_no_session(instance: In
 
 @pytest.mark.parametrize("change", ["removed", "new password"])
 async def test_a_removed_user_or_a_changed_password_ends_the_session_at_the_users_refresh(
-    instance: Instance, change
+    instance: Instance, change: str
 ) -> None:
     async with browser(instance) as client:
         await log_in(client, "vic")

@@ -11,6 +11,7 @@ import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta, timezone
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -326,7 +327,7 @@ STEPS = st.lists(
 )
 @given(steps=STEPS, cuts=st.lists(st.integers(min_value=1, max_value=12), max_size=3, unique=True))
 async def test_state_at_any_position_from_the_nearest_snapshot_equals_a_full_replay(
-    quiet_instance: Instance, steps, cuts
+    quiet_instance: Instance, steps: Any, cuts: Any
 ) -> None:
     inst = quiet_instance
     prefix = f"h{next(_examples)}-"  # the database lives across examples: names do not

@@ -105,7 +105,7 @@ def test_if_match_naming_the_current_version_is_accepted_for_put_and_delete() ->
         DeleteItem("subaccount", "acme", expected_version=3),
     ],
 )
-def test_if_match_naming_another_version_is_a_version_conflict(command) -> None:
+def test_if_match_naming_another_version_is_a_version_conflict(command: Any) -> None:
     with pytest.raises(VersionConflict) as refused:
         decide(command, ItemVersion(2, live=True))
     assert (refused.value.key, refused.value.expected, refused.value.actual) == (
@@ -122,7 +122,7 @@ def test_if_match_on_a_missing_item_is_a_version_conflict_with_no_current_versio
 
 
 @pytest.mark.parametrize("current", [None, ItemVersion(2, live=False)])
-def test_deleting_a_missing_or_deleted_item_is_not_found(current) -> None:
+def test_deleting_a_missing_or_deleted_item_is_not_found(current: Any) -> None:
     with pytest.raises(NotFound, match="subaccount/acme"):
         decide(DeleteItem("subaccount", "acme"), current)
 
@@ -133,7 +133,7 @@ def test_recreating_a_deleted_item_continues_its_version_sequence() -> None:
 
 
 @pytest.mark.parametrize("stale", [1, 2])
-def test_if_match_with_a_version_from_before_the_deletion_never_matches(stale) -> None:
+def test_if_match_with_a_version_from_before_the_deletion_never_matches(stale: int) -> None:
     with pytest.raises(VersionConflict) as refused:
         decide(PutItem("subaccount", "acme", {}, expected_version=stale), ItemVersion(2, False))
     assert refused.value.actual is None
@@ -214,7 +214,9 @@ def config_events(draw: st.DrawFn) -> list[Event]:
 
 
 @given(events=config_events(), cut=st.integers(min_value=0, max_value=30))
-def test_folding_the_rest_onto_a_snapshot_of_a_prefix_equals_a_full_replay(events, cut) -> None:
+def test_folding_the_rest_onto_a_snapshot_of_a_prefix_equals_a_full_replay(
+    events: Any, cut: int
+) -> None:
     cut = min(cut, len(events))
     snapshot = fold({}, events[:cut])
     assert fold(snapshot, events[cut:]) == fold({}, events)
@@ -378,7 +380,7 @@ def test_the_catalog_refuses_to_start_without_a_schema_for_every_kind() -> None:
 
 
 @pytest.mark.parametrize("kind", sorted(VALID))
-def test_each_kind_accepts_its_valid_example(catalog: Catalog, kind) -> None:
+def test_each_kind_accepts_its_valid_example(catalog: Catalog, kind: str) -> None:
     catalog.check(kind, "example-1", VALID[kind])
 
 
@@ -406,7 +408,7 @@ def test_each_kind_accepts_its_valid_example(catalog: Catalog, kind) -> None:
     ],
 )
 def test_each_kind_refuses_a_bad_value_with_the_json_path_of_every_error(
-    catalog: Catalog, kind, change, paths
+    catalog: Catalog, kind: str, change: dict[str, Any], paths: list[str]
 ) -> None:
     assert refusal_paths(catalog, kind, "example-1", {**VALID[kind], **change}) == paths
 
@@ -418,7 +420,7 @@ def test_an_additional_property_is_refused_naming_the_property(catalog: Catalog)
 
 
 @pytest.mark.parametrize("kind", sorted(VALID))
-def test_each_kind_refuses_a_value_missing_a_required_property(catalog: Catalog, kind) -> None:
+def test_each_kind_refuses_a_value_missing_a_required_property(catalog: Catalog, kind: str) -> None:
     schema = load_config_schemas()[kind]
     missing = schema["required"][0]
     value = {k: v for k, v in VALID[kind].items() if k != missing}
@@ -437,7 +439,7 @@ def test_an_unknown_kind_is_refused_with_path_kind(catalog: Catalog) -> None:
 
 
 @pytest.mark.parametrize("name", ["", "Acme", "-acme", "a b", "acme\n", "a" * 64, "ä", "a/b"])
-def test_a_bad_name_is_refused_with_path_name(catalog: Catalog, name) -> None:
+def test_a_bad_name_is_refused_with_path_name(catalog: Catalog, name: str) -> None:
     assert refusal_paths(catalog, "subaccount", name, VALID["subaccount"]) == ["name"]
 
 

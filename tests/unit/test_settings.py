@@ -107,14 +107,16 @@ def test_a_takeover_delay_exactly_at_the_limit_is_refused(monkeypatch: pytest.Mo
 
 @pytest.mark.parametrize("name", ["SHADOWLINE_HEARTBEAT_INTERVAL", "SHADOWLINE_TAKEOVER_DELAY"])
 @pytest.mark.parametrize("value", ["0", "-1", "soon"])
-def test_timings_must_be_positive_numbers(monkeypatch: pytest.MonkeyPatch, name, value) -> None:
+def test_timings_must_be_positive_numbers(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings()
 
 
 @pytest.mark.parametrize("bind", ["localhost", "localhost:", ":8080", "host:http", "host:70000"])
-def test_a_bad_http_bind_is_refused(monkeypatch: pytest.MonkeyPatch, bind) -> None:
+def test_a_bad_http_bind_is_refused(monkeypatch: pytest.MonkeyPatch, bind: str) -> None:
     monkeypatch.setenv("SHADOWLINE_HTTP_BIND", bind)
     with pytest.raises(ValidationError, match="http_bind"):
         Settings()
@@ -134,7 +136,7 @@ def test_a_database_url_that_is_not_postgresql_is_refused(monkeypatch: pytest.Mo
 
 @pytest.mark.parametrize("cluster", ["Prod", "-prod", "a b", ""])
 def test_a_cluster_name_that_cannot_namespace_broker_names_is_refused(
-    monkeypatch: pytest.MonkeyPatch, cluster
+    monkeypatch: pytest.MonkeyPatch, cluster: str
 ) -> None:
     monkeypatch.setenv("SHADOWLINE_CLUSTER", cluster)
     with pytest.raises(ValidationError):
@@ -215,7 +217,7 @@ def test_guest_on_any_broker_node_list_is_not_a_publisher(monkeypatch: pytest.Mo
     [("guest", {"guest"}), (" ops-robot , guest,", {"ops-robot", "guest"})],
 )
 def test_command_publishers_opts_guest_in_explicitly_and_replaces_the_default(
-    monkeypatch: pytest.MonkeyPatch, listed, expected
+    monkeypatch: pytest.MonkeyPatch, listed: str, expected: set[str]
 ) -> None:
     monkeypatch.setenv("SHADOWLINE_COMMAND_PUBLISHERS", listed)
     assert Settings().publishers == expected
@@ -236,7 +238,7 @@ def test_a_cluster_secret_shorter_than_32_characters_is_accepted_with_a_warning(
 
 @pytest.mark.parametrize("secret", [None, "s" * 32, "0123456789abcdef" * 4])
 def test_no_warning_without_a_secret_or_with_one_of_32_characters_or_more(
-    monkeypatch: pytest.MonkeyPatch, secret
+    monkeypatch: pytest.MonkeyPatch, secret: str | None
 ) -> None:
     if secret is not None:
         monkeypatch.setenv("SHADOWLINE_CLUSTER_SECRET", secret)

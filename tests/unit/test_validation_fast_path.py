@@ -111,7 +111,7 @@ def test_every_kind_has_examples_for_every_property() -> None:
 @pytest.mark.parametrize("kind", sorted(SCHEMAS))
 @settings(max_examples=400, deadline=None)
 @given(data=st.data())
-def test_the_catalog_accepts_exactly_what_jsonschema_accepts(kind, data) -> None:
+def test_the_catalog_accepts_exactly_what_jsonschema_accepts(kind: str, data: Any) -> None:
     value = data.draw(values(kind))
     assert _catalog_accepts(kind, value) == _jsonschema_accepts(kind, value), value
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from shadowline.domain import signing
@@ -56,7 +58,9 @@ def test_a_master_that_answers_its_probe_as_master_is_not_replaced() -> None:
 
 
 @pytest.mark.parametrize("answer", [None, {"role": "fenced"}])
-def test_a_gone_or_fenced_master_gets_its_shadow_promoted_to_the_next_epoch(answer) -> None:
+def test_a_gone_or_fenced_master_gets_its_shadow_promoted_to_the_next_epoch(
+    answer: dict[str, Any] | None,
+) -> None:
     view = rules.observe(
         watching(), beat("s", "shadow", committed=10, peer="m"), DELAY
     )  # shadow alive
