@@ -8,29 +8,51 @@ thread with its own event loop, so a test may block (sleep, poll, signal process
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import signal
-import subprocess
-import sys
-import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from shadowline import harness
+from shadowline.harness import WatchdogProcess
 from tests.conftest import ADMIN_PASSWORD, AMQP_URL, delete_cluster_topology
 from tests.e2e.conftest import Pair, Process, make_process
 from tests.e2e.tcpproxy import TcpProxy
+from tests.e2e.write_load import Ack, Answer, WriteLoad, mapping
 
-T = TypeVar("T")
+__all__ = [  # the write load's names too: the failover tests import them from here
+    "HA_ENV",
+    "NAMES",
+    "TAKEOVER_DELAY",
+    "Ack",
+    "Answer",
+    "HaCluster",
+    "Watchdog",
+    "WriteLoad",
+    "admin",
+    "assert_every_ack_is_on",
+    "assert_single_promotion",
+    "events",
+    "ha_cluster",
+    "ha_cluster_behind_proxy",
+    "health",
+    "is_role",
+    "longest_gap",
+    "mapping",
+    "name_of",
+    "promotions",
+    "verify_agrees",
+    "wait_for",
+    "wait_role",
+]
 
 TAKEOVER_DELAY = 2.0
 HA_ENV = {
@@ -39,50 +61,20 @@ HA_ENV = {
 }
 NAMES = ("node-a", "node-b")  # node-a starts as the master
 
-# -- polling -------------------------------------------------------------------------------------
+# -- polling (the product's harness, under the names the tests use) ------------------------------
 
-
-def wait_for(predicate: Callable[[], T], timeout: float, what: str, every: float = 0.05) -> T:
-    """The first truthy value of `predicate`, polled every `every` s; fails after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(every)
+wait_for = harness.wait_for
+wait_role = harness.wait_role
+is_role = harness.cluster.is_role
 
 
 def admin(process: Process, timeout: float = 10) -> httpx.Client:
-    return httpx.Client(base_url=process.url, auth=("admin", ADMIN_PASSWORD), timeout=timeout)
+    return harness.admin(process, ADMIN_PASSWORD, timeout)
 
 
 def health(process: Process) -> dict[str, Any] | None:
     """GET /health, or None while the process is down, paused or starting."""
-    try:
-        response = httpx.get(f"{process.url}/health", timeout=0.5)
-    except httpx.HTTPError:
-        return None
-    return response.json() if response.status_code == 200 else None
-
-
-def is_role(process: Process, role: str, epoch: int | None = None) -> bool:
-    found = health(process)
-    return (
-        found is not None and found["role"] == role and (epoch is None or found["epoch"] == epoch)
-    )
-
-
-def wait_role(process: Process, role: str, epoch: int | None, timeout: float) -> float:
-    """Wait until /health shows `role` (in `epoch`); returns the monotonic time it was seen."""
-    wait_for(
-        lambda: is_role(process, role, epoch),
-        timeout,
-        f"{process.env['SHADOWLINE_INSTANCE']} to be {role} in epoch {epoch}",
-        every=0.02,
-    )
-    return time.monotonic()
+    return process.health(timeout=0.5)
 
 
 def events(process: Process) -> list[dict[str, Any]]:
@@ -97,70 +89,27 @@ def promotions(process: Process) -> list[dict[str, Any]]:
 
 
 def name_of(process: Process) -> str:
-    return process.env["SHADOWLINE_INSTANCE"]
+    return process.name
 
 
 # -- the watchdog --------------------------------------------------------------------------------
 
 
-@dataclass
-class Watchdog:
-    """`shadowline watchdog --cluster C` as a real process; every start logs to the same file."""
+class Watchdog(WatchdogProcess):
+    """`shadowline watchdog --cluster C` as a real process; every start logs to the same file
+    and is named anew (watchdog-1, watchdog-2, ...), as a restarted watchdog on another host."""
 
-    env: dict[str, str]
-    log: Path
-    cluster: str
-    popen: subprocess.Popen[bytes] | None = None
-    starts: int = 0
+    def __init__(self, env: dict[str, str], log: Path, cluster: str) -> None:
+        super().__init__(env=env, log=log, cluster=cluster)
+        self.starts = 0
 
     def start(self) -> None:
         self.starts += 1
-        with self.log.open("ab") as out:
-            self.popen = subprocess.Popen(
-                [
-                    *(sys.executable, "-m", "shadowline", "watchdog"),
-                    *("--cluster", self.cluster, "--name", f"watchdog-{self.starts}"),
-                ],
-                env=self.env,
-                stdout=out,
-                stderr=out,
-            )
+        self.watchdog_name = f"watchdog-{self.starts}"
+        super().start()
 
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def wait_logged(self, words: str, timeout: float, after: int = 0) -> float:
-        """Wait for a log line containing `words` past offset `after`; returns the time seen."""
-
-        def seen() -> bool:
-            assert self.popen is not None
-            if self.popen.poll() is not None:
-                raise AssertionError(f"the watchdog exited:\n{self.text()[-3000:]}")
-            return words in self.text()[after:]
-
-        wait_for(seen, timeout, f"the watchdog to log {words!r}", every=0.01)
-        return time.monotonic()
-
-    def wait_watching(self, timeout: float = 30) -> None:
-        self.wait_logged(f"[{self.cluster}] watching", timeout, after=self._start_offset())
-
-    def _start_offset(self) -> int:
-        marker = f"watchdog watchdog-{self.starts}:"
-        text = self.text()
-        return max(0, text.rfind(marker))
-
-    def kill(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.kill()
-            self.popen.wait()
-
-    def stop(self) -> None:
-        if self.popen is not None and self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+    def stop(self, timeout: float = 10) -> int | None:
+        return super().stop(timeout)
 
 
 # -- the cluster ---------------------------------------------------------------------------------
@@ -196,15 +145,14 @@ class HaCluster:
 
     def wait_sync(self, master: Process, timeout: float = 30) -> None:
         def sync() -> bool:
-            with admin(master) as client:
-                return client.get("/ha").json().get("replication") == "sync"
+            return (harness.cluster.ha(master, ADMIN_PASSWORD) or {}).get("replication") == "sync"
 
         wait_for(sync, timeout, f"replication of {name_of(master)} to be sync", every=0.1)
 
     def resume_all(self) -> None:
         """SIGCONT everything a test may have paused, so teardown can stop it."""
         for process in (self.master, self.shadow):
-            if process.popen is not None and process.popen.poll() is None:
+            if process.running:
                 process.signal(signal.SIGCONT)
 
 
@@ -259,133 +207,6 @@ async def ha_cluster_behind_proxy(db_factory, rabbitmq, tmp_path: Path) -> Async
     """Like `ha_cluster`, but node-a reaches RabbitMQ only through `cluster.proxy`."""
     async for ha in _ha_cluster(db_factory, tmp_path, proxy=True):
         yield ha
-
-
-# -- a write load that follows the master --------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    """One acknowledged write, as the client saw it."""
-
-    kind: str
-    name: str
-    version: int
-    position: int
-    epoch: int
-    value: dict[str, Any]
-    url: str
-    sent: float  # monotonic
-    received: float
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """Anything else: a refusal (503, with the master it names) or a transport error."""
-
-    url: str
-    status: int | None
-    detail: str
-    sent: float
-    received: float
-
-
-def mapping(name: str, n: int) -> dict[str, Any]:
-    return {
-        "virtual_host": f"{name}.{n}",
-        "virtual_port": 443,
-        "internal_host": "10.0.0.1",
-        "internal_port": 1 + n % 65000,
-        "protocol": "HTTPS",
-    }
-
-
-@dataclass
-class WriteLoad:
-    """Writers that follow the master: on a 503 naming a master they go there; on a 503 naming
-    none, or when the instance does not answer, they try the next known instance."""
-
-    urls: list[str]
-    workers: int = 4
-    timeout: float = 3.0
-    follow: bool = True  # False: keep writing to urls[0] whatever it answers
-    acks: list[Ack] = field(default_factory=list)
-    answers: list[Answer] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> WriteLoad:
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=self.timeout + 10)
-
-    def wait_acks(self, count: int, timeout: float, since: float = 0.0) -> None:
-        wait_for(
-            lambda: sum(1 for a in self.acks if a.sent >= since) >= count,
-            timeout,
-            f"{count} acknowledged writes",
-        )
-
-    async def _run(self) -> None:
-        await asyncio.gather(*(self._writer(w) for w in range(self.workers)))
-
-    def _other(self, url: str) -> str:
-        return self.urls[(self.urls.index(url) + 1) % len(self.urls)] if url in self.urls else url
-
-    async def _writer(self, worker: int) -> None:
-        url, n = self.urls[0], 0
-        async with httpx.AsyncClient(auth=("admin", ADMIN_PASSWORD), timeout=self.timeout) as http:
-            while not self._stop.is_set():
-                name, n = f"w{worker}-{n % 10}", n + 1
-                value = mapping(name, n)
-                sent = time.monotonic()
-                try:
-                    response = await http.put(f"{url}/config/system-mapping/{name}", json=value)
-                except httpx.HTTPError as error:
-                    self.answers.append(
-                        Answer(url, None, error.__class__.__name__, sent, time.monotonic())
-                    )
-                    url = self._other(url) if self.follow else url
-                    await asyncio.sleep(0.05)
-                    continue
-                received = time.monotonic()
-                if response.status_code in (200, 201):
-                    doc = response.json()
-                    self.acks.append(
-                        Ack(
-                            doc["kind"],
-                            doc["name"],
-                            doc["version"],
-                            doc["position"],
-                            doc["epoch"],
-                            value,
-                            url,
-                            sent,
-                            received,
-                        )
-                    )
-                    continue
-                master = _master_named(response)
-                self.answers.append(
-                    Answer(url, response.status_code, response.text[:200], sent, received)
-                )
-                if self.follow:
-                    url = master if master else self._other(url)
-                await asyncio.sleep(0.05)
-
-
-def _master_named(response: httpx.Response) -> str | None:
-    try:
-        doc = response.json()
-    except ValueError:
-        return None
-    master = doc.get("master") if isinstance(doc, dict) else None
-    return str(master).rstrip("/") if master else None
 
 
 # -- verdicts ------------------------------------------------------------------------------------
