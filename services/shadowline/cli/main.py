@@ -10,6 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from shadowline import __version__
 from shadowline.cli import audit as audit_cli
+from shadowline.cli import bench as bench_cli
 from shadowline.cli import broker as broker_cli
 from shadowline.cli import config as config_cli
 from shadowline.cli import ha as ha_cli
@@ -54,12 +55,7 @@ app.command(
 app.command("watch", epilog=watch_cli.EXAMPLES)(watch_cli.watch)
 app.add_typer(ha_cli.app, name="ha")
 app.add_typer(audit_cli.app, name="audit")
-bench_app = typer.Typer(
-    help="Benchmarks that print figures.",
-    no_args_is_help=True,
-    epilog=examples("shadowline bench append", "shadowline bench replication --quick"),
-)
-app.add_typer(bench_app, name="bench")
+app.add_typer(bench_cli.app, name="bench")
 
 
 def _version(value: bool) -> None:
@@ -208,87 +204,6 @@ def watchdog(
         run(run_watchdog(settings, clusters, me, allow_data_loss, health_file))
     except OSError as error:  # the HTTP port is taken or not ours to bind
         fail(str(error))
-
-
-@bench_app.command("append", epilog=examples("shadowline bench append --events 5000"))
-def bench_append(
-    events: Annotated[int, typer.Option(help="Events per store run.")] = 20000,
-    http_requests: Annotated[int, typer.Option(help="Requests in the HTTP run.")] = 10000,
-    skip_eventsourcing: Annotated[bool, typer.Option(help="Do not run the comparison.")] = False,
-) -> None:
-    """Acknowledged, durable appends: store with 1 and 32 writers, HTTP with 16 clients."""
-    from shadowline.bench.append import main as bench_main
-
-    setup_logging("WARNING")
-    settings = load_settings()
-    raise typer.Exit(run(bench_main(settings, events, http_requests, not skip_eventsourcing)))
-
-
-@bench_app.command(
-    "replication", epilog=examples("shadowline bench replication --quick --seconds 10")
-)
-def bench_replication(
-    quick: Annotated[
-        bool, typer.Option(help="Small sizes, for a check on a busy machine.")
-    ] = False,
-    seconds: Annotated[
-        float | None, typer.Option(help="Maximum-rate run length (default 30; 0 skips it).")
-    ] = None,
-    clients: Annotated[int, typer.Option(help="Clients in the maximum-rate run.")] = 16,
-    paced_rate: Annotated[
-        float | None, typer.Option(help="PUT/s of the open-loop run (default 1000).")
-    ] = None,
-    paced_seconds: Annotated[
-        float | None, typer.Option(help="Open-loop run length (default 10; 0 skips it).")
-    ] = None,
-    items: Annotated[
-        int | None, typer.Option(help="Items for the bootstrap (default 100000; 0 skips it).")
-    ] = None,
-) -> None:
-    """A master and its shadow as processes: apply rate vs append rate, lag p50/p99, bootstrap."""
-    from shadowline.bench.replication import FULL, QUICK, Sizes
-    from shadowline.bench.replication import main as bench_main
-
-    setup_logging("WARNING")
-    settings = load_settings()
-    base = QUICK if quick else FULL
-    sizes = Sizes(
-        seconds=base.seconds if seconds is None else seconds,
-        paced_rate=base.paced_rate if paced_rate is None else paced_rate,
-        paced_seconds=base.paced_seconds if paced_seconds is None else paced_seconds,
-        items=base.items if items is None else items,
-        clients=clients,
-    )
-    raise typer.Exit(run(bench_main(settings, sizes)))
-
-
-@bench_app.command("failover", epilog=examples("shadowline bench failover --quick --keep-logs"))
-def bench_failover(
-    quick: Annotated[bool, typer.Option(help="3 trials of each, for a check.")] = False,
-    trials: Annotated[
-        int | None, typer.Option(help="Failovers after SIGKILL (default 20; 0 skips them).")
-    ] = None,
-    switches: Annotated[
-        int | None, typer.Option(help="Switches of roles (default 10; 0 skips them).")
-    ] = None,
-    clients: Annotated[int, typer.Option(help="Clients writing through the trials.")] = 4,
-    keep_logs: Annotated[
-        bool, typer.Option(help="Keep the instances' and the watchdog's logs.")
-    ] = False,
-) -> None:
-    """Master, shadow and watchdog as processes: failover time, switch-roles unavailability."""
-    from shadowline.bench.failover import FULL, QUICK, Sizes
-    from shadowline.bench.failover import main as bench_main
-
-    setup_logging("WARNING")
-    settings = load_settings()
-    base = QUICK if quick else FULL
-    sizes = Sizes(
-        trials=base.trials if trials is None else trials,
-        switches=base.switches if switches is None else switches,
-        clients=clients,
-    )
-    raise typer.Exit(run(bench_main(settings, sizes, keep_logs)))
 
 
 def main() -> None:

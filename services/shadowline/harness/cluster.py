@@ -17,6 +17,7 @@ import httpx
 from shadowline.harness.processes import (
     HarnessError,
     InstanceProcess,
+    TimedOut,
     WatchdogProcess,
     stop_all,
     wait_for,
@@ -151,9 +152,7 @@ class HaCluster:
 
         try:
             wait_for(synced, timeout, "sync", every=0.1)
-        except HarnessError as error:
-            if "timed out" not in str(error):
-                raise
+        except TimedOut:
             docs = {node.name: ha(node, self.password) for node in self.nodes}
             raise HarnessError(
                 f"{self.shadow.name} not connected and sync to {self.master.name} within "

@@ -32,6 +32,10 @@ class HarnessError(RuntimeError):
     """Raised when a process exits, or does not reach a state, before the deadline it was given."""
 
 
+class TimedOut(HarnessError):
+    """Raised by `wait_for` when its deadline passed before the awaited state came."""
+
+
 def free_port(preferred: int | None = None) -> int:
     """`preferred` when it can be bound on 127.0.0.1, else a port the system picks."""
     with socket.socket() as probe:
@@ -54,7 +58,7 @@ def wait_for(
     *,
     tolerate: tuple[type[Exception], ...] = (),
 ) -> T:
-    """The first truthy value of `predicate`, polled every `every` s; HarnessError after
+    """The first truthy value of `predicate`, polled every `every` s; TimedOut after
     `timeout`. An exception of a type in `tolerate` counts as a falsy answer (a process still
     starting); any other reaches the caller at once."""
     retrying = tenacity.Retrying(
@@ -66,7 +70,7 @@ def wait_for(
     try:
         found = retrying(predicate)
     except tenacity.RetryError:
-        raise HarnessError(f"timed out after {timeout}s waiting for {what}") from None
+        raise TimedOut(f"timed out after {timeout}s waiting for {what}") from None
     assert found is not None  # retried while falsy
     return found
 

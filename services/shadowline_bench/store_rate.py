@@ -12,7 +12,12 @@ from typing import Any
 
 from shadowline.adapters.migrate import upgrade
 from shadowline.adapters.resources import load_config_schemas
-from shadowline.bench.common import (
+from shadowline.bootstrap import Instance, build_instance
+from shadowline.domain.commands import PutItem
+from shadowline.domain.validation import Catalog
+from shadowline.runtime import running
+from shadowline.settings import Settings
+from shadowline_bench.common import (
     KIND,
     METADATA,
     NAMES,
@@ -22,11 +27,6 @@ from shadowline.bench.common import (
     fresh_database,
     system_mapping,
 )
-from shadowline.bootstrap import Instance, build_instance
-from shadowline.domain.commands import PutItem
-from shadowline.domain.validation import Catalog
-from shadowline.runtime import running
-from shadowline.settings import Settings
 
 
 def check_workload(count: int) -> None:

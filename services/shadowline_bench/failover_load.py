@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 import orjson
 
-from shadowline.bench.common import KIND, system_mapping
-from shadowline.bench.replication_cluster import Node
-from shadowline.bench.replication_load import ACKED, Connection, PutRequests
+from shadowline_bench.common import KIND, system_mapping
+from shadowline_bench.replication_cluster import Node
+from shadowline_bench.replication_load import ACKED, Connection, PutRequests
 
 RETRY_PAUSE = 0.02  # after a refusal: the failover time is measured to within about this
 TIMEOUT = 5.0  # a request not answered within this counts as a connection failure

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 
-from shadowline.bench.common import CpuMeter, process_cpu
-from shadowline.bench.replication_cluster import Pair
+from shadowline_bench.common import CpuMeter, process_cpu
+from shadowline_bench.replication_cluster import Pair
 
 LABELS = (
     ("client", "client_s"),

@@ -22,12 +22,12 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from shadowline.bench.append import machine_facts
-from shadowline.bench.replication_bootstrap import Bootstrap, bootstrap_run
-from shadowline.bench.replication_cluster import pair
-from shadowline.bench.replication_report import bootstrap_lines, report, run_lines
-from shadowline.bench.replication_runs import LoadRun, Workload
 from shadowline.settings import Settings
+from shadowline_bench.append import machine_facts
+from shadowline_bench.replication_bootstrap import Bootstrap, bootstrap_run
+from shadowline_bench.replication_cluster import pair
+from shadowline_bench.replication_report import bootstrap_lines, report, run_lines
+from shadowline_bench.replication_runs import LoadRun, Workload
 
 T = TypeVar("T")
 

@@ -10,16 +10,13 @@ named otherwise.
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import shutil
-import signal
-import socket
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,59 +29,45 @@ from aio_pika.abc import AbstractChannel, AbstractConnection
 from shadowline.adapters.broker import Names, delete_topology
 from shadowline.adapters.db import create_engine
 from shadowline.adapters.store import EventStore
-from shadowline.bench.common import fresh_database
-from shadowline.bench.replication_metrics import Scrape, parse
+from shadowline.harness import InstanceProcess, instance, start_all, stop_all
+from shadowline.harness.cluster import confirm, enable_and_join
 from shadowline.settings import Settings
+from shadowline_bench.common import fresh_database
+from shadowline_bench.replication_metrics import Scrape, parse
 
 MASTER, SHADOW = "bench-master", "bench-shadow"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @dataclass
 class Node:
-    name: str
-    database_url: str
-    url: str
-    log: Path
-    process: asyncio.subprocess.Process | None = None
+    """One instance process (the harness's) and an async HTTP client of it for the load."""
+
+    process: InstanceProcess
     exit_code: int | None = None
     http: httpx.AsyncClient = field(init=False, repr=False)
 
     @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process else None
+    def name(self) -> str:
+        return self.process.name
 
-    async def start(self, env: dict[str, str]) -> None:
-        own = {
-            **env,
-            "SHADOWLINE_DATABASE_URL": self.database_url,
-            "SHADOWLINE_INSTANCE": self.name,
-            "SHADOWLINE_HTTP_BIND": self.url.removeprefix("http://"),
-            "SHADOWLINE_ADVERTISE_URL": self.url,
-        }
-        with self.log.open("ab") as out:
-            self.process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "shadowline", "instance", env=own, stdout=out, stderr=out
-            )
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    @property
+    def log(self) -> Path:
+        return self.process.log
+
+    @property
+    def database_url(self) -> str:
+        return self.process.env["SHADOWLINE_DATABASE_URL"]
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
 
     async def wait_healthy(self, patience: float = 90) -> None:
-        deadline = time.monotonic() + patience
-        while time.monotonic() < deadline:
-            if self.process is None or self.process.returncode is not None:
-                code = self.process.returncode if self.process else None
-                raise RuntimeError(f"{self.name} exited with code {code} (log: {self.log})")
-            try:
-                if (await self.http.get("/health", timeout=1)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-        raise RuntimeError(f"{self.name} not healthy within {patience:.0f}s (log: {self.log})")
+        await asyncio.to_thread(self.process.wait_healthy, patience)
 
     async def position(self) -> int:
         response = await self.http.get("/health")
@@ -104,18 +87,12 @@ class Node:
             )
         return response.json()
 
-    async def stop(self) -> None:
-        """SIGTERM, as an operator would; a graceful shutdown ends with exit code 0."""
-        if self.process is None:
-            return
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), timeout=30)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
-        self.exit_code = self.process.returncode
+
+async def stop(nodes: Sequence[Node]) -> None:
+    """SIGTERM, as an operator would; a graceful shutdown ends with exit code 0."""
+    codes = await asyncio.to_thread(stop_all, [node.process for node in nodes])
+    for node, code in zip(nodes, codes, strict=True):
+        node.exit_code = code
 
 
 class Pipeline:
@@ -162,24 +139,22 @@ class Pair:
 
     @property
     def started(self) -> bool:
-        return any(node.process is not None for node in self.nodes)
+        return any(node.process.popen is not None for node in self.nodes)
 
     @property
     def nodes(self) -> tuple[Node, Node]:
         return self.master, self.shadow
 
-    async def start(self, env: dict[str, str]) -> None:
-        for node in self.nodes:
-            await node.start(env)
-        await asyncio.gather(*(node.wait_healthy() for node in self.nodes))
+    async def start(self) -> None:
+        await asyncio.to_thread(start_all, [node.process for node in self.nodes], 90)
 
     async def enable_and_join(self) -> None:
-        await self.master.call("POST", "/ha/enable", {})
-        join = {"master_url": self.master.url, "user": "admin", "password": self.password}
-        await self.shadow.call("POST", "/ha/join", join)
+        await asyncio.to_thread(
+            enable_and_join, self.master.process, self.shadow.process, self.password
+        )
 
     async def confirm(self) -> None:
-        await self.master.call("POST", "/ha/confirm", {"shadow": self.shadow.name})
+        await asyncio.to_thread(confirm, self.master.process, self.shadow.process, self.password)
 
     async def wait_caught_up(self, patience: float, poll: float = 0.05) -> float | None:
         """Seconds until the shadow's position reaches the master's (None: not within patience).
@@ -203,26 +178,36 @@ class Pair:
         return [
             f"{node.name} exited with code {node.exit_code} after SIGTERM (log: {node.log})"
             for node in self.nodes
-            if node.process is not None and node.exit_code != 0
+            if node.process.popen is not None and node.exit_code != 0
         ]
 
 
 def _tell_exits(nodes: list[Node]) -> None:
     """A refused connection is most often a process that died (or was stopped by someone)."""
     for node in nodes:
-        if node.process is not None and node.process.returncode is not None:
-            code = node.process.returncode
+        if (code := node.process.returncode) is not None:
             print(f"{node.name} had already exited with code {code}", file=sys.stderr)
 
 
-def _environment(settings: Settings, cluster: str, password: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "SHADOWLINE_CLUSTER": cluster,
-        "SHADOWLINE_AMQP_URL": settings.amqp_url.get_secret_value(),
-        "SHADOWLINE_ADMIN_PASSWORD": password,
-        "SHADOWLINE_CLUSTER_SECRET": secrets.token_hex(16),
-    }
+def _nodes(
+    cluster: str, password: str, databases: tuple[str, str], logs: Path, amqp: str
+) -> list[Node]:
+    """The master's and the shadow's processes, not started, on databases of their own."""
+    secret = secrets.token_hex(16)
+    return [
+        Node(
+            instance(
+                logs / f"{name}.log",
+                name=name,
+                cluster=cluster,
+                database_url=database,
+                password=password,
+                secret=secret,
+                env={"SHADOWLINE_AMQP_URL": amqp},
+            )
+        )
+        for name, database in zip((MASTER, SHADOW), databases, strict=True)
+    ]
 
 
 @asynccontextmanager
@@ -243,10 +228,7 @@ async def pair(
         master_db = await stack.enter_async_context(fresh_database(settings.database_url, "rm"))
         shadow_db = await stack.enter_async_context(fresh_database(settings.database_url, "rs"))
         logs = Path(tempfile.mkdtemp(prefix=f"shadowline-bench-{purpose}-"))
-        nodes = [
-            Node(name, db, f"http://127.0.0.1:{_free_port()}", logs / f"{name}.log")
-            for name, db in ((MASTER, master_db), (SHADOW, shadow_db))
-        ]
+        nodes = _nodes(cluster, password, (master_db, shadow_db), logs, amqp)
         for node in nodes:
             node.http = await stack.enter_async_context(
                 httpx.AsyncClient(base_url=node.url, auth=("admin", password), timeout=60)
@@ -262,14 +244,14 @@ async def pair(
         try:
             if prepare_master is not None:
                 await prepare_master(master_db)
-            await the_pair.start(_environment(settings, cluster, password))
+            await the_pair.start()
             yield the_pair
         except BaseException:
             keep_logs = the_pair.started
             _tell_exits(nodes)
             raise
         finally:
-            await asyncio.shield(asyncio.gather(*(node.stop() for node in nodes)))
+            await asyncio.shield(stop(nodes))
             found = the_pair.exit_problems()
             if problems is not None:
                 problems += found

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from sqlalchemy.engine import make_url
 
-from shadowline.bench.common import (
+from shadowline_bench.common import (
     KIND,
     METADATA,
     NAMES,
@@ -26,7 +26,7 @@ from shadowline.bench.common import (
     system_mapping,
 )
 
-TOPIC = "shadowline.bench:ConfigPut"
+TOPIC = "shadowline_bench:ConfigPut"
 LABEL = "eventsourcing PostgresApplicationRecorder"
 
 

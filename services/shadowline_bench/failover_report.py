@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from shadowline.bench.common import percentile
-from shadowline.bench.failover_trials import FailoverTrial, SwitchTrial
+from shadowline_bench.common import percentile
+from shadowline_bench.failover_trials import FailoverTrial, SwitchTrial
 
 Say = Callable[[str], None]
 

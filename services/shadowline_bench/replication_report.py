@@ -6,11 +6,11 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from shadowline.bench.common import percentile
-from shadowline.bench.replication_bootstrap import Bootstrap
-from shadowline.bench.replication_cpu import describe
-from shadowline.bench.replication_metrics import Histogram, ms
-from shadowline.bench.replication_runs import LoadRun, Sample
+from shadowline_bench.common import percentile
+from shadowline_bench.replication_bootstrap import Bootstrap
+from shadowline_bench.replication_cpu import describe
+from shadowline_bench.replication_metrics import Histogram, ms
+from shadowline_bench.replication_runs import LoadRun, Sample
 
 Say = Callable[[str], None]
 TARGET_ITEMS = 100_000

@@ -21,17 +21,17 @@ import sys
 import traceback
 from dataclasses import dataclass
 
-from shadowline.bench.append import machine_facts
-from shadowline.bench.failover_cluster import HaCluster, ha_cluster
-from shadowline.bench.failover_load import FollowingLoad, lost_acks
-from shadowline.bench.failover_report import failover_line, report, switch_line
-from shadowline.bench.failover_trials import (
+from shadowline.settings import Settings
+from shadowline_bench.append import machine_facts
+from shadowline_bench.failover_cluster import HaCluster, ha_cluster
+from shadowline_bench.failover_load import FollowingLoad, lost_acks
+from shadowline_bench.failover_report import failover_line, report, switch_line
+from shadowline_bench.failover_trials import (
     FailoverTrial,
     SwitchTrial,
     failover_trial,
     switch_trial,
 )
-from shadowline.settings import Settings
 
 
 @dataclass(frozen=True)

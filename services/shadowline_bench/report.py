@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from shadowline.bench.common import Run
+from shadowline_bench.common import Run
 
 STORE = "shadowline store"
 HTTP = "shadowline HTTP"

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from shadowline.bench.failover_cluster import HaCluster
-from shadowline.bench.failover_load import Ack, FollowingLoad, lost_acks
-from shadowline.bench.replication_cluster import Node
+from shadowline_bench.failover_cluster import HaCluster
+from shadowline_bench.failover_load import Ack, FollowingLoad, lost_acks
+from shadowline_bench.replication_cluster import Node
 
 WARM = 1.0  # seconds of load before the kill or the switch
 AFTER = 0.3  # seconds of load kept on the new master, so its first acks are not alone

@@ -14,10 +14,8 @@ import base64
 import os
 import secrets
 import signal
-import socket
 import sys
 import tempfile
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,74 +24,43 @@ from typing import Any
 import aiohttp
 import orjson
 
-from shadowline.bench.common import KIND, CpuMeter, Run, drive, fresh_database, system_mapping
+from shadowline.harness import InstanceProcess, instance
+from shadowline_bench.common import KIND, CpuMeter, Run, drive, fresh_database, system_mapping
 
 
 @dataclass
 class Server:
     url: str
     password: str
-    process: asyncio.subprocess.Process
+    process: InstanceProcess
     log: Path
     exit_code: int | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-async def _start(database_url: str, log: Path) -> Server:
-    port, password = _free_port(), secrets.token_urlsafe(12)
-    env = {
-        **os.environ,
-        "SHADOWLINE_DATABASE_URL": database_url,
-        "SHADOWLINE_HTTP_BIND": f"127.0.0.1:{port}",
-        "SHADOWLINE_ADMIN_PASSWORD": password,
-        "SHADOWLINE_INSTANCE": "bench-http",
-        "SHADOWLINE_CLUSTER": "bench",
-        "SHADOWLINE_CLUSTER_SECRET": secrets.token_hex(16),
-    }
-    command = [sys.executable, "-m", "shadowline", "instance"]
+def _start(database_url: str, log: Path) -> Server:
+    password = secrets.token_urlsafe(12)
+    process = instance(
+        log,
+        name="bench-http",
+        cluster="bench",
+        database_url=database_url,
+        password=password,
+        secret=secrets.token_hex(16),
+    )
     if profile := os.environ.get("SHADOWLINE_BENCH_PROFILE_SERVER"):
         # Evidence for a bottleneck hunt: the instance runs under cProfile; the profile is
         # written when it exits after SIGTERM (read it with `python -m pstats PATH`).
-        command[1:1] = ["-m", "cProfile", "-o", profile]
-    with log.open("ab") as out:
-        process = await asyncio.create_subprocess_exec(*command, env=env, stdout=out, stderr=out)
-    return Server(f"http://127.0.0.1:{port}", password, process, log)
-
-
-async def _wait_healthy(server: Server, patience: float = 60) -> None:
-    deadline = time.monotonic() + patience
-    timeout = aiohttp.ClientTimeout(total=1)
-    async with aiohttp.ClientSession(server.url, timeout=timeout) as probe:
-        while time.monotonic() < deadline:
-            if server.process.returncode is not None:
-                raise RuntimeError(f"the instance exited with code {server.process.returncode}")
-            try:
-                async with probe.get("/health") as response:
-                    if response.status == 200:
-                        return
-            except (aiohttp.ClientError, TimeoutError):
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"the instance did not become healthy within {patience:.0f}s")
+        process.interpreter = ("-m", "cProfile", "-o", profile)
+    process.start()
+    return Server(process.url, password, process, log)
 
 
 async def _stop(server: Server) -> None:
     """SIGTERM, as an operator would; the graceful shutdown must end with exit code 0."""
-    if server.process.returncode is None:
-        server.process.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.wait_for(server.process.wait(), timeout=30)
-        except TimeoutError:
-            server.process.kill()
-            await server.process.wait()
-            server.notes["killed_after_sigterm_timeout"] = True
-    server.exit_code = server.process.returncode
+    server.exit_code = await asyncio.to_thread(server.process.stop, 30)
+    if server.exit_code == -signal.SIGKILL:
+        server.notes["killed_after_sigterm_timeout"] = True
 
 
 def _clients(server: Server, count: int) -> list[aiohttp.ClientSession]:
@@ -186,9 +153,9 @@ async def http_run(base_url: str, count: int, clients: int = 16) -> tuple[Run, S
     """Start an instance on a fresh database, load it, stop it; the server says how it ended."""
     async with fresh_database(base_url, "http") as url:
         log = Path(tempfile.mkdtemp(prefix="shadowline-bench-")) / "instance.log"
-        server = await _start(url, log)
+        server = _start(url, log)
         try:
-            await _wait_healthy(server)
+            await asyncio.to_thread(server.process.wait_healthy, 60)
             pool = _clients(server, clients)
             try:
                 run = await _load(server, url, pool, count)

@@ -28,14 +28,14 @@ from sqlalchemy.engine import make_url
 
 from shadowline import __version__
 from shadowline.adapters.db import create_engine
-from shadowline.bench.common import Run
-from shadowline.bench.eventsourcing_rate import eventsourcing_runs, missing
-from shadowline.bench.report import report
-from shadowline.bench.store_rate import store_runs
 from shadowline.settings import Settings
+from shadowline_bench.common import Run
+from shadowline_bench.eventsourcing_rate import eventsourcing_runs, missing
+from shadowline_bench.report import report
+from shadowline_bench.store_rate import store_runs
 
 if TYPE_CHECKING:  # the module itself needs aiohttp, from the bench extra
-    from shadowline.bench.http_rate import Server
+    from shadowline_bench.http_rate import Server
 
 WRITERS = (1, 32)
 HTTP_CLIENTS = 16
@@ -105,10 +105,35 @@ def _lost_or_failed(runs: list[Run]) -> list[str]:
 
 async def _http_run(database_url: str, requests: int) -> tuple[Run, Server]:
     try:
-        from shadowline.bench.http_rate import http_run
+        from shadowline_bench.http_rate import http_run
     except ImportError as error:
         raise RuntimeError(f"{error}: install it with: pip install 'shadowline[bench]'") from error
     return await http_run(database_url, requests, HTTP_CLIENTS)
+
+
+async def _http_phase(settings: Settings, requests: int, failures: list[str]) -> list[Run]:
+    http = await _phase(
+        f"HTTP: {requests} PUT from {HTTP_CLIENTS} keep-alive clients to a real instance",
+        _http_run(settings.database_url, requests),
+        failures,
+    )
+    if http is None:
+        return []
+    run, server = http
+    say(run.line())
+    say(f"   statuses {run.notes['statuses']}; instance exited with code {server.exit_code}")
+    if server.exit_code != 0:
+        failures.append(f"the instance exited with code {server.exit_code} after SIGTERM")
+    return [run]
+
+
+def _skipped(compare_eventsourcing: bool) -> str | None:
+    """Why the eventsourcing comparison does not run, or None."""
+    if not compare_eventsourcing:
+        return "skipped (--skip-eventsourcing)"
+    if (problem := missing()) is not None:
+        return f"not run: the eventsourcing library is not installed: {problem}"
+    return None
 
 
 async def main(
@@ -135,24 +160,8 @@ async def main(
         say(run.line())
     runs += store or []
 
-    http = await _phase(
-        f"HTTP: {http_requests} PUT from {HTTP_CLIENTS} keep-alive clients to a real instance",
-        _http_run(settings.database_url, http_requests),
-        failures,
-    )
-    if http is not None:
-        run, server = http
-        say(run.line())
-        say(f"   statuses {run.notes['statuses']}; instance exited with code {server.exit_code}")
-        if server.exit_code != 0:
-            failures.append(f"the instance exited with code {server.exit_code} after SIGTERM")
-        runs.append(run)
-
-    skipped: str | None = None
-    if not compare_eventsourcing:
-        skipped = "skipped (--skip-eventsourcing)"
-    elif (problem := missing()) is not None:
-        skipped = f"not run: the eventsourcing library is not installed: {problem}"
+    runs += await _http_phase(settings, http_requests, failures)
+    skipped = _skipped(compare_eventsourcing)
     if skipped:
         say(f"\n== eventsourcing comparison {skipped}")
     else:

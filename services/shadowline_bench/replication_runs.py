@@ -15,16 +15,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-from shadowline.bench.replication_cluster import Pair
-from shadowline.bench.replication_cpu import PairMeter
-from shadowline.bench.replication_load import (
+from shadowline_bench.replication_cluster import Pair
+from shadowline_bench.replication_cpu import PairMeter
+from shadowline_bench.replication_load import (
     Connection,
     Outcome,
     PutRequests,
     closed_loop,
     open_loop,
 )
-from shadowline.bench.replication_metrics import Histogram, Scrape
+from shadowline_bench.replication_metrics import Histogram, Scrape
 
 SAMPLE_EVERY = 0.5
 # In sync mode a write is in flight for the whole round trip to the shadow: at 1,000/s and a

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from shadowline.bench.common import KIND, system_mapping
+from shadowline_bench.common import KIND, system_mapping
 
 ACKED = (200, 201)
 

@@ -25,13 +25,13 @@ from typing import Any
 from shadowline.adapters.db import create_engine
 from shadowline.adapters.migrate import upgrade
 from shadowline.adapters.store import EventStore
-from shadowline.bench.common import KIND, METADATA, drive, system_mapping
-from shadowline.bench.replication_cluster import MASTER, Pair, pair
-from shadowline.bench.replication_cpu import PairMeter
 from shadowline.bootstrap import build_instance
 from shadowline.domain.commands import PutItem
 from shadowline.runtime import running
 from shadowline.settings import Settings
+from shadowline_bench.common import KIND, METADATA, drive, system_mapping
+from shadowline_bench.replication_cluster import MASTER, Pair, pair
+from shadowline_bench.replication_cpu import PairMeter
 
 POLL = 0.05
 

@@ -1,1 +1,0 @@
-"""Benchmarks that print figures (never assert them): `shadowline bench append`."""
