@@ -17,6 +17,7 @@ import orjson
 
 from shadowline.adapters.broker import Names
 from shadowline.domain import trust
+from shadowline.domain.events import Event, envelope
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +100,9 @@ class InMemoryBroker:
             headers[trust.MAC_HEADER] = mac
         await self._confirm(Published("monitoring", routing_key, body, ttl, headers))
 
-    async def publish_event(self, message: Any, routing_key: str, confirm_within: float) -> None:
-        body = getattr(message, "body", message)
-        await asyncio.wait_for(
-            self._confirm(Published("events", routing_key, body)), confirm_within
-        )
+    async def publish_event(self, event: Event, confirm_within: float) -> None:
+        published = Published("events", event.routing_key, envelope(event))
+        await asyncio.wait_for(self._confirm(published), confirm_within)
 
     async def publish_command(self, routing_key: str, body: Any) -> None:
         await self._confirm(Published("commands", routing_key, body))

@@ -40,18 +40,18 @@ def watching(now=0.0, replication="sync", shadow_committed=10) -> rules.View:
 
 def test_nothing_happens_while_the_master_is_heard() -> None:
     view = watching()
-    assert rules.tick(view, DELAY - 0.1, DELAY) == (view, [], None)
+    assert rules.tick(view, DELAY - 0.1, DELAY) == (view, [], None, None)
 
 
 def test_a_silent_master_is_probed_before_anything_else() -> None:
-    view, actions, sentence = rules.tick(watching(), DELAY + 0.1, DELAY)
+    view, actions, sentence, _ = rules.tick(watching(), DELAY + 0.1, DELAY)
     assert actions == [rules.Probe("m", "http://m:8080")] and view.phase == "probing"
     assert "no heartbeat from master m" in sentence
 
 
 def test_a_master_that_answers_its_probe_as_master_is_not_replaced() -> None:
-    view, _, _ = rules.tick(watching(), DELAY + 0.1, DELAY)
-    view, actions, sentence = rules.probed(
+    view, _, _, _ = rules.tick(watching(), DELAY + 0.1, DELAY)
+    view, actions, sentence, _ = rules.probed(
         view, "m", {"role": "master"}, "", DELAY + 0.2, DELAY, False
     )
     assert actions == [] and view.phase == "watching" and "no failover" in sentence
@@ -64,8 +64,8 @@ def test_a_gone_or_fenced_master_gets_its_shadow_promoted_to_the_next_epoch(
     view = rules.observe(
         watching(), beat("s", "shadow", committed=10, peer="m"), DELAY
     )  # shadow alive
-    view, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
-    view, actions, sentence = rules.probed(
+    view, _, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
+    view, actions, sentence, _ = rules.probed(
         view, "m", answer, "connection refused", DELAY + 0.2, DELAY, False
     )
     assert actions == [rules.Promote("s", 2, "m", actions[0].reason)]
@@ -75,17 +75,19 @@ def test_a_gone_or_fenced_master_gets_its_shadow_promoted_to_the_next_epoch(
 def test_a_lagging_shadow_of_an_async_master_is_not_promoted_without_the_override() -> None:
     view = watching(replication="async", shadow_committed=7)
     view = rules.observe(view, beat("s", "shadow", committed=7, peer="m"), DELAY)
-    view, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
-    refused, actions, sentence = rules.probed(view, "m", None, "timeout", DELAY + 0.2, DELAY, False)
+    view, _, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
+    refused, actions, sentence, _ = rules.probed(
+        view, "m", None, "timeout", DELAY + 0.2, DELAY, False
+    )
     assert actions == [] and refused.phase == "refused" and "3 events behind" in sentence
-    _, forced, _ = rules.probed(view, "m", None, "timeout", DELAY + 0.2, DELAY, True)
+    _, forced, _, _ = rules.probed(view, "m", None, "timeout", DELAY + 0.2, DELAY, True)
     assert [type(a) for a in forced] == [rules.Promote]
 
 
 def test_no_promotion_without_a_live_shadow() -> None:
     view = rules.observe(rules.View("c", started=-10), beat("m", "master"), 0.0)
-    view, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
-    view, actions, sentence = rules.probed(view, "m", None, "refused", DELAY + 0.2, DELAY, False)
+    view, _, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
+    view, actions, sentence, _ = rules.probed(view, "m", None, "refused", DELAY + 0.2, DELAY, False)
     assert actions == [] and "no live shadow" in sentence
 
 
@@ -100,18 +102,18 @@ def test_a_restarted_watchdog_waits_a_full_delay_and_learns_the_master_from_the_
 
 def test_promotion_completes_when_the_shadow_beats_as_master_and_is_resent_otherwise() -> None:
     view = rules.observe(watching(), beat("s", "shadow", peer="m"), DELAY)
-    view, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
-    view, [promote], _ = rules.probed(view, "m", None, "refused", DELAY + 0.2, DELAY, False)
-    _, resent, sentence = rules.tick(view, DELAY + 0.2 + 2 * DELAY + 0.1, DELAY)
+    view, _, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
+    view, [promote], _, _ = rules.probed(view, "m", None, "refused", DELAY + 0.2, DELAY, False)
+    _, resent, sentence, _ = rules.tick(view, DELAY + 0.2 + 2 * DELAY + 0.1, DELAY)
     assert resent == [promote] and "sent again" in sentence
     done = rules.observe(view, beat("s", "master", epoch=2, peer="m"), DELAY + 0.5)
-    view, actions, sentence = rules.tick(done, DELAY + 0.6, DELAY)
+    view, actions, sentence, _ = rules.tick(done, DELAY + 0.6, DELAY)
     assert actions == [] and view.phase == "watching" and "failover complete" in sentence
 
 
 def test_maintenance_mode_pauses_every_decision() -> None:
     view = rules.replace_maintenance(watching(), True)
-    assert rules.tick(view, DELAY * 10, DELAY) == (view, [], None)
+    assert rules.tick(view, DELAY * 10, DELAY) == (view, [], None, None)
 
 
 SECRET = "s3cret"
@@ -159,16 +161,16 @@ def test_signing_is_independent_of_key_order() -> None:
 
 
 def test_a_master_that_answers_its_probes_is_probed_at_most_twice_per_delay() -> None:
-    view, _, _ = rules.tick(watching(), DELAY + 0.1, DELAY)
-    view, _, _ = rules.probed(view, "m", {"role": "master"}, "", DELAY + 0.2, DELAY, False)
+    view, _, _, _ = rules.tick(watching(), DELAY + 0.1, DELAY)
+    view, _, _, _ = rules.probed(view, "m", {"role": "master"}, "", DELAY + 0.2, DELAY, False)
     assert rules.tick(view, DELAY + 0.3, DELAY)[1] == []  # still silent, but it just answered
     assert rules.tick(view, DELAY + 0.2 + DELAY / 2 + 0.01, DELAY)[1] == [
         rules.Probe("m", "http://m:8080")
     ]
 
 
-def _gone(view: rules.View) -> tuple[rules.View, list[rules.Action], str | None]:
-    view, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
+def _gone(view: rules.View) -> rules.Decision:
+    view, _, _, _ = rules.tick(view, DELAY + 0.1, DELAY)
     return rules.probed(view, "m", None, "connection refused", DELAY + 0.2, DELAY, False)
 
 
@@ -177,11 +179,11 @@ def test_a_removed_shadow_that_still_claims_the_master_is_never_promoted() -> No
     shadow (x) still says `shadow of m`, but only s may be promoted, by every watchdog."""
     view = rules.observe(watching(), beat("s", "shadow", peer="m"), DELAY)
     view = rules.observe(view, beat("x", "shadow", committed=3, peer="m"), DELAY)
-    _, actions, _ = _gone(view)
+    _, actions, _, _ = _gone(view)
     assert [a.shadow for a in actions if isinstance(a, rules.Promote)] == ["s"]
     only_x = rules.observe(rules.View("c", started=-10), beat("m", "master", peer="s"), 0.0)
     only_x = rules.observe(only_x, beat("x", "shadow", committed=3, peer="m"), DELAY)
-    view, actions, sentence = _gone(only_x)
+    view, actions, sentence, _ = _gone(only_x)
     assert actions == [] and view.phase == "refused" and "no live shadow" in str(sentence)
 
 
@@ -190,5 +192,20 @@ def test_two_claimants_the_master_never_named_promote_no_one() -> None:
     for name in ("s", "x"):
         view = rules.observe(view, beat(name, "shadow", peer="m", peer_url="http://m:8080"), 0.0)
         view = rules.observe(view, beat(name, "shadow", peer="m", peer_url="http://m:8080"), DELAY)
-    _, actions, _ = _gone(view)
+    _, actions, _, _ = _gone(view)
     assert not [a for a in actions if isinstance(a, rules.Promote)]
+
+
+def test_every_decision_names_its_step_and_a_refusal_its_reason() -> None:
+    _, _, _, probing = rules.tick(watching(), DELAY + 0.1, DELAY)
+    view, _, _, _ = rules.tick(watching(), DELAY + 0.1, DELAY)
+    alive = rules.probed(view, "m", {"role": "master"}, "", DELAY + 0.2, DELAY, False)
+    lagging = watching(replication="async", shadow_committed=7)
+    lagging = rules.observe(lagging, beat("s", "shadow", committed=7, peer="m"), DELAY)
+    lagging, _, _, _ = rules.tick(lagging, DELAY + 0.1, DELAY)
+    refused = rules.probed(lagging, "m", None, "probing promoting", DELAY + 0.2, DELAY, False)
+    assert probing == rules.Step.PROBING
+    assert alive.step == rules.Step.MASTER_ALIVE
+    # the step is the rule's, not a word found in the sentence (which quotes the probe's error)
+    assert refused.step == rules.Step.REFUSED
+    assert refused.view.refusal == rules.Refusal.SHADOW_LAGGING

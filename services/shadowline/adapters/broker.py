@@ -1,7 +1,6 @@
-"""RabbitMQ: the names DESIGN.md fixes, idempotent topology declaration, confirmed publishing.
+"""RabbitMQ: one robust link per process, confirmed publishing, and what is read off a delivery.
 
-Every service declares what it uses at start (declaring is idempotent in RabbitMQ as long as the
-arguments agree), so no start order between master, shadow and watchdog matters.
+The names and the topology are in adapters.topology (re-exported here for their callers).
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import aio_pika
@@ -23,117 +22,39 @@ from aio_pika.abc import (
     DeliveryMode,
 )
 
+from shadowline.adapters.topology import (
+    ALL_EXCHANGES,
+    CONFIG_DELIVERY_LIMIT,
+    DELIVERY_LIMIT,
+    Names,
+    connect,
+    declare_config_command_queue,
+    declare_exchanges,
+    declare_replication_queue,
+    delete_topology,
+)
 from shadowline.domain import signing, trust
+from shadowline.domain.events import Event, envelope
+
+__all__ = [
+    "ALL_EXCHANGES",
+    "CONFIG_DELIVERY_LIMIT",
+    "DELIVERY_LIMIT",
+    "BrokerLink",
+    "Names",
+    "connect",
+    "declare_config_command_queue",
+    "declare_exchanges",
+    "declare_replication_queue",
+    "delete_topology",
+    "deliveries",
+    "heartbeat_in",
+    "json_message",
+    "last_delivery",
+    "message_for",
+]
 
 log = logging.getLogger(__name__)
-
-# RabbitMQ 3.10 sets no delivery limit on quorum queues by default: a poison message would be
-# redelivered for ever. After this many deliveries it is dead-lettered (and alerted).
-DELIVERY_LIMIT = 5
-# Config commands: a quorum queue counts every return as a delivery, and a fenced master hands
-# back (nacks) the command it holds, so the limit must leave room for failovers and fencings
-# besides the real failures the master counts itself.
-CONFIG_DELIVERY_LIMIT = 20
-
-
-@dataclass(frozen=True, slots=True)
-class Names:
-    cluster: str
-
-    @property
-    def events(self) -> str:
-        return f"shadowline.{self.cluster}.events"
-
-    @property
-    def monitoring(self) -> str:
-        return f"shadowline.{self.cluster}.monitoring"
-
-    @property
-    def commands(self) -> str:
-        return f"shadowline.{self.cluster}.commands"
-
-    @property
-    def dead_letter(self) -> str:
-        return f"shadowline.{self.cluster}.dead-letter"
-
-    def replication_queue(self, shadow: str) -> str:
-        return f"shadowline.{self.cluster}.replication.{shadow}"
-
-    @property
-    def config_commands(self) -> str:
-        # Not `commands.config`: that is the exclusive command queue of an instance named
-        # `config` (commands.<instance>), and the two could not both exist.
-        return f"shadowline.{self.cluster}.config-commands"
-
-
-async def connect(url: str, name: str) -> AbstractRobustConnection:
-    """A robust connection: it reconnects by itself and restores channels and topology."""
-    connection = await aio_pika.connect_robust(url, client_properties={"connection_name": name})
-    connection.reconnect_callbacks.add(lambda *_: log.warning("reconnected to RabbitMQ"))
-    connection.close_callbacks.add(lambda *_: log.warning("connection to RabbitMQ lost"))
-    return connection
-
-
-ALL_EXCHANGES = ("events", "monitoring", "commands", "dead_letter")
-
-
-async def declare_exchanges(
-    channel: AbstractChannel, names: Names, kinds: tuple[str, ...] = ALL_EXCHANGES
-) -> dict[str, AbstractExchange]:
-    """Declare the exchanges named by `kinds` (a watchdog's user may declare only its own)."""
-    topic = aio_pika.ExchangeType.TOPIC
-    exchanges = {
-        kind: await channel.declare_exchange(getattr(names, kind), topic, durable=True)
-        for kind in kinds
-    }
-    if "dead_letter" in exchanges:
-        dead = await channel.declare_queue(
-            names.dead_letter, durable=True, arguments={"x-queue-type": "quorum"}
-        )
-        await dead.bind(exchanges["dead_letter"], "#")
-    return exchanges
-
-
-async def declare_replication_queue(
-    channel: AbstractChannel, names: Names, shadow: str
-) -> AbstractQueue:
-    """The shadow's durable quorum queue, bound to every replicated event."""
-    queue = await channel.declare_queue(
-        names.replication_queue(shadow),
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": DELIVERY_LIMIT,
-            "x-dead-letter-exchange": names.dead_letter,
-            "x-dead-letter-routing-key": f"replication.{shadow}",
-        },
-    )
-    await queue.bind(names.events, "config.#")
-    await queue.bind(names.events, "ha.#")
-    return queue
-
-
-async def declare_config_command_queue(channel: AbstractChannel, names: Names) -> AbstractQueue:
-    """The cluster's queue of config commands (config.put.<kind>, config.delete.<kind>).
-
-    Durable quorum queue, so commands wait here while no instance may write (a failover) and
-    whoever is master next answers them. Single active consumer: should two instances ever
-    consume at once (a handover), only one gets commands, so they are still applied in order.
-    """
-    queue = await channel.declare_queue(
-        names.config_commands,
-        durable=True,
-        arguments={
-            "x-queue-type": "quorum",
-            "x-single-active-consumer": True,
-            "x-delivery-limit": CONFIG_DELIVERY_LIMIT,
-            "x-dead-letter-exchange": names.dead_letter,
-            "x-dead-letter-routing-key": "commands.config",
-        },
-    )
-    # Three words: never matched by the `*.<instance>` binding of an instance's promote queue.
-    await queue.bind(names.commands, "config.#")
-    return queue
 
 
 def deliveries(message: AbstractIncomingMessage) -> int:
@@ -184,6 +105,18 @@ def json_message(
         headers=headers or {},
         delivery_mode=DeliveryMode.PERSISTENT if persistent else DeliveryMode.NOT_PERSISTENT,
         expiration=expiration,
+    )
+
+
+HeartbeatHandler = Callable[[str, dict[str, object] | None, str | None], None]
+
+
+def message_for(event: Event) -> tuple[str, aio_pika.Message]:
+    """A replicated event as the relay publishes it: its envelope, routed by kind and type."""
+    return event.routing_key, json_message(
+        envelope(event),
+        message_id=str(event.id),
+        headers={"position": event.position, "epoch": event.epoch, "type": event.type},
     )
 
 
@@ -256,10 +189,8 @@ class BrokerLink:
             message.headers[trust.MAC_HEADER] = mac
         await exchange.publish(message, routing_key, mandatory=False, timeout=5)
 
-    async def publish_event(
-        self, message: aio_pika.Message, routing_key: str, confirm_within: float
-    ) -> None:
-        """Publish a replicated event and wait for the broker's confirm.
+    async def publish_event(self, event: Event, confirm_within: float) -> None:
+        """Publish a replicated event (`message_for`) and wait for the broker's confirm.
 
         Straight on the underlying aiormq channel with wait=False: aio-pika's publish holds the
         channel lock until the frame is written, which serializes a window of concurrent
@@ -267,6 +198,7 @@ class BrokerLink:
         outcome, and an unroutable message raises (the channel has on_return_raises).
         """
         assert self._publish is not None, "start() first"
+        routing_key, message = message_for(event)
         channel = await self._publish.get_underlay_channel()
         await channel.basic_publish(
             message.body,
@@ -312,6 +244,18 @@ class BrokerLink:
         await queue.bind(self.names.monitoring, "heartbeat.*")
         return queue
 
+    async def heartbeats(self, on_beat: HeartbeatHandler) -> None:
+        """Consume this cluster's heartbeats; `on_beat` hears each one's routing key and, as
+        `heartbeat_in` judged it, the heartbeat if it is authentic and fresh, else why not."""
+        queue = await self.heartbeat_queue()
+        fresh = trust.Freshness()
+
+        async def deliver(message: AbstractIncomingMessage) -> None:
+            beat, refusal = heartbeat_in(message, self._secret, self.names.cluster, fresh)
+            on_beat(message.routing_key or "", beat, refusal)
+
+        await queue.consume(deliver, no_ack=True)
+
     async def command_queue(self, instance: str) -> AbstractQueue:
         """An exclusive queue of the commands addressed to this instance."""
         assert self._consume is not None, "start() first"
@@ -325,17 +269,3 @@ class BrokerLink:
         if self._connection is not None:
             await self._connection.close()
             self._connection = None
-
-
-async def delete_topology(url: str, names: Names, shadows: list[str]) -> None:
-    """Delete a cluster's queues and exchanges (the demo and the tests start from nothing)."""
-    connection = await aio_pika.connect(url, timeout=10)
-    try:
-        channel = await connection.channel()
-        queues = [names.dead_letter, names.config_commands]
-        for queue in [*queues, *(names.replication_queue(s) for s in shadows)]:
-            await channel.queue_delete(queue)
-        for exchange in (names.events, names.monitoring, names.commands, names.dead_letter):
-            await channel.exchange_delete(exchange)
-    finally:
-        await connection.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -11,61 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shadowline.adapters.passwords import hash_password
 from shadowline.adapters.tables import local_config, users
-from shadowline.domain.errors import (
-    AlreadyExists,
-    FieldError,
-    InvalidInput,
-    NotFound,
-    VersionConflict,
-)
+from shadowline.domain.errors import AlreadyExists, NotFound, VersionConflict
+from shadowline.domain.users import ROLES, User, check_credentials, password_problem
 
-ROLES = ("admin", "auditor", "viewer")
-MAX_NAME, MAX_PASSWORD = 64, 1024
-
-
-def name_problem(name: str) -> str | None:
-    """Why a user name cannot be used, or None. HTTP Basic sends `name:password` and splits at
-    the first ':', so a name with one could never log in; an empty one would be anybody's."""
-    if not name.strip():
-        return "a user name may not be empty"
-    if ":" in name:
-        return "a user name may not contain ':' (HTTP Basic separates name and password by it)"
-    if len(name) > MAX_NAME:
-        return f"a user name has at most {MAX_NAME} characters"
-    if not name.isprintable() or name != name.strip():
-        return "a user name may not contain control characters or start or end with spaces"
-    return None
-
-
-def password_problem(password: str) -> str | None:
-    """Why a password cannot be used, or None."""
-    if not password:
-        return "the password may not be empty"
-    if len(password) > MAX_PASSWORD:
-        return f"a password has at most {MAX_PASSWORD} characters"
-    return None
-
-
-def check_credentials(name: str | None = None, password: str | None = None) -> None:
-    """The one rule for users, whichever door they come in by (`shadowline users`, the admin
-    from SHADOWLINE_ADMIN_PASSWORD): InvalidInput naming what is wrong."""
-    problems = [
-        FieldError(field, problem)
-        for field, problem in (
-            ("name", None if name is None else name_problem(name)),
-            ("password", None if password is None else password_problem(password)),
-        )
-        if problem is not None
-    ]
-    if problems:
-        raise InvalidInput(problems)
-
-
-@dataclass(frozen=True, slots=True)
-class User:
-    name: str
-    role: str
-    password_hash: str
+__all__ = ["ROLES", "LocalConfig", "User", "Users", "check_credentials", "password_problem"]
 
 
 class Users:

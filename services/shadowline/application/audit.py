@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shadowline.adapters.store import EventStore
+from shadowline.application.ports.store import EventStore
 from shadowline.domain.audit import Audit
 from shadowline.domain.errors import Unavailable
 from shadowline.domain.state import digest

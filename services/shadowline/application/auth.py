@@ -18,10 +18,11 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
-from shadowline.adapters.local import User, Users
-from shadowline.adapters.passwords import VerifiedCache, dummy_hash
+from shadowline.application.ports.users import PasswordCheck, Users
 from shadowline.domain.errors import Forbidden, ShadowlineError, Unauthorized
+from shadowline.domain.users import User
 
 log = logging.getLogger(__name__)
 
@@ -102,19 +103,27 @@ def parse_basic(header: str | None) -> tuple[str, str]:
 
 class Authenticator:
     def __init__(
-        self, users: Users, refresh_every: float = 1.0, throttle: LoginThrottle | None = None
+        self,
+        users: Users,
+        passwords: PasswordCheck,
+        dummy_hash: Callable[[], Any],
+        refresh_every: float = 1.0,
+        throttle: LoginThrottle | None = None,
     ) -> None:
+        """`passwords` checks with a cache (adapters.passwords.VerifiedCache); `dummy_hash`
+        makes the hash an unknown user is checked against, once, ahead of the first one."""
         self._users = users
         self._refresh_every = refresh_every
         self._by_name: dict[str, User] = {}
-        self._cache = VerifiedCache()
+        self._cache = passwords
+        self._dummy_hash = dummy_hash
         self.throttle = throttle or LoginThrottle()
         self._dummy_ready = False
 
     async def refresh(self) -> None:
         self._by_name = {u.name: u for u in await self._users.all()}
         if not self._dummy_ready:  # made before the first unknown user, not while it waits
-            await asyncio.to_thread(dummy_hash)
+            await asyncio.to_thread(self._dummy_hash)
             self._dummy_ready = True
 
     async def run(self) -> None:

@@ -14,22 +14,18 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
-from aio_pika import Message
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
-from shadowline.adapters.broker import BrokerLink, json_message
-from shadowline.adapters.store import EventStore
+from shadowline.application.ports.broker import EventPublisher
+from shadowline.application.ports.store import EventStore
 from shadowline.application.writer import Writer
-from shadowline.domain.events import Event, envelope
+from shadowline.domain.events import Event
 
 log = logging.getLogger(__name__)
 
 
-def message_for(event: Event) -> tuple[str, Message]:
-    return event.routing_key, json_message(
-        envelope(event),
-        message_id=str(event.id),
-        headers={"position": event.position, "epoch": event.epoch, "type": event.type},
-    )
+class NothingConfirmed(Exception):
+    """Raised when the broker confirmed none of a batch (it refused, or timed out): back off."""
 
 
 class Relay:
@@ -37,7 +33,7 @@ class Relay:
         self,
         store: EventStore,
         writer: Writer,
-        broker: BrokerLink,
+        broker: EventPublisher,
         *,
         window: int = 500,
         publish_timeout: float = 5.0,
@@ -57,28 +53,34 @@ class Relay:
         self.cursor = await self._store.relay_cursor()
         self._on_cursor(self.cursor)
         log.info("relay starts after position %d", self.cursor)
-        failures = 0
         while True:
             if self._writer.position <= self.cursor:
                 await self._wait_for_commit()
                 continue
-            try:
+            confirmed = await self._next_confirmed()
+            await self._store.set_relay_cursor(confirmed)
+            self.cursor = confirmed
+            self._on_cursor(confirmed)
+
+    async def _next_confirmed(self) -> int:
+        """Publish from the cursor until some of it is confirmed; broker or database trouble
+        backs off (0.2 s doubling to 5 s) and resumes from the cursor, for as long as it lasts."""
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(Exception),
+            wait=wait_exponential(multiplier=0.2, max=5.0),
+            before_sleep=self._paused,
+        ):
+            with attempt:
                 batch = await self._store.read(self.cursor, self._window)
                 confirmed = await self._publish(batch)
-            except (
-                Exception
-            ) as error:  # broker or database trouble: back off, resume from the cursor
-                failures += 1
-                log.warning("relay paused at position %d: %s", self.cursor, error)
-                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
-                continue
-            if confirmed == self.cursor:  # nothing confirmed: the broker refused or timed out
-                failures += 1
-                await asyncio.sleep(min(0.1 * 2**failures, 5.0))
-                continue
-            await self._store.set_relay_cursor(confirmed)
-            self.cursor, failures = confirmed, 0
-            self._on_cursor(confirmed)
+                if confirmed == self.cursor:
+                    raise NothingConfirmed
+        return confirmed
+
+    def _paused(self, state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        if not isinstance(error, NothingConfirmed):  # those were logged event by event
+            log.warning("relay paused at position %d: %s", self.cursor, error)
 
     async def _wait_for_commit(self) -> None:
         async with self._writer.committed:
@@ -91,7 +93,8 @@ class Relay:
     async def _publish(self, batch: Sequence[Event]) -> int:
         """Publish a batch; return the last position of its confirmed, contiguous prefix."""
         results = await asyncio.gather(
-            *(self._publish_one(event) for event in batch), return_exceptions=True
+            *(self._broker.publish_event(e, confirm_within=self._timeout) for e in batch),
+            return_exceptions=True,
         )
         confirmed = self.cursor
         for event, result in zip(batch, results, strict=True):
@@ -100,7 +103,3 @@ class Relay:
                 break
             confirmed = event.position
         return confirmed
-
-    async def _publish_one(self, event: Event) -> None:
-        routing_key, message = message_for(event)
-        await self._broker.publish_event(message, routing_key, confirm_within=self._timeout)

@@ -10,15 +10,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shadowline.adapters.local import LocalConfig
-from shadowline.adapters.store import EventFilter, EventStore
 from shadowline.application.gate import CommitGate
+from shadowline.application.ports.store import EventStore, LocalConfig
+from shadowline.application.roles import CurrentRole
 from shadowline.application.writer import Writer
 from shadowline.domain.commands import Command, DeleteItem, PutItem
 from shadowline.domain.errors import NotFound, NotWritable
 from shadowline.domain.events import Event
 from shadowline.domain.kinds import LOCAL_KINDS, split_key
-from shadowline.domain.roles import RoleState
+from shadowline.domain.records import EventFilter
 from shadowline.domain.state import State, diff
 from shadowline.domain.validation import Catalog
 
@@ -52,7 +52,7 @@ class ConfigService:
         store: EventStore,
         writer: Writer,
         local: LocalConfig,
-        role: RoleState,
+        role: CurrentRole,
         gate: CommitGate | None = None,
     ) -> None:
         self.catalog = catalog

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from shadowline.adapters.store import EventStore
+from shadowline.application.ports.store import EventStore
 from shadowline.application.writer import Writer
 
 log = logging.getLogger(__name__)

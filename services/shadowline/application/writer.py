@@ -23,7 +23,7 @@ from uuid import uuid4
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from shadowline.adapters.store import EventStore
+from shadowline.application.ports.store import EventStore
 from shadowline.domain import trust
 from shadowline.domain.commands import Command, ItemVersion, RecordEvent, decide
 from shadowline.domain.errors import NotWritable, ShadowlineError, Unavailable
@@ -59,6 +59,7 @@ class Writer:
         on_batch: BatchObserver | None = None,
         secret: str | None = None,
         cluster: str = "",
+        on_commit: Sequence[Callable[[list[Event]], None]] = (),
     ) -> None:
         self._store = store
         self._secret = secret  # signs every event it writes (domain.trust.event_signature)
@@ -67,7 +68,7 @@ class Writer:
         self._writable = writable
         self._batch_max = batch_max
         self._on_batch = on_batch
-        self.on_commit: list[Callable[[list[Event]], None]] = []  # after each client batch
+        self.on_commit = list(on_commit)  # after each client batch
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._versions: dict[tuple[str, str], ItemVersion] = {}
         self._position = 0

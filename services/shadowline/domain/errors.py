@@ -69,6 +69,14 @@ class Forbidden(ShadowlineError):
     """Raised when the authenticated user's role does not allow the request."""
 
 
+class PeerRefused(ShadowlineError):
+    """Raised when the peer answered a 4xx: it understood and said no (message from the peer)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
 class Conflict(ShadowlineError):
     """Raised when the HA state does not allow a request (a second shadow, confirming nothing)."""
 

@@ -1,13 +1,34 @@
 """The watchdog's decisions as pure functions of (view, observation, now).
 
-Each returns the new view, the actions to carry out and a sentence to log and publish. Time is
-a monotonic clock reading passed in; nothing here sleeps, reads a clock or does I/O.
+Each returns the new view, the actions to carry out, a sentence to log and publish, and the
+step the sentence is (its routing key on monitoring). Time is a monotonic clock reading passed
+in; nothing here sleeps, reads a clock or does I/O.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+
+class Step(StrEnum):
+    """What a decision is, as `failover.<step>` on monitoring (schemas/monitoring/failover.json)."""
+
+    PROBING = "probing"
+    PROMOTING = "promoting"
+    PROMOTED = "promoted"
+    REFUSED = "refused"
+    MASTER_ALIVE = "master-alive"
+    MAINTENANCE = "maintenance"
+    DECISION = "decision"
+
+
+class Refusal(StrEnum):
+    """Why a failover that is needed is not done (the `reason` of the refusals counter)."""
+
+    NO_LIVE_SHADOW = "no-live-shadow"
+    SHADOW_LAGGING = "shadow-lagging"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +68,21 @@ class View:
     promoting: Promote | None = None
     maintenance: bool = False
     alive_at: float | None = None  # when the silent master last answered a probe as master
+    refusal: Refusal | None = None  # why, while the phase is refused
 
 
 Action = Probe | Promote
-Decision = tuple[View, list[Action], str | None]
+
+
+class Decision(NamedTuple):
+    view: View
+    actions: list[Action]
+    sentence: str | None  # None: nothing to say (and then no step)
+    step: Step | None = None
+
+
+def _quiet(view: View) -> Decision:
+    return Decision(view, [], None)
 
 
 def observe(view: View, beat: dict[str, Any], now: float) -> View:
@@ -98,50 +130,54 @@ def shadow_of(view: View, master: Member) -> Member | None:
 def tick(view: View, now: float, takeover_delay: float) -> Decision:
     master = master_of(view)
     if view.maintenance or master is None:
-        return view, [], None
+        return _quiet(view)
     if view.phase == "promoting" and view.promoting is not None:
         promoted = view.members.get(view.promoting.shadow)
         if promoted and promoted.role == "master" and promoted.epoch >= view.promoting.epoch:
-            return (
+            return Decision(
                 replace(view, phase="watching", promoting=None, since=now),
                 [],
                 f"{promoted.instance} is master in epoch {promoted.epoch}: failover complete",
+                Step.PROMOTED,
             )
         if (
             now - view.since > 2 * takeover_delay
         ):  # no word from it: send again (idempotent by epoch)
-            return (
+            return Decision(
                 replace(view, since=now),
                 [view.promoting],
                 (
                     f"no heartbeat of {view.promoting.shadow} as master yet: promote command sent again"
                 ),
+                Step.PROMOTING,
             )
-        return view, [], None
+        return _quiet(view)
     silent = now - master.seen
     if silent < takeover_delay:
         if view.phase != "watching":
-            return (
+            return Decision(
                 replace(view, phase="watching", since=now),
                 [],
                 f"master {master.instance} is heard again",
+                Step.MASTER_ALIVE,
             )
-        return view, [], None
+        return _quiet(view)
     if now - view.started < takeover_delay:
-        return view, [], None  # just started: give every instance one full delay to be heard
+        return _quiet(view)  # just started: give every instance one full delay to be heard
     if view.phase == "refused" and now - view.since > takeover_delay:
         view = replace(view, phase="watching")  # look again: the shadow may have caught up
     if view.phase == "watching":
         if not master.url or (
             view.alive_at is not None and now - view.alive_at < takeover_delay / 2
         ):
-            return view, [], None  # it answered a probe just now: no probe storm
-        return (
+            return _quiet(view)  # it answered a probe just now: no probe storm
+        return Decision(
             replace(view, phase="probing", since=now),
             [Probe(master.instance, master.url)],
             f"no heartbeat from master {master.instance} for {silent:.1f}s: probing it directly",
+            Step.PROBING,
         )
-    return view, [], None
+    return _quiet(view)
 
 
 def probed(
@@ -156,37 +192,41 @@ def probed(
     """The result of a direct probe of the master: promote only if it is really gone."""
     master = master_of(view)
     if view.phase != "probing" or master is None or master.instance != instance:
-        return view, [], None
+        return _quiet(view)
     if answer is not None and answer.get("role") == "master":
-        return (
+        return Decision(
             replace(view, phase="watching", since=now, alive_at=now),
             [],
             f"master {instance} missed heartbeats but answers its probe as master: no failover",
+            Step.MASTER_ALIVE,
         )
     why = problem if answer is None else f"it answers as {answer.get('role')}"
     shadow = shadow_of(view, master)
     if shadow is None or now - shadow.seen > takeover_delay:
-        return (
-            replace(view, phase="refused", since=now),
+        return Decision(
+            replace(view, phase="refused", since=now, refusal=Refusal.NO_LIVE_SHADOW),
             [],
             f"master {instance} is gone ({why}) but no live shadow is known: cannot fail over",
+            Step.REFUSED,
         )
     safe = master.replication == "sync" or shadow.committed >= master.committed
     if not safe and not allow_data_loss:
         behind = master.committed - shadow.committed
-        return (
-            replace(view, phase="refused", since=now),
+        return Decision(
+            replace(view, phase="refused", since=now, refusal=Refusal.SHADOW_LAGGING),
             [],
             f"master {instance} is gone ({why}) but shadow {shadow.instance} is {behind} events "
             "behind acknowledged writes: not promoting (start the watchdog with --allow-data-loss "
             "to force)",
+            Step.REFUSED,
         )
     epoch = max(m.epoch for m in view.members.values()) + 1
     command = Promote(shadow.instance, epoch, instance, f"master {instance} gone: {why}")
-    return (
+    return Decision(
         replace(view, phase="promoting", since=now, promoting=command),
         [command],
         f"master {instance} is gone ({why}): promoting shadow {shadow.instance} to epoch {epoch}",
+        Step.PROMOTING,
     )
 
 

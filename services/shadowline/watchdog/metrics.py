@@ -21,7 +21,7 @@ from shadowline.domain import watchdog as rules
 PHASES = ("watching", "probing", "promoting", "refused")
 ROLES = ("master", "fenced", "shadow")  # what heartbeats say (standalone instances send none)
 PROBE_RESULTS = ("master-alive", "not-master", "failed")
-REFUSALS = ("no-live-shadow", "shadow-lagging")
+REFUSALS = tuple(r.value for r in rules.Refusal)
 COMMAND_RESULTS = ("sent", "undelivered", "unsigned")
 NAN = float("nan")
 
@@ -160,13 +160,11 @@ class WatchdogMetrics:
     def commanded(self, cluster: str, *, result: str) -> None:
         self.commands.labels(cluster, result).inc()
 
-    def decided(
-        self, cluster: str, before: rules.View, after: rules.View, sentence: str | None
-    ) -> None:
+    def decided(self, cluster: str, before: rules.View, after: rules.View) -> None:
         """Count what a decision of domain.watchdog did to the view."""
         if after.phase == "refused" and before.phase != "refused":
-            lagging = sentence is not None and "behind acknowledged writes" in sentence
-            self.refusals.labels(cluster, "shadow-lagging" if lagging else "no-live-shadow").inc()
+            reason = after.refusal or rules.Refusal.NO_LIVE_SHADOW
+            self.refusals.labels(cluster, reason.value).inc()
         if after.phase == "promoting" and before.phase != "promoting":
             self.promotions.labels(cluster).inc()
         if before.phase == "promoting" and after.phase == "watching":

@@ -10,46 +10,23 @@ waits one full takeover delay before it may act.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
 import time
 import uuid
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-import httpx
-from aio_pika.abc import AbstractIncomingMessage
-
-from shadowline.adapters.broker import BrokerLink, Names, heartbeat_in
-from shadowline.adapters.peer import PeerClient
-from shadowline.domain import alerting, signing, trust
+from shadowline.domain import alerting, signing
 from shadowline.domain import watchdog as rules
-from shadowline.domain.errors import ShadowlineError
+from shadowline.domain.watchdog import Step
 from shadowline.settings import Settings
-from shadowline.watchdog import http
 from shadowline.watchdog.metrics import Seen, WatchdogMetrics
+from shadowline.watchdog.ports import Prober, WatchdogLink
 
 log = logging.getLogger("shadowline.watchdog")
 
 TICK = 0.05
-
-
-def _step(sentence: str) -> str:
-    for word, step in (
-        ("probing", "probing"),
-        ("not promoting", "refused"),  # before "promoting", which it contains
-        ("promoting", "promoting"),
-        ("complete", "promoted"),
-        ("cannot fail over", "refused"),
-        ("no failover", "master-alive"),
-        ("heard again", "master-alive"),
-        ("sent again", "promoting"),
-    ):
-        if word in sentence:
-            return step
-    return "decision"
 
 
 class ClusterWatch:
@@ -60,23 +37,18 @@ class ClusterWatch:
         name: str,
         allow_data_loss: bool,
         metrics: WatchdogMetrics | None = None,
+        *,
+        link: WatchdogLink,
+        probe: Prober,
     ) -> None:
+        """`link`: this cluster's broker link; `probe`: how a silent master is probed."""
         self.cluster = cluster
         self._settings = settings
         self._name = name
         self._allow_data_loss = allow_data_loss
-        self._broker = BrokerLink(
-            settings.amqp_url.get_secret_value(),
-            Names(cluster),
-            f"shadowline {name}",
-            declare=("monitoring", "commands"),
-            secret=settings.cluster_secret.get_secret_value() if settings.cluster_secret else None,
-        )
+        self._broker = link
+        self._prober = probe
         self.view = rules.View(cluster, started=time.monotonic())
-        self._secret = (
-            settings.cluster_secret.get_secret_value() if settings.cluster_secret else None
-        )
-        self._fresh = trust.Freshness()
         self._throttle = alerting.Throttle()
         self._tasks: set[asyncio.Task[None]] = set()
         self.metrics = metrics or WatchdogMetrics(
@@ -87,8 +59,7 @@ class ClusterWatch:
         while True:
             try:
                 await self._broker.start()
-                queue = await self._broker.heartbeat_queue()
-                await queue.consume(self._on_heartbeat, no_ack=True)
+                await self._broker.heartbeats(self._on_heartbeat)
                 break
             except Exception as error:
                 log.warning("[%s] cannot reach RabbitMQ yet: %s", self.cluster, error)
@@ -98,7 +69,7 @@ class ClusterWatch:
         )
         while True:
             await asyncio.sleep(TICK)
-            self._apply(*rules.tick(self.view, time.monotonic(), self._settings.takeover_delay))
+            self._apply(rules.tick(self.view, time.monotonic(), self._settings.takeover_delay))
 
     @property
     def connected(self) -> bool:
@@ -122,14 +93,14 @@ class ClusterWatch:
             self._say(
                 f"maintenance mode {'on' if maintenance else 'off'} (set on master {beat['instance']}): "
                 f"automatic failover {'paused' if maintenance else 'resumed'}",
-                "maintenance",
+                Step.MAINTENANCE,
             )
 
-    async def _on_heartbeat(self, message: AbstractIncomingMessage) -> None:
+    def _on_heartbeat(
+        self, routing_key: str, beat: dict[str, Any] | None, refusal: str | None
+    ) -> None:
         """Only authenticated, fresh heartbeats count: a forged one must neither stop a failover
         (a fake master) nor start one, and a replayed one must not keep a dead master alive."""
-        routing_key = message.routing_key or ""
-        beat, refusal = heartbeat_in(message, self._secret, self.cluster, self._fresh)
         if beat is None:
             self._rejected("heartbeat", f"{routing_key}: {refusal}")
             return
@@ -152,23 +123,24 @@ class ClusterWatch:
             }
             self._spawn(self._publish("alert.rejected-message", body))
 
-    def _apply(self, view: rules.View, actions: list[rules.Action], sentence: str | None) -> None:
-        self.metrics.decided(self.cluster, self.view, view, sentence)
+    def _apply(self, decision: rules.Decision) -> None:
+        view, actions, sentence, step = decision
+        self.metrics.decided(self.cluster, self.view, view)
         self.view = view
         if sentence:
-            self._say(sentence, _step(sentence))
+            self._say(sentence, step or Step.DECISION)
         for action in actions:
             if isinstance(action, rules.Probe):
                 self._spawn(self._probe(action))
             else:
                 self._spawn(self._promote(action))
 
-    def _say(self, sentence: str, step: str) -> None:
+    def _say(self, sentence: str, step: Step) -> None:
         log.info("[%s] %s", self.cluster, sentence)
         body = {
             "cluster": self.cluster,
             "watchdog": self._name,
-            "step": step,
+            "step": step.value,
             "sentence": sentence,
             "at": time.time(),
         }
@@ -186,35 +158,14 @@ class ClusterWatch:
             log.debug("%s not published: %s", routing_key, error)
 
     async def _probe(self, probe: rules.Probe) -> None:
-        limit = max(0.2, self._settings.takeover_delay / 4)
-        answer: dict[str, Any] | None = None
-        problem = ""
         # A signed probe whose answer must be authenticated: a fake instance at the master's URL
         # cannot pass for a live master (its answer fails, and so counts as no answer).
-        client = PeerClient(
-            probe.url,
-            self._secret or "",
-            self._name,
-            cluster=self.cluster,
-            peer=probe.instance,  # a genuine instance elsewhere (another cluster) is not it
-            timeout=httpx.Timeout(limit),
-            deadline=limit,  # a slow answer is no answer: the probe never outlasts this
-            on_rejected=lambda reason: self._rejected("peer-answer", reason),
-            max_answer=64 * 1024,
+        answer, problem = await self._prober(
+            probe.url, probe.instance, lambda reason: self._rejected("peer-answer", reason)
         )
-        try:
-            found = await client.call("GET", "/health")
-            if isinstance(found, dict):
-                answer = found
-            else:
-                problem = "/health answered something other than a JSON object"
-        except ShadowlineError as error:
-            problem = f"{error.__class__.__name__} {error}".strip()
-        finally:
-            await client.close()
         self.metrics.probed(self.cluster, answer)
         self._apply(
-            *rules.probed(
+            rules.probed(
                 self.view,
                 probe.instance,
                 answer,
@@ -229,7 +180,7 @@ class ClusterWatch:
         secret = self._settings.cluster_secret
         if secret is None:
             self.metrics.commanded(self.cluster, result="unsigned")
-            self._say("cannot promote: SHADOWLINE_CLUSTER_SECRET is not set", "refused")
+            self._say("cannot promote: SHADOWLINE_CLUSTER_SECRET is not set", Step.REFUSED)
             return
         command = signing.sign(
             secret.get_secret_value(),
@@ -250,10 +201,10 @@ class ClusterWatch:
             self.metrics.commanded(self.cluster, result="sent")
         except Exception as error:
             self.metrics.commanded(self.cluster, result="undelivered")
-            self._say(f"promote command for {promote.shadow} not delivered: {error}", "refused")
+            self._say(f"promote command for {promote.shadow} not delivered: {error}", Step.REFUSED)
 
 
-async def _touch(path: str, watches: list[ClusterWatch]) -> None:
+async def touch_health_file(path: str, watches: list[ClusterWatch]) -> None:
     """Touch `path` every second while every cluster's broker link is up (a health check)."""
     while True:
         if all(w.connected for w in watches):
@@ -261,7 +212,7 @@ async def _touch(path: str, watches: list[ClusterWatch]) -> None:
         await asyncio.sleep(1)
 
 
-def _health(name: str, watches: list[ClusterWatch]) -> dict[str, Any]:
+def health(name: str, watches: list[ClusterWatch]) -> dict[str, Any]:
     """GET /health of the watchdog: ok while every cluster's broker link is up."""
     now, clusters = time.monotonic(), {}
     for watch in watches:
@@ -276,43 +227,3 @@ def _health(name: str, watches: list[ClusterWatch]) -> dict[str, Any]:
         }
     ok = all(c["connected"] for c in clusters.values())
     return {"watchdog": name, "ok": ok, "clusters": clusters}
-
-
-async def run_watchdog(
-    settings: Settings,
-    clusters: list[str],
-    name: str,
-    allow_data_loss: bool,
-    health_file: str | None = None,
-) -> None:
-    watches: list[ClusterWatch] = []
-    metrics = WatchdogMetrics(
-        clusters, lambda: [w.seen() for w in watches], settings.takeover_delay
-    )
-    watches += [ClusterWatch(c, settings, name, allow_data_loss, metrics) for c in clusters]
-    bind = settings.watchdog_http_bind
-    sock = http.listen(bind) if bind else None  # a port in use fails here, before any work
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    tasks = [asyncio.create_task(w.run()) for w in watches]
-    if health_file:
-        tasks.append(asyncio.create_task(_touch(health_file, watches)))
-    server = None
-    if sock is not None:
-        server = http.server(http.create_app(metrics, lambda: _health(name, watches)))
-        tasks.append(asyncio.create_task(server.serve(sockets=[sock])))
-        host, port = sock.getsockname()[:2]
-        log.info("serving /health and /metrics on %s:%d", host, port)
-    await stop.wait()
-    if server is not None:  # let a scrape in flight finish; the rest is cancelled below
-        server.should_exit = True
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(tasks[-1]), 5)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for watch in watches:
-        await watch.close()
-    log.info("watchdog stopped")
