@@ -110,7 +110,7 @@ class Settings(BaseSettings):
     @classmethod
     def _admin_password(cls, value: SecretStr | None) -> SecretStr | None:
         # The users' one rule, imported here: the watchdog reads these settings too, has no users.
-        from shadowline.adapters.local import password_problem
+        from shadowline.domain.users import password_problem
 
         if value is not None and (problem := password_problem(value.get_secret_value())):
             raise ValueError(problem)

@@ -29,8 +29,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from shadowline.adapters import peer as peer_signing
-from shadowline.adapters.broker import Names
-from shadowline.application.relay import message_for
+from shadowline.adapters.broker import Names, message_for
 from shadowline.domain import keys, trust
 from shadowline.domain.events import Event, envelope, from_envelope, link
 from tests.conftest import AMQP_URL

@@ -26,8 +26,7 @@ import httpx
 import orjson
 from aio_pika.abc import AbstractChannel
 
-from shadowline.adapters.broker import Names
-from shadowline.application.relay import message_for
+from shadowline.adapters.broker import Names, message_for
 from shadowline.domain import trust
 from shadowline.domain.events import Event, from_envelope, link
 from tests.conftest import ADMIN_PASSWORD, AMQP_URL

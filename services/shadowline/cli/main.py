@@ -193,7 +193,7 @@ def watchdog(
 
     Example: shadowline watchdog --cluster prod --cluster staging
     """
-    from shadowline.watchdog.service import run_watchdog
+    from shadowline.watchdog_runtime import run_watchdog
 
     setup_logging()
     settings = load_settings(watchdog_http_bind=http_bind)
