@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, true, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shadowline.adapters.tables import ha_state, instance_state
+from shadowline.adapters.store_sql import APPEND, columns, reason
+from shadowline.adapters.tables import ha_state, instance_state, relay_cursor
 from shadowline.domain.errors import Conflict
+from shadowline.domain.ha import HaRecord, RoleChange
 
-
-@dataclass(frozen=True, slots=True)
-class HaRecord:
-    role: str
-    epoch: int
-    auto_confirm: bool
-    master_instance: str | None
-    master_url: str | None
-    shadow_instance: str | None
-    shadow_url: str | None
-    shadow_state: str | None
-    shadow_position: int | None
-    shadow_seen_at: datetime | None
-    maintenance: bool = False
+__all__ = ["HaRecord", "HaRepository"]
 
 
 class HaRepository:
@@ -54,25 +42,60 @@ class HaRepository:
             row.maintenance,
         )
 
-    async def set_role(
-        self, role: str, *, expect: set[str], epoch: int | None = None, **ha: Any
-    ) -> None:
-        """Change the role with a compare-and-set on the current one (never overwrites blindly)."""
-        values: dict[str, Any] = {"role": role, "updated_at": func.now()}
-        if epoch is not None:
-            values["epoch"] = epoch
-        async with self._engine.begin() as c:
-            moved = await c.execute(
-                update(instance_state)
-                .where(instance_state.c.id == 1, instance_state.c.role.in_(expect))
-                .values(**values)
+    async def change_role(self, change: RoleChange) -> int:
+        """Commit a role change as one transaction (see domain.ha.RoleChange); returns how
+        many events it quarantined. Conflict, with nothing changed, when the role is no longer
+        one of `change.expect` or the database refuses a step (its sentence says why)."""
+        try:
+            async with self._engine.begin() as c:
+                return await self._change_role(c, change)
+        except IntegrityError as error:  # the functions of migration 0006 explain refusals
+            raise Conflict(f"the store refused the role change: {reason(error)}") from error
+
+    async def _change_role(self, c: AsyncConnection, change: RoleChange) -> int:
+        moved = 0
+        if change.quarantine_after is not None:
+            assert change.epoch is not None, "a recovery enters a new epoch"
+            fork = change.quarantine_after
+            moved = int(
+                await c.scalar(select(func.shadowline_quarantine_after(fork, change.epoch))) or 0
             )
-            if moved.rowcount != 1:
-                raise Conflict(f"this instance is no longer in role {' or '.join(sorted(expect))}")
-            if ha:
-                await c.execute(
-                    update(ha_state).where(ha_state.c.id == 1).values(**ha, updated_at=func.now())
-                )
+        if change.fence is not None:
+            await c.scalar(select(func.shadowline_fence(change.fence)))
+        if change.relay_cursor is not None:
+            await c.execute(
+                update(relay_cursor)
+                .where(relay_cursor.c.id == 1)
+                .values(position=change.relay_cursor, updated_at=func.now())
+            )
+        values: dict[str, Any] = {"role": str(change.role), "updated_at": func.now()}
+        if change.epoch is not None:
+            values["epoch"] = change.epoch
+        taken = await c.execute(
+            update(instance_state)
+            .where(instance_state.c.id == 1, instance_state.c.role.in_(map(str, change.expect)))
+            .values(**values)
+        )
+        if taken.rowcount != 1:  # compare-and-set: never overwrite a role blindly
+            expected = " or ".join(sorted(change.expect))
+            raise Conflict(f"this instance is no longer in role {expected}")
+        if change.ha:
+            await c.execute(
+                update(ha_state)
+                .where(ha_state.c.id == 1)
+                .values(**change.ha, updated_at=func.now())
+            )
+        if change.event is not None:
+            # Through the store's own append function: the same compare-and-set on the head,
+            # the same term rule, in this transaction (a role taken without its event, or the
+            # reverse, cannot be left behind by a crash).
+            expected_head = change.event.position - 1
+            appended = (
+                await c.exec_driver_sql(APPEND, (expected_head, *columns([change.event])))
+            ).scalar()
+            if appended is not True:
+                raise Conflict(f"the store's head is no longer at {expected_head}")
+        return moved
 
     async def update(self, **ha: Any) -> None:
         async with self._engine.begin() as c:

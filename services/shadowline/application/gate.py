@@ -10,6 +10,7 @@ acknowledged without a valid lease: a master that may have been replaced answers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -77,6 +78,17 @@ class CommitGate:
             self.mode = "sync"
             log.info("shadow caught up at position %d: replication is sync again", position)
         self._wake()
+
+    async def wait_acked(self, position: int, timeout: float) -> bool:  # noqa: ASYNC109
+        """Wait (at most `timeout` s) until the shadow has acknowledged `position`."""
+        deadline = time.monotonic() + timeout
+        while self.acked < position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._signal.wait(), remaining)
+        return True
 
     async def admit(self, position: int, master_url: str | None = None) -> None:
         """Return when the write at `position` may be acknowledged; raise NotWritable if never."""

@@ -4,10 +4,8 @@ Every instance publishes `heartbeat.<instance>` on the monitoring exchange each 
 transient messages that expire. A master's heartbeats are published with confirms: the last
 confirmation is its lease. Without one for `lease` seconds it fences itself (no write is
 acknowledged), well before a watchdog may act (lease + margin < takeover delay, checked at
-start). It also listens to everyone's heartbeats, so it learns of a newer epoch; only
-heartbeats authenticated with the cluster's heartbeat key and fresh (domain.trust) count:
-anyone with a broker login can publish, and a forged or replayed heartbeat must never fence
-this master or send it to recover from an attacker's URL.
+start). It also hears everyone's heartbeats, so it learns of a newer epoch: the consumer
+(entrypoints.amqp.heartbeats) hands it only authenticated, fresh ones.
 """
 
 from __future__ import annotations
@@ -17,33 +15,35 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from aio_pika.abc import AbstractIncomingMessage
-
-from shadowline.adapters.broker import BrokerLink, heartbeat_in
-from shadowline.domain import trust
+from shadowline.application.ports.ha import HeartbeatPublisher
 from shadowline.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+# Consumes the cluster's heartbeats, handing each authentic one of another instance on.
+Listen = Callable[[Callable[[dict[str, Any]], None]], Awaitable[None]]
+
+
+async def _hear_nothing(heard: Callable[[dict[str, Any]], None]) -> None:
+    pass
 
 
 class Liveness:
     def __init__(
         self,
         settings: Settings,
-        broker: BrokerLink,
+        broker: HeartbeatPublisher,
         describe: Callable[[], dict[str, Any]],
-        rejected: Callable[[str, str], None] = lambda source, reason: None,
+        *,
+        listen: Listen = _hear_nothing,
     ) -> None:
         self._settings = settings
-        self._rejected = rejected
-        self._secret = (
-            settings.cluster_secret.get_secret_value() if settings.cluster_secret else None
-        )
-        self._fresh = trust.Freshness()
+        self._listen = listen
         self._boot = secrets.token_hex(8)  # this run: a replayed heartbeat of an older one is stale
         self._broker = broker
         self._describe = describe
@@ -126,16 +126,9 @@ class Liveness:
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
     async def listen(self) -> None:
-        """Hear every instance's heartbeats of this cluster (an exclusive, server-named queue)."""
-        queue = await self._broker.heartbeat_queue()
-        await queue.consume(self._on_heartbeat, no_ack=True)
+        """Hear every instance's heartbeats of this cluster."""
+        await self._listen(self.hear)
 
-    async def _on_heartbeat(self, message: AbstractIncomingMessage) -> None:
-        routing_key = message.routing_key or ""
-        if routing_key == f"heartbeat.{self._settings.instance}":
-            return  # our own (a forged one under our name changes nothing either)
-        beat, refusal = heartbeat_in(message, self._secret, self._settings.cluster, self._fresh)
-        if beat is None:
-            self._rejected("heartbeat", f"{routing_key}: {refusal}")
-            return
+    def hear(self, beat: dict[str, Any]) -> None:
+        """Another instance's authentic heartbeat arrived."""
         self.heard[str(beat["instance"])] = (time.monotonic(), beat)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import orjson
 from aio_pika.abc import AbstractIncomingMessage
@@ -17,6 +17,7 @@ from shadowline.application.ports.monitoring import Alerts, HaCounts
 from shadowline.application.supervisor import retrying
 from shadowline.domain import alerting
 from shadowline.domain.errors import Forbidden, ShadowlineError
+from shadowline.domain.promote import PromoteCommand
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class CommandBroker(Protocol):
 
 
 class Promoter(Protocol):
-    async def promote(self, command: dict[str, Any], via: str) -> dict[str, Any]: ...
+    async def promote(self, command: PromoteCommand, via: str) -> dict[str, Any]: ...
 
 
 class PromoteCommands:
@@ -74,7 +75,7 @@ class PromoteCommands:
         except ShadowlineError as error:
             self._refused(routing_key, error)
 
-    def _promote_command(self, routing_key: str, body: bytes) -> dict[str, Any]:
+    def _promote_command(self, routing_key: str, body: bytes) -> PromoteCommand:
         """The promote command a delivery carries, else Forbidden. The queue gets whatever is
         routed `*.<instance>` (and whatever is sent to it by name on the default exchange), but
         only `promote.<instance>` with a body of type promote is a command this instance knows:
@@ -92,7 +93,7 @@ class PromoteCommands:
             raise Forbidden(
                 f"unknown command {routing_key!r} of type {shown}: only {expected} is taken here"
             )
-        return cast(dict[str, Any], command)
+        return PromoteCommand.parse(command)
 
     def _refused(self, routing_key: str, error: Exception) -> None:
         found = alerting.rejected_command(error, routing_key)

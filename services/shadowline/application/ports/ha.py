@@ -1,0 +1,45 @@
+"""What the HA core needs from the outside: its record in the database, the peer, and the
+heartbeats on the broker. adapters.ha_repo.HaRepository, adapters.peer.PeerClient and
+adapters.broker.BrokerLink satisfy these structurally."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from shadowline.application.ports.peer import Peer
+from shadowline.domain.ha import HaRecord, RoleChange
+
+
+class HaRepo(Protocol):
+    async def load(self) -> HaRecord: ...
+
+    async def change_role(self, change: RoleChange) -> int:
+        """Commit `change` as one transaction; returns how many events it quarantined.
+        Conflict when the role is no longer one of `change.expect` (nothing is changed)."""
+        ...
+
+    async def update(self, **ha: Any) -> None: ...
+
+    async def register_shadow(self, instance: str, url: str, confirmed: bool) -> str: ...
+
+    async def confirm_shadow(self, instance: str | None) -> str: ...
+
+    async def forget_shadow(self) -> str: ...
+
+    async def shadow_seen(self, instance: str, position: int) -> bool: ...
+
+
+class Peers(Protocol):
+    """Makes a client of the instance at `url`; when `instance` is given, only an answer of
+    that instance counts (a genuine instance at the wrong address is not the peer)."""
+
+    def __call__(self, url: str, instance: str | None = None, timeout: float = 10.0) -> Peer: ...
+
+
+class HeartbeatPublisher(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+    async def publish_monitoring(
+        self, routing_key: str, body: Any, ttl: float | None = None
+    ) -> None: ...
