@@ -19,13 +19,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
-from uuid import uuid4
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shadowline.application.ports.store import EventStore
+from shadowline.application.writer_events import event_for
 from shadowline.domain import trust
-from shadowline.domain.commands import Command, ItemVersion, RecordEvent, decide
+from shadowline.domain.commands import Command, ItemVersion
 from shadowline.domain.errors import NotWritable, ShadowlineError, Unavailable
 from shadowline.domain.events import Event, link
 from shadowline.domain.replication import check_replicated
@@ -217,7 +217,9 @@ class Writer:
                 )
                 continue
             try:
-                event, created = self._event_for(cmd, overlay, position + 1, epoch, recorded_at)
+                event, created = event_for(
+                    cmd, self._versions, overlay, position + 1, epoch, recorded_at
+                )
             except ShadowlineError as error:
                 pending.future.set_exception(error)
                 continue
@@ -241,47 +243,6 @@ class Writer:
             self._on_batch(len(accepted), time.perf_counter() - started)
         for observer in self.on_commit:
             observer(events)
-
-    def _event_for(
-        self,
-        cmd: Command,
-        overlay: dict[tuple[str, str], ItemVersion],
-        position: int,
-        epoch: int,
-        recorded_at: datetime,
-    ) -> tuple[Event, bool]:
-        if isinstance(cmd, RecordEvent):
-            return (
-                Event(
-                    uuid4(),
-                    position,
-                    epoch,
-                    cmd.type,
-                    None,
-                    None,
-                    None,
-                    cmd.data,
-                    cmd.metadata,
-                    recorded_at,
-                ),
-                False,
-            )
-        key = (cmd.kind, cmd.name)
-        decision = decide(cmd, overlay.get(key, self._versions.get(key)))
-        overlay[key] = ItemVersion(decision.version, decision.type == "ConfigPut")
-        event = Event(
-            id=uuid4(),
-            position=position,
-            epoch=epoch,
-            type=decision.type,
-            kind=cmd.kind,
-            name=cmd.name,
-            version=decision.version,
-            data=getattr(cmd, "value", None),
-            metadata=cmd.metadata,
-            recorded_at=recorded_at,
-        )
-        return event, decision.created
 
     async def _append_replicated(self, events: Sequence[Event]) -> None:
         overlay = check_replicated(

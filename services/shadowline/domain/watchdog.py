@@ -127,31 +127,32 @@ def shadow_of(view: View, master: Member) -> Member | None:
     return claims[0] if len(claims) == 1 else None
 
 
+def _promoting(view: View, promoting: Promote, now: float, takeover_delay: float) -> Decision:
+    """A promote command is out: done once its shadow is heard as master in the new epoch."""
+    promoted = view.members.get(promoting.shadow)
+    if promoted and promoted.role == "master" and promoted.epoch >= promoting.epoch:
+        return Decision(
+            replace(view, phase="watching", promoting=None, since=now),
+            [],
+            f"{promoted.instance} is master in epoch {promoted.epoch}: failover complete",
+            Step.PROMOTED,
+        )
+    if now - view.since > 2 * takeover_delay:  # no word from it: send again (idempotent by epoch)
+        return Decision(
+            replace(view, since=now),
+            [promoting],
+            (f"no heartbeat of {promoting.shadow} as master yet: promote command sent again"),
+            Step.PROMOTING,
+        )
+    return _quiet(view)
+
+
 def tick(view: View, now: float, takeover_delay: float) -> Decision:
     master = master_of(view)
     if view.maintenance or master is None:
         return _quiet(view)
     if view.phase == "promoting" and view.promoting is not None:
-        promoted = view.members.get(view.promoting.shadow)
-        if promoted and promoted.role == "master" and promoted.epoch >= view.promoting.epoch:
-            return Decision(
-                replace(view, phase="watching", promoting=None, since=now),
-                [],
-                f"{promoted.instance} is master in epoch {promoted.epoch}: failover complete",
-                Step.PROMOTED,
-            )
-        if (
-            now - view.since > 2 * takeover_delay
-        ):  # no word from it: send again (idempotent by epoch)
-            return Decision(
-                replace(view, since=now),
-                [view.promoting],
-                (
-                    f"no heartbeat of {view.promoting.shadow} as master yet: promote command sent again"
-                ),
-                Step.PROMOTING,
-            )
-        return _quiet(view)
+        return _promoting(view, view.promoting, now, takeover_delay)
     silent = now - master.seen
     if silent < takeover_delay:
         if view.phase != "watching":

@@ -97,6 +97,7 @@ class WatchdogMetrics:
         views: Callable[[], Iterable[Seen]],
         takeover_delay: float,
     ) -> None:
+        # Long only because every counter is declared here, in one place, with its help text.
         self.registry = registry = CollectorRegistry()
         self.probes = Counter(
             "shadowline_watchdog_probes_total",
