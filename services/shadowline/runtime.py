@@ -19,7 +19,6 @@ from starlette.types import ASGIApp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shadowline.adapters.migrate import upgrade
-from shadowline.application.failover import STARTING
 from shadowline.bootstrap import Instance, build_instance
 from shadowline.domain.commands import RecordEvent
 from shadowline.domain.errors import Unavailable
@@ -94,13 +93,11 @@ async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[
     if instance.ha.role.role == "master":
         # It may have been replaced while it was down: no writes, no relay, until the lease
         # watcher has checked the peer and the heartbeats for a newer epoch.
-        instance.ha.role.fenced = STARTING
-        instance.metrics.fenced(STARTING)  # shadowline_fencings_total{reason="starting"}
+        instance.failover.fence_at_start()  # shadowline_fencings_total{reason="starting"}
     await instance.writer.load()
     await instance.auth.refresh()
     await instance.service.apply_local()
     writer = asyncio.create_task(instance.writer.run(), name="writer")
-    await instance.failover.complete_interrupted_promotion()
     await _anchor_signatures(instance)
     helpers = [
         asyncio.create_task(instance.snapshotter.run(), name="snapshotter"),

@@ -22,6 +22,7 @@ from shadowline.adapters.broker import CONFIG_DELIVERY_LIMIT, Names
 from shadowline.bootstrap import Instance
 from shadowline.client import command
 from shadowline.domain.errors import NotWritable
+from shadowline.domain.promote import PromoteCommand
 from shadowline.entrypoints.amqp import config_commands
 from tests.conftest import AMQP_URL
 from tests.integration.test_broker_config_commands import (
@@ -62,9 +63,9 @@ async def _alerts(queue: AbstractQueue, within: float) -> list[dict[str, Any]]:
 async def test_a_command_of_an_unknown_type_is_refused_with_an_alert_and_not_acted_on(
     master: Instance, monkeypatch: pytest.MonkeyPatch, verb: str, body: Any
 ) -> None:
-    promoted: list[dict[str, Any]] = []
+    promoted: list[PromoteCommand] = []
 
-    async def promote(command: dict[str, Any], via: str) -> dict[str, Any]:
+    async def promote(command: PromoteCommand, via: str) -> dict[str, Any]:
         promoted.append(command)
         return {}
 
@@ -77,7 +78,7 @@ async def test_a_command_of_an_unknown_type_is_refused_with_an_alert_and_not_act
         await raw.publish(f"promote.{master.settings.instance}", b'{"type": "promote"}')
         await wait_until("the promote command handed to failover", lambda: _true(promoted))
         alerts = await _alerts(raw.alerts, within=1.0)
-    assert promoted == [{"type": "promote"}]
+    assert [command.doc for command in promoted] == [{"type": "promote"}]
     refused = [a for a in alerts if a["alert"] == "rejected-command"]
     assert [a["details"] for a in refused] == [{"routing_key": routing_key}], alerts
     assert "unknown command" in refused[0]["message"]

@@ -19,12 +19,13 @@ from shadowline.application.supervisor import (
     wanted_tasks,
 )
 from shadowline.domain.alerting import AlertName
+from shadowline.domain.roles import FenceReason
 
 
 @dataclass
 class Role:
     role: str = "standalone"
-    fenced: str | None = None
+    fence: FenceReason | None = None
 
 
 @dataclass
@@ -39,23 +40,23 @@ class Ha:
 
 
 @pytest.mark.parametrize(
-    ("role", "fenced", "shadow_state", "wanted"),
+    ("role", "fence", "shadow_state", "wanted"),
     [
         ("standalone", None, None, set()),
         ("master", None, None, {"heartbeats", "commands", "lease", "config-commands"}),
         ("master", None, "confirmed",
          {"heartbeats", "commands", "lease", "config-commands", "relay", "peer-watch"}),
-        ("master", "starting: checking for a newer epoch", "confirmed",
+        ("master", FenceReason.STARTING, "confirmed",
          {"heartbeats", "commands", "lease", "config-commands"}),
-        ("master", "no heartbeat confirmed (lease)", "confirmed",
+        ("master", FenceReason.LEASE_LOST, "confirmed",
          {"heartbeats", "commands", "lease", "config-commands", "relay", "peer-watch"}),
         ("shadow", None, None, {"heartbeats", "commands", "replica"}),
     ],
 )  # fmt: skip
 def test_each_role_wants_the_tasks_it_always_ran(
-    role: str, fenced: str | None, shadow_state: str | None, wanted: set[str]
+    role: str, fence: FenceReason | None, shadow_state: str | None, wanted: set[str]
 ) -> None:
-    assert wanted_tasks(Ha(Role(role, fenced), Record(shadow_state))) == wanted
+    assert wanted_tasks(Ha(Role(role, fence), Record(shadow_state))) == wanted
 
 
 class Factories:

@@ -12,12 +12,14 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol
 
 from shadowline.application.monitoring import Monitor
+from shadowline.application.ports.broker import FeedControl
 from shadowline.application.relay import Relay
 from shadowline.application.replica import Replicator
-from shadowline.application.supervisor import retrying
+from shadowline.application.supervisor import RoleTask, retrying
 from shadowline.domain import alerting
 
 log = logging.getLogger(__name__)
@@ -96,26 +98,24 @@ async def replica(
     broker: Broker,
     ha: Any,
     instance: str,
-    new_replica: Callable[[], tuple[Replicator, Closing]],
+    new_replica: Callable[[], tuple[Replicator, FeedControl, Closing]],
 ) -> None:
     """The shadow's side: report, bootstrap, consume, apply and backfill, in that order; the
     reporter runs throughout. On the way out (a promotion, a removal) everything stops."""
-    replicator, peer = new_replica()
+    replicator, feed, peer = new_replica()
     ha.replica = replicator
     reporter = asyncio.create_task(replicator.run_reporter(), name="replica-reporter")
     applier: asyncio.Task[Any] | None = None
     try:
         await retrying("connecting to RabbitMQ", broker.start)
-        queue = await retrying(
-            "declaring the replication queue", lambda: broker.replication_queue(instance)
-        )
+        await retrying("declaring the replication queue", feed.declare)
         await replicator.confirmed.wait()
         await retrying("the first report to the master", replicator.report)
         await retrying("bootstrap from the master's image", replicator.bootstrap)
         applier = asyncio.create_task(
             retrying("applying replicated events", replicator.run_applier)
         )
-        await retrying("consuming the replication queue", lambda: replicator.consume(queue))
+        await retrying("consuming the replication queue", feed.consume)
         await retrying("history backfill", replicator.backfill)
         await applier
     finally:
@@ -123,7 +123,7 @@ async def replica(
             if task is not None:
                 task.cancel()
         await asyncio.gather(reporter, *([applier] if applier else []), return_exceptions=True)
-        await replicator.stop_consuming()
+        await feed.stop()
         ha.replica = None
         await peer.close()
         if ha.role.role == "master":
@@ -131,3 +131,34 @@ async def replica(
             # master declares it again for this instance if it ever becomes a shadow.
             with contextlib.suppress(Exception):
                 await broker.delete_replication_queue(instance)
+
+
+def role_tasks(
+    *,
+    instance: str,
+    broker: Broker,
+    ha: Any,
+    liveness: Any,
+    failover: Any,
+    monitor: Monitor,
+    position: Callable[[], int],
+    promote: RoleTask,
+    config_commands: Callable[[], Awaitable[Any]],
+    new_relay: Callable[[], Relay],
+    new_replica: Callable[[], tuple[Replicator, FeedControl, Closing]],
+) -> dict[str, RoleTask]:
+    """One factory per role task (supervisor.wanted_tasks says which run in which role); the
+    relay, the replicator and the consumers come built from the composition root."""
+    return {
+        "heartbeats": partial(heartbeats, broker=broker, liveness=liveness),
+        "commands": promote,
+        "lease": partial(lease, failover=failover),
+        "config-commands": partial(
+            consuming, broker=broker, what="consuming config commands", consume=config_commands
+        ),
+        "peer-watch": partial(peer_watch, ha=ha, position=position, monitor=monitor),
+        "relay": partial(relay, broker=broker, ha=ha, new_relay=new_relay),
+        "replica": partial(
+            replica, broker=broker, ha=ha, instance=instance, new_replica=new_replica
+        ),
+    }

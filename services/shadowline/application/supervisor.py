@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
 from shadowline.domain.errors import ShadowlineError
+from shadowline.domain.roles import FenceReason
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def wanted_tasks(ha: RoleView) -> set[str]:
         wanted |= {"lease", "config-commands"}
         # A master fenced at start may be about to quarantine what it holds: publish nothing
         # until it knows no newer epoch exists.
-        checking = (ha.role.fenced or "").startswith("starting")
+        checking = ha.role.fence is FenceReason.STARTING
         if record is not None and record.shadow_state == "confirmed" and not checking:
             wanted |= {"relay", "peer-watch"}
     if role == "shadow":

@@ -1,0 +1,120 @@
+"""The composition root: the one place that builds concrete objects and wires them together.
+
+Nothing here runs at import time; `build_instance` is called by the runtime and the tests. It
+builds in dependency order, each object complete when its constructor returns; the adapters it
+talks through (engine, store, broker) are parameters, so a test can build the real wiring over
+twins of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shadowline.adapters.broker import BrokerLink
+from shadowline.adapters.db import create_engine
+from shadowline.adapters.local import Users
+from shadowline.adapters.metrics import Metrics, Scrape
+from shadowline.adapters.passwords import VerifiedCache, dummy_hash
+from shadowline.adapters.store import EventStore
+from shadowline.application.auth import Authenticator, LoginThrottle
+from shadowline.application.failover import Failover
+from shadowline.application.ha import HaService
+from shadowline.application.monitoring import Monitor
+from shadowline.application.service import ConfigService
+from shadowline.application.snapshots import Snapshotter
+from shadowline.application.supervisor import Supervisor, wanted_tasks
+from shadowline.application.writer import Writer
+from shadowline.bootstrap.wiring import (
+    build_core,
+    build_wing,
+    config_side,
+    default_broker,
+    heartbeat_of,
+    monitoring_feed,
+    role_task_factories,
+    secret_of,
+)
+from shadowline.entrypoints.amqp.feed import MonitoringFeed
+from shadowline.entrypoints.http.api import create_app
+from shadowline.entrypoints.http.limits import BodyLimit
+from shadowline.entrypoints.http.peer import PeerAnswers
+from shadowline.settings import Settings
+
+__all__ = ["Instance", "build_instance", "default_broker", "heartbeat_of"]
+
+
+@dataclass(frozen=True)
+class Instance:
+    ha: HaService
+    supervisor: Supervisor
+    failover: Failover
+    monitor: Monitor
+    broker: BrokerLink
+    settings: Settings
+    engine: AsyncEngine
+    store: EventStore
+    users: Users
+    writer: Writer
+    service: ConfigService
+    auth: Authenticator
+    snapshotter: Snapshotter
+    metrics: Metrics
+    app: FastAPI
+    asgi: BodyLimit  # around PeerAnswers around the app
+    feed: MonitoringFeed
+
+
+def build_instance(
+    settings: Settings,
+    *,
+    engine: AsyncEngine | None = None,
+    store: EventStore | None = None,
+    broker: BrokerLink | None = None,
+) -> Instance:
+    """The instance over the real adapters, or over the ones given (twins in tests)."""
+    engine = engine if engine is not None else create_engine(settings.database_url)
+    store = store if store is not None else EventStore(engine)
+    broker = broker if broker is not None else default_broker(settings)
+    core = build_core(settings, store, broker)
+    wing = build_wing(settings, core, engine, store, broker)
+    service, config_commands = config_side(settings, core, wing.gate, engine, store, broker)
+    tasks = role_task_factories(settings, core, wing, store, broker, config_commands)
+    users = Users(engine)
+    throttle = LoginThrottle(settings.login_max_failures, settings.login_failure_window)
+    auth = Authenticator(users, VerifiedCache(), dummy_hash, throttle=throttle)
+    feed = monitoring_feed(settings, core)
+    app = create_app(
+        service=service,
+        ha=wing.ha,
+        auth=auth,
+        metrics=Scrape(core.metrics, wing.liveness),
+        settings=settings,
+        failover=wing.failover,
+        feed=feed,
+    )
+    return Instance(
+        ha=wing.ha,
+        supervisor=Supervisor(tasks, partial(wanted_tasks, wing.ha), wing.changes),
+        failover=wing.failover,
+        monitor=core.monitor,
+        broker=broker,
+        settings=settings,
+        engine=engine,
+        store=store,
+        users=users,
+        writer=core.writer,
+        service=service,
+        auth=auth,
+        snapshotter=Snapshotter(store, core.writer, settings.snapshot_interval),
+        metrics=core.metrics,
+        app=app,
+        asgi=BodyLimit(
+            PeerAnswers(app, secret_of(settings), settings.cluster, settings.instance),
+            settings.max_body_bytes,
+        ),
+        feed=feed,
+    )

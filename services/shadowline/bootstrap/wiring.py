@@ -1,0 +1,280 @@
+"""The parts of the composition root: the objects that serve configuration (`Core`), the HA
+wing (`Wing`), and the role tasks' factories. `shadowline.bootstrap.build_instance` puts them
+together; each function builds what it returns completely, from what it is given."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shadowline.adapters.broker import BrokerLink, Names
+from shadowline.adapters.command_log import CommandLog
+from shadowline.adapters.ha_repo import HaRepository
+from shadowline.adapters.local import LocalConfig
+from shadowline.adapters.metrics import Metrics
+from shadowline.adapters.migrate import current_revision
+from shadowline.adapters.peer import PeerClient
+from shadowline.adapters.resources import load_config_schemas
+from shadowline.adapters.store import EventStore
+from shadowline.application import role_tasks
+from shadowline.application.failover import Failover
+from shadowline.application.gate import CommitGate
+from shadowline.application.ha import HaService
+from shadowline.application.liveness import Liveness
+from shadowline.application.monitoring import Monitor
+from shadowline.application.ports.peer import Peer
+from shadowline.application.relay import Relay
+from shadowline.application.replica import Replicator
+from shadowline.application.roles import CurrentRole
+from shadowline.application.service import ConfigService
+from shadowline.application.supervisor import RoleChanges, RoleTask
+from shadowline.application.writer import Writer
+from shadowline.domain.validation import Catalog
+from shadowline.entrypoints.amqp.config_commands import (
+    CommandReader,
+    ConfigCommands,
+    command_schemas,
+)
+from shadowline.entrypoints.amqp.feed import MonitoringFeed
+from shadowline.entrypoints.amqp.heartbeats import HeartbeatListener
+from shadowline.entrypoints.amqp.promote import PromoteCommands
+from shadowline.entrypoints.amqp.replication import ReplicationQueue
+from shadowline.settings import Settings
+
+
+def heartbeat_of(ha: HaService) -> dict[str, Any]:
+    """What an instance says about itself in each heartbeat."""
+    return ha.whoami().heartbeat()
+
+
+def _peer_client(
+    settings: Settings,
+    rejected: Callable[[str, str], None],
+    url: str,
+    instance: str | None = None,
+    timeout: float = 10.0,
+) -> PeerClient:
+    """A signed client of the instance at `url` (HaService.peer has checked the secret)."""
+    secret = secret_of(settings)
+    assert secret is not None
+    return PeerClient(
+        url,
+        secret,
+        settings.instance,
+        cluster=settings.cluster,
+        peer=instance,
+        timeout=timeout,
+        deadline=3 * timeout,
+        on_rejected=lambda reason: rejected("peer-answer", reason),
+    )
+
+
+def secret_of(settings: Settings) -> str | None:
+    return settings.cluster_secret.get_secret_value() if settings.cluster_secret else None
+
+
+def default_broker(settings: Settings) -> BrokerLink:
+    return BrokerLink(
+        settings.amqp_url.get_secret_value(),
+        Names(settings.cluster),
+        f"shadowline {settings.instance}",
+        secret=secret_of(settings),
+    )
+
+
+@dataclass(frozen=True)
+class Core:
+    """What serves configuration, before any HA: store, writer, monitoring."""
+
+    role: CurrentRole
+    metrics: Metrics
+    monitor: Monitor
+    writer: Writer
+    catalog: Catalog
+
+
+def build_core(settings: Settings, store: EventStore, broker: BrokerLink) -> Core:
+    role = CurrentRole()
+    metrics = Metrics()
+    monitor = Monitor(
+        instance=settings.instance,
+        publisher=broker,
+        counts=metrics,
+        is_master=lambda: role.role == "master",
+    )
+    writer = Writer(
+        store,
+        epoch=lambda: role.epoch,
+        writable=lambda: role.writable,
+        batch_max=settings.batch_max,
+        on_batch=metrics.observe_batch,
+        secret=secret_of(settings),
+        cluster=settings.cluster,
+        on_commit=[monitor.config_changed],
+    )
+    return Core(role, metrics, monitor, writer, Catalog(load_config_schemas()))
+
+
+def _gate(settings: Settings, core: Core, liveness: Liveness) -> CommitGate:
+    role, monitor = core.role, core.monitor
+    return CommitGate(
+        timeout=settings.sync_timeout,
+        lease_valid=liveness.lease_valid,
+        wait_lease=liveness.wait_lease,
+        fenced=lambda: role.fenced is not None,
+        announce=liveness.beat_once,
+        alert=lambda name, message: monitor.alert(name, message, {}),
+    )
+
+
+def _new_replica(
+    ha: HaService, core: Core, store: EventStore, broker: BrokerLink
+) -> tuple[Replicator, ReplicationQueue, Peer]:
+    """A shadow's replicator over its replication queue and a client of its master, as the HA
+    record names it now."""
+    record = ha.record
+    assert record is not None and record.master_url is not None
+    peer = ha.peer(record.master_url, record.master_instance)
+    queue = ReplicationQueue(
+        broker, ha.settings.instance, alert=core.monitor.alert, rejected=core.monitor.rejected
+    )
+    replicator = Replicator(
+        feed=queue,
+        writer=core.writer,
+        store=store,
+        peer=peer,
+        alert=core.monitor.alert,
+        secret=ha.secret(),
+        cluster=ha.settings.cluster,
+        catalog=core.catalog,
+        rejected=core.monitor.rejected,
+        on_applied=core.metrics.observe_replicated,
+    )
+    return replicator, queue, peer
+
+
+def role_task_factories(
+    settings: Settings,
+    core: Core,
+    wing: Wing,
+    store: EventStore,
+    broker: BrokerLink,
+    config_commands: ConfigCommands,
+) -> dict[str, RoleTask]:
+    """The role tasks, each over what it works with."""
+    promote = PromoteCommands(
+        instance=settings.instance,
+        broker=broker,
+        failover=wing.failover,
+        counts=core.metrics,
+        alerts=core.monitor,
+    )
+    return role_tasks.role_tasks(
+        instance=settings.instance,
+        broker=broker,
+        ha=wing.ha,
+        liveness=wing.liveness,
+        failover=wing.failover,
+        monitor=core.monitor,
+        position=lambda: core.writer.position,
+        promote=promote.run,
+        config_commands=config_commands.run,
+        new_relay=partial(
+            Relay, store, core.writer, broker, on_cursor=core.metrics.observe_published
+        ),
+        new_replica=partial(_new_replica, wing.ha, core, store, broker),
+    )
+
+
+@dataclass(frozen=True)
+class Wing:
+    """The HA wing: heartbeats, the commit gate, the HA service and failover."""
+
+    liveness: Liveness
+    gate: CommitGate
+    changes: RoleChanges
+    ha: HaService
+    failover: Failover
+
+
+def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: EventStore,
+          broker: BrokerLink) -> Wing:  # fmt: skip
+    monitor = core.monitor
+    # The heartbeat says what the HA service and its gate are, and the gate's lease rests on the
+    # heartbeats being confirmed: the one cycle of the wiring, closed by this late lookup.
+    listener = HeartbeatListener(
+        instance=settings.instance,
+        cluster=settings.cluster,
+        secret=secret_of(settings),
+        broker=broker,
+        rejected=monitor.rejected,
+    )
+    liveness = Liveness(settings, broker, lambda: heartbeat_of(ha), listen=listener.listen)
+    gate = _gate(settings, core, liveness)
+    changes = RoleChanges()  # fired by the HA service, heard by the supervisor
+    ha = HaService(
+        settings=settings,
+        repo=HaRepository(engine),
+        store=store,
+        writer=core.writer,
+        role=core.role,
+        revision=lambda: current_revision(settings.database_url),
+        on_change=changes.fire,
+        gate=gate,
+        peers=partial(_peer_client, settings, monitor.rejected),
+        alert=monitor.alert,
+    )
+    failover = Failover(
+        settings=settings,
+        ha=ha,
+        store=store,
+        writer=core.writer,
+        liveness=liveness,
+        gate=gate,
+        alert=monitor.alert,
+        publish=monitor.publish,
+        metrics=core.metrics,
+    )
+    return Wing(liveness, gate, changes, ha, failover)
+
+
+def monitoring_feed(settings: Settings, core: Core) -> MonitoringFeed:
+    """What the HA screen shows of monitoring; a standalone instance has nothing there to hear."""
+    return MonitoringFeed(
+        settings.amqp_url.get_secret_value(),
+        Names(settings.cluster),
+        f"shadowline {settings.instance} monitoring feed",
+        active=lambda: core.role.role != "standalone",
+        secret=secret_of(settings),
+    )
+
+
+def config_side(
+    settings: Settings,
+    core: Core,
+    gate: CommitGate,
+    engine: AsyncEngine,
+    store: EventStore,
+    broker: BrokerLink,
+) -> tuple[ConfigService, ConfigCommands]:
+    """The configuration service, and its consumer of config commands on the broker."""
+    service = ConfigService(
+        catalog=core.catalog,
+        store=store,
+        writer=core.writer,
+        local=LocalConfig(engine),
+        role=core.role,
+        gate=gate,
+    )
+    commands = ConfigCommands(
+        service=service,
+        commands=CommandLog(engine),
+        broker=broker,
+        reader=CommandReader(command_schemas(), settings.max_body_bytes, settings.publishers),
+        alert=core.monitor.alert,
+    )
+    return service, commands
