@@ -30,6 +30,7 @@ from typing import Any
 import aio_pika
 import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
 from shadowline.adapters.broker import Names
 from shadowline.domain import trust
@@ -43,6 +44,18 @@ INSTANCES_KEPT = 16
 EVENTS_KEPT = 50  # role.changed, failover.*, alert.*
 EVENT_PREFIXES = ("role.changed", "failover.", "alert.")
 MALFORMED_LOG_EVERY = 10.0  # seconds: a flood of bad messages logs one line per interval
+# Between attempts to listen: 0.5 s, doubling up to 10 s; a link that was up and is lost starts
+# again at 0.5 s. While HA is off (`active` false) it looks again every second.
+BACKOFF_FIRST, BACKOFF_MAX, IDLE_CHECK = 0.5, 10.0, 1.0
+
+
+class _Lost(Exception):
+    """Raised when a connection that was listening is lost: the next attempt comes soon."""
+
+
+def _failed(error: BaseException) -> bool:
+    # Not a cancellation (this task is being stopped), nor a link that was up and is lost.
+    return isinstance(error, Exception) and not isinstance(error, _Lost)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,21 +177,35 @@ class MonitoringFeed:
 
     async def run(self) -> None:
         """Listen until cancelled, connecting again (with backoff) whenever the link is lost."""
-        delay = 0.5
         while True:
             if not self._active():
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(IDLE_CHECK)
                 continue
+            retrying = AsyncRetrying(
+                retry=retry_if_exception(_failed),
+                wait=wait_exponential(multiplier=BACKOFF_FIRST, max=BACKOFF_MAX),
+                before_sleep=self._waiting,
+                reraise=True,
+            )
             try:
-                await self._listen_once()
-                delay = 0.5  # it was up; a fresh loss starts the backoff again
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                log.warning("monitoring feed: %s; again in %.1fs", error or type(error), delay)
-            self.connected = False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
+                async for attempt in retrying:
+                    with attempt:
+                        await self._listen_while_active()
+            except _Lost:
+                await asyncio.sleep(BACKOFF_FIRST)  # it was up: a fresh loss starts the backoff
+
+    async def _listen_while_active(self) -> None:
+        """One attempt: nothing while HA is off (returns), else listen until the link is lost."""
+        if not self._active():
+            return
+        await self._listen_once()
+        raise _Lost()
+
+    @staticmethod
+    def _waiting(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        log.warning("monitoring feed: %s; again in %.1fs", error or type(error), delay)
 
     async def _listen_once(self) -> None:
         """Connect, bind a server-named queue with `#`, consume; return once the link is lost."""

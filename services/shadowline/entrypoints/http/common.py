@@ -1,4 +1,4 @@
-"""What the HTTP modules share: JSON responses, the one error mapping, auth dependencies."""
+"""What the HTTP modules share: JSON responses, errors as responses, auth dependencies."""
 
 from __future__ import annotations
 
@@ -15,22 +15,11 @@ from fastapi.security.base import SecurityBase
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shadowline.adapters.local import User
-from shadowline.application.auth import Authenticator, TooManyFailures
-from shadowline.domain.errors import (
-    AlreadyExists,
-    Conflict,
-    FieldError,
-    Forbidden,
-    InvalidInput,
-    NotFound,
-    NotWritable,
-    Unauthorized,
-    Unavailable,
-    VersionConflict,
-)
+from shadowline.application.auth import Authenticator
+from shadowline.domain.errors import FieldError, InvalidInput
 from shadowline.domain.events import parse_time
-from shadowline.entrypoints.http.limits import BodyTooLarge
+from shadowline.domain.users import User
+from shadowline.entrypoints.errors import MalformedBody, refusal_of
 
 NDJSON = "application/x-ndjson"
 JSON = "application/json"
@@ -45,10 +34,6 @@ class ORJSONResponse(Response):
         return orjson.dumps(content)
 
 
-class MalformedBody(InvalidInput):
-    """Raised when a request body is not JSON at all (400, not 422)."""
-
-
 def _error(
     status: int, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> ORJSONResponse:
@@ -56,38 +41,9 @@ def _error(
 
 
 def error_response(error: Exception) -> ORJSONResponse:
-    """The one mapping from shadowline's exceptions to HTTP."""
-    match error:
-        case MalformedBody():
-            return _error(400, {"error": str(error), "errors": [e.__dict__ for e in error.errors]})
-        case InvalidInput():
-            return _error(
-                422, {"error": "invalid input", "errors": [e.__dict__ for e in error.errors]}
-            )
-        case VersionConflict():
-            return _error(
-                409, {"error": str(error), "expected": error.expected, "version": error.actual}
-            )
-        case AlreadyExists() | Conflict():
-            return _error(409, {"error": str(error)})
-        case NotFound():
-            return _error(404, {"error": str(error)})
-        case NotWritable():
-            return _error(503, {"error": str(error), "master": error.master_url})
-        case TooManyFailures():
-            return _error(429, {"error": str(error)}, {"Retry-After": str(error.retry_after)})
-        case Unauthorized():
-            return _error(
-                401, {"error": str(error)}, {"WWW-Authenticate": 'Basic realm="shadowline"'}
-            )
-        case Forbidden():
-            return _error(403, {"error": str(error)})
-        case BodyTooLarge():
-            return _error(413, {"error": "request body too large"})
-        case Unavailable():
-            return _error(503, {"error": str(error), "master": None}, {"Retry-After": "1"})
-        case _:
-            return _error(500, {"error": f"internal error: {error.__class__.__name__}"})
+    """An error as an HTTP response, by the one mapping (entrypoints.errors)."""
+    refused = refusal_of(error)
+    return _error(refused.status, refused.body, refused.headers or None)
 
 
 class BasicAuth(SecurityBase):

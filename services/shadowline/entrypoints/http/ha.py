@@ -11,14 +11,14 @@ import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from shadowline.adapters.store import EventFilter
-from shadowline.application.failover import Failover
-from shadowline.application.ha import HaService
 from shadowline.application.replica import FETCH_PAGE
 from shadowline.domain.errors import FieldError, Forbidden, InvalidInput, NotFound
 from shadowline.domain.events import envelope, format_time
+from shadowline.domain.promote import PromoteCommand
+from shadowline.domain.records import EventFilter
 from shadowline.domain.state import digest
 from shadowline.entrypoints.http.common import NDJSON, Admin, Auditor, Viewer, body_json
+from shadowline.entrypoints.http.deps import HA, FailoverDep, Log, Service
 from shadowline.entrypoints.http.peer import CALLER, REFUSAL
 
 router = APIRouter()
@@ -26,17 +26,9 @@ router = APIRouter()
 HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-def _ha(request: Request) -> HaService:
-    service: HaService = request.app.state.ha
-    return service
-
-
-HA = Annotated[HaService, Depends(_ha)]
-
-
 async def _peer(request: Request) -> str:
     """The calling instance, when the request carries a valid, fresh cluster signature (checked
-    by instance.peer_answers, which also authenticates the answer)."""
+    by entrypoints.http.peer, which also authenticates the answer)."""
     caller = request.scope.get(CALLER)
     if caller is None:
         refusal = (
@@ -59,6 +51,11 @@ async def _optional_body(request: Request) -> dict[str, Any]:
     return doc
 
 
+# After the caller (Admin, Peer) in a signature: FastAPI solves dependencies in order, so a
+# caller who may not call is refused before the body is even read.
+Body = Annotated[dict[str, Any], Depends(_optional_body)]
+
+
 # -- for people ----------------------------------------------------------------------------------
 
 
@@ -68,14 +65,12 @@ async def ha_status(ha: HA, _: Viewer) -> dict[str, Any]:
 
 
 @router.post("/ha/enable")
-async def ha_enable(ha: HA, user: Admin, request: Request) -> dict[str, Any]:
-    body = await _optional_body(request)
+async def ha_enable(ha: HA, user: Admin, body: Body) -> dict[str, Any]:
     return await ha.enable(bool(body.get("auto_confirm", False)), user.name)
 
 
 @router.post("/ha/join")
-async def ha_join(ha: HA, _: Admin, request: Request) -> dict[str, Any]:
-    body = await _optional_body(request)
+async def ha_join(ha: HA, _: Admin, body: Body) -> dict[str, Any]:
     missing = [f for f in ("master_url", "user", "password") if not isinstance(body.get(f), str)]
     if missing:
         raise InvalidInput([FieldError(f"$.{f}", "required string") for f in missing])
@@ -83,8 +78,7 @@ async def ha_join(ha: HA, _: Admin, request: Request) -> dict[str, Any]:
 
 
 @router.post("/ha/confirm")
-async def ha_confirm(ha: HA, user: Admin, request: Request) -> dict[str, Any]:
-    body = await _optional_body(request)
+async def ha_confirm(ha: HA, user: Admin, body: Body) -> dict[str, Any]:
     return await ha.confirm(body.get("shadow"), user.name)
 
 
@@ -94,22 +88,20 @@ async def ha_forget(ha: HA, user: Admin) -> dict[str, Any]:
 
 
 @router.post("/ha/maintenance")
-async def ha_maintenance(ha: HA, user: Admin, request: Request) -> dict[str, Any]:
-    body = await _optional_body(request)
+async def ha_maintenance(ha: HA, user: Admin, body: Body) -> dict[str, Any]:
     if not isinstance(body.get("on"), bool):
         raise InvalidInput([FieldError("$.on", "required boolean")])
     return await ha.maintenance(body["on"], user.name)
 
 
 @router.post("/ha/switch-roles")
-async def ha_switch_roles(request: Request, user: Admin) -> dict[str, Any]:
-    failover: Failover = request.app.state.failover
+async def ha_switch_roles(failover: FailoverDep, user: Admin) -> dict[str, Any]:
     return await failover.switch_roles(user.name)
 
 
 @router.get("/ha/quarantine")
-async def ha_quarantine(request: Request, _: Auditor) -> dict[str, Any]:
-    rows = await request.app.state.service.store.quarantined()
+async def ha_quarantine(store: Log, _: Auditor) -> dict[str, Any]:
+    rows = await store.quarantined()
     for row in rows:
         row["chain"] = row["chain"].hex()
         row["signature"] = row["signature"].hex() if row.get("signature") else None
@@ -128,16 +120,14 @@ async def ha_verify(ha: HA, _: Auditor) -> dict[str, Any]:
 
 
 @router.post("/ha/peer/register")
-async def peer_register(ha: HA, _: Admin, caller: Peer, request: Request) -> dict[str, Any]:
-    body = await _optional_body(request)
+async def peer_register(ha: HA, _: Admin, caller: Peer, body: Body) -> dict[str, Any]:
     if body.get("instance") != caller:
         raise InvalidInput([FieldError("$.instance", "must be the calling instance")])
     return await ha.register(body)
 
 
 @router.post("/ha/peer/ack")
-async def peer_ack(ha: HA, caller: Peer, request: Request) -> dict[str, Any]:
-    body = await _optional_body(request)
+async def peer_ack(ha: HA, caller: Peer, body: Body) -> dict[str, Any]:
     position = body.get("position")
     if not isinstance(position, int) or isinstance(position, bool) or not 0 <= position <= 2**62:
         raise InvalidInput([FieldError("$.position", "must be a position (integer >= 0)")])
@@ -152,18 +142,16 @@ async def peer_ack(ha: HA, caller: Peer, request: Request) -> dict[str, Any]:
 
 
 @router.post("/ha/peer/promote")
-async def peer_promote(request: Request, caller: Peer) -> dict[str, Any]:
-    body = await _optional_body(request)
-    failover: Failover = request.app.state.failover
-    return await failover.promote(body, via=f"http from {caller}")
+async def peer_promote(failover: FailoverDep, caller: Peer, body: Body) -> dict[str, Any]:
+    return await failover.promote(PromoteCommand.parse(body), via=f"http from {caller}")
 
 
 @router.get("/ha/peer/fork")
 async def peer_fork(
-    ha: HA, request: Request, _: Peer, after_epoch: Annotated[int, Query(ge=0, le=2**31 - 1)]
+    ha: HA, store: Log, _: Peer, after_epoch: Annotated[int, Query(ge=0, le=2**31 - 1)]
 ) -> dict[str, Any]:
     """Where this master's history forked from an older epoch: an old master rejoining asks."""
-    event = await request.app.state.service.store.promotion_after(after_epoch)
+    event = await store.promotion_after(after_epoch)
     if event is None:
         raise NotFound(f"no promotion after epoch {after_epoch} in this log")
     fork = int(event.data["fork_position"])
@@ -179,13 +167,11 @@ async def peer_chain(
 
 @router.get("/ha/peer/events")
 async def peer_events(
-    request: Request,
+    service: Service,
     _: Peer,
     after: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=10 * FETCH_PAGE)] = 1000,  # a page, bounded
 ) -> StreamingResponse:
-    service = request.app.state.service
-
     async def lines() -> AsyncIterator[bytes]:
         async for event in service.events(after, limit, EventFilter(), page=5000):
             yield orjson.dumps(envelope(event)) + b"\n"
@@ -194,10 +180,10 @@ async def peer_events(
 
 
 @router.get("/ha/peer/image")
-async def peer_image(request: Request, _: Peer) -> StreamingResponse:
+async def peer_image(store: Log, _: Peer) -> StreamingResponse:
     """Header (position, chain, epoch), one line per item row, then a trailer with the SHA-256
     of the row lines and the state digest, so the shadow can refuse a corrupt image."""
-    image = await request.app.state.service.store.image()
+    image = await store.image()
 
     async def lines() -> AsyncIterator[bytes]:
         hasher = hashlib.sha256()

@@ -22,9 +22,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-
-class BodyTooLarge(Exception):
-    pass
+from shadowline.entrypoints.errors import BodyTooLarge
 
 
 class BodyLimit:

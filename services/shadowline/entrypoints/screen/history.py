@@ -15,13 +15,14 @@ from typing import Any, cast
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
-from shadowline.adapters.store import EventFilter
 from shadowline.application.service import ConfigService
 from shadowline.domain.errors import InvalidInput, NotFound
 from shadowline.domain.events import Event
+from shadowline.domain.records import EventFilter
 from shadowline.entrypoints.http.common import digits, moment_of, point_of
+from shadowline.entrypoints.http.deps import Service
 from shadowline.entrypoints.screen.pages import page
-from shadowline.entrypoints.screen.session import ScreenUser, user_of
+from shadowline.entrypoints.screen.session import ScreenAuditor, ScreenUser
 
 router = APIRouter(include_in_schema=False)
 
@@ -60,17 +61,8 @@ def _int(request: Request, field: str, default: int, low: int, high: int) -> int
 
 
 def _point(value: str | None, field: str) -> dict[str, Any]:
-    """A point in history as the API reads it (http_common.point_of); nothing is now."""
+    """A point in history as the API reads it (http.common.point_of); nothing is now."""
     return {} if value is None else point_of(value, field)
-
-
-def _service(request: Request) -> ConfigService:
-    found: ConfigService = request.app.state.service
-    return found
-
-
-async def _auditor(request: Request) -> ScreenUser:
-    return await user_of(request, "auditor")
 
 
 def _failed(
@@ -100,8 +92,7 @@ async def read_page(
 
 
 @router.get("/ui/history", response_class=HTMLResponse)
-async def history(request: Request) -> Response:
-    user = await _auditor(request)
+async def history(request: Request, user: ScreenAuditor, service: Service) -> Response:
     query = {f: request.query_params.get(f, "") for f in FILTERS}
     context: dict[str, Any] = {"user": user, "query": query, "types": EVENT_TYPES}
     try:
@@ -116,7 +107,7 @@ async def history(request: Request) -> Response:
             moment_of(text["until"], "until") if text["until"] else None,
             (text["type"],) if text["type"] else (),
         )
-        found = await read_page(_service(request), after, limit, where)
+        found = await read_page(service, after, limit, where)
     except (BadQuery, InvalidInput, NotFound) as error:
         return _failed(
             request, "history.html", **context, error=error, found=None, after=0, limit=0
@@ -130,10 +121,8 @@ async def history(request: Request) -> Response:
 
 
 @router.get("/ui/state", response_class=HTMLResponse)
-async def state(request: Request) -> Response:
-    user = await _auditor(request)
+async def state(request: Request, user: ScreenAuditor, service: Service) -> Response:
     at = request.query_params.get("at", "")
-    service = _service(request)
     try:
         position, items = await service.state(**_point(_text(request, "at"), "at"))
     except (BadQuery, InvalidInput, NotFound) as error:
@@ -142,8 +131,7 @@ async def state(request: Request) -> Response:
 
 
 @router.get("/ui/diff", response_class=HTMLResponse)
-async def diff(request: Request) -> Response:
-    user = await _auditor(request)
+async def diff(request: Request, user: ScreenAuditor, service: Service) -> Response:
     points = {
         "from": request.query_params.get("from", ""),
         "to": request.query_params.get("to", ""),
@@ -151,7 +139,6 @@ async def diff(request: Request) -> Response:
     context: dict[str, Any] = {"user": user, "points": points}
     if not points["from"].strip():
         return page(request, "diff.html", **context, error=None, result=None)
-    service = _service(request)
     try:
         start = await service.resolve(**_point(_text(request, "from"), "from"))
         end = await service.resolve(**_point(_text(request, "to"), "to"))

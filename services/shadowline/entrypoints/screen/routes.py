@@ -6,7 +6,7 @@ and swaps in the parts that changed. The actions are plain forms that post to `/
 the same HaService / Failover methods as the JSON API, and redirect (303) back to `/` with a
 flash message: success, or the refusal's text (a 409 of the API).
 
-Viewing needs at least `viewer`, the actions `admin`, the audit pages (screen_history)
+Viewing needs at least `viewer`, the actions `admin`, the audit pages (screen.history)
 `auditor`. A request may log in with a session cookie (`/login`) or HTTP Basic (`curl -u`).
 Every form carries a CSRF token bound to the session (or, with Basic, to the user), and a form
 from another origin is refused: both with 403.
@@ -14,28 +14,33 @@ from another origin is refused: both with 403.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from shadowline.application.auth import TooManyFailures
+from shadowline.application.failover import Failover
+from shadowline.application.ha import HaService
+from shadowline.application.service import ConfigService
 from shadowline.domain.errors import Forbidden, ShadowlineError, Unauthorized, Unavailable
 from shadowline.entrypoints.amqp.feed import MonitoringFeed
 from shadowline.entrypoints.http.common import error_response, source_of
+from shadowline.entrypoints.http.deps import HA, FailoverDep, Feed, Service
 from shadowline.entrypoints.screen.history import router as history_router
 from shadowline.entrypoints.screen.pages import page
 from shadowline.entrypoints.screen.session import (
     LoginRequired,
+    ScreenAdmin,
     ScreenRefused,
+    ScreenSessions,
     ScreenUser,
+    ScreenViewer,
     Sessions,
     check_origin,
-    sessions,
-    user_of,
 )
 
 router = APIRouter(include_in_schema=False)
@@ -45,7 +50,7 @@ FORM = "application/x-www-form-urlencoded"
 
 def is_screen_form(path: str) -> bool:
     """The screen's form posts: urlencoded, with their own CSRF tokens and origin checks
-    (screen_session), so the API's JSON-only rule (http_common.SameOriginJson) is not theirs."""
+    (screen.session), so the API's JSON-only rule (http.common.SameOriginJson) is not theirs."""
     return path in ("/login", "/logout") or path.startswith("/ui/")
 
 
@@ -61,16 +66,29 @@ async def form_of(request: Request) -> dict[str, str]:
         return {}
 
 
+async def _action_form(
+    request: Request, user: ScreenAdmin, known: ScreenSessions
+) -> dict[str, str]:
+    """The form of an admin action, from this origin and with the user's CSRF token."""
+    form = await form_of(request)
+    known.check_form(request, user, form)
+    return form
+
+
+ActionForm = Annotated[dict[str, str], Depends(_action_form)]
+
+
 # -- the status ----------------------------------------------------------------------------------
 
 
-async def status_view(request: Request, user: ScreenUser) -> dict[str, Any]:
-    status = await request.app.state.ha.status()
-    feed: MonitoringFeed | None = getattr(request.app.state, "feed", None)
+async def status_view(
+    ha: HaService, service: ConfigService, feed: MonitoringFeed | None, user: ScreenUser
+) -> dict[str, Any]:
+    status = await ha.status()
     shadow = status.get("shadow")
     now = datetime.now(UTC)
     if shadow is not None:
-        shadow["lag_seconds"] = await _lag_seconds(request, shadow, now)
+        shadow["lag_seconds"] = await _lag_seconds(service, shadow, now)
     return {
         "status": status,
         "user": user,
@@ -84,7 +102,9 @@ async def status_view(request: Request, user: ScreenUser) -> dict[str, Any]:
     }
 
 
-async def _lag_seconds(request: Request, shadow: dict[str, Any], now: datetime) -> float | None:
+async def _lag_seconds(
+    service: ConfigService, shadow: dict[str, Any], now: datetime
+) -> float | None:
     """How old the oldest event is that the shadow has not applied (0 when it has them all):
     the master's status counts the lag in events only, an operator also wants it in time."""
     if shadow["state"] == "pending":
@@ -92,25 +112,33 @@ async def _lag_seconds(request: Request, shadow: dict[str, Any], now: datetime) 
     if not shadow["lag_events"]:
         return 0.0
     try:
-        oldest = await request.app.state.service.store.read(shadow["position"], 1)
+        oldest = await service.store.read(shadow["position"], 1)
     except Unavailable:  # the status is worth showing without it when the database is away
         return None
     return max(0.0, (now - oldest[0].recorded_at).total_seconds()) if oldest else None
 
 
 @router.get("/", response_class=HTMLResponse)
-async def screen(request: Request) -> Response:
-    user = await user_of(request, "viewer")
-    flash = sessions(request).read_flash(request)
-    response = page(request, "screen.html", **await status_view(request, user), flash=flash)
-    sessions(request).clear_flash(request, response)  # shown once
+async def screen(
+    request: Request,
+    user: ScreenViewer,
+    known: ScreenSessions,
+    ha: HA,
+    service: Service,
+    feed: Feed,
+) -> Response:
+    flash = known.read_flash(request)
+    view = await status_view(ha, service, feed, user)
+    response = page(request, "screen.html", **view, flash=flash)
+    known.clear_flash(request, response)  # shown once
     return response
 
 
 @router.get("/ui/status", response_class=HTMLResponse)
-async def status_fragment(request: Request) -> Response:
-    user = await user_of(request, "viewer")
-    return page(request, "_status.html", **await status_view(request, user))
+async def status_fragment(
+    request: Request, user: ScreenViewer, ha: HA, service: Service, feed: Feed
+) -> Response:
+    return page(request, "_status.html", **await status_view(ha, service, feed, user))
 
 
 # -- logging in and out --------------------------------------------------------------------------
@@ -122,8 +150,7 @@ async def login_form(request: Request) -> Response:
 
 
 @router.post("/login", response_class=HTMLResponse)
-async def login(request: Request) -> Response:
-    known = sessions(request)
+async def login(request: Request, known: ScreenSessions) -> Response:
     check_origin(request, known.origins(request))  # no session yet: a login CSRF is by origin
     form = await form_of(request)
     name = form.get("user", "")
@@ -143,63 +170,62 @@ async def login(request: Request) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
-    user = await user_of(request, "viewer")
-    sessions(request).check_form(request, user, await form_of(request))
+async def logout(request: Request, user: ScreenViewer, known: ScreenSessions) -> Response:
+    known.check_form(request, user, await form_of(request))
     response = RedirectResponse("/login", status_code=303)
-    sessions(request).end(request, response)
+    known.end(request, response)
     return response
 
 
-# -- the actions ---------------------------------------------------------------------------------
+# -- the actions: the same HaService / Failover calls as the JSON API, back to `/` ---------------
 
 
-Work = Callable[[str, dict[str, str]], Awaitable[str]]  # (actor, form) -> what was done
-
-
-async def _act(request: Request, work: Work) -> Response:
-    """Run an admin action from a screen form, then back to `/` with what came of it."""
-    user = await user_of(request, "admin")
-    form = await form_of(request)
-    sessions(request).check_form(request, user, form)
+async def _done(known: Sessions, work: Awaitable[str]) -> Response:
+    """Back to `/` with what came of an action: a refusal (409 in the API) is shown, not thrown."""
     response = RedirectResponse("/", status_code=303)
     try:
-        text = await work(user.user.name, form)
-        sessions(request).flash(response, True, text)
-    except ShadowlineError as error:  # a refusal (409 in the API) is shown, not thrown
-        sessions(request).flash(response, False, str(error))
+        known.flash(response, True, await work)
+    except ShadowlineError as error:
+        known.flash(response, False, str(error))
     return response
+
+
+async def _confirmed(ha: HaService, actor: str, shadow: str | None) -> str:
+    done = await ha.confirm(shadow, actor)
+    instance = (done.get("shadow") or {}).get("instance", "")
+    return f"Shadow {instance} confirmed: it is receiving the configuration."
+
+
+async def _switched(failover: Failover, actor: str) -> str:
+    done = await failover.switch_roles(actor)
+    return (
+        f"Roles switched: {done['new_master']} is master in epoch {done['epoch']}, "
+        f"this instance its shadow."
+    )
+
+
+async def _removed(ha: HaService, actor: str) -> str:
+    done = await ha.forget(actor)
+    return f"Shadow {done['removed']} removed: a new shadow may join."
 
 
 @router.post("/ui/confirm")
-async def confirm(request: Request) -> Response:
-    async def work(actor: str, form: dict[str, str]) -> str:
-        done = await request.app.state.ha.confirm(form.get("shadow") or None, actor)
-        shadow = (done.get("shadow") or {}).get("instance", "")
-        return f"Shadow {shadow} confirmed: it is receiving the configuration."
-
-    return await _act(request, work)
+async def confirm(user: ScreenAdmin, form: ActionForm, known: ScreenSessions, ha: HA) -> Response:
+    return await _done(known, _confirmed(ha, user.user.name, form.get("shadow") or None))
 
 
 @router.post("/ui/switch-roles")
-async def switch_roles(request: Request) -> Response:
-    async def work(actor: str, _: dict[str, str]) -> str:
-        done = await request.app.state.failover.switch_roles(actor)
-        return (
-            f"Roles switched: {done['new_master']} is master in epoch {done['epoch']}, "
-            f"this instance its shadow."
-        )
-
-    return await _act(request, work)
+async def switch_roles(
+    user: ScreenAdmin, _: ActionForm, known: ScreenSessions, failover: FailoverDep
+) -> Response:
+    return await _done(known, _switched(failover, user.user.name))
 
 
 @router.post("/ui/remove-shadow")
-async def remove_shadow(request: Request) -> Response:
-    async def work(actor: str, _: dict[str, str]) -> str:
-        done = await request.app.state.ha.forget(actor)
-        return f"Shadow {done['removed']} removed: a new shadow may join."
-
-    return await _act(request, work)
+async def remove_shadow(
+    user: ScreenAdmin, _: ActionForm, known: ScreenSessions, ha: HA
+) -> Response:
+    return await _done(known, _removed(ha, user.user.name))
 
 
 # -- wiring --------------------------------------------------------------------------------------

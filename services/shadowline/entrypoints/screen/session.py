@@ -18,15 +18,15 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import Response
 
-from shadowline.adapters.local import User
 from shadowline.application.auth import RANK, Authenticator
 from shadowline.domain.errors import Forbidden, Unauthorized
+from shadowline.domain.users import User
 from shadowline.entrypoints.http.common import normal_origin, origin_of_url, source_of
 
 SESSION_SECONDS = 8 * 3600  # one working day; absolute, not sliding
@@ -230,3 +230,22 @@ async def user_of(request: Request, needs: str) -> ScreenUser:
         raise
     except Forbidden as error:
         raise ScreenRefused(str(error)) from error
+
+
+async def _viewer(request: Request) -> ScreenUser:
+    return await user_of(request, "viewer")
+
+
+async def _admin(request: Request) -> ScreenUser:
+    return await user_of(request, "admin")
+
+
+async def _auditor(request: Request) -> ScreenUser:
+    return await user_of(request, "auditor")
+
+
+# The screen's typed dependencies: its sessions, and its user holding at least a role.
+ScreenSessions = Annotated[Sessions, Depends(sessions)]
+ScreenViewer = Annotated[ScreenUser, Depends(_viewer)]
+ScreenAdmin = Annotated[ScreenUser, Depends(_admin)]
+ScreenAuditor = Annotated[ScreenUser, Depends(_auditor)]

@@ -1,0 +1,85 @@
+"""The typed dependencies of the HTTP routes: what create_app was given, read off app.state.
+
+A route names what it needs in its signature (`service: Service`, `ha: HA`), so no route reads
+the app's state itself and each can be called with other objects in a test.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, Request
+from prometheus_client import CollectorRegistry
+
+from shadowline.application.failover import Failover
+from shadowline.application.ha import HaService
+from shadowline.application.service import ConfigService
+from shadowline.domain.events import Event
+from shadowline.domain.records import Image
+from shadowline.entrypoints.amqp.feed import MonitoringFeed
+from shadowline.settings import Settings
+
+
+class Scraped(Protocol):
+    """What GET /metrics renders: a registry whose gauges of state are set just before."""
+
+    @property
+    def registry(self) -> CollectorRegistry: ...
+
+    def refresh(self, status: dict[str, Any]) -> None: ...
+
+
+class LogReads(Protocol):
+    """What the HA peer routes read of the event store beyond what ConfigService reads."""
+
+    async def image(self) -> Image: ...
+
+    async def quarantined(self) -> list[dict[str, Any]]: ...
+
+    async def promotion_after(self, epoch: int) -> Event | None: ...
+
+
+def _service(request: Request) -> ConfigService:
+    found: ConfigService = request.app.state.service
+    return found
+
+
+def _log(request: Request) -> LogReads:
+    # The service's own store: the adapter has these reads, the application's port does not.
+    found: LogReads = request.app.state.service.store
+    return found
+
+
+def _ha(request: Request) -> HaService:
+    found: HaService = request.app.state.ha
+    return found
+
+
+def _failover(request: Request) -> Failover:
+    found: Failover = request.app.state.failover
+    return found
+
+
+def _settings(request: Request) -> Settings:
+    found: Settings = request.app.state.settings
+    return found
+
+
+def _metrics(request: Request) -> Scraped:
+    found: Scraped = request.app.state.metrics
+    return found
+
+
+def _feed(request: Request) -> MonitoringFeed | None:
+    # None: an app built without one (a test's), whose screen shows no monitoring.
+    found: MonitoringFeed | None = getattr(request.app.state, "feed", None)
+    return found
+
+
+Service = Annotated[ConfigService, Depends(_service)]
+Log = Annotated[LogReads, Depends(_log)]
+HA = Annotated[HaService, Depends(_ha)]
+FailoverDep = Annotated[Failover, Depends(_failover)]
+SettingsDep = Annotated[Settings, Depends(_settings)]
+Metrics = Annotated[Scraped, Depends(_metrics)]
+Feed = Annotated[MonitoringFeed | None, Depends(_feed)]

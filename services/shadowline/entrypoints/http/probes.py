@@ -1,0 +1,62 @@
+"""What load balancers, Prometheus and auditors ask: /health, /master, /shadow, /metrics and
+/audit/verify (paths fixed by DESIGN.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from shadowline.application import audit
+from shadowline.application.service import ConfigService
+from shadowline.entrypoints.http.common import Auditor, ORJSONResponse, Viewer
+from shadowline.entrypoints.http.deps import HA, Metrics, Service, SettingsDep
+
+router = APIRouter()
+
+
+def health_doc(service: ConfigService, instance: str) -> dict[str, Any]:
+    role = service.role
+    return {
+        "instance": instance,
+        "role": role.shown,
+        "epoch": role.epoch,
+        "position": service.writer.position,
+    }
+
+
+@router.get("/health")
+async def health(service: Service, settings: SettingsDep) -> dict[str, Any]:
+    return health_doc(service, settings.instance)
+
+
+@router.get("/master")
+async def master_probe(service: Service, settings: SettingsDep) -> ORJSONResponse:
+    status = 200 if service.role.writable else 503
+    return ORJSONResponse(health_doc(service, settings.instance), status_code=status)
+
+
+@router.get("/shadow")
+async def shadow_probe(service: Service, ha: HA, settings: SettingsDep) -> ORJSONResponse:
+    replica = ha.replicas.current
+    in_sync = replica is not None and replica.in_sync(settings.takeover_delay)
+    doc = health_doc(service, settings.instance)
+    return ORJSONResponse(doc, status_code=200 if in_sync else 503)
+
+
+@router.get("/audit/verify")
+async def audit_verify(_: Auditor, service: Service, settings: SettingsDep) -> dict[str, Any]:
+    """Recompute the hash chain and the state from the whole log; compare with what is served
+    and report the first difference, if any (application.audit)."""
+    secret = settings.cluster_secret
+    return await audit.verify(
+        service.store, secret.get_secret_value() if secret else None, settings.cluster
+    )
+
+
+@router.get("/metrics")
+async def get_metrics(_: Viewer, ha: HA, metrics: Metrics) -> Response:
+    metrics.refresh(await ha.status())
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
