@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 # One at a time: what a master holds when it is fenced goes back to the queue, and each return
 # spends one of the queue's deliveries (x-delivery-count), so it holds no more than it handles.
 PREFETCH = 1
-WATCH_EVERY = 0.2  # seconds: RoleState has no change signal; fencing just sets a field
+SETTLE = 0.2  # seconds for deliveries already on their way to land before handing back
 # Refusals of well-formed commands by an allowed publisher (404, 409, 422 of the value) are
 # remembered in memory only (applied commands are found in the log): the same publisher's
 # repeated command_id gets the same refusal while this master runs, and is evaluated again after
@@ -100,10 +100,23 @@ class ConfigCommands:
                 await channel.close()
 
     async def _until_writable(self) -> None:
-        # Polled: RoleState has no change signal (fencing only sets a field), and adding one
-        # to every writer of the role for this reader would cost more than a check every 0.2 s.
-        while not self._service.role.writable:  # noqa: ASYNC110
-            await asyncio.sleep(WATCH_EVERY)
+        await self._service.role.wait_for(lambda state: state.writable)
+
+    async def _next(
+        self, inbox: asyncio.Queue[AbstractIncomingMessage]
+    ) -> AbstractIncomingMessage | None:
+        """The next command, or None once this instance may no longer write."""
+        getting = asyncio.ensure_future(inbox.get())
+        stopping = asyncio.ensure_future(self._service.role.wait_for(lambda s: not s.writable))
+        try:
+            await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not getting.done():
+                getting.cancel()
+        # A command that came with the fence is still handled: it is refused as not writable
+        # and handed back with the rest.
+        return getting.result() if getting.done() and not getting.cancelled() else None
 
     async def _consume(
         self, queue: AbstractQueue, inbox: asyncio.Queue[AbstractIncomingMessage]
@@ -112,11 +125,7 @@ class ConfigCommands:
         log.info("consuming config commands from %s", queue.name)
         held: AbstractIncomingMessage | None = None
         try:
-            while held is None and self._service.role.writable:
-                try:
-                    message = await asyncio.wait_for(inbox.get(), WATCH_EVERY)
-                except TimeoutError:
-                    continue
+            while held is None and (message := await self._next(inbox)) is not None:
                 if not await self._handle(message):
                     held = message
         finally:
@@ -136,7 +145,7 @@ class ConfigCommands:
         with contextlib.suppress(Exception):
             await queue.cancel(tag)
             log.info("stopped consuming config commands: this instance may not write")
-        await asyncio.sleep(WATCH_EVERY)  # deliveries already on their way land in the inbox
+        await asyncio.sleep(SETTLE)
         returned = [held] if held is not None else []
         while not inbox.empty():
             returned.append(inbox.get_nowait())

@@ -1,0 +1,74 @@
+"""The one mapping of errors (entrypoints.errors): the status and body DESIGN.md gives each
+error, and the same bytes whether HTTP answers or a broker reply does."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from shadowline.application.auth import TooManyFailures
+from shadowline.domain.errors import (
+    AlreadyExists,
+    Conflict,
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    NotWritable,
+    Unauthorized,
+    Unavailable,
+    VersionConflict,
+)
+from shadowline.entrypoints.amqp.command_reader import refusal
+from shadowline.entrypoints.errors import BodyTooLarge, MalformedBody, refusal_of
+from shadowline.entrypoints.http.common import error_response
+
+CASES = [
+    (MalformedBody([FieldError("$", "malformed JSON: x")]), 400),
+    (InvalidInput([FieldError("$.region", "required")]), 422),
+    (VersionConflict("subaccount/eu10", 3, 4), 409),
+    (AlreadyExists("user alice exists"), 409),
+    (Conflict("command_id reused"), 409),
+    (NotFound("subaccount/eu10 does not exist"), 404),
+    (NotWritable("this instance is shadow", "http://m:8080"), 503),
+    (TooManyFailures(7), 429),
+    (Unauthorized("log in first"), 401),
+    (Forbidden("role 'viewer' may not do this"), 403),
+    (BodyTooLarge(), 413),
+    (Unavailable("event store unavailable"), 503),
+    (RuntimeError("a bug"), 500),
+]
+
+
+@pytest.mark.parametrize(("error", "status"), CASES, ids=[type(e).__name__ for e, _ in CASES])
+def test_an_error_gets_the_same_status_and_body_over_http_and_in_a_broker_reply(
+    error: Exception, status: int
+) -> None:
+    refused = refusal_of(error)
+    response = error_response(error)
+    reply = refusal("c-1", error)
+    assert (refused.status, response.status_code, reply["status"]) == (status, status, status)
+    assert response.body == orjson.dumps(refused.body)
+    assert {k: v for k, v in reply.items() if k not in ("command_id", "ok", "status")} == (
+        refused.body
+    )
+
+
+def test_the_bodies_are_the_ones_design_md_fixes() -> None:
+    assert refusal_of(InvalidInput([FieldError("$.region", "required")])).body == {
+        "error": "invalid input",
+        "errors": [{"path": "$.region", "message": "required"}],
+    }
+    assert refusal_of(VersionConflict("subaccount/eu10", 3, 4)).body["expected"] == 3
+    assert refusal_of(NotWritable("shadow", "http://m:8080")).body["master"] == "http://m:8080"
+    assert refusal_of(Unavailable("down")).body == {"error": "down", "master": None}
+    assert refusal_of(RuntimeError("secret detail")).body == {
+        "error": "internal error: RuntimeError"
+    }
+
+
+def test_only_http_answers_carry_the_headers_of_a_challenge_or_a_wait() -> None:
+    assert refusal_of(Unauthorized("x")).headers == {"WWW-Authenticate": 'Basic realm="shadowline"'}
+    assert refusal_of(TooManyFailures(7)).headers == {"Retry-After": "7"}
+    assert refusal_of(Unavailable("x")).headers == {"Retry-After": "1"}
+    assert error_response(Unavailable("x")).headers["Retry-After"] == "1"
