@@ -28,7 +28,6 @@ import pytest
 import yaml
 from jsonschema import Draft202012Validator
 
-from shadowline.adapters.ha_repo import HaRecord
 from shadowline.adapters.metrics import Metrics
 from shadowline.adapters.peer import PeerRefused
 from shadowline.adapters.resources import load_config_schemas
@@ -37,6 +36,9 @@ from shadowline.application.gate import CommitGate
 from shadowline.application.liveness import Liveness
 from shadowline.application.monitoring import CHANGES_EVERY, Monitor
 from shadowline.application.replica import Replicator
+from shadowline.application.roles import CurrentRole
+from shadowline.application.status import Whoami
+from shadowline.application.supervisor import Running
 from shadowline.bootstrap import heartbeat_of
 from shadowline.cli.broker import grants
 from shadowline.domain import signing
@@ -44,9 +46,13 @@ from shadowline.domain import watchdog as rules
 from shadowline.domain.alerting import AlertName
 from shadowline.domain.errors import Conflict, Forbidden, Unavailable
 from shadowline.domain.events import GENESIS, Event, link
-from shadowline.domain.roles import RoleState
+from shadowline.domain.ha import HaRecord, RoleChange
+from shadowline.domain.promote import PromoteCommand
+from shadowline.domain.records import Head
+from shadowline.domain.roles import FenceReason, Role, RoleState
 from shadowline.domain.validation import Catalog
 from shadowline.entrypoints.amqp.promote import PromoteCommands
+from shadowline.entrypoints.amqp.replication import QueuedEvent
 from shadowline.settings import Settings
 from shadowline.watchdog import service as watchdog_service
 from shadowline.watchdog.service import ClusterWatch
@@ -424,12 +430,11 @@ def test_every_alert_the_code_raises_is_documented() -> None:
 
 
 def test_every_failover_step_the_watchdog_names_is_documented() -> None:
+    # Every step is a member of domain.watchdog.Step: the rules return one with each sentence,
+    # the watchdog says its own (maintenance, refusals) by member, and DECISION is the fallback.
     source = inspect.getsource(watchdog_service)
-    named = set(
-        re.findall(r"\(\"[^\"]+\", \"([a-z-]+)\"\)", inspect.getsource(watchdog_service._step))
-    )
-    named |= set(re.findall(r"_say\((?:.|\n)*?,\s*\"([a-z-]+)\",?\s*\)", source))
-    named.add(watchdog_service._step("a sentence no rule knows"))
+    assert not re.findall(r"_say\((?:.|\n)*?,\s*\"([a-z-]+)\",?\s*\)", source)
+    named = {step.value for step in rules.Step}
     documented = schema("monitoring/failover.json")["properties"]["step"]["enum"]
     assert set(asyncapi()["channels"]["failover"]["parameters"]["step"]["enum"]) == set(documented)
     assert named == set(documented)
@@ -468,11 +473,12 @@ class Broker:
 class Repo:
     record: HaRecord
 
-    async def set_role(
-        self, role: str, *, expect: set[str], epoch: int | None = None, **ha: Any
-    ) -> None:
-        assert self.record.role in expect
-        self.record = replace(self.record, role=role, epoch=epoch or self.record.epoch, **ha)
+    async def change_role(self, change: RoleChange) -> int:
+        assert self.record.role in change.expect
+        self.record = replace(
+            self.record, role=change.role, epoch=change.epoch or self.record.epoch, **change.ha
+        )
+        return 0
 
 
 @dataclass
@@ -534,13 +540,19 @@ class Ha:
     """The parts of HaService that the monitoring code reads, over a record held in memory."""
 
     def __init__(
-        self, settings: Settings, record: HaRecord, gate: CommitGate, role: RoleState
+        self,
+        settings: Settings,
+        record: HaRecord,
+        gate: CommitGate,
+        role: CurrentRole,
+        store: Store,
     ) -> None:
         self.instance = settings.instance
         self.role = role
+        self.store = store
         self.repo = Repo(record)
         self.gate = gate
-        self.replica = None
+        self.replicas: Running[Replicator] = Running()
         self.peer_client = Peer()
         self.position = 1042
 
@@ -548,12 +560,26 @@ class Ha:
     def record(self) -> HaRecord:
         return self.repo.record
 
-    async def load(self) -> HaRecord:
-        self.role.role, self.role.epoch = self.record.role, self.record.epoch
+    async def load(self, *, unfence: bool = False) -> HaRecord:
+        state = self.role.state.unfenced() if unfence else self.role.state
+        self.role.set(replace(state, role=Role(self.record.role), epoch=self.record.epoch))
         return self.record
 
-    async def changed(self, sentence: str) -> None:
-        await self.load()
+    async def changed(self, sentence: str, *, unfence: bool = False) -> None:
+        await self.load(unfence=unfence)
+
+    def whoami(self) -> Whoami:
+        gate = self.gate
+        return Whoami(
+            self.instance, self.role.state, self.record, self.position, gate.replication, gate.acked
+        )
+
+    async def commit(self, change_at: Any) -> tuple[Head, int]:
+        """As HaService.commit: decided at the head, then one role change (quarantining)."""
+        head = Head(self.position, self.store.chain, None)
+        change, _ = change_at(head)
+        await self.repo.change_role(change)
+        return head, self.store.moved if change.quarantine_after is not None else 0
 
     def secret(self) -> str:
         return SECRET
@@ -625,7 +651,7 @@ async def _announce() -> bool:
 def node(ha_record: HaRecord, instance: str = "node-a") -> Node:
     config = settings(instance)
     broker, store, writer = Broker(), Store(), Writer()
-    role = RoleState(ha_record.role, ha_record.epoch)
+    role = CurrentRole(RoleState(Role(ha_record.role), ha_record.epoch))
     metrics = Metrics()
     monitor = Monitor(
         instance=instance,
@@ -640,7 +666,7 @@ def node(ha_record: HaRecord, instance: str = "node-a") -> Node:
         announce=_announce,
         alert=lambda name, message: monitor.alert(name, message, {}),  # as bootstrap.py does
     )
-    ha = Ha(config, ha_record, gate, role)
+    ha = Ha(config, ha_record, gate, role, store)
     failover = Failover(
         settings=config,
         ha=ha,
@@ -674,7 +700,7 @@ async def test_a_heartbeat_published_by_liveness_is_valid(ha_record: HaRecord) -
     liveness = Liveness(n.settings, n.broker, lambda: heartbeat_of(n.ha))
     assert await liveness.beat_once()
     n.gate.configure(enabled=True, acked=7)
-    n.failover.role.fenced = "starting"
+    n.failover.role.set(n.failover.role.state.fenced_by(FenceReason.STARTING, "starting"))
     assert await liveness.beat_once()
     assert n.broker.problems() == []
     assert [ttl for *_, ttl in n.broker.sent] == [1.5, 1.5]  # max(1, 3 x interval)
@@ -736,7 +762,9 @@ async def test_a_shadow_applying_events_publishes_no_config_changed() -> None:
 
 async def test_a_master_that_fences_itself_alerts_and_announces_it_validly() -> None:
     n = node(MASTER)
-    n.failover.fence("no heartbeat confirmed by the broker for 1.2s (lease)")
+    n.failover.fence(
+        FenceReason.LEASE_LOST, "no heartbeat confirmed by the broker for 1.2s (lease)"
+    )
     await n.failover.unfence("node-a is master in epoch 1: no newer epoch heard for 2.0s")
     await settle()
     assert n.broker.problems() == []
@@ -774,7 +802,7 @@ def _command(shadow: str = "node-a", epoch: int = 2, **extra: Any) -> dict[str, 
 
 async def test_a_promotion_announces_the_new_master_in_the_new_epoch() -> None:
     n = node(record("shadow", master_instance="node-b", master_url="http://127.0.0.1:8082"))
-    await n.failover.promote(_command(), via="broker (promote.node-a)")
+    await n.failover.promote(PromoteCommand.parse(_command()), via="broker (promote.node-a)")
     await settle()
     assert n.broker.problems() == []
     (changed,) = n.broker.bodies("role.changed")
@@ -805,7 +833,7 @@ async def test_refused_commands_alert_validly_whichever_way_they_are_refused() -
     await n.promote.on_command(Delivery(b"not json", "promote.node-a"))  # type: ignore[arg-type]
     forged = {**_command(), "signature": "0" * 64}
     with pytest.raises(Forbidden):
-        await n.failover.promote(forged, via="broker (promote.node-a)")
+        await n.failover.promote(PromoteCommand.parse(forged), via="broker (promote.node-a)")
     await settle()
     assert n.broker.problems() == []
     details = [b["details"] for b in n.broker.bodies("alert.rejected-command")]
@@ -871,7 +899,7 @@ async def test_a_shadow_alerts_validly_on_poison_a_corrupt_image_and_a_refusal()
     n = node(SHADOW, "node-b")
     replica = _replicator(n, Peer())
     poison = Delivery(b"{}", "config.subaccount.put", message_id=str(uuid.uuid4()))
-    await replica._dead_letter(poison, "two different events claim position 77")
+    await QueuedEvent(poison, n.monitor.alert).dead_letter("two different events claim position 77")  # type: ignore[arg-type]
     n.writer.position, replica.master_position = 0, 5
     with pytest.raises(Unavailable):
         await replica.bootstrap()
@@ -905,8 +933,14 @@ async def test_switching_roles_sends_a_valid_promote_and_announces_failover_swit
 
 
 def _watch(broker: Broker) -> ClusterWatch:
-    watch = ClusterWatch("prod", settings("watchdog"), "watchdog-1", allow_data_loss=False)
-    watch._broker = broker
+    watch = ClusterWatch(
+        "prod",
+        settings("watchdog"),
+        "watchdog-1",
+        allow_data_loss=False,
+        link=broker,  # type: ignore[arg-type]  # the publishing side is all these tests use
+        probe=lambda *_: None,  # type: ignore[arg-type,return-value]  # replaced just below
+    )
 
     async def no_probe(probe: rules.Probe) -> None:  # the probe's answer is given by each test
         pass
@@ -944,7 +978,7 @@ async def _silent_master(watch: ClusterWatch, **master: Any) -> float:
             "node-b": replace(members["node-b"], seen=now),
         },
     )
-    watch._apply(*rules.tick(watch.view, now, 2.0))
+    watch._apply(rules.tick(watch.view, now, 2.0))
     return now
 
 
@@ -960,10 +994,10 @@ async def test_a_watchdog_failover_publishes_valid_probing_promoting_promoted_an
     broker = Broker()
     watch = _watch(broker)
     now = await _silent_master(watch)
-    watch._apply(*rules.probed(watch.view, "node-a", None, "ConnectError", now, 2.0, False))
+    watch._apply(rules.probed(watch.view, "node-a", None, "ConnectError", now, 2.0, False))
     await settle()
     watch._on_heartbeat_doc(_beat("node-b", "master", epoch=2))
-    watch._apply(*rules.tick(watch.view, now + 0.5, 2.0))
+    watch._apply(rules.tick(watch.view, now + 0.5, 2.0))
     await settle()
     assert _steps(broker) == ["probing", "promoting", "promoted"]
     assert broker.problems() == []
@@ -986,7 +1020,7 @@ async def test_a_watchdog_decision_is_published_under_the_step_it_is(
     watch = _watch(broker)
     now = await _silent_master(watch, **master)
     decision = rules.probed(watch.view, "node-a", answer, "ConnectError", now, 2.0, False)
-    watch._apply(*decision)
+    watch._apply(decision)
     await settle()
     assert broker.problems() == []
     assert _steps(broker) == ["probing", step], decision[2]
@@ -1007,11 +1041,10 @@ async def test_a_shadow_hands_a_message_back_until_its_last_delivery_then_dead_l
     None
 ):
     n = node(SHADOW, "node-b")
-    replica = _replicator(n, Peer())
     early = Delivery(b"{}", "config.subaccount.put", headers={"x-delivery-count": 1})
     last = Delivery(b"{}", "config.subaccount.put", headers={"x-delivery-count": 4})
-    await replica._hand_back(early)
-    await replica._hand_back(last)
+    await QueuedEvent(early, n.monitor.alert).hand_back()  # type: ignore[arg-type]
+    await QueuedEvent(last, n.monitor.alert).hand_back()  # type: ignore[arg-type]
     await settle()
     assert early.nacked and not early.rejected
     assert last.rejected and not last.nacked  # the broker's next return would be silent

@@ -133,8 +133,8 @@ class Failover:
                 )
                 self.metrics.rejected(refused)
                 raise refused
-            if self.ha.replica is not None:
-                await self.ha.replica.drain(self.settings.takeover_delay)
+            if (replica := self.ha.replicas.current) is not None:
+                await replica.drain(self.settings.takeover_delay)
             head, _ = await self.ha.commit(
                 lambda head: self._promotion(command, head.position, via)
             )

@@ -18,10 +18,12 @@ from shadowline.application.gate import CommitGate
 from shadowline.application.ports.ha import HaRepo, Peers
 from shadowline.application.ports.peer import Peer
 from shadowline.application.ports.store import EventStore
+from shadowline.application.replica import Replicator
 from shadowline.application.role_commit import ChangeAt, RoleCommits
 from shadowline.application.roles import CurrentRole
 from shadowline.application.shadow_reports import ShadowReports
 from shadowline.application.status import Whoami, master_side, shadow_doc
+from shadowline.application.supervisor import Running
 from shadowline.application.writer import Writer
 from shadowline.domain.commands import RecordEvent
 from shadowline.domain.errors import Conflict, Forbidden, PeerRefused
@@ -47,6 +49,7 @@ class HaService:
         on_change: Callable[[], Awaitable[None]],
         gate: CommitGate,
         alert: Callable[[str, str, dict[str, Any]], None] = lambda name, message, details: None,
+        replicas: Running[Replicator] | None = None,
     ) -> None:
         self.gate = gate
         self._settings = settings
@@ -61,7 +64,7 @@ class HaService:
         secret = settings.cluster_secret.get_secret_value() if settings.cluster_secret else None
         self._commits = RoleCommits(store, writer, repo, settings.cluster, secret)
         self.shadow = ShadowReports(repo=repo, store=store, writer=writer, gate=gate, alert=alert)
-        self.replica: Any = None  # the shadow's Replicator while it runs
+        self.replicas = replicas if replicas is not None else Running()  # the shadow's
 
     @property
     def settings(self) -> Settings:
@@ -283,7 +286,7 @@ class HaService:
         if shadow is not None:
             doc["replication"], doc["shadow"] = self.gate.replication, shadow
         if self.role.role == Role.SHADOW:
-            doc.update(master_side(record, self.replica))
+            doc.update(master_side(record, self.replicas.current))
         return doc
 
     async def chain_at(self, position: int) -> dict[str, Any]:

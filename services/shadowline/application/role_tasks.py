@@ -19,7 +19,7 @@ from shadowline.application.monitoring import Monitor
 from shadowline.application.ports.broker import FeedControl
 from shadowline.application.relay import Relay
 from shadowline.application.replica import Replicator
-from shadowline.application.supervisor import RoleTask, retrying
+from shadowline.application.supervisor import RoleTask, Running, retrying
 from shadowline.domain import alerting
 
 log = logging.getLogger(__name__)
@@ -98,12 +98,26 @@ async def replica(
     broker: Broker,
     ha: Any,
     instance: str,
+    replicas: Running[Replicator],
     new_replica: Callable[[], tuple[Replicator, FeedControl, Closing]],
 ) -> None:
     """The shadow's side: report, bootstrap, consume, apply and backfill, in that order; the
-    reporter runs throughout. On the way out (a promotion, a removal) everything stops."""
+    reporter runs throughout. On the way out (a promotion, a removal) everything stops; the
+    replicator is `replicas.current` meanwhile (for /ha, the /shadow probe, a promotion)."""
     replicator, feed, peer = new_replica()
-    ha.replica = replicator
+    try:
+        with replicas.holding(replicator):
+            await _replicate(replicator, feed, broker)
+    finally:  # stopped (cancelled) as often as not
+        await peer.close()
+        if ha.role.role == "master":
+            # Promoted: its own queue would only collect its own events from now on. A master
+            # declares it again for this instance if it ever becomes a shadow.
+            with contextlib.suppress(Exception):
+                await broker.delete_replication_queue(instance)
+
+
+async def _replicate(replicator: Replicator, feed: FeedControl, broker: Broker) -> None:
     reporter = asyncio.create_task(replicator.run_reporter(), name="replica-reporter")
     applier: asyncio.Task[Any] | None = None
     try:
@@ -124,13 +138,6 @@ async def replica(
                 task.cancel()
         await asyncio.gather(reporter, *([applier] if applier else []), return_exceptions=True)
         await feed.stop()
-        ha.replica = None
-        await peer.close()
-        if ha.role.role == "master":
-            # Promoted: its own queue would only collect its own events from now on. A
-            # master declares it again for this instance if it ever becomes a shadow.
-            with contextlib.suppress(Exception):
-                await broker.delete_replication_queue(instance)
 
 
 def role_tasks(
@@ -146,6 +153,7 @@ def role_tasks(
     config_commands: Callable[[], Awaitable[Any]],
     new_relay: Callable[[], Relay],
     new_replica: Callable[[], tuple[Replicator, FeedControl, Closing]],
+    replicas: Running[Replicator],
 ) -> dict[str, RoleTask]:
     """One factory per role task (supervisor.wanted_tasks says which run in which role); the
     relay, the replicator and the consumers come built from the composition root."""
@@ -159,6 +167,11 @@ def role_tasks(
         "peer-watch": partial(peer_watch, ha=ha, position=position, monitor=monitor),
         "relay": partial(relay, broker=broker, ha=ha, new_relay=new_relay),
         "replica": partial(
-            replica, broker=broker, ha=ha, instance=instance, new_replica=new_replica
+            replica,
+            broker=broker,
+            ha=ha,
+            instance=instance,
+            replicas=replicas,
+            new_replica=new_replica,
         ),
     }

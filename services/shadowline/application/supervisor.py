@@ -9,9 +9,10 @@ database is away, and never crash-loops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Protocol, TypeVar
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from typing import Any, Generic, Protocol, TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, wait_exponential
 
@@ -154,3 +155,23 @@ class RoleChanges:
     async def fire(self) -> None:
         for listener in self._listeners:
             await listener()
+
+
+class Running(Generic[T]):
+    """The object a role task works with while it runs (the shadow's replicator), for others
+    to read (status, probes, a promotion draining it); None when the task is not running."""
+
+    def __init__(self) -> None:
+        self._current: T | None = None
+
+    @property
+    def current(self) -> T | None:
+        return self._current
+
+    @contextlib.contextmanager
+    def holding(self, value: T) -> Iterator[T]:
+        self._current = value
+        try:
+            yield value
+        finally:
+            self._current = None

@@ -31,7 +31,7 @@ from shadowline.application.relay import Relay
 from shadowline.application.replica import Replicator
 from shadowline.application.roles import CurrentRole
 from shadowline.application.service import ConfigService
-from shadowline.application.supervisor import RoleChanges, RoleTask
+from shadowline.application.supervisor import RoleChanges, RoleTask, Running
 from shadowline.application.writer import Writer
 from shadowline.domain.validation import Catalog
 from shadowline.entrypoints.amqp.config_commands import (
@@ -187,6 +187,7 @@ def role_task_factories(
             Relay, store, core.writer, broker, on_cursor=core.metrics.observe_published
         ),
         new_replica=partial(_new_replica, wing.ha, core, store, broker),
+        replicas=wing.replicas,
     )
 
 
@@ -199,6 +200,7 @@ class Wing:
     changes: RoleChanges
     ha: HaService
     failover: Failover
+    replicas: Running[Replicator]
 
 
 def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: EventStore,
@@ -216,6 +218,7 @@ def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: Event
     liveness = Liveness(settings, broker, lambda: heartbeat_of(ha), listen=listener.listen)
     gate = _gate(settings, core, liveness)
     changes = RoleChanges()  # fired by the HA service, heard by the supervisor
+    replicas: Running[Replicator] = Running()  # the shadow's, while its role task runs
     ha = HaService(
         settings=settings,
         repo=HaRepository(engine),
@@ -227,6 +230,7 @@ def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: Event
         gate=gate,
         peers=partial(_peer_client, settings, monitor.rejected),
         alert=monitor.alert,
+        replicas=replicas,
     )
     failover = Failover(
         settings=settings,
@@ -239,7 +243,7 @@ def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: Event
         publish=monitor.publish,
         metrics=core.metrics,
     )
-    return Wing(liveness, gate, changes, ha, failover)
+    return Wing(liveness, gate, changes, ha, failover, replicas)
 
 
 def monitoring_feed(settings: Settings, core: Core) -> MonitoringFeed:
