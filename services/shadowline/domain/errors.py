@@ -48,6 +48,11 @@ class Unavailable(ShadowlineError):
     """Raised when a dependency (the database) failed, so the outcome of a write is unknown."""
 
 
+class PeerUnreachable(Unavailable):
+    """Raised when no connection to the peer could be made: the request was certainly not
+    received (unlike a timeout or an unauthenticated answer, after which it may have been)."""
+
+
 class Unauthenticated(Unavailable):
     """Raised when a message or a peer's answer is not authenticated with the cluster's keys
     (forged, tampered, replayed, or another secret); it is never acted on."""
