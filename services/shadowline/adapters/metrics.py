@@ -41,6 +41,8 @@ def _or_nan(value: float | None) -> float:
 
 
 class Metrics:
+    # __init__ is long on purpose: one declaration per metric with its help text, read as a
+    # table of what the instance exports; split up it would only scatter the table.
     def __init__(self) -> None:
         self.registry = registry = CollectorRegistry()
         self.info = Gauge(
