@@ -117,7 +117,8 @@ class Authenticator:
         self._by_name: dict[str, User] = {}
         self._cache = passwords
         self._dummy_hash = dummy_hash
-        self.throttle = throttle or LoginThrottle()
+        # Not `throttle or ...`: a throttle tracking no address yet has len() 0, so is falsy.
+        self.throttle = throttle if throttle is not None else LoginThrottle()
         self._dummy_ready = False
 
     async def refresh(self) -> None:
