@@ -20,7 +20,7 @@ from shadowline.domain.errors import (
     VersionConflict,
 )
 from shadowline.entrypoints.amqp.command_reader import refusal
-from shadowline.entrypoints.errors import BodyTooLarge, MalformedBody, refusal_of
+from shadowline.entrypoints.errors import BodyTooLarge, MalformedBody, UnsupportedBody, refusal_of
 from shadowline.entrypoints.http.common import error_response
 
 CASES = [
@@ -35,6 +35,8 @@ CASES = [
     (Unauthorized("log in first"), 401),
     (Forbidden("role 'viewer' may not do this"), 403),
     (BodyTooLarge(), 413),
+    (BodyTooLarge("request body larger than 1024 bytes"), 413),
+    (UnsupportedBody("state-changing calls take application/json bodies, not 'text/plain'"), 415),
     (Unavailable("event store unavailable"), 503),
     (RuntimeError("a bug"), 500),
 ]
@@ -62,6 +64,7 @@ def test_the_bodies_are_the_ones_design_md_fixes() -> None:
     assert refusal_of(VersionConflict("subaccount/eu10", 3, 4)).body["expected"] == 3
     assert refusal_of(NotWritable("shadow", "http://m:8080")).body["master"] == "http://m:8080"
     assert refusal_of(Unavailable("down")).body == {"error": "down", "master": None}
+    assert refusal_of(BodyTooLarge()).body == {"error": "request body too large"}
     assert refusal_of(RuntimeError("secret detail")).body == {
         "error": "internal error: RuntimeError"
     }

@@ -29,7 +29,12 @@ class MalformedBody(InvalidInput):
 
 
 class BodyTooLarge(Exception):
-    """Raised when a request or command body is over the size limit (413)."""
+    """Raised when a request or command body is over the size limit (413); the message, when
+    given, says by how much."""
+
+
+class UnsupportedBody(Exception):
+    """Raised when a state-changing call declares a body that is not JSON (415)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +75,9 @@ def refusal_of(error: Exception) -> Refusal:
         case Forbidden():
             return Refusal(403, {"error": str(error)})
         case BodyTooLarge():
-            return Refusal(413, {"error": "request body too large"})
+            return Refusal(413, {"error": str(error) or "request body too large"})
+        case UnsupportedBody():
+            return Refusal(415, {"error": str(error)})
         case Unavailable():
             return Refusal(503, {"error": str(error), "master": None}, {"Retry-After": "1"})
         case _:

@@ -16,10 +16,10 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shadowline.application.auth import Authenticator
-from shadowline.domain.errors import FieldError, InvalidInput
+from shadowline.domain.errors import FieldError, Forbidden, InvalidInput
 from shadowline.domain.events import parse_time
 from shadowline.domain.users import User
-from shadowline.entrypoints.errors import MalformedBody, refusal_of
+from shadowline.entrypoints.errors import MalformedBody, UnsupportedBody, refusal_of
 
 NDJSON = "application/x-ndjson"
 JSON = "application/json"
@@ -34,16 +34,10 @@ class ORJSONResponse(Response):
         return orjson.dumps(content)
 
 
-def _error(
-    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
-) -> ORJSONResponse:
-    return ORJSONResponse(body, status_code=status, headers=headers)
-
-
 def error_response(error: Exception) -> ORJSONResponse:
     """An error as an HTTP response, by the one mapping (entrypoints.errors)."""
     refused = refusal_of(error)
-    return _error(refused.status, refused.body, refused.headers or None)
+    return ORJSONResponse(refused.body, status_code=refused.status, headers=refused.headers)
 
 
 class BasicAuth(SecurityBase):
@@ -173,15 +167,16 @@ class SameOriginJson:
     def _refusal(self, scope: Scope, headers: Headers) -> ORJSONResponse | None:
         site = headers.get("sec-fetch-site", "same-origin").lower()
         if site not in ("same-origin", "none"):
-            return _error(403, {"error": f"cross-site request refused (Sec-Fetch-Site {site})"})
+            return error_response(Forbidden(f"cross-site request refused (Sec-Fetch-Site {site})"))
         origin = headers.get("origin")
         if origin is not None:
             own = normal_origin(scope.get("scheme", "http"), headers.get("host", ""))
             if origin_of_url(origin) not in (own, self._public_origin):
                 shown = origin[:100]
-                return _error(403, {"error": f"cross-site request refused (Origin {shown!r})"})
+                return error_response(Forbidden(f"cross-site request refused (Origin {shown!r})"))
         declared = headers.get("content-type")
         if declared is not None and declared.split(";")[0].strip().lower() != JSON:
             shown = declared[:100]
-            return _error(415, {"error": f"state-changing calls take {JSON} bodies, not {shown!r}"})
+            refused = f"state-changing calls take {JSON} bodies, not {shown!r}"
+            return error_response(UnsupportedBody(refused))
         return None

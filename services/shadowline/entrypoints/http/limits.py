@@ -16,13 +16,13 @@ import asyncio
 import contextlib
 import resource
 from collections import Counter, OrderedDict
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from shadowline.entrypoints.errors import BodyTooLarge
+from shadowline.entrypoints.errors import BodyTooLarge, refusal_of
 
 
 class BodyLimit:
@@ -67,12 +67,12 @@ class BodyLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        body: dict[str, Any] = {"error": f"request body larger than {self.max_bytes} bytes"}
-        payload = orjson.dumps(body)
+        refused = refusal_of(BodyTooLarge(f"request body larger than {self.max_bytes} bytes"))
+        payload = orjson.dumps(refused.body)
         await send(
             {
                 "type": "http.response.start",
-                "status": 413,
+                "status": refused.status,
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(payload)).encode()),
