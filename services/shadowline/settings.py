@@ -10,11 +10,10 @@ from __future__ import annotations
 import logging
 import socket
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +31,18 @@ _SECRET_QUERY_KEYS = frozenset({"password", "passwd", "sslpassword"})
 
 
 def _masked_url(url: str) -> str:
-    parsed = make_url(url)
-    query = {k: "***" if k.lower() in _SECRET_QUERY_KEYS else v for k, v in parsed.query.items()}
-    return parsed.set(query=query).render_as_string(hide_password=True)
+    """The URL with its password (in the user part or the query) replaced by ***. Parsed with
+    the standard library: settings are read by every layer, and the application layer may not
+    depend on SQLAlchemy (pyproject's import-linter contracts)."""
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    netloc = f"{user}:***@{hostport}" if at and colon else parts.netloc
+    query = [
+        (k, "***" if k.lower() in _SECRET_QUERY_KEYS else v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
 
 
 def broker_user(amqp_url: str) -> str:
@@ -91,8 +99,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:
-        url = make_url(value)
-        if not url.drivername.startswith("postgresql"):
+        if not urlsplit(value).scheme.startswith("postgresql"):
             raise ValueError("must be a postgresql:// URL")
         return value
 

@@ -26,6 +26,7 @@ from shadowline.application.roles import CurrentRole
 from shadowline.application.writer import Writer
 from shadowline.domain import failover as rules
 from shadowline.domain import promote as promotion
+from shadowline.domain.alerting import AlertName
 from shadowline.domain.errors import Conflict, Forbidden
 from shadowline.domain.failover import Fork
 from shadowline.domain.ha import RoleChange
@@ -82,7 +83,7 @@ class Failover:
         if self.role.fence is None:
             self.role.set(self.role.state.fenced_by(reason, sentence))
             self.metrics.fenced(sentence)
-            self.alert("fenced", f"{self.settings.instance} fenced itself: {sentence}", {})
+            self.alert(AlertName.FENCED, f"{self.settings.instance} fenced itself: {sentence}", {})
             self.publish("role.changed", self.role_doc(f"fenced: {sentence}"))
 
     async def unfence(self, sentence: str, state: RoleState | None = None) -> None:
@@ -116,7 +117,7 @@ class Failover:
         except Forbidden as error:
             self.metrics.rejected(error)
             self.alert(
-                "rejected-command",
+                AlertName.REJECTED_COMMAND,
                 f"promote command refused: {error}",
                 {"command_id": command.command_id[:64], "via": via},
             )
@@ -199,7 +200,7 @@ class Failover:
             fork, answer = await self._fork(new_master_url, new_master)
             problem = rules.divergence(fork, await self._store.chain_at(fork.position))
             if problem is not None:
-                self.alert("divergence", problem, {"fork": answer})
+                self.alert(AlertName.DIVERGENCE, problem, {"fork": answer})
                 raise Conflict(f"divergence at fork position {fork.position}")
             change = RoleChange(
                 Role.SHADOW,
@@ -241,7 +242,7 @@ class Failover:
         self.metrics.rejoined(moved)
         if moved:
             self.alert(
-                "quarantined",
+                AlertName.QUARANTINED,
                 f"{moved} events written after fork position {fork.position} were "
                 "moved to quarantine (list them with `shadowline ha quarantine`)",
                 {"count": moved},

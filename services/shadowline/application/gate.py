@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from shadowline.domain.alerting import AlertName
 from shadowline.domain.errors import NotWritable
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,7 @@ class CommitGate:
                 return False
             self.mode = "async"
         self._alert(
-            "sync-degraded",
+            AlertName.SYNC_DEGRADED,
             f"the shadow did not acknowledge position {position} within {self._timeout:.1f}s: "
             "replication degraded to async",
         )

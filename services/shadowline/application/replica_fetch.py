@@ -15,6 +15,7 @@ import orjson
 
 from shadowline.application.ports.peer import Peer
 from shadowline.application.ports.store import EventStore
+from shadowline.domain.alerting import AlertName
 from shadowline.domain.errors import Divergence, InvalidInput, Unauthenticated, Unavailable
 from shadowline.domain.events import GENESIS, Event, from_envelope, verify_chain
 from shadowline.domain.records import Image
@@ -62,7 +63,9 @@ class MasterLog:
         image = _image(header, rows)
         if hasher.hexdigest() != trailer["sha256"] or digest(image.state) != trailer["digest"]:
             self._alert(
-                "corrupt-snapshot", "the master's image failed its digest check; refused", {}
+                AlertName.CORRUPT_SNAPSHOT,
+                "the master's image failed its digest check; refused",
+                {},
             )
             raise Unavailable("corrupt image from the master: digest mismatch")
         return image
@@ -83,7 +86,7 @@ class MasterLog:
         except (orjson.JSONDecodeError, KeyError, ValueError, TypeError, AttributeError) as error:
             raise Divergence(after + 1, f"the master sent a malformed event: {error}") from error
         except (InvalidInput, Unauthenticated) as error:
-            self._alert("divergence", f"the master's own log fails our checks: {error}", {})
+            self._alert(AlertName.DIVERGENCE, f"the master's own log fails our checks: {error}", {})
             raise Divergence(after + 1, f"the master's log fails our checks: {error}") from error
         if (
             any(e.position != after + 1 + i for i, e in enumerate(events))
@@ -111,7 +114,9 @@ class MasterLog:
                 or (done and page[-1].chain != image.chain)
             ):
                 self._alert(
-                    "divergence", "the master's history does not lead to the bootstrap image", {}
+                    AlertName.DIVERGENCE,
+                    "the master's history does not lead to the bootstrap image",
+                    {},
                 )
                 return
             await store.backfill(page, 0 if done else base)

@@ -13,6 +13,7 @@ from typing import Any
 from shadowline.application.ports.peer import Peer
 from shadowline.application.replica_fetch import Alert
 from shadowline.application.writer import Writer
+from shadowline.domain.alerting import AlertName
 from shadowline.domain.errors import PeerRefused, Unavailable
 from shadowline.domain.events import Event
 
@@ -95,7 +96,9 @@ class MasterContact:
             try:
                 await self.report()
             except PeerRefused as error:
-                self._alert("shadow-refused", f"the master refuses this shadow: {error}", {})
+                self._alert(
+                    AlertName.SHADOW_REFUSED, f"the master refuses this shadow: {error}", {}
+                )
             except Unavailable as error:
                 log.warning("master unreachable: %s", error)
             with contextlib.suppress(TimeoutError):
@@ -105,7 +108,7 @@ class MasterContact:
         if self.diverged is None:
             self.diverged = {"position": position, "reason": reason}
             self._alert(
-                "divergence",
+                AlertName.DIVERGENCE,
                 f"this shadow's log differs from its master's at position {position}: {reason}",
                 dict(self.diverged),
             )

@@ -17,6 +17,7 @@ from shadowline.application.gate import CommitGate
 from shadowline.application.ports.ha import HaRepo
 from shadowline.application.ports.store import EventStore
 from shadowline.application.status import ShadowSeen
+from shadowline.domain.alerting import AlertName
 
 Alert = Callable[[str, str, dict[str, Any]], None]
 
@@ -74,7 +75,7 @@ class ShadowReports:
             "reason": str(diverged.get("reason"))[:200],
         }
         self._alert(
-            "divergence",
+            AlertName.DIVERGENCE,
             f"shadow {instance}'s log differs from this master's at position "
             f"{self._diverged['position']}: {self._diverged['reason']}; its "
             "acknowledgements no longer count (remove it and set up a new shadow)",

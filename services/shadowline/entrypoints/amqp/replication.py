@@ -19,6 +19,7 @@ from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from shadowline.adapters.broker import DELIVERY_LIMIT, BrokerLink, deliveries, last_delivery
 from shadowline.application.ports.broker import Delivered
+from shadowline.domain.alerting import AlertName
 from shadowline.domain.errors import InvalidInput
 from shadowline.domain.events import Event, from_envelope
 from shadowline.domain.replication import check_bounds
@@ -71,7 +72,7 @@ class QueuedEvent:
 
     async def dead_letter(self, reason: str) -> None:
         self._alert(
-            "dead-lettered",
+            AlertName.DEAD_LETTERED,
             f"replication message dead-lettered: {reason}",
             {"message_id": self._message.message_id, "routing_key": self._message.routing_key},
         )
