@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 import typer
@@ -11,9 +10,7 @@ import typer
 from shadowline.cli import progress
 from shadowline.cli.common import (
     DEFAULT_URL,
-    EXIT_INTERRUPTED,
     EXIT_REFUSED,
-    EXIT_TIMEOUT,
     Json,
     Password,
     Url,
@@ -24,7 +21,7 @@ from shadowline.cli.common import (
     examples,
     fail,
 )
-from shadowline.client import Client
+from shadowline.cli.ha_view import describe, describe_quarantine, wait_in_sync
 
 app = typer.Typer(
     help="High availability: set up and inspect a master/shadow pair (--json: one document).",
@@ -45,61 +42,6 @@ Wait = Annotated[
 Timeout = Annotated[
     float, typer.Option(min=0, help="Seconds --wait waits before giving up (exit 4).")
 ]
-WAITING = {
-    "pending": "waiting for `shadowline ha confirm` on the master",
-    "syncing": "shadow bootstrap",
-    "lost": "waiting for the shadow to report",
-}
-
-
-def _describe(doc: dict[str, Any]) -> str:
-    lines = [
-        f"{doc['instance']}: {doc['role']} in epoch {doc['epoch']} at position {doc['position']}"
-    ]
-    if doc.get("replication"):
-        lines.append(f"  replication {doc['replication']}")
-    if shadow := doc.get("shadow"):
-        age = shadow.get("last_seen_age")
-        seen = f", last seen {age:.1f}s ago" if age is not None else ""
-        lines.append(
-            f"  shadow {shadow['instance']} ({shadow['url']}): {shadow['state']}, at position "
-            f"{shadow['position']}, {shadow['lag_events']} events behind{seen}"
-        )
-    if master := doc.get("master"):
-        lag = doc.get("lag") or {}
-        lines.append(f"  master {master['instance']} ({master['url']})")
-        if lag.get("events") is not None:
-            lines.append(f"  lag {lag['events']} events, {lag['seconds']:.2f}s")
-    return "\n".join(lines)
-
-
-def wait_in_sync(master: Client, timeout: float, shown: bool) -> dict[str, Any]:
-    """Poll the master's GET /ha until its shadow has applied everything the master had
-    (state `connected`); the bar shows the shadow's position against the master's."""
-    deadline = time.monotonic() + timeout
-    try:
-        with progress.bar("shadow bootstrap", None, enabled=shown) as bar:
-            while True:
-                doc = call(master.ha)
-                shadow = doc.get("shadow")
-                if shadow is None:
-                    fail("the master has no shadow (removed, or HA not enabled there)")
-                bar.update(
-                    completed=shadow["position"],
-                    total=max(doc["position"], shadow["position"]),
-                    description=WAITING.get(shadow["state"], shadow["state"]),
-                )
-                if shadow["state"] == "connected":
-                    return dict(doc)
-                if time.monotonic() >= deadline:
-                    fail(
-                        f"after {timeout:g}s the shadow {shadow['instance']} is still "
-                        f"{shadow['state']}, at position {shadow['position']} of {doc['position']}",
-                        EXIT_TIMEOUT,
-                    )
-                time.sleep(0.5)
-    except KeyboardInterrupt:
-        fail("interrupted while waiting; the setup itself stands", EXIT_INTERRUPTED)
 
 
 @app.command(
@@ -115,7 +57,7 @@ def status(
     """Role, epoch, position, peer and replication of an instance (GET /ha)."""
     with client(url, user, password) as c:
         doc = call(c.ha)
-    emit(doc, as_json, _describe(doc))
+    emit(doc, as_json, describe(doc))
 
 
 @app.command(
@@ -137,7 +79,7 @@ def enable(
     """Make this standalone instance a master (step 1 of the setup, run against the master)."""
     with client(url, user, password) as c:
         doc = call(c.ha_enable, auto_confirm)
-    emit(doc, as_json, _describe(doc))
+    emit(doc, as_json, describe(doc))
 
 
 @app.command(
@@ -181,7 +123,7 @@ def join(
     if wait:
         with client(*master_login) as master:
             doc = wait_in_sync(master, timeout, progress.wanted(as_json=as_json))
-    emit(doc, as_json, _describe(doc))
+    emit(doc, as_json, describe(doc))
 
 
 @app.command(
@@ -203,7 +145,7 @@ def confirm(
     """Confirm the pending shadow (step 3, run against the master): its bootstrap starts."""
     with client(url, user, password) as c:
         doc = call(c.ha_confirm, shadow)
-    emit(doc, as_json, _describe(doc))
+    emit(doc, as_json, describe(doc))
 
 
 @app.command(
@@ -311,13 +253,7 @@ def quarantine(
         with open(export, "wb") as out:
             for event in doc["events"]:
                 out.write(orjson.dumps(event) + b"\n")
-    lines = [f"{doc['count']} quarantined events" + (f" written to {export}" if export else "")]
-    lines += [
-        f"{e['position']:>8}  e{e['epoch']}  {e['type']:<14} {e['kind'] or ''}/{e['name'] or ''} "
-        f"v{e['version']}  (fork {e['fork_position']}, new epoch {e['new_epoch']})"
-        for e in doc["events"]
-    ]
-    emit(doc, as_json, "\n".join(lines))
+    emit(doc, as_json, describe_quarantine(doc, export))
 
 
 @app.command(
@@ -355,4 +291,4 @@ def setup(
             doc = wait_in_sync(master, timeout, progress.wanted(as_json=as_json))
         else:
             doc = call(master.ha)
-    emit(doc, as_json, _describe(doc))
+    emit(doc, as_json, describe(doc))

@@ -167,6 +167,8 @@ EXPORT_EXAMPLES = examples(
 )
 
 
+# Long on purpose: one typer option per line (each is the --help of the command), and
+# the export loop itself is a few lines at the end.
 @app.command("export", epilog=EXPORT_EXAMPLES)
 def export_cmd(
     fmt: Annotated[Format, typer.Option("--format", help="ndjson or csv.")] = Format.ndjson,

@@ -148,6 +148,8 @@ class Audit:
             "sentence": f"the snapshot at position {position} is not the state the log folds to",
         }
 
+    # Long on purpose: one verdict per problem, in the order verify reports them (the head,
+    # stray snapshots, signatures, the served state), each a complete answer.
     def finish(self, position: int, chain: bytes, served: Mapping[str, Row]) -> dict[str, Any]:
         """After the last page: the head, snapshots past the log, and the served state."""
         done = {"position": position, "chain": chain.hex(), "checked": self.checked}

@@ -91,13 +91,13 @@ class _Views(Collector):
 
 
 class WatchdogMetrics:
+    # Long only because every counter is declared here, in one place, with its help text.
     def __init__(
         self,
         clusters: Iterable[str],
         views: Callable[[], Iterable[Seen]],
         takeover_delay: float,
     ) -> None:
-        # Long only because every counter is declared here, in one place, with its help text.
         self.registry = registry = CollectorRegistry()
         self.probes = Counter(
             "shadowline_watchdog_probes_total",
