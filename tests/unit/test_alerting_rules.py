@@ -22,7 +22,8 @@ def seen(master: int, shadow: int, state: str = "syncing") -> Observation:
 
 
 def run(steps: list[tuple[float, Observation]], limit: float = 10.0) -> list[tuple[float, str]]:
-    watch, raised = Watch(), []
+    watch = Watch()
+    raised: list[tuple[float, str]] = []
     for now, observation in steps:
         watch, alerts = observe(watch, observation, now, lag_limit=limit)
         raised += [(now, a.name) for a in alerts]

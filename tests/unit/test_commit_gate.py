@@ -30,7 +30,7 @@ class Harness:
         self.fenced = fenced
         self.liveness = Liveness(
             self.settings,
-            self.broker,  # type: ignore[arg-type]  # the twin stands for BrokerLink
+            self.broker,
             describe=lambda: {"role": "master", "epoch": 1, "replication": self.gate.replication},
         )
         self.gate = CommitGate(

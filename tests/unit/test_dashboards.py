@@ -342,7 +342,9 @@ def promtool() -> str:
         ("check", "config", "prometheus.yml"),
     ],
 )
-def test_promtool_accepts_the_rules_their_unit_tests_and_the_scrape_config(arguments) -> None:
+def test_promtool_accepts_the_rules_their_unit_tests_and_the_scrape_config(
+    arguments: tuple[str, str, str],
+) -> None:
     done = subprocess.run(
         [promtool(), *arguments], cwd=PROMETHEUS, capture_output=True, text=True, timeout=60
     )

@@ -325,7 +325,7 @@ def catalog() -> Catalog:
     return Catalog(load_config_schemas())
 
 
-VALID = {
+VALID: dict[str, dict[str, Any]] = {
     "subaccount": {
         "region": "eu10",
         "subaccount_id": "3f2a9c",

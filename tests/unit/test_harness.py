@@ -30,7 +30,8 @@ def test_wait_for_tolerates_only_the_errors_it_is_told_to() -> None:
 
     assert wait_for(starting, 5, "a start", every=0.001, tolerate=(ConnectionError,))
     with pytest.raises(KeyError):
-        wait_for(lambda: {}["role"], 5, "a role", every=0.001, tolerate=(ConnectionError,))
+        empty: dict[str, str] = {}
+        wait_for(lambda: empty["role"], 5, "a role", every=0.001, tolerate=(ConnectionError,))
 
 
 def test_free_port_gives_the_preferred_port_when_it_is_free_and_another_when_it_is_taken() -> None:

@@ -369,7 +369,7 @@ def test_every_operation_says_who_sends_or_receives_and_with_which_user() -> Non
 
 
 def _exchange_of(operation: dict[str, Any], cluster: str) -> str:
-    address = deref(operation["channel"])["address"]
+    address: str = deref(operation["channel"])["address"]
     return address.split("/")[2].replace("{cluster}", cluster)
 
 
@@ -487,13 +487,20 @@ class Peer:
     refuse: bool = False
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
 
-    async def call(self, method: str, path: str, body: Any = None, params: Any = None) -> Any:
+    async def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> Any:
         self.calls.append((method, path, body))
         if self.refuse:
             raise PeerRefused(409, "node-c is not the shadow of node-a")
         return self.fork if path == "/ha/peer/fork" else {}
 
-    async def lines(self, path: str, params: Any = None) -> list[bytes]:
+    async def lines(self, path: str, params: dict[str, Any] | None = None) -> list[bytes]:
         return [
             orjson.dumps({"position": 5, "chain": "ab" * 32, "epoch": 1}),
             orjson.dumps({"sha256": "0" * 64, "digest": "0" * 64}),
@@ -669,16 +676,20 @@ def node(ha_record: HaRecord, instance: str = "node-a") -> Node:
     ha = Ha(config, ha_record, gate, role, store)
     failover = Failover(
         settings=config,
-        ha=ha,
-        store=store,
-        writer=writer,
+        ha=ha,  # type: ignore[arg-type]  # the fakes stand for HaService, EventStore and Writer
+        store=store,  # type: ignore[arg-type]
+        writer=writer,  # type: ignore[arg-type]
         liveness=None,
         gate=gate,
         alert=monitor.alert,
         publish=monitor.publish,
     )
     promote = PromoteCommands(
-        instance=instance, broker=broker, failover=failover, counts=metrics, alerts=monitor
+        instance=instance,
+        broker=broker,  # type: ignore[arg-type]  # these tests hand deliveries in themselves
+        failover=failover,
+        counts=metrics,
+        alerts=monitor,
     )
     return Node(ha, broker, monitor, promote, failover, gate, store, writer, config)
 
@@ -697,7 +708,7 @@ async def settle() -> None:
 )
 async def test_a_heartbeat_published_by_liveness_is_valid(ha_record: HaRecord) -> None:
     n = node(ha_record)
-    liveness = Liveness(n.settings, n.broker, lambda: heartbeat_of(n.ha))
+    liveness = Liveness(n.settings, n.broker, lambda: heartbeat_of(n.ha))  # type: ignore[arg-type]
     assert await liveness.beat_once()
     n.gate.configure(enabled=True, acked=7)
     n.failover.role.set(n.failover.role.state.fenced_by(FenceReason.STARTING, "starting"))
@@ -884,8 +895,8 @@ async def test_role_changed_after_rejoining_as_shadow_names_the_role_and_epoch_i
 
 def _replicator(n: Node, peer: Peer) -> Replicator:
     return Replicator(
-        writer=n.writer,
-        store=n.store,
+        writer=n.writer,  # type: ignore[arg-type]  # the fakes stand for Writer and EventStore
+        store=n.store,  # type: ignore[arg-type]
         peer=peer,
         alert=n.monitor.alert,
         secret=SECRET,
@@ -939,13 +950,13 @@ def _watch(broker: Broker) -> ClusterWatch:
         "watchdog-1",
         allow_data_loss=False,
         link=broker,  # type: ignore[arg-type]  # the publishing side is all these tests use
-        probe=lambda *_: None,  # type: ignore[arg-type,return-value]  # replaced just below
+        probe=lambda *_: None,  # type: ignore[arg-type]  # replaced just below
     )
 
     async def no_probe(probe: rules.Probe) -> None:  # the probe's answer is given by each test
         pass
 
-    watch._probe = no_probe
+    watch._probe = no_probe  # type: ignore[method-assign]
     return watch
 
 
@@ -1060,10 +1071,16 @@ async def test_a_handover_whose_fork_answer_is_lost_leaves_the_master_rejoining_
     n.gate.configure(enabled=True, acked=n.writer.position)
     real = n.ha.peer_client.call
 
-    async def fork_lost(method: str, path: str, body: Any = None, params: Any = None) -> Any:
+    async def fork_lost(
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> Any:
         if path == "/ha/peer/fork":
             raise Unavailable("the fork answer was lost on the way")
-        return await real(method, path, body, params)
+        return await real(method, path, body, params, auth)
 
     n.ha.peer_client.call = fork_lost  # type: ignore[method-assign]
     with pytest.raises(Unavailable):
@@ -1076,7 +1093,13 @@ async def test_a_handover_with_no_authenticated_answer_stays_fenced_until_resolv
     n = node(MASTER)
     n.gate.configure(enabled=True, acked=n.writer.position)
 
-    async def unanswered(method: str, path: str, body: Any = None, params: Any = None) -> Any:
+    async def unanswered(
+        method: str,
+        path: str,
+        body: Any = None,
+        params: dict[str, Any] | None = None,
+        auth: tuple[str, str] | None = None,
+    ) -> Any:
         raise Unavailable("answer not authenticated")  # sent; the promote may have landed
 
     n.ha.peer_client.call = unanswered  # type: ignore[method-assign]

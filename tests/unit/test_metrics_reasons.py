@@ -8,6 +8,7 @@ sentence shows here instead of silently landing in reason="other".
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import orjson
 import pytest
@@ -54,7 +55,9 @@ def _refusal(secret: str, command: dict[str, object], epoch: int = 1) -> Forbidd
         ),
     ],
 )
-def test_each_refused_promote_command_gets_its_own_reason(error, reason) -> None:
+def test_each_refused_promote_command_gets_its_own_reason(
+    error: Callable[[], Exception], reason: str
+) -> None:
     assert rejection_reason(error()) == reason
     assert reason in REJECT_REASONS
 
@@ -74,7 +77,7 @@ def test_a_command_that_is_not_json_is_counted_as_malformed() -> None:
         ("a newer master exists: rejoining as its shadow", "rejoining"),
     ],
 )
-def test_each_fencing_sentence_gets_its_own_reason(sentence, reason) -> None:
+def test_each_fencing_sentence_gets_its_own_reason(sentence: str, reason: str) -> None:
     assert fence_reason(sentence) == reason
     assert reason in FENCE_REASONS
 

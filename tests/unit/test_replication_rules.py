@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -18,7 +19,7 @@ from shadowline.domain.replication import check_replicated
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 
 
-def chained(specs: list[tuple], start: int = 0, previous: bytes = GENESIS) -> list[Event]:
+def chained(specs: list[tuple[Any, ...]], start: int = 0, previous: bytes = GENESIS) -> list[Event]:
     events = []
     for offset, (type_, kind, name, version, data, epoch) in enumerate(specs, start=1):
         event = Event(

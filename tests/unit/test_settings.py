@@ -71,7 +71,7 @@ def test_every_setting_is_read_from_its_environment_variable(
 def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(ValidationError):
-        settings.takeover_delay = 1.0  # type: ignore[misc]
+        settings.takeover_delay = 1.0
 
 
 def test_heartbeat_one_and_takeover_five_satisfy_the_timing_rule(

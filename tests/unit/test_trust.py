@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import pytest
@@ -51,7 +52,9 @@ def _beat(**changes: object) -> dict[str, object]:
     }
 
 
-def _check(body: bytes, mac: object, fresh: trust.Freshness, key: str = "heartbeat.node-a"):
+def _check(
+    body: bytes, mac: object, fresh: trust.Freshness, key: str = "heartbeat.node-a"
+) -> tuple[dict[str, object] | None, str | None]:
     return trust.heartbeat_refusal(SECRET, "prod", key, body, mac, fresh, NOW)
 
 
@@ -110,7 +113,7 @@ def test_freshness_remembers_a_bounded_number_of_instances() -> None:
     assert len(fresh.runs) == trust.MAX_TRACKED
 
 
-def _event(**changes: object) -> Event:
+def _event(**changes: Any) -> Event:
     event = Event(
         uuid.uuid4(), 1, 1, "ConfigPut", "subaccount", "s1", 1,
         {"region": "eu10", "subaccount_id": "a"}, {"actor": "t"}, datetime.now(UTC),

@@ -43,7 +43,7 @@ class Harness:
         self.writable = True
         self.batches: list[int] = []
         self.writer = Writer(
-            self.store,  # type: ignore[arg-type]  # the twin stands for EventStore
+            self.store,
             epoch=lambda: self.epoch,
             writable=lambda: self.writable,
             on_batch=lambda n, _: self.batches.append(n),
