@@ -21,7 +21,7 @@ from shadowline.domain.errors import (
 )
 from shadowline.entrypoints.amqp.command_reader import refusal
 from shadowline.entrypoints.errors import BodyTooLarge, MalformedBody, UnsupportedBody, refusal_of
-from shadowline.entrypoints.http.common import error_response
+from shadowline.entrypoints.web import error_response
 
 CASES = [
     (MalformedBody([FieldError("$", "malformed JSON: x")]), 400),

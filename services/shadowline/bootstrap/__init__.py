@@ -39,7 +39,7 @@ from shadowline.bootstrap.wiring import (
     secret_of,
 )
 from shadowline.entrypoints.amqp.feed import MonitoringFeed
-from shadowline.entrypoints.http.api import create_app
+from shadowline.entrypoints.app import create_app
 from shadowline.entrypoints.http.limits import BodyLimit
 from shadowline.entrypoints.http.peer import PeerAnswers
 from shadowline.settings import Settings

@@ -1,6 +1,6 @@
 """The one mapping from shadowline's exceptions to what a caller is told: a status and a body.
 
-Pure (no web framework): the HTTP API renders it as a response (`http.common.error_response`),
+Pure (no web framework): the HTTP API renders it as a response (`entrypoints.web.error_response`),
 and the broker's config commands put the same status and body in their reply, so a command is
 refused exactly as PUT/DELETE would be (DESIGN.md fixes both).
 """

@@ -14,18 +14,9 @@ from shadowline.domain.errors import FieldError, InvalidInput
 from shadowline.domain.events import envelope
 from shadowline.domain.records import EventFilter
 from shadowline.domain.users import User
-from shadowline.entrypoints.http.common import (
-    MAX_POSITION,
-    NDJSON,
-    Admin,
-    Auditor,
-    ORJSONResponse,
-    body_json,
-    digits,
-    moment_of,
-    point_of,
-)
-from shadowline.entrypoints.http.deps import Service
+from shadowline.entrypoints.deps import Service
+from shadowline.entrypoints.http.common import NDJSON, Admin, Auditor, body_json
+from shadowline.entrypoints.web import MAX_POSITION, ORJSONResponse, digits, moment_of, point_of
 
 router = APIRouter()
 

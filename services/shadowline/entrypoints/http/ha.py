@@ -17,8 +17,8 @@ from shadowline.domain.events import envelope, format_time
 from shadowline.domain.promote import PromoteCommand
 from shadowline.domain.records import EventFilter
 from shadowline.domain.state import digest
+from shadowline.entrypoints.deps import HA, FailoverDep, Log, Service
 from shadowline.entrypoints.http.common import NDJSON, Admin, Auditor, Viewer, body_json
-from shadowline.entrypoints.http.deps import HA, FailoverDep, Log, Service
 from shadowline.entrypoints.http.peer import CALLER, REFUSAL
 
 router = APIRouter()

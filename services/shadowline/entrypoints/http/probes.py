@@ -11,8 +11,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shadowline.application import audit
 from shadowline.application.service import ConfigService
-from shadowline.entrypoints.http.common import Auditor, ORJSONResponse, Viewer
-from shadowline.entrypoints.http.deps import HA, Metrics, Service, SettingsDep
+from shadowline.entrypoints.deps import HA, Metrics, Service, SettingsDep
+from shadowline.entrypoints.http.common import Auditor, Viewer
+from shadowline.entrypoints.web import ORJSONResponse
 
 router = APIRouter()
 

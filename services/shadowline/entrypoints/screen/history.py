@@ -19,10 +19,10 @@ from shadowline.application.service import ConfigService
 from shadowline.domain.errors import InvalidInput, NotFound
 from shadowline.domain.events import Event
 from shadowline.domain.records import EventFilter
-from shadowline.entrypoints.http.common import digits, moment_of, point_of
-from shadowline.entrypoints.http.deps import Service
+from shadowline.entrypoints.deps import Service
 from shadowline.entrypoints.screen.pages import page
 from shadowline.entrypoints.screen.session import ScreenAuditor, ScreenUser
+from shadowline.entrypoints.web import digits, moment_of, point_of
 
 router = APIRouter(include_in_schema=False)
 
@@ -61,7 +61,7 @@ def _int(request: Request, field: str, default: int, low: int, high: int) -> int
 
 
 def _point(value: str | None, field: str) -> dict[str, Any]:
-    """A point in history as the API reads it (http.common.point_of); nothing is now."""
+    """A point in history as the API reads it (entrypoints.web.point_of); nothing is now."""
     return {} if value is None else point_of(value, field)
 
 

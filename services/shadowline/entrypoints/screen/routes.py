@@ -27,9 +27,7 @@ from shadowline.application.failover import Failover
 from shadowline.application.ha import HaService
 from shadowline.application.service import ConfigService
 from shadowline.domain.errors import Forbidden, ShadowlineError, Unauthorized, Unavailable
-from shadowline.entrypoints.amqp.feed import MonitoringFeed
-from shadowline.entrypoints.http.common import error_response, source_of
-from shadowline.entrypoints.http.deps import HA, FailoverDep, Feed, Service
+from shadowline.entrypoints.deps import HA, FailoverDep, Feed, Monitoring, Service
 from shadowline.entrypoints.screen.history import router as history_router
 from shadowline.entrypoints.screen.pages import page
 from shadowline.entrypoints.screen.session import (
@@ -42,6 +40,7 @@ from shadowline.entrypoints.screen.session import (
     Sessions,
     check_origin,
 )
+from shadowline.entrypoints.web import error_response, source_of
 
 router = APIRouter(include_in_schema=False)
 RECENT_HEARTBEATS = 10
@@ -82,7 +81,7 @@ ActionForm = Annotated[dict[str, str], Depends(_action_form)]
 
 
 async def status_view(
-    ha: HaService, service: ConfigService, feed: MonitoringFeed | None, user: ScreenUser
+    ha: HaService, service: ConfigService, feed: Monitoring | None, user: ScreenUser
 ) -> dict[str, Any]:
     status = await ha.status()
     shadow = status.get("shadow")

@@ -27,7 +27,7 @@ from fastapi.responses import Response
 from shadowline.application.auth import RANK, Authenticator
 from shadowline.domain.errors import Forbidden, Unauthorized
 from shadowline.domain.users import User
-from shadowline.entrypoints.http.common import normal_origin, origin_of_url, source_of
+from shadowline.entrypoints.web import normal_origin, origin_of_url, source_of
 
 SESSION_SECONDS = 8 * 3600  # one working day; absolute, not sliding
 FLASH_SECONDS = 60

@@ -1,8 +1,8 @@
-"""The HTTP app of an instance: the routers and middleware, assembled (paths fixed by DESIGN.md).
+"""The HTTP app of an instance: the JSON API's and the HA screen's routers and the middleware,
+assembled (paths fixed by DESIGN.md).
 
 Every route lives in a router module and names what it needs as a typed dependency
-(entrypoints.http.deps); errors become responses here only, by the one mapping
-(entrypoints.errors).
+(entrypoints.deps); errors become responses by the one mapping (entrypoints.errors).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from shadowline.application.failover import Failover
 from shadowline.application.ha import HaService
 from shadowline.application.service import ConfigService
 from shadowline.domain.errors import FieldError, InvalidInput, ShadowlineError
-from shadowline.entrypoints.amqp.feed import MonitoringFeed
+from shadowline.entrypoints.deps import Monitoring, Scraped
 from shadowline.entrypoints.errors import BodyTooLarge
 from shadowline.entrypoints.http import config, probes
-from shadowline.entrypoints.http.common import ORJSONResponse, SameOriginJson, error_response
-from shadowline.entrypoints.http.deps import Scraped
+from shadowline.entrypoints.http.common import SameOriginJson
 from shadowline.entrypoints.http.ha import router as ha_router
 from shadowline.entrypoints.screen.routes import include_screen, is_screen_form
+from shadowline.entrypoints.web import ORJSONResponse, error_response
 from shadowline.settings import Settings
 
 
@@ -47,7 +47,7 @@ def create_app(
     metrics: Scraped,
     settings: Settings,
     failover: Failover | None = None,
-    feed: MonitoringFeed | None = None,
+    feed: Monitoring | None = None,
 ) -> FastAPI:
     app = FastAPI(
         title="shadowline",
@@ -55,7 +55,7 @@ def create_app(
         default_response_class=ORJSONResponse,
         description="Master/shadow high availability for configuration.",
     )
-    # What the routes' dependencies (entrypoints.http.deps) hand them.
+    # What the routes' dependencies (entrypoints.deps) hand them.
     app.state.auth, app.state.settings, app.state.metrics = auth, settings, metrics
     app.state.service, app.state.ha, app.state.failover = service, ha, failover
     app.state.feed = feed

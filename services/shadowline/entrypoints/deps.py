@@ -1,7 +1,10 @@
-"""The typed dependencies of the HTTP routes: what create_app was given, read off app.state.
+"""The typed dependencies of the routes (the JSON API's and the HA screen's): what create_app
+was given, read off app.state.
 
 A route names what it needs in its signature (`service: Service`, `ha: HA`), so no route reads
-the app's state itself and each can be called with other objects in a test.
+the app's state itself and each can be called with other objects in a test. What the screen
+shows of monitoring is typed by what it reads (`Monitoring`), so neither the API nor the screen
+imports the AMQP entrypoints (entrypoints.amqp.feed.MonitoringFeed has it).
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from shadowline.application.ha import HaService
 from shadowline.application.service import ConfigService
 from shadowline.domain.events import Event
 from shadowline.domain.records import Image
-from shadowline.entrypoints.amqp.feed import MonitoringFeed
 from shadowline.settings import Settings
 
 
@@ -27,6 +29,20 @@ class Scraped(Protocol):
     def registry(self) -> CollectorRegistry: ...
 
     def refresh(self, status: dict[str, Any]) -> None: ...
+
+
+class Monitoring(Protocol):
+    """What the HA screen shows of the cluster's monitoring exchange, as heard (`Heard`s)."""
+
+    connected: bool
+    received: int
+    malformed: int
+
+    def latest_heartbeats(self) -> list[Any]: ...
+
+    def recent_heartbeats(self, count: int) -> list[Any]: ...
+
+    def recent_events(self) -> list[Any]: ...
 
 
 class LogReads(Protocol):
@@ -70,9 +86,9 @@ def _metrics(request: Request) -> Scraped:
     return found
 
 
-def _feed(request: Request) -> MonitoringFeed | None:
+def _feed(request: Request) -> Monitoring | None:
     # None: an app built without one (a test's), whose screen shows no monitoring.
-    found: MonitoringFeed | None = getattr(request.app.state, "feed", None)
+    found: Monitoring | None = getattr(request.app.state, "feed", None)
     return found
 
 
@@ -82,4 +98,4 @@ HA = Annotated[HaService, Depends(_ha)]
 FailoverDep = Annotated[Failover, Depends(_failover)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 Metrics = Annotated[Scraped, Depends(_metrics)]
-Feed = Annotated[MonitoringFeed | None, Depends(_feed)]
+Feed = Annotated[Monitoring | None, Depends(_feed)]
