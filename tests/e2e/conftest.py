@@ -7,7 +7,7 @@ and the benchmarks use too); this module gives them the tests' names and setting
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,7 +62,9 @@ class Pair:
 
 
 @pytest.fixture
-async def pair(db_factory, rabbitmq, tmp_path: Path) -> AsyncIterator[Pair]:
+async def pair(
+    db_factory: Callable[[], Awaitable[str]], rabbitmq: None, tmp_path: Path
+) -> AsyncIterator[Pair]:
     cluster = f"e2e{uuid.uuid4().hex[:8]}"
     master = make_process(
         await db_factory(), tmp_path / "master.log", name="master", cluster=cluster

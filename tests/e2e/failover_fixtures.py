@@ -12,7 +12,7 @@ import itertools
 import os
 import signal
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,13 @@ def admin(process: Process, timeout: float = 10) -> httpx.Client:
 def health(process: Process) -> dict[str, Any] | None:
     """GET /health, or None while the process is down, paused or starting."""
     return process.health(timeout=0.5)
+
+
+def health_of(process: Process) -> dict[str, Any]:
+    """GET /health of a process that must be up."""
+    found = health(process)
+    assert found is not None, f"{name_of(process)} is down"
+    return found
 
 
 def events(process: Process) -> list[dict[str, Any]]:
@@ -196,14 +203,18 @@ async def _ha_cluster(db_factory: Any, tmp_path: Path, *, proxy: bool) -> AsyncI
 
 
 @pytest.fixture
-async def ha_cluster(db_factory, rabbitmq, tmp_path: Path) -> AsyncIterator[HaCluster]:
+async def ha_cluster(
+    db_factory: Callable[[], Awaitable[str]], rabbitmq: None, tmp_path: Path
+) -> AsyncIterator[HaCluster]:
     """A cluster not yet started: call `set_up()`."""
     async for ha in _ha_cluster(db_factory, tmp_path, proxy=False):
         yield ha
 
 
 @pytest.fixture
-async def ha_cluster_behind_proxy(db_factory, rabbitmq, tmp_path: Path) -> AsyncIterator[HaCluster]:
+async def ha_cluster_behind_proxy(
+    db_factory: Callable[[], Awaitable[str]], rabbitmq: None, tmp_path: Path
+) -> AsyncIterator[HaCluster]:
     """Like `ha_cluster`, but node-a reaches RabbitMQ only through `cluster.proxy`."""
     async for ha in _ha_cluster(db_factory, tmp_path, proxy=True):
         yield ha
@@ -222,7 +233,11 @@ def assert_every_ack_is_on(process: Process, acks: list[Ack]) -> None:
     for ack in acks:
         event = by_position.get(ack.position)
         found = None if event is None else (event["kind"], event["name"], event["version"])
-        if found != (ack.kind, ack.name, ack.version) or event["data"] != ack.value:
+        if (
+            event is None
+            or found != (ack.kind, ack.name, ack.version)
+            or event["data"] != ack.value
+        ):
             lost.append(f"{ack} -> {event}")
     assert not lost, f"{len(lost)} acknowledged writes lost on {name_of(process)}:\n" + "\n".join(
         lost[:10]

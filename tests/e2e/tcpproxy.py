@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 
 MODES = ("reset", "blackhole")
@@ -74,8 +75,8 @@ class TcpProxy:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
 
-    def _call(self, work: object) -> None:
-        future = asyncio.run_coroutine_threadsafe(work, self._loop)  # type: ignore[arg-type]
+    def _call(self, work: Coroutine[object, object, object]) -> None:
+        future = asyncio.run_coroutine_threadsafe(work, self._loop)
         future.result(timeout=10)
 
     # -- in the proxy's loop -----------------------------------------------------------------

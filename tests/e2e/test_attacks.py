@@ -131,7 +131,8 @@ def put(process: Process, name: str, n: int) -> dict[str, Any]:
     with admin(process) as client:
         response = client.put(f"/config/system-mapping/{name}", json=mapping(name, n))
     assert response.status_code in (200, 201), response.text
-    return response.json()
+    written: dict[str, Any] = response.json()
+    return written
 
 
 def converged(cluster: HaCluster) -> bool:

@@ -64,7 +64,8 @@ async def broker_pair(
         )
         for name in ("master", "shadow")
     ]
-    yield Pair(*processes, cluster)
+    master, shadow = processes
+    yield Pair(master, shadow, cluster)
     for process in reversed(processes):
         process.stop()
 

@@ -23,6 +23,7 @@ from shadowline.adapters.broker import Names
 from shadowline.domain import signing
 from tests.conftest import AMQP_URL
 from tests.e2e import failover_fixtures
+from tests.e2e.conftest import Process
 from tests.e2e.failover_fixtures import (
     TAKEOVER_DELAY,
     HaCluster,
@@ -97,7 +98,7 @@ async def broker(ha_cluster: HaCluster) -> AsyncIterator[Broker]:
         await connection.close()
 
 
-def _rejected_alerts_metric(process) -> float:
+def _rejected_alerts_metric(process: Process) -> float:
     with admin(process) as client:
         text = client.get("/metrics").text
     found = re.search(r'^shadowline_alerts_total\{name="rejected-command"\} (\S+)$', text, re.M)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
 import httpx
 import orjson
@@ -16,7 +17,7 @@ WRITERS = 8
 
 
 async def _write_until_stopped(
-    url: str, worker: int, stop: asyncio.Event, acks: list[dict]
+    url: str, worker: int, stop: asyncio.Event, acks: list[dict[str, Any]]
 ) -> None:
     async with httpx.AsyncClient(base_url=url, auth=("admin", ADMIN_PASSWORD), timeout=5) as client:
         n = 0
@@ -38,8 +39,8 @@ async def _write_until_stopped(
             n += 1
 
 
-async def _load_then(process, signum: int, after_acks: int) -> list[dict]:
-    acks: list[dict] = []
+async def _load_then(process: Process, signum: int, after_acks: int) -> list[dict[str, Any]]:
+    acks: list[dict[str, Any]] = []
     stop = asyncio.Event()
     writers = [
         asyncio.create_task(_write_until_stopped(process.url, w, stop, acks))
@@ -52,14 +53,14 @@ async def _load_then(process, signum: int, after_acks: int) -> list[dict]:
     return acks
 
 
-def _events(url: str) -> list[dict]:
+def _events(url: str) -> list[dict[str, Any]]:
     response = httpx.get(
         f"{url}/events", params={"limit": 1_000_000}, auth=("admin", ADMIN_PASSWORD), timeout=30
     )
     return [orjson.loads(line) for line in response.content.splitlines()]
 
 
-def _assert_every_ack_is_durable(url: str, acks: list[dict]) -> None:
+def _assert_every_ack_is_durable(url: str, acks: list[dict[str, Any]]) -> None:
     events = {e["position"]: e for e in _events(url)}
     assert sorted(events) == list(range(1, len(events) + 1)), "positions are not gap-free"
     for ack in acks:

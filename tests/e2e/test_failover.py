@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import ADMIN_PASSWORD
 from tests.e2e import failover_fixtures
+from tests.e2e.conftest import Process
 from tests.e2e.failover_fixtures import (
     TAKEOVER_DELAY,
     HaCluster,
@@ -25,7 +26,7 @@ from tests.e2e.failover_fixtures import (
     admin,
     assert_every_ack_is_on,
     assert_single_promotion,
-    health,
+    health_of,
     is_role,
     mapping,
     promotions,
@@ -33,6 +34,7 @@ from tests.e2e.failover_fixtures import (
     wait_for,
     wait_role,
 )
+from tests.e2e.write_load import Ack, Answer
 
 ha_cluster = failover_fixtures.ha_cluster
 ha_cluster_behind_proxy = failover_fixtures.ha_cluster_behind_proxy
@@ -62,7 +64,7 @@ def test_a_master_killed_under_write_load_fails_over_without_losing_an_acknowled
     assert_single_promotion(ha_cluster.shadow)
 
 
-def _writes_to(process_url: str, load: WriteLoad, after: float) -> tuple[list, list]:
+def _writes_to(process_url: str, load: WriteLoad, after: float) -> tuple[list[Ack], list[Answer]]:
     """Acks and refusals of the writes sent to `process_url` at or after `after`."""
     acks = [a for a in load.acks if a.url == process_url and a.sent >= after]
     others = [a for a in load.answers if a.url == process_url and a.sent >= after]
@@ -142,24 +144,27 @@ def test_a_master_paused_shorter_than_the_takeover_delay_is_not_replaced(
         load.wait_acks(20, timeout=10, since=resumed)
     finally:
         load.stop()
-    assert health(master)["role"] == "master" and health(master)["epoch"] == 1
-    assert health(shadow)["role"] == "shadow" and health(shadow)["epoch"] == 1
+    assert health_of(master)["role"] == "master" and health_of(master)["epoch"] == 1
+    assert health_of(shadow)["role"] == "shadow" and health_of(shadow)["epoch"] == 1
     assert not promotions(master) and not promotions(shadow)
     assert "promoting" not in ha_cluster.watchdog.text()
     assert {a.epoch for a in load.acks} == {1}
     assert_every_ack_is_on(master, load.acks)
 
 
-def _ha_role(process) -> str | None:
+def _ha_role(process: Process) -> str | None:
     """The role GET /ha shows (a fenced master shows `fenced` there)."""
     try:
         with admin(process, timeout=0.5) as client:
-            return client.get("/ha").json()["role"]
+            role: str | None = client.get("/ha").json()["role"]
+            return role
     except (httpx.HTTPError, ValueError, KeyError):
         return None
 
 
-def _first_times(checks: dict[str, Callable[[], bool]], until: str, timeout: float) -> dict:
+def _first_times(
+    checks: dict[str, Callable[[], bool]], until: str, timeout: float
+) -> dict[str, float]:
     """Poll every check until `until` holds; returns when each first held (monotonic)."""
     seen: dict[str, float] = {}
     deadline = time.monotonic() + timeout

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 import httpx
@@ -22,7 +24,14 @@ from shadowline.domain import signing
 from tests.conftest import ADMIN_PASSWORD, AMQP_URL
 from tests.e2e import failover_fixtures
 from tests.e2e.conftest import Process, free_port
-from tests.e2e.failover_fixtures import HaCluster, admin, health, mapping, wait_for, wait_role
+from tests.e2e.failover_fixtures import (
+    HaCluster,
+    admin,
+    health_of,
+    mapping,
+    wait_for,
+    wait_role,
+)
 from tests.e2e.test_commands import _command
 from tests.unit.test_dashboards import Exposed, drift
 
@@ -56,7 +65,12 @@ def instance(process: Process) -> Scrape:
     return scrape(process.url, ("admin", ADMIN_PASSWORD))
 
 
-def until(process_scrape, predicate, what: str, timeout: float = 30) -> Scrape:
+def until(
+    process_scrape: Callable[[], Scrape],
+    predicate: Callable[[Scrape], bool],
+    what: str,
+    timeout: float = 30,
+) -> Scrape:
     """Scrape until `predicate(scrape)` holds; returns that scrape."""
 
     def attempt() -> Scrape | None:
@@ -66,7 +80,7 @@ def until(process_scrape, predicate, what: str, timeout: float = 30) -> Scrape:
     return wait_for(attempt, timeout, what, every=0.2)
 
 
-async def _publish_command(cluster: str, routing_key: str, command: dict) -> None:
+async def _publish_command(cluster: str, routing_key: str, command: dict[str, Any]) -> None:
     connection = await aio_pika.connect(AMQP_URL, timeout=10)
     async with connection:
         channel = await connection.channel(publisher_confirms=True)
@@ -75,7 +89,7 @@ async def _publish_command(cluster: str, routing_key: str, command: dict) -> Non
         await exchange.publish(message, routing_key, mandatory=True)
 
 
-def _forged_promote(shadow: str, cluster: str) -> dict:
+def _forged_promote(shadow: str, cluster: str) -> dict[str, Any]:
     forged = _command(shadow, cluster, issued_by="test-metrics", reason="a forged command")
     return signing.sign("not-the-cluster-secret", forged)
 
@@ -91,7 +105,7 @@ def test_metrics_of_master_shadow_and_watchdog_follow_writes_a_forged_command_an
         for n in range(20):
             response = client.put(f"/config/system-mapping/m{n}", json=mapping(f"m{n}", n))
             assert response.status_code in (200, 201), response.text
-    position = health(master)["position"]
+    position = health_of(master)["position"]
 
     # The master: positions as /health says, the relay caught up, sync with a connected shadow.
     on_master = until(
@@ -169,7 +183,7 @@ def test_metrics_of_master_shadow_and_watchdog_follow_writes_a_forged_command_an
     assert promoted.value("shadowline_promotions_total", trigger="failover") == 1
     assert promoted.value("shadowline_promotions_total", trigger="switch-roles") == 0
     assert promoted.value("shadowline_role", role="master") == 1
-    assert promoted.value("shadowline_committed_position") == health(shadow)["position"]
+    assert promoted.value("shadowline_committed_position") == health_of(shadow)["position"]
     after = until(
         lambda: scrape(watchdog_url),
         lambda s: s.value("shadowline_watchdog_failovers_total", cluster=cluster) == 1,

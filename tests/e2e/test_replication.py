@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 
@@ -10,7 +12,7 @@ from tests.conftest import ADMIN_PASSWORD
 from tests.e2e.conftest import Pair
 
 
-def _wait(predicate, timeout: float = 30, what: str = "condition"):
+def _wait(predicate: Callable[[], Any], timeout: float = 30, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -20,7 +22,7 @@ def _wait(predicate, timeout: float = 30, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _mapping(n: int) -> dict:
+def _mapping(n: int) -> dict[str, Any]:
     return {
         "virtual_host": f"v{n}",
         "virtual_port": 443,

@@ -170,6 +170,11 @@ def _publish(cluster: str, messages: list[tuple[str, aio_pika.Message]]) -> None
     _on_broker(work)
 
 
+def _dead_lettered(queue: str, count: int) -> Callable[[], bool]:
+    """Whether `count` messages are ready in `queue` (bound now, not when the loop has moved on)."""
+    return lambda: _ready_messages(queue) == count
+
+
 def _ready_messages(queue: str) -> int:
     async def work(channel: AbstractChannel) -> int:
         declared = await channel.declare_queue(queue, passive=True)
@@ -288,7 +293,12 @@ class LoadWriter(threading.Thread):
             )
         except AssertionError as error:
             popen = self._process.popen
-            state = "running" if popen and popen.poll() is None else f"exited ({popen.returncode})"
+            if popen is None:
+                state = "not started"
+            elif popen.poll() is None:
+                state = "running"
+            else:
+                state = f"exited ({popen.returncode})"
             raise AssertionError(
                 f"{error}; the master is {state}:\n{self._process.log.read_text()[-2000:]}"
             ) from None
@@ -364,7 +374,7 @@ def test_messages_that_are_not_event_envelopes_are_dead_lettered_and_counted(pai
     }
     for n, (what, message) in enumerate(poison.items(), start=1):
         _publish(pair.cluster, [message])
-        wait_until(lambda n=n: _ready_messages(dead_letter) == n, 10, f"{what} to be dead-lettered")
+        wait_until(_dead_lettered(dead_letter, n), 10, f"{what} to be dead-lettered")
     # None can be an event the master signed: rejected (alert.rejected-message, throttled).
     rejected = 'shadowline_rejected_messages_total{source="event"}'
     wait_until(lambda: _metric(pair.shadow, rejected) == len(poison), 5, "the rejection counter")
@@ -394,7 +404,7 @@ def test_envelopes_that_disagree_with_the_masters_log_are_dead_lettered_and_aler
     dead_letter = Names(pair.cluster).dead_letter
     for n, (what, event) in enumerate(poison.items(), start=1):
         _publish(pair.cluster, [message_for(event)])
-        wait_until(lambda n=n: _ready_messages(dead_letter) == n, 10, f"{what} to be dead-lettered")
+        wait_until(_dead_lettered(dead_letter, n), 10, f"{what} to be dead-lettered")
     wait_until(lambda: _dead_lettered_alerts(pair.shadow) == len(poison), 5, "the alert counter")
     write_mappings(pair.master, 10, prefix="after")
     assert assert_converged(pair) == head + 10

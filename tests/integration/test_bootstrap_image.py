@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
 
 from shadowline.adapters.peer import PeerClient
+from shadowline.application.ports.peer import Peer
 from shadowline.application.replica import Replicator
+from shadowline.bootstrap import Instance
 from shadowline.domain.errors import Unavailable
 from tests.conftest import started
 
 VALUE = {"region": "eu10", "subaccount_id": "a1"}
 
 
-def _peer_of(master) -> PeerClient:
+def _peer_of(master: Instance) -> PeerClient:
     client = PeerClient(
         "http://master", "test-cluster-secret", "shadow", cluster=master.settings.cluster
     )
@@ -31,11 +34,13 @@ class Tampering:
     def __init__(self, real: PeerClient) -> None:
         self.real = real
 
-    async def lines(self, path, params=None):
+    async def lines(self, path: str, params: dict[str, Any] | None = None) -> list[bytes]:
         return [line.replace(b'"eu10"', b'"us10"') for line in await self.real.lines(path, params)]
 
 
-async def _bootstrap(shadow, peer, master_position: int, alerts: list) -> Replicator:
+async def _bootstrap(
+    shadow: Instance, peer: Peer, master_position: int, alerts: list[str]
+) -> Replicator:
     replica = Replicator(
         writer=shadow.writer,
         store=shadow.store,
@@ -61,7 +66,8 @@ async def test_a_corrupt_image_is_refused_and_an_intact_one_installed(
         real = _peer_of(master)
         alerts: list[str] = []
         with pytest.raises(Unavailable, match="corrupt"):
-            await _bootstrap(shadow, Tampering(real), head, alerts)
+            # an image is read through lines() alone, all that Tampering has
+            await _bootstrap(shadow, Tampering(real), head, alerts)  # type: ignore[arg-type]
         assert alerts == ["corrupt-snapshot"]
         assert shadow.writer.position == 0 and (await shadow.store.current())[1] == {}
 

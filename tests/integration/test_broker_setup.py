@@ -16,7 +16,9 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import aio_pika
 import httpx
@@ -36,10 +38,13 @@ pytestmark = pytest.mark.skipif(
 
 
 INSTANCES = ("node-a", "node_b")
+Applied = tuple[
+    str, dict[str, str]
+]  # the cluster, and each user broker-setup made with its password
 
 
 @pytest.fixture
-def applied(rabbitmq: None):
+def applied(rabbitmq: None) -> Iterator[Applied]:
     cluster = f"bs{uuid.uuid4().hex[:8]}"
     instances = [arg for name in INSTANCES for arg in ("--instance", name)]
     done = subprocess.run(
@@ -64,7 +69,7 @@ def _url(user: str, password: str) -> str:
 
 
 async def test_instance_users_may_declare_the_topology_and_monitors_may_only_listen(
-    applied,
+    applied: Applied,
 ) -> None:
     cluster, users = applied
     names = Names(cluster)
@@ -109,7 +114,7 @@ def _user(cluster: str, users: dict[str, str], role: str) -> str:
 
 
 async def test_a_publisher_changes_config_through_the_master_and_a_monitor_hears_it(
-    applied, db_url: str
+    applied: Applied, db_url: str
 ) -> None:
     """Every party on its own least-privilege user: the instance declares its topology, takes
     the command and answers it on the default exchange; the publisher gets the answer by
@@ -140,7 +145,7 @@ async def test_a_publisher_changes_config_through_the_master_and_a_monitor_hears
         await delete_cluster_topology(cluster, [])
 
 
-async def test_a_publisher_may_send_config_commands_only(applied, rabbitmq: None) -> None:
+async def test_a_publisher_may_send_config_commands_only(applied: Applied, rabbitmq: None) -> None:
     cluster, users = applied
     names = Names(cluster)
     setup = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
@@ -166,7 +171,7 @@ async def test_a_publisher_may_send_config_commands_only(applied, rabbitmq: None
 
 
 def test_a_watchdog_runs_on_its_user_and_may_send_promote_commands_only(
-    applied, rabbitmq: None, tmp_path: Path
+    applied: Applied, rabbitmq: None, tmp_path: Path
 ) -> None:
     cluster, users = applied
     port = free_port()
@@ -181,7 +186,7 @@ def test_a_watchdog_runs_on_its_user_and_may_send_promote_commands_only(
             [*command, "--http-bind", f"127.0.0.1:{port}"], env=env, stdout=log, stderr=log
         )
     try:
-        health: dict = {}
+        health: dict[str, Any] = {}
         deadline = time.monotonic() + 30  # it declares its exchanges and binds its queue
         while time.monotonic() < deadline and not health.get("ok"):
             time.sleep(0.2)
@@ -229,7 +234,9 @@ async def _published(url: str, exchange: str, routing_key: str) -> bool:
 
 
 @contextlib.asynccontextmanager
-async def _everything_heard(names: Names):
+async def _everything_heard(
+    names: Names,
+) -> AsyncIterator[Callable[[], Awaitable[set[tuple[str, str]]]]]:
     """A guest queue bound to every routing key of the cluster's topic exchanges; yields a
     function that returns the (exchange, routing key) pairs that arrived so far."""
     connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
@@ -242,7 +249,7 @@ async def _everything_heard(names: Names):
 
         async def heard() -> set[tuple[str, str]]:
             await asyncio.sleep(0.3)
-            found = set()
+            found: set[tuple[str, str]] = set()
             while (message := await queue.get(no_ack=True, fail=False)) is not None:
                 found.add((message.exchange or "", message.routing_key or ""))
             return found
@@ -264,7 +271,7 @@ async def _check_publishing(
 
 
 async def test_an_instance_user_may_publish_only_its_own_heartbeats_and_its_role_s_messages(
-    applied,
+    applied: Applied,
 ) -> None:
     cluster, users = applied
     names = Names(cluster)
@@ -309,7 +316,7 @@ async def _ignore(message: AbstractIncomingMessage) -> None:
 
 
 async def test_an_instance_may_declare_its_shadow_s_queue_but_not_take_its_command_queue(
-    applied,
+    applied: Applied,
 ) -> None:
     cluster, users = applied
     names = Names(cluster)
@@ -339,7 +346,7 @@ async def test_an_instance_may_declare_its_shadow_s_queue_but_not_take_its_comma
 
 
 async def test_a_watchdog_user_may_publish_failover_steps_and_promote_commands_only(
-    applied,
+    applied: Applied,
 ) -> None:
     cluster, users = applied
     names = Names(cluster)
@@ -368,7 +375,7 @@ async def test_a_watchdog_user_may_publish_failover_steps_and_promote_commands_o
         await delete_cluster_topology(cluster, list(INSTANCES))
 
 
-async def test_a_monitor_user_may_publish_nothing_at_all(applied) -> None:
+async def test_a_monitor_user_may_publish_nothing_at_all(applied: Applied) -> None:
     cluster, users = applied
     names = Names(cluster)
     refused = [

@@ -190,6 +190,7 @@ async def test_an_instance_runs_as_the_least_privilege_role(db_url: str, app_rol
         await service.put("subaccount", "acme", sub("eu20"), 1, META)
         await service.put("subaccount", "beta", sub("us10"), None, META)
         deleted = await service.delete("subaccount", "beta", None, META)
+        assert deleted.position is not None
         await inst.snapshotter.take(deleted.position)
         local = await service.put(
             "snc",

@@ -4,10 +4,11 @@ one request and the instance that answered, framed exactly, and never waited for
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shadowline.adapters.peer import PeerClient
 from shadowline.domain.errors import Unauthenticated, Unavailable
@@ -16,7 +17,7 @@ from tests.conftest import started
 SECRET = "test-cluster-secret"  # tests.conftest.make_settings
 
 
-def _client(app, cluster: str, **options) -> PeerClient:
+def _client(app: ASGIApp, cluster: str, **options: Any) -> PeerClient:
     client = PeerClient("http://peer", SECRET, "caller", cluster=cluster, **options)
     client._http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://peer")
     return client

@@ -10,7 +10,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -333,7 +333,7 @@ async def test_state_at_any_position_from_the_nearest_snapshot_equals_a_full_rep
     prefix = f"h{next(_examples)}-"  # the database lives across examples: names do not
     start = inst.writer.position
     model: dict[str, dict[str, str]] = {}
-    expected = {start: {}}
+    expected: dict[int, dict[str, dict[str, str]]] = {start: {}}
     for op, name, region in steps:
         key = f"subaccount/{prefix}{name}"
         if op == "put":
@@ -382,7 +382,7 @@ async def test_as_of_resolves_to_the_last_position_recorded_at_or_before_the_mom
         stored = await read_all(inst.store)
         micro = timedelta(microseconds=1)
 
-        def last_at_or_before(moment) -> int:
+        def last_at_or_before(moment: datetime) -> int:
             return max((e.position for e in stored if e.recorded_at <= moment), default=0)
 
         assert await service.resolve(as_of=stored[0].recorded_at - micro) == 0
