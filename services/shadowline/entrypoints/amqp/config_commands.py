@@ -34,6 +34,7 @@ from shadowline.adapters.broker import (
 )
 from shadowline.adapters.command_log import CommandLog
 from shadowline.application.service import ConfigService
+from shadowline.domain.alerting import AlertName
 from shadowline.domain.errors import Forbidden, NotWritable, ShadowlineError, Unavailable
 from shadowline.entrypoints.amqp.command_reader import (
     CommandReader,
@@ -237,7 +238,7 @@ class ConfigCommands:
     def _refuse(self, routing_key: str, command_id: str | None, error: Exception) -> dict[str, Any]:
         if isinstance(error, Forbidden):
             self._alert(
-                "rejected-command",
+                AlertName.REJECTED_COMMAND,
                 f"config command refused: {error}",
                 {"command_id": command_id, "via": f"broker ({routing_key})"},
             )
@@ -273,7 +274,7 @@ class ConfigCommands:
 
     async def _dead_letter(self, message: AbstractIncomingMessage, reason: str) -> None:
         self._alert(
-            "dead-lettered",
+            AlertName.DEAD_LETTERED,
             f"config command dead-lettered: {reason}",
             {"message_id": message.message_id, "routing_key": message.routing_key or ""},
         )
