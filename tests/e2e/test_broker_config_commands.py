@@ -38,6 +38,7 @@ def test_a_command_published_while_the_master_is_dead_is_answered_by_the_promote
     with BrokerClient(AMQP_URL, ha_cluster.cluster, timeout=60) as client:
         before = command("subaccount", "before", SUBACCOUNT)
         first = client.publish_config_change("put", before)
+        assert first["ok"] is True, first
         assert (first["ok"], first["epoch"]) == (True, 1), first
         master.signal(signal.SIGKILL)
         during = client.put("subaccount", "during", SUBACCOUNT, reply_within=60)

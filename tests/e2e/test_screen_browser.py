@@ -126,7 +126,12 @@ def test_an_operator_confirms_the_shadow_and_switches_roles_in_the_browser(
         mark(on_shadow)
 
         questions: list[str] = []
-        on_master.on("dialog", lambda dialog: (questions.append(dialog.message), dialog.accept()))
+
+        def answer(dialog: Any) -> None:
+            questions.append(dialog.message)
+            dialog.accept()
+
+        on_master.on("dialog", answer)
         with on_master.expect_navigation(timeout=WAIT_MS):
             on_master.click("#switch-roles")
         assert questions and "Switch roles" in questions[0]

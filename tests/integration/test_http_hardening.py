@@ -591,7 +591,9 @@ async def test_an_unknown_user_costs_an_argon2_check_like_a_wrong_password(
         )
 
     assert unknown.status_code == wrong.status_code == screen.status_code == 401
-    admin_hash = instance.auth.user("admin").password_hash
+    admin_user = instance.auth.user("admin")
+    assert admin_user is not None
+    admin_hash = admin_user.password_hash
     assert len(argon2_checks) == 3, argon2_checks
     dummy, real, dummy_again = argon2_checks
     assert real == admin_hash

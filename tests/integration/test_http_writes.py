@@ -46,7 +46,7 @@ def lenient_client(inst: Instance, user: str = "admin") -> httpx.AsyncClient:
 
 def assert_invalid(response: httpx.Response, path: str) -> list[dict[str, Any]]:
     assert response.status_code == 422, response.text
-    errors = response.json()["errors"]
+    errors: list[dict[str, Any]] = response.json()["errors"]
     assert errors, response.text
     for error in errors:
         assert set(error) == {"path", "message"}, error
@@ -163,7 +163,7 @@ async def test_an_if_match_with_a_non_ascii_digit_is_refused_with_422_not_500(
         await client.put("/config/subaccount/acme", json=SUBACCOUNT)
 
         response = await client.put(
-            "/config/subaccount/acme", json=SUBACCOUNT, headers={"If-Match": b'"\xb2"'}
+            "/config/subaccount/acme", json=SUBACCOUNT, headers={b"If-Match": b'"\xb2"'}
         )
 
     assert_invalid(response, "If-Match")
