@@ -109,7 +109,10 @@ class Replicator(MasterContact):
         """Apply what the queue still holds from the old master (for at most `within` s)."""
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            if not self._busy and await self._feed.pending() == 0:
+            # pending() is a broker round trip, during which the applier may take the last
+            # messages: whether it is busy is only known after it.
+            left = await self._feed.pending()
+            if left == 0 and not self._busy:
                 return
             await asyncio.sleep(0.01)
         log.warning("drain stopped after %.1fs with messages left", within)
