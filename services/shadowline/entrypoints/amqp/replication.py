@@ -148,7 +148,9 @@ class ReplicationQueue:
 
     async def pending(self) -> int:
         ready = 0
-        if self._queue is not None:
+        # Only a queue being consumed can drain: a shadow that never got to consume it (its
+        # master down since it started) must not wait out the takeover delay on it.
+        if self._queue is not None and self._consumer is not None:
             with contextlib.suppress(Exception):
                 ready = (await self._queue.declare(timeout=1)).message_count or 0
         return ready + self._inbox.qsize() + self._held
