@@ -1,12 +1,16 @@
 """A change of role committed as one store transaction, with the HA event that records it.
 
 It runs inside the writer as an exclusive job: no append is in flight, so the head the change
-is decided at stays the head until the transaction commits; the writer re-reads the store
-afterwards. The event is chained and signed here as the writer does its own.
+is decided at stays the head until the transaction commits. The event is chained and signed
+here as the writer does its own. Afterwards the writer's memory follows what changed: the event
+is its new head (an HA event touches no item, so a promotion, in the failover's write pause,
+reads no item again); a quarantine rewinds items, and an outcome not known (the database away
+at COMMIT) may have landed, so those re-read the store.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -15,6 +19,7 @@ from typing import Any
 from shadowline.application.ports.ha import HaRepo
 from shadowline.application.ports.store import EventStore
 from shadowline.application.writer import Writer
+from shadowline.domain.errors import Conflict, ShadowlineError
 from shadowline.domain.ha import RoleChange
 from shadowline.domain.promote import sealed_event
 from shadowline.domain.records import Head
@@ -50,7 +55,24 @@ class RoleCommits:
                     cluster=self._cluster,
                 )  # fmt: skip
                 change = replace(change, event=event)
-            return head, await self._repo.change_role(change)
+            try:
+                moved = await self._repo.change_role(change)
+            except Conflict:
+                raise  # refused: the transaction rolled back, nothing changed
+            except Exception:  # not known whether it committed: read what the store holds
+                with contextlib.suppress(ShadowlineError):
+                    await self._writer.reload()
+                raise
+            await self._follow(head, change)
+            return head, moved
 
-        result: tuple[Head, int] = await self._writer.exclusive(job)
+        result: tuple[Head, int] = await self._writer.exclusive(job, reload=False)
         return result
+
+    async def _follow(self, head: Head, change: RoleChange) -> None:
+        """The writer's memory after a committed change (see the module's docstring)."""
+        held = (self._writer.position, self._writer.chain) == (head.position, head.chain)
+        if change.quarantine_after is not None or (change.event is not None and not held):
+            await self._writer.reload()
+        elif change.event is not None:
+            await self._writer.recorded(change.event)

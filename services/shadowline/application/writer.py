@@ -137,10 +137,21 @@ class Writer:
                 return await job()
             finally:
                 if reload:
-                    await self.load()
-                    await self._notify()
+                    await self.reload()
 
         return await self._enqueue(job=run_and_reload)
+
+    async def reload(self) -> None:
+        """Re-read the store (only from an exclusive job: no append is in flight)."""
+        await self.load()
+        await self._notify()
+
+    async def recorded(self, event: Event) -> None:
+        """An exclusive job appended `event` itself at the head the writer holds (a role
+        change's HA event, which touches no item): the head moves to it, no version is read."""
+        self._position, self._chain = event.position, event.chain
+        self._head_epoch, self._last_recorded = event.epoch, event.recorded_at
+        await self._notify()
 
     async def barrier(self) -> int:
         """The head position once every command queued so far has been committed (or failed)."""
