@@ -248,10 +248,16 @@ async def _everything_heard(
             await queue.bind(exchange, "#")
 
         async def heard() -> set[tuple[str, str]]:
-            await asyncio.sleep(0.3)
+            # Every publish was confirmed (so queued) or refused (never queued) before this
+            # marker is sent, and the queue is FIFO: once the marker is read, all has arrived.
+            marker = f"marker.{uuid.uuid4().hex}"
+            await exchanges["monitoring"].publish(aio_pika.Message(b"{}"), marker)
             found: set[tuple[str, str]] = set()
-            while (message := await queue.get(no_ack=True, fail=False)) is not None:
-                found.add((message.exchange or "", message.routing_key or ""))
+            async with asyncio.timeout(10), queue.iterator(no_ack=True) as messages:
+                async for message in messages:
+                    if message.routing_key == marker:
+                        break
+                    found.add((message.exchange or "", message.routing_key or ""))
             return found
 
         yield heard
