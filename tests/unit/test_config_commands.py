@@ -14,14 +14,16 @@ from typing import Any
 
 import orjson
 import pytest
+from pydantic import SecretStr
 
 from shadowline.adapters.broker import CONFIG_DELIVERY_LIMIT, deliveries, last_delivery
 from shadowline.adapters.command_log import Applied
 from shadowline.adapters.resources import load_config_schemas
+from shadowline.application.roles import CurrentRole
 from shadowline.application.service import WriteResult
 from shadowline.client import command
 from shadowline.domain.errors import NotFound, NotWritable, Unavailable, VersionConflict
-from shadowline.domain.roles import RoleState
+from shadowline.domain.roles import FenceReason, Role, RoleState
 from shadowline.domain.validation import Catalog
 from shadowline.entrypoints.amqp.config_commands import (
     CommandReader,
@@ -56,18 +58,26 @@ class Service:
     metadata (recorded) or a given error."""
 
     fail: Exception | None = None
-    role: RoleState = field(default_factory=lambda: RoleState("master"))
+    role: CurrentRole = field(default_factory=lambda: CurrentRole(RoleState(Role.MASTER)))
     gate: Gate | None = None
     calls: list[tuple[str, str, str, Any, int | None, dict[str, Any]]] = field(default_factory=list)
 
-    async def put(self, kind: str, name: str, value: Any, expected: int | None, meta: Any):
+    async def put(
+        self, kind: str, name: str, value: Any, expected: int | None, meta: Any
+    ) -> WriteResult:
         CATALOG.check(kind, name, value)
         return self._write("put", kind, name, value, expected, meta)
 
-    async def delete(self, kind: str, name: str, expected: int | None, meta: Any):
+    async def delete(self, kind: str, name: str, expected: int | None, meta: Any) -> WriteResult:
         return self._write("delete", kind, name, None, expected, meta)
 
-    def _write(self, verb: str, kind: str, name: str, value: Any, expected: Any, meta: Any):
+    async def admit_again(self, position: int) -> None:
+        if self.role.role == "master" and self.gate is not None:
+            await self.gate.admit(position, self.role.master_url)
+
+    def _write(
+        self, verb: str, kind: str, name: str, value: Any, expected: Any, meta: Any
+    ) -> WriteResult:
         if self.fail is not None:
             raise self.fail
         self.calls.append((verb, kind, name, value, expected, meta))
@@ -309,7 +319,7 @@ async def test_a_master_fenced_during_an_outage_hands_the_command_back_unanswere
 
     async def fence() -> None:
         await asyncio.sleep(0.3)
-        service.role.fenced = "lease-lost"
+        service.role.set(service.role.state.fenced_by(FenceReason.LEASE_LOST, "lease-lost"))
 
     fencing = asyncio.create_task(fence())
     handled = await handler._handle(Delivery(broker.done, put_body()))  # type: ignore[arg-type]
@@ -327,7 +337,9 @@ async def test_a_publisher_not_allowed_here_is_refused_and_alerted() -> None:
 
 async def test_guest_on_default_settings_is_refused_and_alerted_and_nothing_is_written() -> None:
     # SHADOWLINE_AMQP_URL's default user is guest, and SHADOWLINE_COMMAND_PUBLISHERS is unset.
-    default = Settings(amqp_url="amqp://guest:guest@127.0.0.1:5672/", command_publishers="")
+    default = Settings(
+        amqp_url=SecretStr("amqp://guest:guest@127.0.0.1:5672/"), command_publishers=""
+    )
     service, alerts = Service(), []
     handler = ConfigCommands(
         service=service,  # type: ignore[arg-type]
@@ -345,7 +357,7 @@ async def test_guest_on_default_settings_is_refused_and_alerted_and_nothing_is_w
 def test_a_reader_that_allows_guest_warns_once_and_one_that_does_not_is_silent(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level("WARNING", logger="shadowline.entrypoints.amqp.config_commands"):
+    with caplog.at_level("WARNING", logger="shadowline.entrypoints.amqp.command_reader"):
         CommandReader(command_schemas(), 4096, frozenset({"shadowline-b-publisher"}))
         assert caplog.records == []
         CommandReader(command_schemas(), 4096, frozenset({"guest"}))
