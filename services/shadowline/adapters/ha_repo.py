@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 from sqlalchemy import func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shadowline.adapters.store_sql import APPEND, columns, reason
+from shadowline.adapters.store_sql import APPEND, DRIVER_ERRORS, columns, reason
 from shadowline.adapters.tables import ha_state, instance_state, relay_cursor
-from shadowline.domain.errors import Conflict
+from shadowline.domain.errors import Conflict, Unavailable
 from shadowline.domain.ha import HaRecord, RoleChange
 
 __all__ = ["HaRecord", "HaRepository"]
+
+T = TypeVar("T")
 
 
 class HaRepository:
@@ -26,7 +30,7 @@ class HaRepository:
             .select_from(instance_state.join(ha_state, true()))
             .where(instance_state.c.id == 1, ha_state.c.id == 1)
         )
-        async with self._engine.connect() as c:
+        async with self._connect() as c:
             row = (await c.execute(query)).one()
         return HaRecord(
             row.role,
@@ -47,21 +51,34 @@ class HaRepository:
         many events it quarantined. Conflict, with nothing changed, when the role is no longer
         one of `change.expect` or the database refuses a step (its sentence says why)."""
         try:
-            async with self._engine.begin() as c:
+            async with self._connect(write=True) as c:
                 return await self._change_role(c, change)
         except IntegrityError as error:  # the functions of migration 0006 explain refusals
             raise Conflict(f"the store refused the role change: {reason(error)}") from error
+
+    @asynccontextmanager
+    async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A connection (a transaction when `write`); driver errors become Unavailable, as the
+        store's (a database restarting is a pause to retry, not a crash of the caller)."""
+        try:
+            async with self._engine.begin() if write else self._engine.connect() as c:
+                yield c
+        except IntegrityError:
+            raise
+        except DRIVER_ERRORS as error:
+            raise Unavailable(
+                f"event store unavailable: {error.__class__.__name__}: {error}"
+            ) from error
 
     async def _change_role(self, c: AsyncConnection, change: RoleChange) -> int:
         moved = 0
         if change.quarantine_after is not None:
             assert change.epoch is not None, "a recovery enters a new epoch"
             fork = change.quarantine_after
-            moved = int(
-                await c.scalar(select(func.shadowline_quarantine_after(fork, change.epoch))) or 0
-            )
+            quarantine = c.scalar(select(func.shadowline_quarantine_after(fork, change.epoch)))
+            moved = int(await _refused_as("the quarantine", quarantine) or 0)
         if change.fence is not None:
-            await c.scalar(select(func.shadowline_fence(change.fence)))
+            await _refused_as("the fence", c.scalar(select(func.shadowline_fence(change.fence))))
         if change.relay_cursor is not None:
             await c.execute(
                 update(relay_cursor)
@@ -98,14 +115,14 @@ class HaRepository:
         return moved
 
     async def update(self, **ha: Any) -> None:
-        async with self._engine.begin() as c:
+        async with self._connect(write=True) as c:
             await c.execute(
                 update(ha_state).where(ha_state.c.id == 1).values(**ha, updated_at=func.now())
             )
 
     async def register_shadow(self, instance: str, url: str, confirmed: bool) -> str:
         """Record a joining shadow; refuses a second one. Returns its stored state."""
-        async with self._engine.begin() as c:
+        async with self._connect(write=True) as c:
             current = (
                 await c.execute(select(ha_state).where(ha_state.c.id == 1).with_for_update())
             ).one()
@@ -130,7 +147,7 @@ class HaRepository:
         return str(state)
 
     async def confirm_shadow(self, instance: str | None) -> str:
-        async with self._engine.begin() as c:
+        async with self._connect(write=True) as c:
             current = (
                 await c.execute(select(ha_state).where(ha_state.c.id == 1).with_for_update())
             ).one()
@@ -150,7 +167,7 @@ class HaRepository:
         return str(current.shadow_instance)
 
     async def forget_shadow(self) -> str:
-        async with self._engine.begin() as c:
+        async with self._connect(write=True) as c:
             current = (
                 await c.execute(select(ha_state).where(ha_state.c.id == 1).with_for_update())
             ).one()
@@ -172,7 +189,7 @@ class HaRepository:
 
     async def shadow_seen(self, instance: str, position: int) -> bool:
         """Record the position a shadow reports; False when that shadow is not ours."""
-        async with self._engine.begin() as c:
+        async with self._connect(write=True) as c:
             moved = await c.execute(
                 update(ha_state)
                 .where(ha_state.c.id == 1, ha_state.c.shadow_instance == instance)
@@ -184,3 +201,11 @@ class HaRepository:
                 )
             )
         return moved.rowcount == 1
+
+
+async def _refused_as(step: str, work: Awaitable[T]) -> T:
+    """The refusal of one step, named as the store names it outside a role change."""
+    try:
+        return await work
+    except IntegrityError as error:
+        raise Conflict(f"the store refused {step}: {reason(error)}") from error
