@@ -39,7 +39,6 @@ from shadowline.application.replica import Replicator
 from shadowline.application.roles import CurrentRole
 from shadowline.application.status import Whoami
 from shadowline.application.supervisor import Running
-from shadowline.bootstrap import heartbeat_of
 from shadowline.cli.broker import grants
 from shadowline.domain import signing
 from shadowline.domain import watchdog as rules
@@ -708,7 +707,7 @@ async def settle() -> None:
 )
 async def test_a_heartbeat_published_by_liveness_is_valid(ha_record: HaRecord) -> None:
     n = node(ha_record)
-    liveness = Liveness(n.settings, n.broker, lambda: heartbeat_of(n.ha))  # type: ignore[arg-type]
+    liveness = Liveness(n.settings, n.broker, lambda: n.ha.whoami().heartbeat())
     assert await liveness.beat_once()
     n.gate.configure(enabled=True, acked=7)
     n.failover.role.set(n.failover.role.state.fenced_by(FenceReason.STARTING, "starting"))
@@ -786,7 +785,7 @@ async def test_a_master_that_fences_itself_alerts_and_announces_it_validly() -> 
 async def test_a_master_that_degrades_to_async_alerts_validly() -> None:
     n = node(MASTER)
     n.gate.configure(enabled=True, acked=0)
-    n.gate.mode = "sync"
+    n.gate.relation.mode = "sync"
     await n.gate._degrade(1043)
     await settle()
     assert n.broker.problems() == []

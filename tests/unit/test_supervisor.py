@@ -216,4 +216,4 @@ async def test_rejected_messages_alert_once_per_source_and_count_the_ones_held_b
 def test_an_alert_name_nobody_documented_is_refused() -> None:
     monitor, _, _ = _monitor()
     with pytest.raises(ValueError):
-        monitor.alert("made-up", "no such alert", {})
+        monitor.alert("made-up", "no such alert", {})  # type: ignore[arg-type]

@@ -19,7 +19,7 @@ from shadowline.application import handover, lease
 from shadowline.application.gate import CommitGate
 from shadowline.application.ha import HaService
 from shadowline.application.monitoring import Uncounted
-from shadowline.application.ports.monitoring import HaCounts
+from shadowline.application.ports.monitoring import AlertSink, HaCounts
 from shadowline.application.ports.store import EventStore
 from shadowline.application.role_commit import EventParts
 from shadowline.application.roles import CurrentRole
@@ -36,7 +36,6 @@ from shadowline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-Alert = Callable[[str, str, dict[str, Any]], None]
 Publish = Callable[[str, dict[str, Any]], None]
 
 STARTING = rules.STARTING  # runtime fences a master that starts with it
@@ -52,7 +51,7 @@ class Failover:
         writer: Writer,
         liveness: lease.Lease | None,
         gate: CommitGate,
-        alert: Alert,
+        alert: AlertSink,
         publish: Publish,
         metrics: HaCounts | None = None,
     ) -> None:

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from shadowline.application.status import ShadowRelation
 from shadowline.domain.alerting import AlertName
 from shadowline.domain.errors import NotWritable
 
@@ -30,7 +31,8 @@ class CommitGate:
         wait_lease: Callable[[float], Awaitable[bool]],
         fenced: Callable[[], bool] | None = None,
         announce: Callable[[], Awaitable[bool]],
-        alert: Callable[[str, str], None],
+        alert: Callable[[AlertName, str], None],
+        relation: ShadowRelation | None = None,
     ) -> None:
         self._timeout = timeout
         self._lease_valid = lease_valid
@@ -38,12 +40,8 @@ class CommitGate:
         self._fenced = fenced or (lambda: False)
         self._announce = announce
         self._alert = alert
-        self.enabled = False  # a confirmed shadow exists
-        self.mode = "async"
-        self.acked = 0
-        self.generation = 0
+        self.relation = relation if relation is not None else ShadowRelation()
         self._degrading = asyncio.Lock()
-        self._announcing = False
         self._signal = asyncio.Event()
 
     async def wait_lease(self, within: float) -> bool:
@@ -51,18 +49,29 @@ class CommitGate:
 
     @property
     def replication(self) -> str | None:
-        if not self.enabled:
-            return None
-        return "async" if self._announcing else self.mode
+        return self.relation.replication
+
+    @property
+    def enabled(self) -> bool:
+        return self.relation.enabled
+
+    @property
+    def mode(self) -> str:
+        return self.relation.mode
+
+    @property
+    def acked(self) -> int:
+        return self.relation.acked
 
     def configure(self, enabled: bool, acked: int) -> None:
         """A new shadow relation starts async and turns sync once the shadow has caught up, so
         a shadow still bootstrapping (or an old master still rejoining) blocks no write."""
-        self.enabled = enabled
-        self.acked = acked
-        self.mode = "async"
+        relation = self.relation
+        relation.enabled = enabled
+        relation.acked = acked
+        relation.mode = "async"
         # Writes still waiting for the old relation's shadow can never be acknowledged now.
-        self.generation += 1
+        relation.generation += 1
         self._wake()
 
     def _wake(self) -> None:
@@ -70,13 +79,13 @@ class CommitGate:
         self._signal = asyncio.Event()
 
     async def shadow_acked(self, position: int, head: int) -> None:
-        if position <= self.acked and not (
-            self.enabled and self.mode == "async" and position >= head
-        ):
+        relation = self.relation
+        catching_up = relation.enabled and relation.mode == "async" and position >= head
+        if position <= relation.acked and not catching_up:
             return
-        self.acked = max(self.acked, position)
-        if self.enabled and self.mode == "async" and position >= head:
-            self.mode = "sync"
+        relation.acked = max(relation.acked, position)
+        if catching_up:
+            relation.mode = "sync"
             log.info("shadow caught up at position %d: replication is sync again", position)
         self._wake()
 
@@ -94,14 +103,14 @@ class CommitGate:
     async def admit(self, position: int, master_url: str | None = None) -> None:
         """Return when the write at `position` may be acknowledged; raise NotWritable if never."""
         if self.enabled and self.mode == "sync" and self.acked < position:
-            generation = self.generation
+            generation = self.relation.generation
             deadline = time.monotonic() + self._timeout
-            while self.acked < position and self.generation == generation:
+            while self.acked < position and self.relation.generation == generation:
                 try:
                     await asyncio.wait_for(self._signal.wait(), deadline - time.monotonic())
                 except TimeoutError:
                     break
-            if self.generation != generation:
+            if self.relation.generation != generation:
                 raise NotWritable(
                     "the roles changed before the shadow acknowledged this write: it was not "
                     "acknowledged and may be quarantined",
@@ -130,18 +139,18 @@ class CommitGate:
         async with self._degrading:
             if self.mode != "sync":
                 return True
-            self._announcing = True  # heartbeats say async from now on
+            self.relation.announcing = True  # heartbeats say async from now on
             try:
                 announced = await self._announce()
             finally:
-                self._announcing = False
+                self.relation.announcing = False
             if not announced:
                 log.warning(
                     "could not announce async mode on the broker: write %d not acknowledged",
                     position,
                 )
                 return False
-            self.mode = "async"
+            self.relation.mode = "async"
         self._alert(
             AlertName.SYNC_DEGRADED,
             f"the shadow did not acknowledge position {position} within {self._timeout:.1f}s: "

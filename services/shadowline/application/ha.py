@@ -16,13 +16,13 @@ from shadowline import __version__
 from shadowline.application import verify
 from shadowline.application.gate import CommitGate
 from shadowline.application.ports.ha import HaRepo, Peers
+from shadowline.application.ports.monitoring import AlertSink
 from shadowline.application.ports.peer import Peer
 from shadowline.application.ports.store import EventStore
 from shadowline.application.replica import Replicator
 from shadowline.application.role_commit import ChangeAt, RoleCommits
-from shadowline.application.roles import CurrentRole
 from shadowline.application.shadow_reports import ShadowReports
-from shadowline.application.status import Whoami, master_side, shadow_doc
+from shadowline.application.status import Identity, Whoami, master_side, shadow_doc
 from shadowline.application.supervisor import Running
 from shadowline.application.writer import Writer
 from shadowline.domain.commands import RecordEvent
@@ -43,12 +43,12 @@ class HaService:
         repo: HaRepo,
         store: EventStore,
         writer: Writer,
-        role: CurrentRole,
+        identity: Identity,
         peers: Peers,
         revision: Callable[[], Awaitable[str | None]],
         on_change: Callable[[], Awaitable[None]],
         gate: CommitGate,
-        alert: Callable[[str, str, dict[str, Any]], None] = lambda name, message, details: None,
+        alert: AlertSink = lambda name, message, details: None,
         replicas: Running[Replicator] | None = None,
     ) -> None:
         self.gate = gate
@@ -56,15 +56,20 @@ class HaService:
         self.repo = repo
         self._store = store
         self._writer = writer
-        self.role = role
+        self.identity = identity
+        self.role = identity.role
         self._peers = peers
         self._revision = revision
         self._on_change = on_change
-        self.record: HaRecord | None = None
         secret = settings.cluster_secret.get_secret_value() if settings.cluster_secret else None
         self._commits = RoleCommits(store, writer, repo, settings.cluster, secret)
         self.shadow = ShadowReports(repo=repo, store=store, writer=writer, gate=gate, alert=alert)
         self.replicas = replicas if replicas is not None else Running()  # the shadow's
+
+    @property
+    def record(self) -> HaRecord | None:
+        """The HA record as last loaded (kept by the identity, which heartbeats read)."""
+        return self.identity.record
 
     @property
     def settings(self) -> Settings:
@@ -80,15 +85,12 @@ class HaService:
 
     def whoami(self) -> Whoami:
         """Who this instance is now: the one source of heartbeats, role.changed and GET /ha."""
-        gate = self.gate
-        return Whoami(
-            self.instance, self.role.state, self.record, self.position, gate.replication, gate.acked
-        )
+        return self.identity.now()
 
     async def load(self, *, unfence: bool = False) -> HaRecord:
         """Read the record and take its role and epoch (`unfence`: in the same step, so a
         rejoined master is never seen writable in between)."""
-        record = self.record = await self.repo.load()
+        record = self.identity.record = await self.repo.load()
         state = self.role.state.unfenced() if unfence else self.role.state
         self.role.set(
             replace(

@@ -41,10 +41,10 @@ class Monitor:
         self._rejections = alerting.rejections()
         self._refusals = alerting.refusals()
 
-    def alert(self, name: AlertName | str, message: str, details: dict[str, Any]) -> None:
+    def alert(self, name: AlertName, message: str, details: dict[str, Any]) -> None:
         """Log an alert and publish it on monitoring as alert.<name> (best effort). Refused
         commands come from anyone who may publish: past a burst they are only counted."""
-        name = AlertName(name)  # an undocumented name is a bug of the caller: fail loudly
+        name = AlertName(name)  # typed so, and checked: an undocumented name fails loudly
         self._counts.alerted(name)
         refused = name is AlertName.REJECTED_COMMAND
         if refused and self._refusals.admit(name, time.monotonic()) is None:

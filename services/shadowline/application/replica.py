@@ -30,9 +30,10 @@ from typing import Any
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 
 from shadowline.application.ports.broker import Delivered, ReplicationFeed, Settle
+from shadowline.application.ports.monitoring import AlertSink
 from shadowline.application.ports.peer import Peer
 from shadowline.application.ports.store import EventStore
-from shadowline.application.replica_fetch import FETCH_PAGE, Alert, MasterLog
+from shadowline.application.replica_fetch import FETCH_PAGE, MasterLog
 from shadowline.application.replica_status import MasterContact
 from shadowline.application.writer import Writer
 from shadowline.domain.errors import (
@@ -76,7 +77,7 @@ class Replicator(MasterContact):
         writer: Writer,
         store: EventStore,
         peer: Peer,
-        alert: Alert,
+        alert: AlertSink,
         secret: str,
         cluster: str,
         catalog: Catalog,

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from shadowline.application.ports.monitoring import AlertSink
 from shadowline.application.ports.peer import Peer
 from shadowline.application.ports.store import EventStore
 from shadowline.domain.alerting import AlertName
@@ -25,7 +25,6 @@ from shadowline.domain.validation import Catalog
 
 log = logging.getLogger("shadowline.application.replica")
 
-Alert = Callable[[str, str, dict[str, Any]], None]
 
 BACKFILL_PAGE = 5000  # events per page of the history copied below a bootstrap image
 FETCH_PAGE = 5000  # events per request when fetching a missing range from the master
@@ -35,7 +34,7 @@ class MasterLog:
     """The master's image and log as this shadow may use them."""
 
     def __init__(
-        self, peer: Peer, *, alert: Alert, secret: str, cluster: str, catalog: Catalog
+        self, peer: Peer, *, alert: AlertSink, secret: str, cluster: str, catalog: Catalog
     ) -> None:
         self._peer = peer
         self._alert = alert

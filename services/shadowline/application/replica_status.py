@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from shadowline.application.ports.monitoring import AlertSink
 from shadowline.application.ports.peer import Peer
-from shadowline.application.replica_fetch import Alert
 from shadowline.application.writer import Writer
 from shadowline.domain.alerting import AlertName
 from shadowline.domain.errors import PeerRefused, Unavailable
@@ -28,7 +28,7 @@ class MasterContact:
         *,
         writer: Writer,
         peer: Peer,
-        alert: Alert,
+        alert: AlertSink,
         report_every: float,
         on_applied: Callable[[Sequence[Event]], None] | None,
     ) -> None:

@@ -9,17 +9,15 @@ the shadow's log as ours).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from shadowline.application import verify
 from shadowline.application.gate import CommitGate
 from shadowline.application.ports.ha import HaRepo
+from shadowline.application.ports.monitoring import AlertSink
 from shadowline.application.ports.store import EventStore
 from shadowline.application.status import ShadowSeen
 from shadowline.domain.alerting import AlertName
-
-Alert = Callable[[str, str, dict[str, Any]], None]
 
 
 class ShadowReports:
@@ -30,7 +28,7 @@ class ShadowReports:
         store: EventStore,
         writer: verify.Head,
         gate: CommitGate,
-        alert: Alert,
+        alert: AlertSink,
     ) -> None:
         self._repo = repo
         self._store = store

@@ -4,22 +4,33 @@ the same `Whoami`, so they never disagree on the role, the epoch or the peer."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from shadowline import __version__
+from shadowline.application.roles import CurrentRole
 from shadowline.domain.ha import HaRecord, shadow_state
 from shadowline.domain.roles import Role, RoleState
 
 
-class Replication(Protocol):
-    """What the master's commit gate says of replication (application.gate.CommitGate)."""
+@dataclass(slots=True)
+class ShadowRelation:
+    """A master's replication with its confirmed shadow, as the commit gate keeps it. The gate
+    changes it and who-am-I reads it, so the heartbeat needs the gate's state, not the gate
+    (whose lease rests on the heartbeats)."""
+
+    enabled: bool = False  # a confirmed shadow exists
+    mode: str = "async"
+    acked: int = 0  # the shadow's acknowledged position
+    generation: int = 0  # a new relation (configure) ends every wait on the old one
+    announcing: bool = False  # the switch to async is being announced
 
     @property
-    def replication(self) -> str | None: ...
-
-    @property
-    def acked(self) -> int: ...
+    def replication(self) -> str | None:
+        if not self.enabled:
+            return None
+        return "async" if self.announcing else self.mode
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +87,39 @@ class Whoami:
             "shadow": None,
             "master": None,
         }
+
+
+class Identity:
+    """Who this instance is now, built from what holds each part: the role, the HA record as
+    last loaded (HaService.load sets it), the writer's head and the shadow relation. Built before
+    the liveness, the gate and the HA service, which all read it."""
+
+    def __init__(
+        self,
+        instance: str,
+        role: CurrentRole,
+        position: Callable[[], int],
+        relation: ShadowRelation,
+    ) -> None:
+        self.instance = instance
+        self.role = role
+        self.relation = relation
+        self._position = position
+        self.record: HaRecord | None = None
+
+    def now(self) -> Whoami:
+        relation = self.relation
+        return Whoami(
+            self.instance,
+            self.role.state,
+            self.record,
+            self._position(),
+            relation.replication,
+            relation.acked,
+        )
+
+    def heartbeat(self) -> dict[str, Any]:
+        return self.now().heartbeat()
 
 
 @dataclass(frozen=True, slots=True)

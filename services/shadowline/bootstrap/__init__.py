@@ -33,7 +33,6 @@ from shadowline.bootstrap.wiring import (
     build_wing,
     config_side,
     default_broker,
-    heartbeat_of,
     monitoring_feed,
     role_task_factories,
     secret_of,
@@ -44,7 +43,7 @@ from shadowline.entrypoints.http.limits import BodyLimit
 from shadowline.entrypoints.http.peer import PeerAnswers
 from shadowline.settings import Settings
 
-__all__ = ["Instance", "build_instance", "default_broker", "heartbeat_of"]
+__all__ = ["Instance", "build_instance", "default_broker"]
 
 
 @dataclass(frozen=True)

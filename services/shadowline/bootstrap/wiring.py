@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,6 +30,7 @@ from shadowline.application.relay import Relay
 from shadowline.application.replica import Replicator
 from shadowline.application.roles import CurrentRole
 from shadowline.application.service import ConfigService
+from shadowline.application.status import Identity, ShadowRelation
 from shadowline.application.supervisor import RoleChanges, RoleTask, Running
 from shadowline.application.writer import Writer
 from shadowline.domain.validation import Catalog
@@ -44,11 +44,6 @@ from shadowline.entrypoints.amqp.heartbeats import HeartbeatListener
 from shadowline.entrypoints.amqp.promote import PromoteCommands
 from shadowline.entrypoints.amqp.replication import ReplicationQueue
 from shadowline.settings import Settings
-
-
-def heartbeat_of(ha: HaService) -> dict[str, Any]:
-    """What an instance says about itself in each heartbeat."""
-    return ha.whoami().heartbeat()
 
 
 def _peer_client(
@@ -119,9 +114,12 @@ def build_core(settings: Settings, store: EventStore, broker: BrokerLink) -> Cor
     return Core(role, metrics, monitor, writer, Catalog(load_config_schemas()))
 
 
-def _gate(settings: Settings, core: Core, liveness: Liveness) -> CommitGate:
+def _gate(
+    settings: Settings, core: Core, liveness: Liveness, relation: ShadowRelation
+) -> CommitGate:
     role, monitor = core.role, core.monitor
     return CommitGate(
+        relation=relation,
         timeout=settings.sync_timeout,
         lease_valid=liveness.lease_valid,
         wait_lease=liveness.wait_lease,
@@ -206,8 +204,11 @@ class Wing:
 def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: EventStore,
           broker: BrokerLink) -> Wing:  # fmt: skip
     monitor = core.monitor
-    # The heartbeat says what the HA service and its gate are, and the gate's lease rests on the
-    # heartbeats being confirmed: the one cycle of the wiring, closed by this late lookup.
+    # The heartbeat says who this instance is (the identity: role, HA record, head, shadow
+    # relation); the gate's lease rests on the heartbeats being confirmed, and the HA service
+    # loads the record the identity holds. So the identity comes first.
+    relation = ShadowRelation()
+    identity = Identity(settings.instance, core.role, lambda: core.writer.position, relation)
     listener = HeartbeatListener(
         instance=settings.instance,
         cluster=settings.cluster,
@@ -215,8 +216,8 @@ def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: Event
         broker=broker,
         rejected=monitor.rejected,
     )
-    liveness = Liveness(settings, broker, lambda: heartbeat_of(ha), listen=listener.listen)
-    gate = _gate(settings, core, liveness)
+    liveness = Liveness(settings, broker, identity.heartbeat, listen=listener.listen)
+    gate = _gate(settings, core, liveness, relation)
     changes = RoleChanges()  # fired by the HA service, heard by the supervisor
     replicas: Running[Replicator] = Running()  # the shadow's, while its role task runs
     ha = HaService(
@@ -224,7 +225,7 @@ def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: Event
         repo=HaRepository(engine),
         store=store,
         writer=core.writer,
-        role=core.role,
+        identity=identity,
         revision=lambda: current_revision(settings.database_url),
         on_change=changes.fire,
         gate=gate,

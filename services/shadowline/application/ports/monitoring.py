@@ -6,9 +6,13 @@ the application never imports them, so no broker or Prometheus client reaches it
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from shadowline.domain.alerting import AlertName
+
+# How a part raises an alert (application.monitoring.Monitor.alert): only by a documented name.
+AlertSink = Callable[[AlertName, str, dict[str, Any]], None]
 
 
 class MonitoringPublisher(Protocol):
@@ -46,7 +50,7 @@ class Alerts(Protocol):
     """How application code raises alerts and reports rejected inputs (application.monitoring
     implements it)."""
 
-    def alert(self, name: AlertName | str, message: str, details: dict[str, Any]) -> None: ...
+    def alert(self, name: AlertName, message: str, details: dict[str, Any]) -> None: ...
 
     def rejected(self, source: str, reason: str) -> None: ...
 

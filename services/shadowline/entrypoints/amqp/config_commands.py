@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
 from typing import Any
 
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
@@ -33,6 +32,7 @@ from shadowline.adapters.broker import (
     last_delivery,
 )
 from shadowline.adapters.command_log import CommandLog
+from shadowline.application.ports.monitoring import AlertSink
 from shadowline.application.service import ConfigService
 from shadowline.domain.alerting import AlertName
 from shadowline.domain.errors import Forbidden, NotWritable, ShadowlineError, Unavailable
@@ -65,8 +65,6 @@ RETRY_PAUSE_MAX = 2.0  # seconds before a command that failed unexpectedly goes 
 # A database outage is waited out in place: 0.2 s, doubling, at most 5 s between tries.
 STORE_WAIT_FIRST, STORE_WAIT_MAX = 0.2, 5.0
 
-Alert = Callable[[str, str, dict[str, Any]], None]
-
 
 class ConfigCommands:
     def __init__(
@@ -76,7 +74,7 @@ class ConfigCommands:
         commands: CommandLog,
         broker: BrokerLink,
         reader: CommandReader,
-        alert: Alert,
+        alert: AlertSink,
     ) -> None:
         self._service = service
         self._commands = commands

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
 
 import orjson
 from aio_pika.abc import AbstractIncomingMessage, AbstractQueue
 
 from shadowline.adapters.broker import DELIVERY_LIMIT, BrokerLink, deliveries, last_delivery
 from shadowline.application.ports.broker import Delivered
+from shadowline.application.ports.monitoring import AlertSink
 from shadowline.domain.alerting import AlertName
 from shadowline.domain.errors import InvalidInput
 from shadowline.domain.events import Event, from_envelope
@@ -26,7 +26,6 @@ from shadowline.domain.replication import check_bounds
 
 MAX_ENVELOPE = 8 * 1024 * 1024  # bytes: far above any event a master writes
 
-Alert = Callable[[str, str, dict[str, Any]], None]
 Rejected = Callable[[str, str], None]
 
 
@@ -56,7 +55,7 @@ class QueuedEvent:
     """One delivery of the replication queue, settled as the application decides
     (application.ports.broker.Settle)."""
 
-    def __init__(self, message: AbstractIncomingMessage, alert: Alert) -> None:
+    def __init__(self, message: AbstractIncomingMessage, alert: AlertSink) -> None:
         self._message = message
         self._alert = alert
 
@@ -92,7 +91,7 @@ class ReplicationQueue:
     """The shadow's replication queue as application.ports.broker.ReplicationFeed."""
 
     def __init__(
-        self, broker: BrokerLink, instance: str, *, alert: Alert, rejected: Rejected
+        self, broker: BrokerLink, instance: str, *, alert: AlertSink, rejected: Rejected
     ) -> None:
         self._broker = broker
         self._instance = instance
