@@ -51,7 +51,10 @@ def broker_user(amqp_url: str) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SHADOWLINE_", frozen=True, extra="ignore")
+    # hide_input_in_errors: a refused URL holds a password, and the error is printed at start.
+    model_config = SettingsConfigDict(
+        env_prefix="SHADOWLINE_", frozen=True, extra="ignore", hide_input_in_errors=True
+    )
 
     database_url: str = "postgresql://postgres@127.0.0.1:5432/shadowline"
     amqp_url: SecretStr = SecretStr("amqp://guest:guest@127.0.0.1:5672/")
@@ -101,6 +104,23 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         if not urlsplit(value).scheme.startswith("postgresql"):
             raise ValueError("must be a postgresql:// URL")
+        return value
+
+    @field_validator("amqp_url")
+    @classmethod
+    def _amqp_url(cls, value: SecretStr) -> SecretStr:
+        # One node, or several of one RabbitMQ cluster, comma-separated (adapters.amqp_nodes
+        # connects to them in turn); checked here so a typo fails at start, never quoted back.
+        urls = [u.strip() for u in value.get_secret_value().split(",") if u.strip()]
+        if not urls:
+            raise ValueError("no AMQP URL given")
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("amqp", "amqps") or not parts.hostname:
+                raise ValueError(
+                    f"not an AMQP URL (amqp://user:password@host:port/vhost): "
+                    f"{parts.scheme}://{parts.hostname or ''}"
+                )
         return value
 
     @field_validator("http_bind", "watchdog_http_bind")
@@ -195,7 +215,9 @@ class Settings(BaseSettings):
             log.warning("%s", warning)
         shown = self.model_dump()
         shown["database_url"] = _masked_url(self.database_url)
-        shown["amqp_url"] = _masked_url(self.amqp_url.get_secret_value())
+        shown["amqp_url"] = ",".join(
+            _masked_url(url.strip()) for url in self.amqp_url.get_secret_value().split(",")
+        )
         for secret in ("cluster_secret", "admin_password"):
             shown[secret] = "***" if getattr(self, secret) else None
         shown["lease"] = self.lease

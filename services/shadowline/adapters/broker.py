@@ -18,10 +18,10 @@ from aio_pika.abc import (
     AbstractExchange,
     AbstractIncomingMessage,
     AbstractQueue,
-    AbstractRobustConnection,
     DeliveryMode,
 )
 
+from shadowline.adapters.amqp_nodes import CONNECT_TIMEOUT, NodeConnection
 from shadowline.adapters.topology import (
     ALL_EXCHANGES,
     CONFIG_DELIVERY_LIMIT,
@@ -131,14 +131,16 @@ class BrokerLink:
         prefetch: int = 1000,
         declare: tuple[str, ...] = ALL_EXCHANGES,
         secret: str | None = None,
+        per_node: float = CONNECT_TIMEOUT,
     ) -> None:
-        self._url = url
+        self._url = url  # one node, or several of one RabbitMQ cluster (comma-separated)
+        self._per_node = per_node  # how long each node may take to answer a (re)connection
         self._secret = secret  # MACs every monitoring message (domain.trust)
         self._declare = declare
         self.names = names
         self._connection_name = connection_name
         self._prefetch = prefetch
-        self._connection: AbstractRobustConnection | None = None
+        self._connection: NodeConnection | None = None
         self._publish: AbstractChannel | None = None
         self._consume: AbstractChannel | None = None
         # Several role tasks start the link at once: without the lock each would connect, and
@@ -150,13 +152,19 @@ class BrokerLink:
     def ready(self) -> bool:
         return self._connection is not None and not self._connection.is_closed
 
+    @property
+    def node(self) -> str | None:
+        """The broker node (host:port) this link is connected to now; None while it is not
+        (not started, or reconnecting)."""
+        return self._connection.node if self._connection is not None else None
+
     async def start(self) -> None:
         async with self._starting:
             if self._connection is None:
                 await self._connect()
 
     async def _connect(self) -> None:
-        connection = await connect(self._url, self._connection_name)
+        connection = await connect(self._url, self._connection_name, self._per_node)
         try:
             self._publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self.exchanges = await declare_exchanges(self._publish, self.names, self._declare)

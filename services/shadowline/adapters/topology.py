@@ -9,7 +9,9 @@ import logging
 from dataclasses import dataclass
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, AbstractRobustConnection
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+
+from shadowline.adapters import amqp_nodes
 
 log = logging.getLogger("shadowline.adapters.broker")
 
@@ -52,11 +54,16 @@ class Names:
         return f"shadowline.{self.cluster}.config-commands"
 
 
-async def connect(url: str, name: str) -> AbstractRobustConnection:
-    """A robust connection: it reconnects by itself and restores channels and topology."""
-    connection = await aio_pika.connect_robust(url, client_properties={"connection_name": name})
-    connection.reconnect_callbacks.add(lambda *_: log.warning("reconnected to RabbitMQ"))
-    connection.close_callbacks.add(lambda *_: log.warning("connection to RabbitMQ lost"))
+async def connect(
+    urls: str, name: str, per_node: float = amqp_nodes.CONNECT_TIMEOUT
+) -> amqp_nodes.NodeConnection:
+    """A robust connection to the first of the nodes (`urls`, comma-separated) that answers:
+    it reconnects by itself, to the next node first, and restores channels and topology there
+    (amqp_nodes logs each node it is on and loses)."""
+    connection = await amqp_nodes.connect_robust(urls, name, per_node=per_node)
+    connection.reconnect_callbacks.add(
+        lambda *_: log.warning("reconnected to RabbitMQ node %s", connection.node)
+    )
     return connection
 
 
@@ -122,9 +129,10 @@ async def declare_config_command_queue(channel: AbstractChannel, names: Names) -
     return queue
 
 
-async def delete_topology(url: str, names: Names, shadows: list[str]) -> None:
-    """Delete a cluster's queues and exchanges (the demo and the tests start from nothing)."""
-    connection = await aio_pika.connect(url, timeout=10)
+async def delete_topology(urls: str, names: Names, shadows: list[str]) -> None:
+    """Delete a cluster's queues and exchanges (the demo and the tests start from nothing), on
+    whichever node of `urls` answers first."""
+    connection = await amqp_nodes.Nodes(urls).connect(per_node=10)
     try:
         channel = await connection.channel()
         queues = [names.dead_letter, names.config_commands]

@@ -1,0 +1,142 @@
+"""A BrokerLink given several broker nodes (SHADOWLINE_AMQP_URL comma-separated), against the
+shared RabbitMQ: a dead first node is passed over, a lost node is left for the next one with
+the link's consumers back on it, and a publish whose confirm was in flight is never taken for
+confirmed. The "nodes" are TCP proxies in front of the one broker (tests/integration/tcp_proxy)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from shadowline.adapters.broker import BrokerLink, Names
+from tests.conftest import AMQP_URL, delete_cluster_topology
+from tests.integration.tcp_proxy import Proxy
+
+BROKER_PORT = int(AMQP_URL.rsplit(":", 1)[1].split("/")[0])
+
+
+def dead_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"amqp://guest:guest@127.0.0.1:{port}/"
+
+
+@pytest.fixture
+async def cluster(rabbitmq: None) -> AsyncIterator[str]:
+    name = f"t{uuid.uuid4().hex[:10]}"
+    yield name
+    await delete_cluster_topology(name, [])
+
+
+class Heard:
+    """The heartbeats a link's consumer delivered, by routing key; waits for one."""
+
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+        self._new = asyncio.Event()
+
+    def __call__(self, key: str, beat: object, refusal: object) -> None:
+        self.keys.append(key)
+        self._new.set()
+
+    async def wait_for(self, key: str) -> None:
+        while key not in self.keys:
+            self._new.clear()
+            await asyncio.wait_for(self._new.wait(), 10)
+
+
+async def publish_until_confirmed(link: BrokerLink, key: str) -> None:
+    """As the heartbeats do: a publish made while the link notices the loss fails; the next
+    one, on the next node, is confirmed."""
+    for _ in range(100):
+        try:
+            await asyncio.wait_for(link.publish_monitoring(key, {}), 1)
+            return
+        except Exception:
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"{key} never confirmed")
+
+
+async def test_a_link_passes_over_a_dead_first_node_and_says_which_node_it_is_on(
+    cluster: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "shadowline.adapters.broker")
+    dead = dead_url()
+    link = BrokerLink(f"{dead},{AMQP_URL}", Names(cluster), "test nodes", per_node=2)
+    await link.start()
+    try:
+        assert link.node == f"127.0.0.1:{BROKER_PORT}"
+        heard = Heard()
+        await link.heartbeats(heard)
+        await link.publish_monitoring("heartbeat.one", {"instance": "one"})
+        await heard.wait_for("heartbeat.one")
+    finally:
+        await link.close()
+    assert "did not answer" in caplog.text
+    assert f"connected to RabbitMQ node 127.0.0.1:{BROKER_PORT}" in caplog.text
+    assert "guest:guest" not in caplog.text
+
+
+async def test_a_link_moves_to_the_next_node_when_its_node_is_lost_and_consumes_there_again(
+    cluster: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "shadowline.adapters.broker")
+    first, second = await Proxy(BROKER_PORT).start(), await Proxy(BROKER_PORT).start()
+    link = BrokerLink(f"{first.url()},{second.url()}", Names(cluster), "test nodes", per_node=2)
+    await link.start()
+    try:
+        assert link.node == f"127.0.0.1:{first.port}"
+        heard = Heard()
+        await link.heartbeats(heard)
+        await link.publish_monitoring("heartbeat.before", {})
+        await heard.wait_for("heartbeat.before")
+        await first.cut()
+        # The heartbeat consumer's exclusive queue went with the connection: the robust
+        # connection declares, binds and consumes it again on the second node.
+        await publish_until_confirmed(link, "heartbeat.after")
+        await heard.wait_for("heartbeat.after")
+        assert link.node == f"127.0.0.1:{second.port}"
+    finally:
+        await link.close()
+        await second.cut()
+    assert f"connection to RabbitMQ node 127.0.0.1:{first.port} lost" in caplog.text
+    assert f"reconnected to RabbitMQ node 127.0.0.1:{second.port}" in caplog.text
+
+
+async def test_a_node_that_accepts_and_says_nothing_is_given_up_for_the_next(
+    cluster: str,
+) -> None:
+    mute = await Proxy(BROKER_PORT, mute=True).start()
+    link = BrokerLink(f"{mute.url()},{AMQP_URL}", Names(cluster), "test nodes", per_node=0.5)
+    try:
+        await link.start()
+        assert link.node == f"127.0.0.1:{BROKER_PORT}"
+    finally:
+        await link.close()
+        await mute.cut()
+
+
+async def test_a_publish_whose_confirm_was_in_flight_when_the_node_was_lost_is_not_confirmed(
+    cluster: str,
+) -> None:
+    first, second = await Proxy(BROKER_PORT).start(), await Proxy(BROKER_PORT).start()
+    link = BrokerLink(f"{first.url()},{second.url()}", Names(cluster), "test nodes", per_node=2)
+    await link.start()
+    try:
+        first.hold_replies()  # the broker's confirm never reaches the link
+        publish = asyncio.create_task(link.publish_monitoring("heartbeat.lost", {}))
+        await first.sending()  # the message went out; its confirm is held
+        await first.cut()
+        with pytest.raises(Exception):  # noqa: B017  # any error: what matters is no success
+            await publish
+        await publish_until_confirmed(link, "heartbeat.next")  # on the second node
+        assert link.node == f"127.0.0.1:{second.port}"
+    finally:
+        await link.close()
+        await second.cut()
