@@ -1,8 +1,10 @@
 """`shadowline demo`, the README's first command, as a newcomer runs it: it prints the URLs of a
 master, a shadow and a watchdog that work, the HA screens answer, and a `kill -9` of the master
-(the line the demo prints) gives a failover, then the old master back as the new one's shadow.
-A config command published on the broker as guest, as the README shows for the demo, is applied
-(the demo opts guest in: no master allows it by default).
+(the line the demo prints) gives a failover, after which the demo says who is master now and
+prints the new kill line; the old master comes back as the new one's shadow. A config command
+published on the broker as guest, as the README shows for the demo, is applied (the demo opts
+guest in: no master allows it by default). A second demo of the same cluster refuses to wipe it
+without --force, and `--clean` removes its databases, broker names and logs.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aio_pika
 import httpx
 import pytest
 
-from shadowline.adapters.migrate import drop_database
+from shadowline.adapters.broker import Names
+from shadowline.adapters.migrate import database_exists, drop_database
 from shadowline.client import BrokerClient
 from tests.conftest import AMQP_URL, database_url, delete_cluster_topology
 from tests.e2e.conftest import free_port
@@ -31,14 +35,26 @@ from tests.e2e.conftest import free_port
 pytestmark = pytest.mark.e2e
 
 
+def demo_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        "SHADOWLINE_AMQP_URL": AMQP_URL,
+        "SHADOWLINE_DATABASE_URL": database_url("postgres"),
+    }
+
+
+def demo_command(cluster: str, *options: str) -> list[str]:
+    return [sys.executable, "-m", "shadowline", "demo", "--cluster", cluster, *options]
+
+
 class Demo:
-    def __init__(self, cluster: str, cwd: Path) -> None:
+    def __init__(self, cluster: str, cwd: Path, *options: str) -> None:
         self.cluster = cluster
-        env = {**os.environ, "SHADOWLINE_AMQP_URL": AMQP_URL}
-        env["SHADOWLINE_DATABASE_URL"] = database_url("postgres")
-        command = [sys.executable, "-m", "shadowline", "demo", "--cluster", cluster]
+        env = demo_env()
+        command = demo_command(cluster, "--port", str(free_port()), "--exit-after", "240")
         self.process = subprocess.Popen(
-            [*command, "--port", str(free_port()), "--exit-after", "240"],
+            [*command, *options],
+            stdin=subprocess.DEVNULL,
             cwd=cwd,
             env=env,
             stdout=subprocess.PIPE,
@@ -65,6 +81,13 @@ class Demo:
         raise AssertionError(f"no {pattern!r} in the demo's output:\n{''.join(self.lines)}")
 
 
+NODES = ("node-a", "node-b")
+
+
+def databases(cluster: str) -> list[str]:
+    return [f"shadowline_{cluster}_{node.replace('-', '_')}" for node in NODES]
+
+
 @pytest.fixture
 def demo(postgres: None, rabbitmq: None, tmp_path: Path) -> Iterator[Demo]:
     cluster = f"e2e{uuid.uuid4().hex[:8]}"
@@ -76,9 +99,9 @@ def demo(postgres: None, rabbitmq: None, tmp_path: Path) -> Iterator[Demo]:
             running.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             running.process.kill()
-    for role in ("master", "shadow"):
-        asyncio.run(drop_database(database_url(f"shadowline_{cluster}_{role}")))
-    asyncio.run(delete_cluster_topology(cluster, ["demo-master", "demo-shadow"]))
+    for name in databases(cluster):
+        asyncio.run(drop_database(database_url(name)))
+    asyncio.run(delete_cluster_topology(cluster, list(NODES)))
 
 
 def _health(url: str) -> dict[str, Any] | None:
@@ -120,10 +143,96 @@ def test_the_demo_runs_a_cluster_whose_master_can_be_killed_and_comes_back_as_sh
     item = httpx.get(f"{master}/config/subaccount/from-broker", auth=auth, timeout=10).json()
     assert item["version"] == 1
 
+    assert demo.wait_for(r"^\s+master\s+\S+\s+(\S+),", 1)[1] == "node-a"
+    # The commands are in the README tour's order: the kill line before switch-roles.
+    text = "".join(demo.lines)
+    assert text.index("kill -9") < text.index("ha switch-roles") < text.index("Press Ctrl-C")
+
     os.kill(pid, signal.SIGKILL)
     _wait_role(shadow, "master", 2, timeout=30)
-    demo.wait_for(r"demo-master exited with code -9; starting it again", 10)
+    demo.wait_for(r"node-a exited with code -9; starting it again", 10)
+    now = demo.wait_for(r"now master: (\S+) at (http://\S+) \(epoch 2\)", 30)
+    assert (now[1], now[2]) == ("node-b", shadow)
+    new_pid = int(demo.wait_for(r"^\s+kill -9 (\d+)\s+# to kill the master of now", 1)[1])
+    assert new_pid != pid
+    assert _health(shadow) is not None  # the new kill line names the live master's process
+    os.kill(new_pid, 0)
     _wait_role(master, "shadow", 2, timeout=60)
 
     demo.process.send_signal(signal.SIGINT)
     assert demo.process.wait(timeout=30) == 0
+    demo.wait_for(r"^stopping node-a, node-b, watchdog \.\.\.", 1)
+    demo.wait_for(rf"demo --clean --cluster {demo.cluster}` removes them", 1)
+
+
+def test_a_second_demo_of_an_existing_cluster_refuses_to_wipe_it_and_clean_removes_everything(
+    postgres: None, rabbitmq: None, tmp_path: Path
+) -> None:
+    cluster = f"e2e{uuid.uuid4().hex[:8]}"
+    first = Demo(cluster, tmp_path)
+    try:
+        first.wait_for(r"Press Ctrl-C to stop", timeout=120)
+        log_dir = tmp_path / ".shadowline-demo" / cluster
+        assert sorted(p.name for p in log_dir.glob("*.log")) == [
+            "node-a.log", "node-b.log", "watchdog.log",
+        ]  # fmt: skip
+        while_running = subprocess.run(
+            demo_command(cluster, "--clean"), cwd=tmp_path, env=demo_env(),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert while_running.returncode == 1
+        assert "is running" in while_running.stderr
+        first.process.send_signal(signal.SIGINT)
+        assert first.process.wait(timeout=30) == 0
+
+        again = subprocess.run(
+            demo_command(cluster, "--exit-after", "1"), cwd=tmp_path, env=demo_env(),
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert again.returncode == 1, again.stdout + again.stderr
+        assert "exists from an earlier demo" in again.stderr and "--force" in again.stderr
+        for name in databases(cluster):  # untouched: the first demo's data is still there
+            assert asyncio.run(database_exists(database_url(name)))
+
+        cleaned = subprocess.run(
+            demo_command(cluster, "--clean"), cwd=tmp_path, env=demo_env(),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert f"removed demo cluster {cluster}" in cleaned.stdout
+        for name in databases(cluster):
+            assert not asyncio.run(database_exists(database_url(name)))
+        assert not log_dir.exists()
+        assert asyncio.run(broker_names_left(cluster)) == []
+    finally:
+        if first.process.poll() is None:
+            first.process.kill()
+        for name in databases(cluster):
+            asyncio.run(drop_database(database_url(name)))
+        asyncio.run(delete_cluster_topology(cluster, list(NODES)))
+
+
+async def broker_names_left(cluster: str) -> list[str]:
+    """Which of the cluster's exchanges and durable queues still exist (passive declares)."""
+    names = Names(cluster)
+    left = []
+    connection = await aio_pika.connect(AMQP_URL, timeout=10)
+    try:
+        queues = [names.config_commands, names.dead_letter, *map(names.replication_queue, NODES)]
+        for queue in queues:
+            channel = await connection.channel()
+            try:
+                await channel.declare_queue(queue, passive=True)
+                left.append(queue)
+            except aio_pika.exceptions.ChannelClosed:
+                pass
+        for exchange in (names.events, names.monitoring, names.commands, names.dead_letter):
+            channel = await connection.channel()
+            try:
+                await channel.declare_exchange(exchange, passive=True)
+                left.append(exchange)
+            except aio_pika.exceptions.ChannelClosed:
+                pass
+    finally:
+        await connection.close()
+    return left

@@ -73,6 +73,20 @@ async def current_revision(url: str) -> str | None:
         await engine.dispose()
 
 
+async def database_exists(url: str) -> bool:
+    """Whether the URL's database exists (connecting to 'postgres')."""
+    target = make_url(url)
+    engine = create_engine(target.set(database="postgres").render_as_string(False), pool_size=1)
+    try:
+        async with engine.connect() as connection:
+            found = await connection.scalar(
+                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": target.database}
+            )
+            return bool(found)
+    finally:
+        await engine.dispose()
+
+
 async def create_database(url: str) -> bool:
     """Create the URL's database if it is missing (connecting to 'postgres'); True if created."""
     target = make_url(url)

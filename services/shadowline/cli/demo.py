@@ -1,31 +1,30 @@
 """`shadowline demo`: a working shadowline on this machine in one command.
 
-It creates fresh demo databases on the local PostgreSQL, starts a master, a shadow and a
-watchdog as real processes against the local RabbitMQ, loads sample configuration, sets up HA as
-an operator would (enable, join, confirm) and prints the URLs and credentials. With --failover
-it then kills the master, shows the promotion and the old master rejoining as shadow. While it
+It creates fresh demo databases on the local PostgreSQL, starts two instances (`node-a`, the
+first master, and `node-b`, its shadow: names that stay true after a failover) and a watchdog
+as real processes against the local RabbitMQ, loads sample configuration, sets up HA as an
+operator would (enable, join, confirm) and prints the URLs and credentials. With --failover it
+then kills the master, shows the promotion and the old master rejoining as shadow. While it
 runs, a process that dies (`kill -9` of the master, to watch a failover on the HA screen) is
-started again after RESTART_AFTER seconds, as a service manager would: an old master comes back
-as the new master's shadow. Ctrl-C stops everything.
+started again after RESTART_AFTER seconds, as a service manager would, and when the master
+changes the demo says who is master now, its URL and the new kill line. Ctrl-C stops
+everything; `--clean` removes what a demo cluster made (cli/demo_state.py).
 """
 
 from __future__ import annotations
 
 import os
-import re
 import secrets
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
-from sqlalchemy.engine import make_url
+import typer
 
-from shadowline.adapters.broker import Names, delete_topology
-from shadowline.adapters.migrate import create_database, drop_database
-from shadowline.cli.common import run
+from shadowline.cli import demo_text
 from shadowline.cli.demo_samples import SAMPLES
+from shadowline.cli.demo_state import CLUSTER_NAME, NODES, Footprint, footprint, publishers
 from shadowline.client import Client, ClientError
 from shadowline.harness import (
     HarnessError,
@@ -41,12 +40,10 @@ from shadowline.harness import (
     wait_role,
 )
 from shadowline.harness.cluster import connected
-from shadowline.settings import GUEST, broker_user
 
 # Snappy timings for a demo: heartbeats every 0.5 s, failover after 2 s of silence.
 RESTART_AFTER = 5.0  # seconds before a process that died is started again
 TIMING = {"SHADOWLINE_HEARTBEAT_INTERVAL": "0.5", "SHADOWLINE_TAKEOVER_DELAY": "2"}
-AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"  # the default of SHADOWLINE_AMQP_URL
 PATIENCE = 60.0  # seconds for each step of the set-up and of --failover
 
 
@@ -54,77 +51,60 @@ PATIENCE = 60.0  # seconds for each step of the set-up and of --failover
 class Demo:
     """The demo cluster's processes; `master` and `shadow` are the roles of now."""
 
-    cluster: str
+    place: Footprint
     password: str
-    log_dir: Path
     master: InstanceProcess
     shadow: InstanceProcess
     watchdog: WatchdogProcess
     watchdog_url: str
+    epoch: int = 1
+
+    @property
+    def cluster(self) -> str:
+        return self.place.cluster
 
     @property
     def processes(self) -> list[ShadowlineProcess]:
         return [self.master, self.shadow, self.watchdog]
 
 
-def _publishers(cluster: str) -> dict[str, str]:
-    """The demo runs on RabbitMQ's guest, which is never an implicit publisher of config
-    commands: it opts in (beside the cluster's publisher user) so that the README's
-    `BrokerClient("amqp://guest:guest@...", "demo")` works against it. Not for production.
-    Another broker user is its instances' own, a publisher anyway."""
-    if "SHADOWLINE_COMMAND_PUBLISHERS" in os.environ:
-        return {}
-    if broker_user(os.environ.get("SHADOWLINE_AMQP_URL", AMQP_URL)) != GUEST:
-        return {}
-    return {"SHADOWLINE_COMMAND_PUBLISHERS": f"shadowline-{cluster}-publisher,{GUEST}"}
-
-
-def _demo(cluster: str, port: int, log_dir: Path) -> Demo:
-    databases = "shadowline_" + re.sub(r"[^a-z0-9]", "_", cluster)
-    base = make_url(
-        os.environ.get("SHADOWLINE_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-    )
+def _demo(place: Footprint, port: int) -> Demo:
     password = secrets.token_urlsafe(12)
     secret = os.environ.get("SHADOWLINE_CLUSTER_SECRET") or secrets.token_hex(16)
 
-    def node(role: str, port: int) -> InstanceProcess:
-        return instance(
-            log_dir / f"demo-{role}.log",
-            name=f"demo-{role}",
-            cluster=cluster,
-            database_url=base.set(database=f"{databases}_{role}").render_as_string(False),
+    def node(name: str, port: int) -> InstanceProcess:
+        made = instance(
+            place.log_dir / f"{name}.log",
+            name=name,
+            cluster=place.cluster,
+            database_url=place.database_urls[name],
             password=password,
             secret=secret,
             port=port,
-            env={**TIMING, **_publishers(cluster)},
+            env={**TIMING, **publishers(place)},
         )
+        if note := demo_text.port_note(port, made.port, name):
+            _say(note)
+        return made
 
-    master = node("master", port)
-    shadow = node("shadow", master.port + 1)
-    watchdog_url = f"http://127.0.0.1:{free_port(port + 10)}"  # its own /health and /metrics
+    first = node(NODES[0], port)
+    second = node(NODES[1], first.port + 1)
+    watchdog_port = free_port(port + 10)
+    if note := demo_text.port_note(port + 10, watchdog_port, "the watchdog"):
+        _say(note)
+    watchdog_url = f"http://127.0.0.1:{watchdog_port}"  # its own /health and /metrics
     watchdog_env = {
         **os.environ,
         **TIMING,
-        "SHADOWLINE_INSTANCE": "demo-watchdog",
-        "SHADOWLINE_CLUSTER": cluster,
+        "SHADOWLINE_INSTANCE": "watchdog",
+        "SHADOWLINE_CLUSTER": place.cluster,
         "SHADOWLINE_CLUSTER_SECRET": secret,
         "SHADOWLINE_WATCHDOG_HTTP_BIND": watchdog_url.removeprefix("http://"),
     }
-    watchdog = WatchdogProcess(env=watchdog_env, log=log_dir / "demo-watchdog.log", cluster=cluster)
-    return Demo(cluster, password, log_dir, master, shadow, watchdog, watchdog_url)
-
-
-def _reset(demo: Demo) -> str | None:
-    """Fresh empty databases and no broker names left from an earlier demo; what failed."""
-    for node in (demo.master, demo.shadow):
-        run(drop_database(node.env["SHADOWLINE_DATABASE_URL"]))
-        run(create_database(node.env["SHADOWLINE_DATABASE_URL"]))
-    amqp_url = os.environ.get("SHADOWLINE_AMQP_URL", AMQP_URL)
-    try:
-        run(delete_topology(amqp_url, Names(demo.cluster), [demo.master.name, demo.shadow.name]))
-    except OSError as error:
-        return f"RabbitMQ at {amqp_url} is not reachable: {error}"
-    return None
+    watchdog = WatchdogProcess(
+        env=watchdog_env, log=place.log_dir / "watchdog.log", cluster=place.cluster
+    )
+    return Demo(place, password, first, second, watchdog, watchdog_url)
 
 
 def _set_up(demo: Demo) -> None:
@@ -177,39 +157,7 @@ def _show_failover(demo: Demo) -> None:
         _say(
             f"  {old.name} is shadow in epoch 2 after {took:.1f}s; {client.ha_verify()['sentence']}"
         )
-    demo.master, demo.shadow = new, old
-
-
-def _banner(demo: Demo, position: int) -> str:
-    master, shadow, password = demo.master, demo.shadow, demo.password
-    return f"""
-shadowline demo is running (logs in {demo.log_dir}/)
-
-  master    {master.url}   {master.name}, position {position}
-  shadow    {shadow.url}   {shadow.name}, confirmed, in sync, read-only
-  watchdog  {demo.watchdog_url}   promotes the shadow 2 s after the master's heartbeats stop
-
-  user admin, password {password} (on both: users are local to each instance)
-
-The High Availability screens: {master.url}/ and {shadow.url}/ (log in as admin)
-
-Try:
-  export SHADOWLINE_URL={master.url} SHADOWLINE_USER=admin SHADOWLINE_PASSWORD={password}
-  shadowline watch --cluster {demo.cluster}                  # in another terminal: the monitoring stream
-  shadowline ha status
-  shadowline config put system-mapping crm '{{"virtual_host": "crm", "virtual_port": 443, "internal_host": "crm01", "internal_port": 8443, "protocol": "HTTPS"}}'
-  shadowline config list --url {shadow.url}        # the shadow has it too
-  shadowline ha verify --url {shadow.url}          # chain and state digest agree
-  shadowline history
-  shadowline config list --at 2
-  shadowline config diff --from 2
-  shadowline history export --format csv -o history.csv
-  shadowline ha switch-roles                       # planned handover, nothing lost
-  kill -9 {master.pid or "<pid>"}   # the master dies: watch the failover on both screens
-  curl -u admin:{password} {master.url}/ha
-  curl -u admin:{password} {master.url}/metrics    # Prometheus; the watchdog's: {demo.watchdog_url}/metrics
-
-Press Ctrl-C to stop."""
+    demo.master, demo.shadow, demo.epoch = new, old, 2
 
 
 def _supervise(process: ShadowlineProcess, died: dict[str, float]) -> None:
@@ -229,44 +177,103 @@ def _supervise(process: ShadowlineProcess, died: dict[str, float]) -> None:
         _say(f"{process.name} started again (pid {process.pid})")
 
 
+def _follow_master(demo: Demo) -> None:
+    """If the other instance has become master in a newer epoch, say so: the URL and the kill
+    line printed before name the old master."""
+    other = demo.shadow
+    health = other.health() if other.running else None
+    if not health or health.get("role") != "master" or int(health.get("epoch", 0)) <= demo.epoch:
+        return
+    demo.master, demo.shadow, demo.epoch = other, demo.master, int(health["epoch"])
+    _say(demo_text.new_master(demo.master, demo.shadow, demo.epoch, demo.password))
+
+
 def _run(demo: Demo, exit_after: float | None, failover: bool) -> None:
     _set_up(demo)
     if failover:
         _show_failover(demo)
     with Client(demo.master.url, "admin", demo.password) as client:
         position = client.health()["position"]
-    print(_banner(demo, position), flush=True)
+    _say(
+        demo_text.banner(
+            cluster=demo.cluster,
+            log_dir=str(demo.place.log_dir),
+            master=demo.master,
+            shadow=demo.shadow,
+            watchdog_url=demo.watchdog_url,
+            password=demo.password,
+            position=position,
+        )
+    )
     deadline = None if exit_after is None else time.monotonic() + exit_after
     died: dict[str, float] = {}
     while deadline is None or time.monotonic() < deadline:
         for process in demo.processes:
             _supervise(process, died)
+        _follow_master(demo)
         time.sleep(0.5)
 
 
-def run_demo(
-    port: int, exit_after: float | None, failover: bool = False, cluster: str = "demo"
-) -> int:
-    if not re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,40}", cluster):
-        print(
-            f"shadowline demo: --cluster {cluster!r}: use lower-case letters, digits, '.', '_' "
-            "and '-', at most 41 of them",
-            file=sys.stderr,
+def _problem(message: str, code: int = 1) -> int:
+    print(f"shadowline demo: {message}", file=sys.stderr)
+    return code
+
+
+def _may_reuse(place: Footprint, force: bool) -> int | None:
+    """None if the demo may (re)create the cluster's databases, else the exit code."""
+    if (pid := place.running_pid()) is not None:
+        return _problem(
+            f"a demo of cluster {place.cluster!r} is running (pid {pid}): stop it first, or "
+            "choose another --cluster"
         )
-        return 2
-    log_dir = Path(os.path.abspath(".shadowline-demo"))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    demo = _demo(cluster, port, log_dir)
-    if problem := _reset(demo):
-        print(f"shadowline demo: {problem}", file=sys.stderr)
-        return 1
+    found = place.existing_databases()
+    if not found or force:
+        return None
+    question = (
+        f"cluster {place.cluster!r} exists from an earlier demo (databases {', '.join(found)}); "
+        "recreate it empty?"
+    )
+    if sys.stdin.isatty() and typer.confirm(question, default=False):
+        return None
+    return _problem(
+        f"cluster {place.cluster!r} exists from an earlier demo (databases {', '.join(found)}): "
+        "--force recreates it empty, `shadowline demo --clean` removes it, or choose another "
+        "--cluster"
+    )
+
+
+def run_demo(
+    port: int,
+    exit_after: float | None,
+    failover: bool = False,
+    cluster: str = "demo",
+    force: bool = False,
+) -> int:
+    if not CLUSTER_NAME.fullmatch(cluster):
+        return _problem(
+            f"--cluster {cluster!r}: use lower-case letters, digits, '.', '_' and '-', at most "
+            "41 of them",
+            2,
+        )
+    place = footprint(cluster)
+    if (refused := _may_reuse(place, force)) is not None:
+        return refused
+    place.claim()
+    demo = _demo(place, port)
     try:
+        if problem := place.reset():
+            return _problem(problem)
         _run(demo, exit_after, failover)
         return 0
     except KeyboardInterrupt:
+        _say(f"\nstopping {', '.join(sorted(p.name for p in demo.processes))} ...")
         return 0
     except (HarnessError, ClientError, httpx.HTTPError) as error:
-        print(f"shadowline demo: {error}; see {log_dir}/", file=sys.stderr)
-        return 1
+        return _problem(f"{error}; see {place.log_dir}/")
     finally:
         stop_all(demo.processes)
+        place.release()
+        _say(
+            f"stopped. Cluster {cluster}'s databases, broker names and logs stay; "
+            f"`shadowline demo --clean --cluster {cluster}` removes them."
+        )

@@ -133,10 +133,18 @@ def instance(
     epilog=examples(
         "shadowline demo",
         "shadowline demo --failover --exit-after 60     # then kill the master and watch",
+        "shadowline demo --cluster try2 --port 9080      # a second demo beside the first",
+        "shadowline demo --clean                         # remove everything the demo made",
     )
 )
 def demo(
-    port: Annotated[int, typer.Option(help="HTTP port of the first instance.")] = 8080,
+    port: Annotated[
+        int,
+        typer.Option(
+            help="HTTP port of the first instance (the next ones follow it; a busy "
+            "port is replaced by a free one, and the demo says so)."
+        ),
+    ] = 8080,
     exit_after: Annotated[
         float | None, typer.Option(help="Stop after this many seconds (for scripts).")
     ] = None,
@@ -146,20 +154,37 @@ def demo(
     cluster: Annotated[
         str,
         typer.Option(
-            help="Cluster name; the databases are shadowline_<cluster>_master and _shadow "
-            "('.' and '-' become '_'), recreated empty.",
+            help="Cluster name; its databases are shadowline_<cluster>_node_a and _node_b "
+            "('.' and '-' become '_'), its logs in .shadowline-demo/<cluster>/.",
         ),
     ] = "demo",
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Recreate an existing demo cluster empty without asking."),
+    ] = False,
+    clean: Annotated[
+        bool,
+        typer.Option(
+            "--clean", help="Remove the cluster's databases, queues, exchanges and logs; exit."
+        ),
+    ] = False,
 ) -> None:
     """The main job on a fresh machine: start shadowline locally, load samples, print the URLs.
 
-    A process that dies is started again after 5 s, so `kill -9` of the master shows a failover
-    and the old master rejoining as shadow, on the HA screens and in `shadowline watch`.
+    Two instances, node-a (the first master) and node-b (its shadow), and a watchdog. A process
+    that dies is started again after 5 s, so `kill -9` of the master shows a failover and the
+    old master rejoining as shadow, on the HA screens and in `shadowline watch`; the demo then
+    says who is master now. A cluster that exists from an earlier demo is recreated empty only
+    when you say so (asked on a terminal, else --force).
     """
+    if clean:
+        from shadowline.cli.demo_state import clean_demo
+
+        raise typer.Exit(clean_demo(cluster))
     from shadowline.cli.demo import run_demo
 
     setup_logging("WARNING")
-    raise typer.Exit(run_demo(port, exit_after, failover, cluster))
+    raise typer.Exit(run_demo(port, exit_after, failover, cluster, force))
 
 
 @app.command(

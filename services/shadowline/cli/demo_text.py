@@ -1,0 +1,80 @@
+"""What `shadowline demo` prints: the banner with its commands in the README tour's order, and
+the lines that keep it true after a failover (who is master now, its URL, the new kill line)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Node(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+
+def port_note(wanted: int, got: int, what: str) -> str | None:
+    """A line saying that `wanted` was busy, or None."""
+    if wanted == got:
+        return None
+    return f"port {wanted} is busy: {what} uses {got} instead (choose another with --port)"
+
+
+def kill_line(master: Node) -> str:
+    return f"kill -9 {master.pid or '<pid>'}"
+
+
+def banner(
+    *,
+    cluster: str,
+    log_dir: str,
+    master: Node,
+    shadow: Node,
+    watchdog_url: str,
+    password: str,
+    position: int,
+) -> str:
+    return f"""
+shadowline demo is running: cluster {cluster}, logs in {log_dir}/
+
+  master    {master.url}   {master.name}, position {position}
+  shadow    {shadow.url}   {shadow.name}, confirmed, in sync, read-only
+  watchdog  {watchdog_url}   promotes the shadow 2 s after the master's heartbeats stop
+
+  user admin, password {password} (on both: users are local to each instance)
+
+The High Availability screens: {master.url}/ and {shadow.url}/ (log in as admin)
+
+Try, in the README tour's order:
+  export SHADOWLINE_URL={master.url} SHADOWLINE_USER=admin SHADOWLINE_PASSWORD={password}
+  shadowline watch --cluster {cluster}                  # in another terminal: the monitoring stream
+  shadowline ha status
+  shadowline config put system-mapping crm '{{"virtual_host": "crm", "virtual_port": 443, "internal_host": "crm01", "internal_port": 8443, "protocol": "HTTPS"}}'
+  shadowline config list --url {shadow.url}        # the shadow has it too
+  shadowline ha verify --url {shadow.url}          # chain and state digest agree
+  {kill_line(master)}   # the master dies: watch the failover on both screens (this demo prints who is master next)
+  shadowline history
+  shadowline config list --at 2
+  shadowline config diff --from 2
+  shadowline history export --format csv -o history.csv
+  shadowline ha switch-roles                       # on the master of now: planned handover, nothing lost
+  curl -u admin:{password} {master.url}/ha
+  curl -u admin:{password} {master.url}/metrics    # Prometheus; the watchdog's: {watchdog_url}/metrics
+
+Press Ctrl-C to stop. `shadowline demo --clean --cluster {cluster}` removes everything it made."""
+
+
+def new_master(master: Node, shadow: Node | None, epoch: int, password: str) -> str:
+    """Said when the master changed: the printed URL and kill line are stale now."""
+    lines = [
+        f"now master: {master.name} at {master.url} (epoch {epoch})",
+        f"  export SHADOWLINE_URL={master.url} SHADOWLINE_USER=admin SHADOWLINE_PASSWORD={password}",
+        f"  {kill_line(master)}   # to kill the master of now",
+    ]
+    if shadow is not None:
+        lines.insert(1, f"  shadow: {shadow.name} at {shadow.url}")
+    return "\n".join(lines)
