@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from shadowline.adapters.broker import BrokerLink, Names
+from shadowline.client import subscribe
 from tests.conftest import AMQP_URL, delete_cluster_topology
 from tests.integration.tcp_proxy import Proxy
 
@@ -140,3 +141,21 @@ async def test_a_publish_whose_confirm_was_in_flight_when_the_node_was_lost_is_n
     finally:
         await link.close()
         await second.cut()
+
+
+async def test_the_monitoring_client_subscribes_through_the_first_node_that_answers(
+    cluster: str,
+) -> None:
+    link = BrokerLink(AMQP_URL, Names(cluster), "test nodes publisher")
+    await link.start()
+    stream = subscribe(f"{dead_url()},{AMQP_URL}", cluster, ["alert.*"], wait_for_cluster=10)
+    try:
+        receiving = asyncio.ensure_future(anext(stream))
+        while not receiving.done():  # the client's queue is bound once the publish routes
+            await link.publish_monitoring("alert.test", {"n": 1})
+            await asyncio.wait([receiving], timeout=0.2)
+        message = receiving.result()
+        assert (message.routing_key, message.body) == ("alert.test", {"n": 1})
+    finally:
+        await stream.aclose()
+        await link.close()

@@ -131,20 +131,20 @@ class NodeConnection(RobustConnection):
 
     async def _RobustConnection__connect_transport(self) -> None:
         attempt = RobustConnection._RobustConnection__connect_transport  # type: ignore[attr-defined]
-        error: BaseException | None = None
+        errors: list[str] = []
         for url in self.nodes.sweep():
             self.url, self._trying = URL(url), node_of(url)
             try:
                 await attempt(self)
             except Exception as failed:  # a refused TCP connect, a timeout, a channel not restored
-                error = failed
+                errors.append(f"{node_of(url)}: {_said(failed)}")
                 log.warning("RabbitMQ node %s did not answer: %s", node_of(url), _said(failed))
                 continue
             self.nodes.connected(url)
             log.info("connected to RabbitMQ node %s", self.node)
             return
-        assert error is not None
-        raise error
+        # A ConnectionError: aio-pika's fail-fast start raises it, later sweeps are retried.
+        raise ConnectionError("no RabbitMQ node answered (" + "; ".join(errors) + ")")
 
 
 async def connect_robust(

@@ -6,14 +6,14 @@ import asyncio
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import aio_pika
 import orjson
 import typer
 from aio_pika.abc import AbstractIncomingMessage
 from aiormq.exceptions import ChannelNotFoundEntity
 
+from shadowline.adapters.amqp_nodes import connect_robust
 from shadowline.adapters.broker import Names
-from shadowline.cli.common import EXIT_UNAVAILABLE, examples, fail, run
+from shadowline.cli.common import EXIT_UNAVAILABLE, EXIT_USAGE, examples, fail, run
 
 EXAMPLES = examples(
     "shadowline watch --cluster demo --heartbeats",
@@ -49,7 +49,8 @@ def describe(routing_key: str, body: dict[str, Any]) -> str:
 async def _watch(
     url: str, cluster: str, heartbeats: bool, as_json: bool, limit: int | None
 ) -> None:
-    connection = await aio_pika.connect_robust(url)
+    # Robust, over every node listed: a lost node is left for the next, the queue bound again.
+    connection = await connect_robust(url, "shadowline watch")
     seen = 0
     done = asyncio.Event()
     async with connection:
@@ -94,7 +95,10 @@ def watch(
     ] = "default",
     amqp_url: Annotated[
         str,
-        typer.Option(envvar="SHADOWLINE_AMQP_URL", help="The broker (a monitoring user suffices)."),
+        typer.Option(
+            envvar="SHADOWLINE_AMQP_URL",
+            help="The broker (a monitoring user suffices); several nodes comma-separated.",
+        ),
     ] = "amqp://guest:guest@127.0.0.1:5672/",
     heartbeats: Annotated[bool, typer.Option("--heartbeats", help="Show heartbeats too.")] = False,
     as_json: Annotated[
@@ -113,3 +117,5 @@ def watch(
         pass
     except OSError as error:
         fail(f"cannot reach RabbitMQ: {error}", EXIT_UNAVAILABLE)
+    except ValueError as error:  # the URL list (it names no password)
+        fail(f"--amqp-url: {error}", EXIT_USAGE)

@@ -21,6 +21,7 @@ from aio_pika.exceptions import DeliveryError
 from aiormq.exceptions import ChannelNotFoundEntity
 from yarl import URL
 
+from shadowline.adapters.amqp_nodes import Nodes
 from shadowline.adapters.broker import Names
 from shadowline.client._loop import LoopThread
 from shadowline.client.types import (
@@ -81,12 +82,14 @@ class AsyncBrokerClient:
     """Publishes config changes on one cluster's broker and waits for the master's replies."""
 
     def __init__(self, amqp_url: str, cluster: str, *, timeout: float = 30.0) -> None:
-        self._url = amqp_url
+        # One broker node, or several of one RabbitMQ cluster (comma-separated): a connection
+        # lost is made again to the next node first.
+        self._nodes = Nodes(amqp_url)
         self._names = Names(cluster)
         self._timeout = timeout
         # RabbitMQ refuses a message whose user_id is not the connection's user: the master
         # can trust it as the author of the change.
-        self._user = URL(amqp_url).user or "guest"
+        self._user = URL(self._nodes.urls[0]).user or "guest"
         self._connection: AbstractConnection | None = None
         self._channel: AbstractChannel | None = None
         # Replies by correlation id (the command_id); a list, since a caller may publish one
@@ -109,7 +112,7 @@ class AsyncBrokerClient:
 
     async def _connect(self) -> None:
         await self.close()
-        self._connection = await aio_pika.connect(self._url, timeout=self._timeout)
+        self._connection = await self._nodes.connect(per_node=self._timeout)
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         replies = await channel.get_queue(DIRECT_REPLY_TO, ensure=False)
         await replies.consume(self._on_reply, no_ack=True)  # before publishing: RabbitMQ's rule

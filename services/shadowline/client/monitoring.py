@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Iterator, Sequence
 
-import aio_pika
 import orjson
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 from aiormq.exceptions import ChannelNotFoundEntity
 
+from shadowline.adapters.amqp_nodes import Nodes
 from shadowline.adapters.broker import Names
 from shadowline.client._loop import LoopThread
 from shadowline.client.types import Json, MonitoringMessage
@@ -63,7 +63,7 @@ async def subscribe(
     """Yield the cluster's monitoring messages whose routing keys match `patterns` (AMQP topic
     patterns: `heartbeat.*`, `alert.*`, `role.changed`, `#`), as they arrive, until the loop
     stops or the connection is lost (then subscribe again)."""
-    connection = await aio_pika.connect(amqp_url, timeout=30)
+    connection = await Nodes(amqp_url).connect(per_node=30)
     try:
         exchange = Names(cluster).monitoring
         queue = await _bound_queue(connection, exchange, patterns, wait_for_cluster)

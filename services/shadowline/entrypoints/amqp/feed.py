@@ -27,11 +27,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aio_pika
 import orjson
 from aio_pika.abc import AbstractConnection, AbstractIncomingMessage
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, wait_exponential
 
+from shadowline.adapters.amqp_nodes import Nodes
 from shadowline.adapters.broker import Names
 from shadowline.domain import trust
 
@@ -76,7 +76,7 @@ class MonitoringFeed:
         active: Callable[[], bool] = lambda: True,
         secret: str | None = None,
     ) -> None:
-        self._url = amqp_url
+        self._nodes = Nodes(amqp_url)  # each attempt tries the node after the one lost first
         self._secret = secret  # without it nothing can be authenticated, so nothing is shown
         self._names = names
         self._connection_name = connection_name
@@ -210,8 +210,8 @@ class MonitoringFeed:
     async def _listen_once(self) -> None:
         """Connect, bind a server-named queue with `#`, consume; return once the link is lost."""
         lost = asyncio.Event()
-        connection: AbstractConnection = await aio_pika.connect(
-            self._url, timeout=10, client_properties={"connection_name": self._connection_name}
+        connection: AbstractConnection = await self._nodes.connect(
+            per_node=10, client_properties={"connection_name": self._connection_name}
         )
         try:
             connection.close_callbacks.add(lambda *_: lost.set())
