@@ -112,6 +112,13 @@ class Metrics:
             "Seconds since the broker last confirmed this instance's own heartbeat",
             registry=registry,
         )
+        self.broker = Gauge(
+            "shadowline_broker_connected",
+            '1 with the broker node (host:port) this instance is connected to; 0 with node="" '
+            "while it is connected to none",
+            ["node"],
+            registry=registry,
+        )
         self.append_seconds = Histogram(
             "shadowline_append_batch_seconds",
             "Time to decide and commit one group-commit batch",
@@ -245,6 +252,9 @@ class Metrics:
         self.peer_age.set(_or_nan(shadow.get("last_seen_age", status.get("last_contact_age"))))
         if status["role"] in ("shadow", "standalone"):
             self.published_position.set(NAN)  # no relay runs: nothing is published from here
+        node = (status.get("broker") or {}).get("node")  # GET /ha's broker.node
+        self.broker.clear()
+        self.broker.labels(node or "").set(1 if node else 0)
 
     def refresh_heartbeats(self, status: dict[str, Any], heartbeats: HeartbeatClock) -> None:
         """Set the heartbeat ages (own confirmed, the peer's heard) from the liveness clock."""

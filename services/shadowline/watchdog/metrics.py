@@ -90,6 +90,24 @@ class _Views(Collector):
         yield from (state, age, epoch, heard, maintenance, connected)
 
 
+class _Node(Collector):
+    """The broker node the watchdog is connected to, read when Prometheus scrapes."""
+
+    def __init__(self, node: Callable[[], str | None]) -> None:
+        self._node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node = self._node()
+        gauge = GaugeMetricFamily(
+            "shadowline_watchdog_broker_node",
+            '1 with the broker node (host:port) the watchdog is connected to; 0 with node="" '
+            "while it is connected to none",
+            labels=["node"],
+        )
+        gauge.add_metric([node or ""], 1 if node else 0)
+        yield gauge
+
+
 class WatchdogMetrics:
     # Long only because every counter is declared here, in one place, with its help text.
     def __init__(
@@ -97,7 +115,9 @@ class WatchdogMetrics:
         clusters: Iterable[str],
         views: Callable[[], Iterable[Seen]],
         takeover_delay: float,
+        node: Callable[[], str | None] = lambda: None,
     ) -> None:
+        """`node`: the broker node (host:port) of the watchdog's link now, None when none."""
         self.registry = registry = CollectorRegistry()
         self.probes = Counter(
             "shadowline_watchdog_probes_total",
@@ -136,6 +156,7 @@ class WatchdogMetrics:
             registry=registry,
         )
         registry.register(_Views(views, takeover_delay))
+        registry.register(_Node(node))
         for cluster in clusters:
             self.promotions.labels(cluster)
             self.failovers.labels(cluster)
