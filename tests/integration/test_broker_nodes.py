@@ -11,7 +11,9 @@ import socket
 import uuid
 from collections.abc import AsyncIterator
 
+import aio_pika
 import pytest
+from aio_pika.abc import AbstractIncomingMessage
 
 from shadowline.adapters.broker import BrokerLink, Names
 from shadowline.client import subscribe
@@ -159,3 +161,68 @@ async def test_the_monitoring_client_subscribes_through_the_first_node_that_answ
     finally:
         await stream.aclose()
         await link.close()
+
+
+class Inbox:
+    """What one queue's consumer got, by body; waits for one."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self._new = asyncio.Event()
+
+    async def __call__(self, message: AbstractIncomingMessage) -> None:
+        async with message.process():
+            self.bodies.append(message.body)
+            self._new.set()
+
+    async def wait_for(self, body: bytes) -> None:
+        while body not in self.bodies:
+            self._new.clear()
+            await asyncio.wait_for(self._new.wait(), 10)
+
+
+async def test_the_replication_command_and_config_command_consumers_come_back_on_the_next_node(
+    cluster: str,
+) -> None:
+    first, second = await Proxy(BROKER_PORT).start(), await Proxy(BROKER_PORT).start()
+    names = Names(cluster)
+    link = BrokerLink(f"{first.url()},{second.url()}", names, "test nodes", per_node=2)
+    await link.start()
+    inboxes = {"replication": Inbox(), "commands": Inbox(), "config": Inbox()}
+    try:
+        await (await link.replication_queue("shadow")).consume(inboxes["replication"])
+        await (await link.command_queue("master")).consume(inboxes["commands"])
+        _, config = await link.config_command_queue(prefetch=1)
+        await config.consume(inboxes["config"])
+        for round_ in (b"before", b"after"):
+            for _ in range(100):  # as the relay and the publishers do: again until routed
+                try:
+                    await send_to_each(link, names, round_)
+                    break
+                except Exception:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"{round_!r} never confirmed")
+            for inbox in inboxes.values():
+                await inbox.wait_for(round_)
+            if round_ == b"before":
+                await first.cut()
+        assert link.node == f"127.0.0.1:{second.port}"
+    finally:
+        await link.close()
+        await second.cut()
+        await delete_cluster_topology(cluster, ["shadow"])
+
+
+async def send_to_each(link: BrokerLink, names: Names, body: bytes) -> None:
+    """One message to the replication queue, the instance's command queue and the config
+    command queue, each confirmed and routed (mandatory)."""
+    exchanges = link.exchanges
+    for exchange, key in (
+        (exchanges["events"], "config.resource.put"),
+        (exchanges["commands"], "promote.master"),
+        (exchanges["commands"], "config.put.resource"),
+    ):
+        await asyncio.wait_for(
+            exchange.publish(aio_pika.Message(body), key, mandatory=True, timeout=1), 2
+        )

@@ -15,6 +15,11 @@ from shadowline.adapters import amqp_nodes
 
 log = logging.getLogger("shadowline.adapters.broker")
 
+# Quorum queues get their replicas from the broker cluster: no x-quorum-initial-group-size, so
+# RabbitMQ starts one on every node (or `quorum_queue.initial_cluster_size` of rabbitmq.conf).
+# The argument takes part in the equivalence check (RabbitMQ 3.10.8 answers a re-declaration
+# with another value, or without it, PRECONDITION_FAILED): a process configured otherwise, or an
+# older one, could then no longer declare the queues at start.
 # RabbitMQ 3.10 sets no delivery limit on quorum queues by default: a poison message would be
 # redelivered for ever. After this many deliveries it is dead-lettered (and alerted).
 DELIVERY_LIMIT = 5
