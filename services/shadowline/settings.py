@@ -159,6 +159,13 @@ class Settings(BaseSettings):
         return self.takeover_delay * LEASE_FRACTION
 
     @property
+    def broker_connect_timeout(self) -> float:
+        """How long each broker node may take to accept a (re)connection before the next is
+        tried: a third of the lease (at most 2 s), so a master whose node is lost still finds
+        another within its lease when one more node of the list is stopped too."""
+        return max(0.1, min(2.0, self.lease / 3))
+
+    @property
     def lease_margin(self) -> float:
         """One heartbeat: the master notices a lost lease at most one interval late."""
         return self.heartbeat_interval

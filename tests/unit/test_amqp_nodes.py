@@ -39,7 +39,9 @@ def test_a_comma_separated_list_gives_the_urls_in_order_without_blanks() -> None
 
 
 def test_one_url_is_a_list_of_one() -> None:
-    assert split_urls("amqp://guest:guest@127.0.0.1:5672/") == ["amqp://guest:guest@127.0.0.1:5672/"]
+    assert split_urls("amqp://guest:guest@127.0.0.1:5672/") == [
+        "amqp://guest:guest@127.0.0.1:5672/"
+    ]
 
 
 @pytest.mark.parametrize("urls", ["", " , ", "http://u:secret-pw@h1/", "amqp://u:p@h1/,h2:5672"])
@@ -138,3 +140,13 @@ def test_settings_refuse_an_amqp_url_list_with_no_or_a_wrong_entry(
     with pytest.raises(ValidationError) as refused:
         Settings()
     assert "pw-three" not in str(refused.value)
+
+
+def test_each_node_gets_a_third_of_the_lease_to_answer_at_most_two_seconds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHADOWLINE_TAKEOVER_DELAY", "2")
+    monkeypatch.setenv("SHADOWLINE_HEARTBEAT_INTERVAL", "0.5")
+    assert Settings().broker_connect_timeout == pytest.approx(0.4)  # lease 1.2 s
+    monkeypatch.setenv("SHADOWLINE_TAKEOVER_DELAY", "30")
+    assert Settings().broker_connect_timeout == 2.0
