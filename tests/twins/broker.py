@@ -60,6 +60,11 @@ class InMemoryBroker:
         ]
 
     @property
+    def node(self) -> str | None:
+        """The broker node connected to, as BrokerLink.node says it."""
+        return "127.0.0.1:5672" if self.connected else None
+
+    @property
     def heartbeats(self) -> list[Any]:
         return [p.body for p in self.on("monitoring", "heartbeat.")]
 

@@ -77,3 +77,11 @@ async def test_a_write_queued_while_the_role_changes_is_refused_by_the_wired_wri
             )
 
     assert [e.name for e in store.log.values()] == ["a"]
+
+
+async def test_who_am_i_names_the_broker_node_the_instance_is_connected_to() -> None:
+    store, broker = InMemoryStore(), InMemoryBroker()
+    async with wired(store, broker) as instance:
+        assert instance.ha.whoami().status()["broker"] == {"node": None}
+        await broker.start()
+        assert instance.ha.whoami().status()["broker"] == {"node": "127.0.0.1:5672"}

@@ -41,6 +41,7 @@ class Whoami:
     position: int
     replication: str | None  # on a master with a confirmed shadow: sync or async
     acked: int  # on a master: the shadow's acknowledged position
+    broker_node: str | None = None  # the RabbitMQ node (host:port) connected to now
 
     @property
     def master(self) -> bool:
@@ -86,6 +87,7 @@ class Whoami:
             "replication": None,
             "shadow": None,
             "master": None,
+            "broker": {"node": self.broker_node},
         }
 
 
@@ -100,8 +102,10 @@ class Identity:
         role: CurrentRole,
         position: Callable[[], int],
         relation: ShadowRelation,
+        broker_node: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.instance = instance
+        self._broker_node = broker_node
         self.role = role
         self.relation = relation
         self._position = position
@@ -116,6 +120,7 @@ class Identity:
             self._position(),
             relation.replication,
             relation.acked,
+            self._broker_node(),
         )
 
     def heartbeat(self) -> dict[str, Any]:

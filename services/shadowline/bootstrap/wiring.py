@@ -208,7 +208,13 @@ def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: Event
     # relation); the gate's lease rests on the heartbeats being confirmed, and the HA service
     # loads the record the identity holds. So the identity comes first.
     relation = ShadowRelation()
-    identity = Identity(settings.instance, core.role, lambda: core.writer.position, relation)
+    identity = Identity(
+        settings.instance,
+        core.role,
+        lambda: core.writer.position,
+        relation,
+        broker_node=lambda: broker.node,
+    )
     listener = HeartbeatListener(
         instance=settings.instance,
         cluster=settings.cluster,

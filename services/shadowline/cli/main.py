@@ -129,6 +129,7 @@ def instance(
         pass
 
 
+# Long only for its Typer options, one per flag; the work is in cli/demo.py and demo_state.py.
 @app.command(
     epilog=examples(
         "shadowline demo",
