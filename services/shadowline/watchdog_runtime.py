@@ -1,6 +1,6 @@
-"""Runs one watchdog process: its composition root (a broker link and a probe per watched
-cluster, from the adapters), its HTTP server, signals and shutdown. It sits where runtime.py
-does, above the adapters, so the watchdog package itself imports none of them.
+"""Runs one watchdog process: its composition root (one shared broker link for every watched
+cluster and a probe per cluster, from the adapters), its HTTP server, signals and shutdown. It
+sits where runtime.py does, above the adapters, so the watchdog package itself imports none.
 """
 
 from __future__ import annotations
@@ -8,36 +8,53 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-from collections.abc import Callable
+import stat
+from collections.abc import Callable, Mapping
 from functools import partial
+from pathlib import Path
 from typing import Any
 
-from shadowline.adapters.broker import BrokerLink, Names
+import orjson
+
 from shadowline.adapters.peer import probe_health
+from shadowline.adapters.watchdog_link import SharedLink, start_until_connected
 from shadowline.settings import Settings
 from shadowline.watchdog import http
+from shadowline.watchdog.health import health, touch_health_file
 from shadowline.watchdog.metrics import WatchdogMetrics
-from shadowline.watchdog.service import ClusterWatch, health, touch_health_file
+from shadowline.watchdog.service import ClusterWatch
 
 log = logging.getLogger("shadowline.watchdog")
 
 
+def read_secrets(path: str) -> dict[str, str]:
+    """A secrets file: one JSON object, cluster name -> that cluster's secret. Raises ValueError
+    with a sentence when it is not one (never quoting a secret)."""
+    file = Path(path)
+    try:
+        doc = orjson.loads(file.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as error:
+        raise ValueError(f"cannot read the secrets file {path}: {error}") from error
+    if not isinstance(doc, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) and v for k, v in doc.items()
+    ):
+        raise ValueError(f"{path}: expected a JSON object of cluster name -> non-empty secret")
+    if file.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        log.warning("the secrets file %s is readable by others than its owner (chmod 600)", path)
+    return dict(doc)
+
+
 def _watch(
+    link: SharedLink,
     cluster: str,
+    secret: str | None,
     settings: Settings,
     name: str,
     allow_data_loss: bool,
     metrics: WatchdogMetrics,
 ) -> ClusterWatch:
-    secret = settings.cluster_secret.get_secret_value() if settings.cluster_secret else None
-    link = BrokerLink(
-        settings.amqp_url.get_secret_value(),
-        Names(cluster),
-        f"shadowline {name}",
-        declare=("monitoring", "commands"),
-        secret=secret,
-    )
     probe = partial(
         _probe,
         secret=secret or "",
@@ -45,7 +62,26 @@ def _watch(
         cluster=cluster,
         within=max(0.2, settings.takeover_delay / 4),
     )
-    return ClusterWatch(cluster, settings, name, allow_data_loss, metrics, link=link, probe=probe)
+    watch: ClusterWatch
+
+    def on_heartbeat(key: str, beat: dict[str, Any] | None, refusal: str | None) -> None:
+        watch.on_heartbeat(key, beat, refusal)
+
+    def on_announcement(doc: dict[str, Any] | None, refusal: str | None, delay: float) -> None:
+        watch.on_announcement(doc, refusal, delay)
+
+    cluster_link = link.add(cluster, secret, on_heartbeat, on_announcement)
+    watch = ClusterWatch(
+        cluster,
+        settings,
+        name,
+        allow_data_loss,
+        metrics,
+        link=cluster_link,
+        probe=probe,
+        secret=secret,
+    )
+    return watch
 
 
 async def _probe(
@@ -69,25 +105,41 @@ async def _probe(
     )
 
 
+async def _watching(link: SharedLink, watches: list[ClusterWatch], stop: asyncio.Event) -> None:
+    if await start_until_connected(link, stop):
+        for watch in watches:
+            watch.begin()
+
+
+# Long only because it starts and stops every part of the process in one place, in order.
 async def run_watchdog(
     settings: Settings,
     clusters: list[str],
     name: str,
     allow_data_loss: bool,
     health_file: str | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> None:
+    """`secrets`: per-cluster secrets (a secrets file); the others use SHADOWLINE_CLUSTER_SECRET."""
+    default = settings.cluster_secret.get_secret_value() if settings.cluster_secret else None
     watches: list[ClusterWatch] = []
     metrics = WatchdogMetrics(
         clusters, lambda: [w.seen() for w in watches], settings.takeover_delay
     )
-    watches += [_watch(c, settings, name, allow_data_loss, metrics) for c in clusters]
+    link = SharedLink(
+        settings.amqp_url.get_secret_value(), f"shadowline {name} (pid {os.getpid()})", name
+    )
+    watches += [
+        _watch(link, c, (secrets or {}).get(c, default), settings, name, allow_data_loss, metrics)
+        for c in clusters
+    ]
     bind = settings.watchdog_http_bind
     sock = http.listen(bind) if bind else None  # a port in use fails here, before any work
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    tasks = [asyncio.create_task(w.run()) for w in watches]
+    tasks = [asyncio.create_task(_watching(link, watches, stop))]
     if health_file:
         tasks.append(asyncio.create_task(touch_health_file(health_file, watches)))
     server = None
@@ -105,5 +157,6 @@ async def run_watchdog(
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     for watch in watches:
-        await watch.close()
+        watch.close()
+    await link.close()
     log.info("watchdog stopped")

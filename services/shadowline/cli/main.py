@@ -188,6 +188,7 @@ def demo(
     raise typer.Exit(run_demo(port, exit_after, failover, cluster, force))
 
 
+# Long only because typer declares each of its options in the signature, with its help.
 @app.command(
     epilog=examples(
         "shadowline watchdog --cluster prod --cluster staging",
@@ -214,20 +215,36 @@ def watchdog(
             "(default: SHADOWLINE_WATCHDOG_HTTP_BIND; off when neither is set)."
         ),
     ] = None,
+    secrets_file: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SHADOWLINE_CLUSTER_SECRETS_FILE",
+            help="A JSON object of cluster name -> secret, for clusters with a secret of their "
+            "own (the others use SHADOWLINE_CLUSTER_SECRET); without --cluster, its clusters "
+            "are the ones watched.",
+        ),
+    ] = None,
 ) -> None:
     """Run the watchdog: promote a shadow when its master's heartbeats stop and a probe fails.
 
     Example: shadowline watchdog --cluster prod --cluster staging
     """
-    from shadowline.watchdog_runtime import run_watchdog
+    from shadowline.watchdog_runtime import read_secrets, run_watchdog
 
     setup_logging()
     settings = load_settings(watchdog_http_bind=http_bind)
-    clusters = cluster or [settings.cluster]
-    me = name or settings.instance
-    log.info("watchdog %s: clusters %s, settings %s", me, clusters, settings.masked())
     try:
-        run(run_watchdog(settings, clusters, me, allow_data_loss, health_file))
+        secrets = read_secrets(secrets_file) if secrets_file else {}
+    except ValueError as error:
+        fail(str(error))
+    clusters = cluster or sorted(secrets) or [settings.cluster]
+    me = name or settings.instance
+    shown = clusters if len(clusters) <= 10 else f"{len(clusters)} ({clusters[0]}, ...)"
+    log.info("watchdog %s: clusters %s, settings %s", me, shown, settings.masked())
+    if secrets:
+        log.info("cluster secrets of their own from %s: %d clusters", secrets_file, len(secrets))
+    try:
+        run(run_watchdog(settings, clusters, me, allow_data_loss, health_file, secrets))
     except OSError as error:  # the HTTP port is taken or not ours to bind
         fail(str(error))
 

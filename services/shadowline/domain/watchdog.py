@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from shadowline.domain import watchdog_peers as peers
+
 
 class Step(StrEnum):
     """What a decision is, as `failover.<step>` on monitoring (schemas/monitoring/failover.json)."""
@@ -69,6 +71,9 @@ class View:
     maintenance: bool = False
     alive_at: float | None = None  # when the silent master last answered a probe as master
     refusal: Refusal | None = None  # why, while the phase is refused
+    name: str = ""  # this watchdog's own name (its place in the order of watchdogs)
+    peers: dict[str, peers.Report] = field(default_factory=dict)  # the other watchdogs' word
+    held: str | None = None  # the key of the hold last said (each is said once)
 
 
 Action = Probe | Promote
@@ -162,7 +167,7 @@ def tick(view: View, now: float, takeover_delay: float) -> Decision:
                 f"master {master.instance} is heard again",
                 Step.MASTER_ALIVE,
             )
-        return _quiet(view)
+        return _quiet(view) if view.held is None else _quiet(replace(view, held=None))
     if now - view.started < takeover_delay:
         return _quiet(view)  # just started: give every instance one full delay to be heard
     if view.phase == "refused" and now - view.since > takeover_delay:
@@ -172,8 +177,13 @@ def tick(view: View, now: float, takeover_delay: float) -> Decision:
             view.alive_at is not None and now - view.alive_at < takeover_delay / 2
         ):
             return _quiet(view)  # it answered a probe just now: no probe storm
+        if silent < takeover_delay * (1 + peers.GRACE * rank(view, now)):
+            return _quiet(view)  # another watchdog comes first: its grace is not over
+        held = _held(view, master, now, takeover_delay, "not probing")
+        if held is not None:
+            return held
         return Decision(
-            replace(view, phase="probing", since=now),
+            replace(view, phase="probing", since=now, held=None),
             [Probe(master.instance, master.url)],
             f"no heartbeat from master {master.instance} for {silent:.1f}s: probing it directly",
             Step.PROBING,
@@ -181,6 +191,7 @@ def tick(view: View, now: float, takeover_delay: float) -> Decision:
     return _quiet(view)
 
 
+# Long only because each outcome of the probe is one early return with its sentence, in order.
 def probed(
     view: View,
     instance: str,
@@ -221,6 +232,9 @@ def probed(
             "to force)",
             Step.REFUSED,
         )
+    held = _held(view, master, now, takeover_delay, f"{instance} is gone ({why}) but not promoting")
+    if held is not None:
+        return held._replace(view=replace(held.view, phase="watching", since=now))
     epoch = max(m.epoch for m in view.members.values()) + 1
     command = Promote(shadow.instance, epoch, instance, f"master {instance} gone: {why}")
     return Decision(
@@ -229,6 +243,31 @@ def probed(
         f"master {instance} is gone ({why}): promoting shadow {shadow.instance} to epoch {epoch}",
         Step.PROMOTING,
     )
+
+
+def rank(view: View, now: float) -> int:
+    """This watchdog's place among the live watchdogs of the cluster (0: it acts first)."""
+    return peers.rank(view.cluster, view.name, view.peers, now)
+
+
+def _held(view: View, master: Member, now: float, delay: float, what: str) -> Decision | None:
+    """Held off by another watchdog's word (domain.watchdog_peers), said once per hold."""
+    epoch = max(m.epoch for m in view.members.values())
+    found = peers.hold(view.peers, master, epoch, now, delay)
+    if found is None:
+        return None
+    if view.held == found.key:
+        return _quiet(view)
+    return Decision(replace(view, held=found.key), [], f"{what}: {found.reason}", Step.DECISION)
+
+
+def heard_watchdog(view: View, doc: dict[str, Any], now: float, delay: float) -> View:
+    """Record another watchdog's authentic, fresh announcement (`delay`: seconds in transit)."""
+    name = str(doc["watchdog"])
+    if name == view.name:
+        return view  # our own, back from the exchange
+    report = peers.report_of(doc, now, delay, view.peers.get(name))
+    return replace(view, peers=peers.remember(view.peers, report))
 
 
 def replace_maintenance(view: View, on: bool) -> View:

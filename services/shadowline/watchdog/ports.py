@@ -10,25 +10,16 @@ HeartbeatHandler = Callable[[str, dict[str, object] | None, str | None], None]
 
 
 class WatchdogLink(Protocol):
-    """The watchdog's link to one cluster's broker: heartbeats in, monitoring and commands out."""
+    """The watchdog's link to one cluster's broker names: monitoring and commands out. What
+    comes in (heartbeats, other watchdogs' announcements) the runner delivers to ClusterWatch's
+    `on_heartbeat` and `on_announcement`, authenticated or with why not."""
 
     @property
     def ready(self) -> bool: ...
 
-    async def start(self) -> None: ...
-
-    async def heartbeats(self, on_beat: HeartbeatHandler) -> None:
-        """Consume heartbeats: `on_beat(routing_key, beat, refusal)`, with `beat` None when it
-        failed authentication or freshness (`refusal` says why)."""
-        ...
-
-    async def publish_monitoring(
-        self, routing_key: str, body: Any, ttl: float | None = None
-    ) -> None: ...
+    async def publish_monitoring(self, routing_key: str, body: Any) -> None: ...
 
     async def publish_command(self, routing_key: str, body: Any) -> None: ...
-
-    async def close(self) -> None: ...
 
 
 class Prober(Protocol):

@@ -1,7 +1,9 @@
 """One watchdog process watching one or more clusters over the broker and HTTP.
 
-It hears heartbeats, ticks the pure decision functions of `domain.watchdog` every few tens of
-milliseconds on a monotonic clock, probes masters directly, and sends signed promote commands.
+It hears heartbeats and the other watchdogs' announcements, ticks the pure decision functions
+of `domain.watchdog` when `domain.watchdog_wake` says a tick may act (one timer per cluster that
+heartbeats do not touch, so a heartbeat costs no timer work), probes masters directly, sends
+signed promote commands, and announces what it sees (`failover.watchdog`) every interval.
 Every decision is a logged sentence and a `failover.<step>` message on monitoring. It keeps no
 state that matters across restarts: promotion is idempotent by epoch, and a restarted watchdog
 waits one full takeover delay before it may act.
@@ -10,15 +12,19 @@ waits one full takeover delay before it may act.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import random
+import secrets
 import time
 import uuid
 from collections.abc import Coroutine
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from shadowline.domain import alerting, signing
 from shadowline.domain import watchdog as rules
+from shadowline.domain import watchdog_wake as wake
 from shadowline.domain.watchdog import Step
 from shadowline.settings import Settings
 from shadowline.watchdog.metrics import Seen, WatchdogMetrics
@@ -26,10 +32,15 @@ from shadowline.watchdog.ports import Prober, WatchdogLink
 
 log = logging.getLogger("shadowline.watchdog")
 
-TICK = 0.05
+ANNOUNCE = 1.0  # announcement interval, in takeover delays (peers count as live for 3)
+MIN_WAIT = 0.005  # a timer never set sooner: a tick that decided nothing is not repeated at once
+ANNOUNCEMENT = "failover.watchdog"
+BOOT = secrets.token_hex(8)  # this run, in every announcement: with `seq`, replays are refused
+_SEQ = itertools.count(1)
 
 
 class ClusterWatch:
+    # Long only because it names every collaborator once, keyword by keyword.
     def __init__(
         self,
         cluster: str,
@@ -40,36 +51,63 @@ class ClusterWatch:
         *,
         link: WatchdogLink,
         probe: Prober,
+        secret: str | None = None,
     ) -> None:
-        """`link`: this cluster's broker link; `probe`: how a silent master is probed."""
+        """`link`: this cluster's broker names; `probe`: how a silent master is probed;
+        `secret`: the cluster's secret (default SHADOWLINE_CLUSTER_SECRET)."""
         self.cluster = cluster
         self._settings = settings
+        self._delay = settings.takeover_delay
         self._name = name
         self._allow_data_loss = allow_data_loss
         self._broker = link
         self._prober = probe
-        self.view = rules.View(cluster, started=time.monotonic())
+        default = settings.cluster_secret.get_secret_value() if settings.cluster_secret else None
+        self._secret = secret or default
+        self.view = rules.View(cluster, started=time.monotonic(), name=name)
         self._throttle = alerting.Throttle()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._announcer: asyncio.TimerHandle | None = None
         self.metrics = metrics or WatchdogMetrics(
             [cluster], lambda: [self.seen()], settings.takeover_delay
         )
 
-    async def run(self) -> None:
-        while True:
-            try:
-                await self._broker.start()
-                await self._broker.heartbeats(self._on_heartbeat)
-                break
-            except Exception as error:
-                log.warning("[%s] cannot reach RabbitMQ yet: %s", self.cluster, error)
-                await asyncio.sleep(1)
-        log.info(
-            "[%s] watching (takeover delay %.1fs)", self.cluster, self._settings.takeover_delay
-        )
-        while True:
-            await asyncio.sleep(TICK)
-            self._apply(rules.tick(self.view, time.monotonic(), self._settings.takeover_delay))
+    def begin(self) -> None:
+        """Start watching now (the broker link is up): one full delay before any action."""
+        self.view = replace(self.view, started=time.monotonic())
+        log.info("[%s] watching (takeover delay %.1fs)", self.cluster, self._delay)
+        self._arm()
+        loop = asyncio.get_running_loop()
+        first = loop.time() + random.uniform(0, ANNOUNCE * self._delay)  # spread over clusters
+        self._announcer = loop.call_at(first, self._announce_now)
+
+    def _arm(self) -> None:
+        """Set the timer to the next moment a tick may act (domain.watchdog_wake)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        at = wake.wake(self.view, now, self._delay)
+        if at is not None:
+            self._timer = loop.call_at(max(at, now + MIN_WAIT), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._apply(rules.tick(self.view, time.monotonic(), self._delay))
+        if self._timer is None:
+            self._arm()
+
+    def _announce_now(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._announcer = loop.call_at(loop.time() + ANNOUNCE * self._delay, self._announce_now)
+        self._announce()
+
+    def _announce(self) -> None:
+        doc = wake.announcement(self.view, time.monotonic(), ANNOUNCE * self._delay)
+        doc.update(boot=BOOT, seq=next(_SEQ), at=time.time())
+        self._spawn(self._publish(ANNOUNCEMENT, doc))
 
     @property
     def connected(self) -> bool:
@@ -78,25 +116,53 @@ class ClusterWatch:
     def seen(self) -> Seen:
         return Seen(self.cluster, self.view, self.connected)
 
-    async def close(self) -> None:
+    def close(self) -> None:
+        for handle in (self._timer, self._announcer):
+            if handle is not None:
+                handle.cancel()
         for task in self._tasks:
             task.cancel()
-        await self._broker.close()
 
     def _on_heartbeat_doc(self, beat: dict[str, Any]) -> None:
+        """The hot path (every heartbeat of every cluster): O(members) work, no timer work
+        unless a phase may end or no timer is set."""
         self.view = rules.observe(self.view, beat, time.monotonic())
+        if self.view.phase != "watching" or self.view.held is not None:
+            self._apply(rules.tick(self.view, time.monotonic(), self._delay))
+        elif self._timer is None:
+            self._arm()
         maintenance = (
             bool(beat.get("maintenance")) if beat.get("role") in ("master", "fenced") else None
         )
         if maintenance is not None and maintenance != self.view.maintenance:
             self.view = rules.replace_maintenance(self.view, maintenance)
+            self._arm()
             self._say(
                 f"maintenance mode {'on' if maintenance else 'off'} (set on master {beat['instance']}): "
                 f"automatic failover {'paused' if maintenance else 'resumed'}",
                 Step.MAINTENANCE,
             )
 
-    def _on_heartbeat(
+    def on_announcement(
+        self, doc: dict[str, Any] | None, refusal: str | None, delay: float
+    ) -> None:
+        """Another watchdog's word (None: it failed authentication or freshness, `refusal`
+        says why): it may hold this one off, within the bounds of domain.watchdog_peers."""
+        if doc is None:
+            self._rejected("watchdog", f"{ANNOUNCEMENT}: {refusal}")
+            return
+        known = set(self.view.peers)
+        try:
+            self.view = rules.heard_watchdog(self.view, doc, time.monotonic(), delay)
+        except (KeyError, ValueError, TypeError) as error:
+            log.warning("[%s] ignored a malformed watchdog announcement: %s", self.cluster, error)
+            return
+        if doc["watchdog"] not in known:
+            place = rules.rank(self.view, time.monotonic())
+            log.info("[%s] hears watchdog %s (%d before this one in the order)",
+                     self.cluster, doc["watchdog"], place)  # fmt: skip
+
+    def on_heartbeat(
         self, routing_key: str, beat: dict[str, Any] | None, refusal: str | None
     ) -> None:
         """Only authenticated, fresh heartbeats count: a forged one must neither stop a failover
@@ -126,9 +192,13 @@ class ClusterWatch:
     def _apply(self, decision: rules.Decision) -> None:
         view, actions, sentence, step = decision
         self.metrics.decided(self.cluster, self.view, view)
+        changed = view.phase != self.view.phase
         self.view = view
         if sentence:
             self._say(sentence, step or Step.DECISION)
+        if changed or actions:
+            self._arm()
+            self._announce()  # the others learn of a probe or a promotion at once
         for action in actions:
             if isinstance(action, rules.Probe):
                 self._spawn(self._probe(action))
@@ -171,19 +241,19 @@ class ClusterWatch:
                 answer,
                 problem,
                 time.monotonic(),
-                self._settings.takeover_delay,
+                self._delay,
                 self._allow_data_loss,
             )
         )
 
     async def _promote(self, promote: rules.Promote) -> None:
-        secret = self._settings.cluster_secret
+        secret = self._secret
         if secret is None:
             self.metrics.commanded(self.cluster, result="unsigned")
             self._say("cannot promote: SHADOWLINE_CLUSTER_SECRET is not set", Step.REFUSED)
             return
         command = signing.sign(
-            secret.get_secret_value(),
+            secret,
             {
                 "type": "promote",
                 "cluster": self.cluster,
@@ -202,28 +272,3 @@ class ClusterWatch:
         except Exception as error:
             self.metrics.commanded(self.cluster, result="undelivered")
             self._say(f"promote command for {promote.shadow} not delivered: {error}", Step.REFUSED)
-
-
-async def touch_health_file(path: str, watches: list[ClusterWatch]) -> None:
-    """Touch `path` every second while every cluster's broker link is up (a health check)."""
-    while True:
-        if all(w.connected for w in watches):
-            await asyncio.to_thread(Path(path).touch)
-        await asyncio.sleep(1)
-
-
-def health(name: str, watches: list[ClusterWatch]) -> dict[str, Any]:
-    """GET /health of the watchdog: ok while every cluster's broker link is up."""
-    now, clusters = time.monotonic(), {}
-    for watch in watches:
-        master = rules.master_of(watch.view)
-        clusters[watch.cluster] = {
-            "connected": watch.connected,
-            "phase": watch.view.phase,
-            "maintenance": watch.view.maintenance,
-            "master": master.instance if master else None,
-            "master_heartbeat_age": now - master.seen if master else None,
-            "epoch": max((m.epoch for m in watch.view.members.values()), default=None),
-        }
-    ok = all(c["connected"] for c in clusters.values())
-    return {"watchdog": name, "ok": ok, "clusters": clusters}
