@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from shadowline.adapters.metrics import Metrics
+from shadowline.watchdog.health import health
 from shadowline.watchdog.metrics import WatchdogMetrics
 
 
@@ -46,3 +47,8 @@ def test_the_watchdog_shows_the_node_its_link_is_on_when_scraped() -> None:
     on[0] = None
     assert value("shadowline_watchdog_broker_node", {"node": ""}) == 0
     assert value("shadowline_watchdog_broker_node", {"node": "10.0.0.3:5672"}) is None
+
+
+def test_the_watchdogs_health_names_the_broker_node_it_is_on() -> None:
+    assert health("watchdog-1", [], "10.0.0.3:5672")["broker"] == {"node": "10.0.0.3:5672"}
+    assert health("watchdog-1", [])["broker"] == {"node": None}

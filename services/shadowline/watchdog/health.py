@@ -19,8 +19,9 @@ async def touch_health_file(path: str, watches: list[ClusterWatch]) -> None:
         await asyncio.sleep(1)
 
 
-def health(name: str, watches: list[ClusterWatch]) -> dict[str, Any]:
-    """GET /health of the watchdog: ok while every cluster's broker link is up."""
+def health(name: str, watches: list[ClusterWatch], node: str | None = None) -> dict[str, Any]:
+    """GET /health of the watchdog: ok while every cluster's broker link is up; `node` is the
+    broker node (host:port) its link is on now, None while it is on none."""
     now, clusters = time.monotonic(), {}
     for watch in watches:
         master = rules.master_of(watch.view)
@@ -33,4 +34,4 @@ def health(name: str, watches: list[ClusterWatch]) -> dict[str, Any]:
             "epoch": max((m.epoch for m in watch.view.members.values()), default=None),
         }
     ok = all(c["connected"] for c in clusters.values())
-    return {"watchdog": name, "ok": ok, "clusters": clusters}
+    return {"watchdog": name, "ok": ok, "broker": {"node": node}, "clusters": clusters}
