@@ -6,7 +6,8 @@ name, AMQP and distribution ports, data and log directories, config file (the sy
 its own, which both the server and `rabbitmqctl` read). It is started from the real scripts in
 /usr/lib/rabbitmq/bin, not the /usr/sbin wrappers, which `su` to the rabbitmq user and drop this
 environment. A restart reuses the same ports and data directory, so durable queues and their
-messages survive it, as on a real broker.
+messages survive it, as on a real broker. Nodes of one cluster (tests/e2e/rabbit_cluster.py) are
+given the same cookie and extra config lines, and may be launched side by side.
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ def rabbitmq_problem() -> str | None:
 class RabbitNode:
     """One RabbitMQ node in `base`; start, stop and start again on the same ports and data."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, *, cookie: str | None = None, config: str = "") -> None:
         self.base = base
+        self.cookie = cookie or secrets.token_hex(16)
+        self.config = config  # rabbitmq.conf lines after the listener
         self.name = f"sl-test-{uuid.uuid4().hex[:8]}@localhost"
         self.port = free_port()
         self.dist_port = free_port()
@@ -56,12 +59,12 @@ class RabbitNode:
         for directory in (home, self.base / "mnesia", self.base / "log"):
             directory.mkdir(parents=True, exist_ok=True)
         cookie = home / ".erlang.cookie"
-        cookie.write_text(secrets.token_hex(16))
+        cookie.write_text(self.cookie)
         cookie.chmod(0o400)
         (self.base / "enabled_plugins").write_text("[].\n")
         (self.base / "rabbitmq-env.conf").write_text("")
         (self.base / "rabbitmq.conf").write_text(
-            f"listeners.tcp.local = 127.0.0.1:{self.port}\nloopback_users = none\n"
+            f"listeners.tcp.local = 127.0.0.1:{self.port}\nloopback_users = none\n{self.config}"
         )
 
     @property
@@ -83,7 +86,16 @@ class RabbitNode:
         }
 
     def start(self, timeout: float = 60) -> None:
-        assert self._server is None or self._server.poll() is not None, "already running"
+        self.launch()
+        self._wait_for_amqp(timeout)
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None and self._server.poll() is None
+
+    def launch(self) -> None:
+        """Start the server without waiting for it (`wait_ready` waits)."""
+        assert not self.running, "already running"
         with self.log.open("ab") as out:
             self._server = subprocess.Popen(
                 [str(SCRIPTS / "rabbitmq-server")],
@@ -92,7 +104,35 @@ class RabbitNode:
                 stderr=out,
                 start_new_session=True,  # its own process group, so teardown can end it all
             )
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        """Until the node accepts AMQP connections; RuntimeError if it exits first."""
         self._wait_for_amqp(timeout)
+
+    def ctl(self, *args: str, tool: str = "rabbitmqctl", timeout: float = 60) -> str:
+        """`tool -n NODE ARGS` (rabbitmqctl, rabbitmq-queues, ...) on this node; its output, or
+        RuntimeError with what it said (or that it did not answer in time)."""
+        try:
+            done = subprocess.run(
+                [str(SCRIPTS / tool), "-n", self.name, *args],
+                env=self.env,
+                capture_output=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{tool} {' '.join(args)} on {self.name}: no answer") from None
+        if done.returncode != 0:
+            said = (done.stdout + done.stderr).decode(errors="replace")
+            raise RuntimeError(f"{tool} {' '.join(args)} on {self.name}: {said}")
+        return done.stdout.decode(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        """`signum` to every process of the node (its group): SIGKILL, SIGSTOP, SIGCONT."""
+        assert self._server is not None and self._server.poll() is None, "not running"
+        os.killpg(self._server.pid, signum)
+        if signum == signal.SIGKILL:
+            self._server.wait()
 
     def _wait_for_amqp(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -131,6 +171,12 @@ class RabbitNode:
 
 
 async def _accepts_amqp(url: str) -> bool:
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    try:  # the port first: aio-pika logs an error for every refused connection
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:
+        return False
+    writer.close()
     try:
         connection = await aio_pika.connect(url, timeout=2)
     except Exception:
