@@ -25,7 +25,7 @@ def run(steps: list[tuple[float, Observation]], limit: float = 10.0) -> list[tup
     watch = Watch()
     raised: list[tuple[float, str]] = []
     for now, observation in steps:
-        watch, alerts = observe(watch, observation, now, lag_limit=limit)
+        watch, alerts, _ = observe(watch, observation, now, lag_limit=limit)
         raised += [(now, a.name) for a in alerts]
     return raised
 
@@ -67,7 +67,7 @@ def test_a_lost_shadow_raises_shadow_lost_once_per_episode_and_no_lag() -> None:
 def test_the_watch_keeps_only_the_samples_the_limit_needs() -> None:
     watch = Watch()
     for t in range(1000):
-        watch, _ = observe(watch, seen(t, t, "connected"), float(t), lag_limit=10.0)
+        watch, _, _ = observe(watch, seen(t, t, "connected"), float(t), lag_limit=10.0)
     assert len(watch.samples) <= 12
     assert position_at(watch.samples, 989.0) == 989
     assert position_at(watch.samples, 900.0) is None
@@ -84,10 +84,11 @@ def test_the_alerts_raised_match_their_published_schema() -> None:
         (21.0, seen(900, 0, "lost")),
     ]
     for t, observation in steps:
-        watch, alerts = observe(watch, observation, t, lag_limit=10.0)
+        watch, alerts, _ = observe(watch, observation, t, lag_limit=10.0)
         bodies += [
             # As Monitor.alert and Monitor.publish build them.
             {"instance": "node-a", "at": time.time(), "alert": a.name, "message": a.message}
+            | {"state": "active", "role": "master", "raised_at": time.time(), "count": 1}
             | {"details": a.details}
             for a in alerts
         ]

@@ -664,13 +664,16 @@ def node(ha_record: HaRecord, instance: str = "node-a") -> Node:
         publisher=broker,
         counts=metrics,
         is_master=lambda: role.role == "master",
+        role=lambda: role.shown,
     )
+    role.watchers.append(monitor.role_changed)  # as bootstrap.py does
     gate = CommitGate(
         timeout=1.0,
         lease_valid=lambda: True,
         wait_lease=_lease_held,
         announce=_announce,
         alert=lambda name, message: monitor.alert(name, message, {}),  # as bootstrap.py does
+        resolve=monitor.resolve,
     )
     ha = Ha(config, ha_record, gate, role, store)
     failover = Failover(
@@ -779,7 +782,8 @@ async def test_a_master_that_fences_itself_alerts_and_announces_it_validly() -> 
     await settle()
     assert n.broker.problems() == []
     assert [b["role"] for b in n.broker.bodies("role.changed")] == ["fenced", "master"]
-    assert [b["alert"] for b in n.broker.bodies("alert.")] == ["fenced"]
+    said = [(b["alert"], b["state"]) for b in n.broker.bodies("alert.")]
+    assert said == [("fenced", "active"), ("fenced", "resolved")]
 
 
 async def test_a_master_that_degrades_to_async_alerts_validly() -> None:
@@ -841,12 +845,15 @@ class Delivery:
 async def test_refused_commands_alert_validly_whichever_way_they_are_refused() -> None:
     n = node(record("shadow", master_instance="node-b", master_url="http://127.0.0.1:8082"))
     await n.promote.on_command(Delivery(b"not json", "promote.node-a"))  # type: ignore[arg-type]
+    n.monitor.board.quiet = 0.0  # resolved at once, so the second refusal is raised too
+    n.monitor.board.expire(time.time(), time.monotonic())
     forged = {**_command(), "signature": "0" * 64}
     with pytest.raises(Forbidden):
         await n.failover.promote(PromoteCommand.parse(forged), via="broker (promote.node-a)")
     await settle()
     assert n.broker.problems() == []
-    details = [b["details"] for b in n.broker.bodies("alert.rejected-command")]
+    bodies = n.broker.bodies("alert.rejected-command")
+    details = [b["details"] for b in bodies if b["state"] == "active"]
     assert [sorted(d) for d in details] == [["routing_key"], ["command_id", "via"]]
 
 
@@ -878,7 +885,9 @@ async def test_an_old_master_that_quarantines_events_alerts_validly() -> None:
     await n.failover.recover("http://127.0.0.1:8082", "node-b")
     await settle()
     assert n.broker.problems() == []
-    assert [b["alert"] for b in n.broker.bodies("alert.")] == ["fenced", "quarantined"]
+    said = [(b["alert"], b["state"]) for b in n.broker.bodies("alert.")]
+    # Rejoined as shadow: the old master is fenced no more.
+    assert said == [("fenced", "active"), ("fenced", "resolved"), ("quarantined", "active")]
 
 
 async def test_role_changed_after_rejoining_as_shadow_names_the_role_and_epoch_it_now_has() -> None:

@@ -3,7 +3,7 @@
 sync: a write is acknowledged only once the shadow has applied it, so a failover loses no
 acknowledged write. If the shadow does not acknowledge within `timeout`, the master degrades to
 async (and says so in a confirmed heartbeat before acknowledging anything more), raising
-`alert.sync-degraded`; it returns to sync once the shadow has caught up. In every mode nothing is
+`alert.sync-degraded`; it returns to sync once the shadow has caught up (and the alert resolves). In every mode nothing is
 acknowledged without a valid lease: a master that may have been replaced answers 503.
 """
 
@@ -32,6 +32,7 @@ class CommitGate:
         fenced: Callable[[], bool] | None = None,
         announce: Callable[[], Awaitable[bool]],
         alert: Callable[[AlertName, str], None],
+        resolve: Callable[[AlertName, str], None] = lambda name, sentence: None,
         relation: ShadowRelation | None = None,
     ) -> None:
         self._timeout = timeout
@@ -40,6 +41,7 @@ class CommitGate:
         self._fenced = fenced or (lambda: False)
         self._announce = announce
         self._alert = alert
+        self._resolve = resolve
         self.relation = relation if relation is not None else ShadowRelation()
         self._degrading = asyncio.Lock()
         self._signal = asyncio.Event()
@@ -72,6 +74,8 @@ class CommitGate:
         relation.mode = "async"
         # Writes still waiting for the old relation's shadow can never be acknowledged now.
         relation.generation += 1
+        if not enabled:
+            self._resolve(AlertName.SYNC_DEGRADED, "no shadow relation any more: nothing to sync")
         self._wake()
 
     def _wake(self) -> None:
@@ -87,6 +91,10 @@ class CommitGate:
         if catching_up:
             relation.mode = "sync"
             log.info("shadow caught up at position %d: replication is sync again", position)
+            self._resolve(
+                AlertName.SYNC_DEGRADED,
+                f"the shadow caught up at position {position}: replication is sync again",
+            )
         self._wake()
 
     async def wait_acked(self, position: int, timeout: float) -> bool:  # noqa: ASYNC109

@@ -2,6 +2,8 @@
 
 Everything here is best effort and never blocks the work: messages go out from background
 tasks, and a broker that is away costs a debug line (the warning of an alert is logged anyway).
+Alerts have a state (domain.alerting.AlertBoard): `alert.<name>` goes out once when an alert
+becomes active and once when it resolves; repeats in between are logged and counted only.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from shadowline.application.ports.monitoring import MonitoringCounts, MonitoringPublisher
 from shadowline.domain import alerting
-from shadowline.domain.alerting import Alert, AlertName
-from shadowline.domain.events import Event
+from shadowline.domain.alerting import Alert, AlertBoard, AlertName, Episode
+from shadowline.domain.events import Event, format_time
+from shadowline.domain.roles import RoleState
 
 log = logging.getLogger(__name__)
 
@@ -31,26 +35,87 @@ class Monitor:
         publisher: MonitoringPublisher,
         counts: MonitoringCounts,
         is_master: Callable[[], bool],
+        role: Callable[[], str] = lambda: "",
+        board: AlertBoard | None = None,
     ) -> None:
         self._instance = instance
         self._publisher = publisher
         self._counts = counts
         self._is_master = is_master
+        self._role = role  # as /health shows it (a fenced master is `fenced`)
+        self.board = board or AlertBoard()
+        self._expiry: asyncio.TimerHandle | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._changes: list[Event] = []
         self._rejections = alerting.rejections()
         self._refusals = alerting.refusals()
 
     def alert(self, name: AlertName, message: str, details: dict[str, Any]) -> None:
-        """Log an alert and publish it on monitoring as alert.<name> (best effort). Refused
-        commands come from anyone who may publish: past a burst they are only counted."""
+        """Log an alert and, unless it is active already, publish it on monitoring as
+        alert.<name> (best effort). Refused commands come from anyone who may publish: past a
+        burst they are only counted."""
         name = AlertName(name)  # typed so, and checked: an undocumented name fails loudly
         self._counts.alerted(name)
         refused = name is AlertName.REJECTED_COMMAND
         if refused and self._refusals.admit(name, time.monotonic()) is None:
             return
+        episode = self.board.raised(name, message, self._role(), time.time(), time.monotonic())
+        if episode is None:
+            log.warning("ALERT %s (again, still active): %s %s", name, message, details or "")
+            self._schedule_expiry()
+            return
         log.warning("ALERT %s: %s %s", name, message, details or "")
-        self.publish(f"alert.{name}", {"alert": name, "message": message, "details": details})
+        self.publish(f"alert.{name}", _body(episode, message, details))
+        self._schedule_expiry()
+
+    def resolve(self, name: AlertName, sentence: str) -> None:
+        """A condition's alert cleared: publish it resolved, if it was active."""
+        done = self.board.resolve(AlertName(name), sentence, time.time())
+        if done is not None:
+            self._resolved(done)
+
+    def role_changed(self, state: RoleState) -> None:
+        """CurrentRole's watcher: `fenced` resolves once the master is unfenced or the instance
+        takes another role (a rejoin as shadow)."""
+        if state.shown != "fenced" and self.board.active(AlertName.FENCED):
+            self.resolve(
+                AlertName.FENCED,
+                f"{self._instance} is no longer fenced: {state.shown} in epoch {state.epoch}",
+            )
+
+    def _resolved(self, done: Episode) -> None:
+        log.warning("RESOLVED %s: %s", done.name, done.resolution)
+        self.publish(f"alert.{done.name}", _body(done, done.resolution or "resolved", {}))
+
+    def _schedule_expiry(self) -> None:
+        """Wake when the next event's alert may resolve (it has not recurred for the quiet
+        window); a repeat meanwhile moves it later, and the wake-up then looks again."""
+        due = self.board.next_expiry()
+        if due is None or self._expiry is not None:
+            return
+        delay = max(0.0, due - time.monotonic())
+        self._expiry = asyncio.get_running_loop().call_later(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        for done in self.board.expire(time.time(), time.monotonic()):
+            self._resolved(done)
+        self._schedule_expiry()
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """GET /alerts: active alerts first, then the recently resolved (DESIGN.md's fields)."""
+        return [
+            {
+                "name": e.name,
+                "state": e.state,
+                "raised_at": _when(e.raised_at),
+                "resolved_at": None if e.resolved_at is None else _when(e.resolved_at),
+                "instance": self._instance,
+                "role": e.role,
+                "message": e.message,
+            }
+            for e in self.board.listing()
+        ]
 
     def raise_alert(self, found: Alert) -> None:
         """Raise an alert a rule of domain.alerting built."""
@@ -95,9 +160,29 @@ class Monitor:
 
     async def stop(self) -> None:
         """Drop what is still being published (shutting down: nobody waits for monitoring)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _body(episode: Episode, message: str, details: dict[str, Any]) -> dict[str, Any]:
+    """alert.<name> (schemas/monitoring/alert.json): raised, or resolved with why."""
+    return {
+        "alert": episode.name,
+        "state": episode.state,
+        "role": episode.role,
+        "raised_at": episode.raised_at,
+        "count": episode.count,
+        "message": message,
+        "details": details,
+    }
+
+
+def _when(moment: float) -> str:
+    return format_time(datetime.fromtimestamp(moment, UTC))
 
 
 def changes_summary(batch: Sequence[Event]) -> dict[str, Any] | None:

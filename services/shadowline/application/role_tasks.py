@@ -59,29 +59,43 @@ async def lease(first: bool, *, failover: Any) -> None:
 async def peer_watch(
     first: bool, *, ha: Any, position: Callable[[], int], monitor: Monitor
 ) -> None:
-    """Alert when the confirmed shadow is lost or lags (rules in domain.alerting)."""
+    """Alert when the confirmed shadow is lost or lags, and resolve it when that clears (rules
+    in domain.alerting); a removed shadow, or this instance no longer master, clears both."""
     settings = ha.settings
     watch = alerting.Watch()
-    while True:
-        await asyncio.sleep(settings.heartbeat_interval)
-        try:
-            shadow = (await ha.status()).get("shadow")
-        except Exception as error:  # the database away: look again next time, never die
-            log.warning("shadow watch: no status: %s", error)
-            continue
-        if not shadow:
-            continue
-        seen = alerting.Observation(
-            master_position=position(),
-            shadow=shadow["instance"],
-            shadow_state=shadow["state"],
-            shadow_position=shadow["position"],
-        )
-        watch, alerts = alerting.observe(
-            watch, seen, time.monotonic(), lag_limit=settings.lag_alert_seconds
-        )
-        for found in alerts:
-            monitor.raise_alert(found)
+    try:
+        while True:
+            await asyncio.sleep(settings.heartbeat_interval)
+            try:
+                shadow = (await ha.status()).get("shadow")
+            except Exception as error:  # the database away: look again next time, never die
+                log.warning("shadow watch: no status: %s", error)
+                continue
+            if not shadow:
+                _clear_watch(monitor, "no shadow is confirmed any more")
+                watch = alerting.Watch()
+                continue
+            seen = alerting.Observation(
+                master_position=position(),
+                shadow=shadow["instance"],
+                shadow_state=shadow["state"],
+                shadow_position=shadow["position"],
+            )
+            watch, alerts, cleared = alerting.observe(
+                watch, seen, time.monotonic(), lag_limit=settings.lag_alert_seconds
+            )
+            for done in cleared:
+                monitor.resolve(done.name, done.sentence)
+            for found in alerts:
+                monitor.raise_alert(found)
+    finally:
+        if ha.role.role != "master":  # a role change, not this process stopping
+            _clear_watch(monitor, f"{settings.instance} is {ha.role.shown} now, not master")
+
+
+def _clear_watch(monitor: Monitor, sentence: str) -> None:
+    for name in (alerting.AlertName.SHADOW_LOST, alerting.AlertName.LAG):
+        monitor.resolve(name, sentence)
 
 
 async def relay(first: bool, *, broker: Broker, ha: Any, new_relay: Callable[[], Relay]) -> None:

@@ -19,6 +19,8 @@ class CurrentRole:
         self._state = state or RoleState()
         self._changed = asyncio.Condition()
         self._pending: set[asyncio.Task[None]] = set()
+        # Called with each new state, at once (monitoring resolves `fenced` when it lifts).
+        self.watchers: list[Callable[[RoleState], None]] = []
 
     @property
     def state(self) -> RoleState:
@@ -31,6 +33,8 @@ class CurrentRole:
         if new == self._state:
             return
         self._state = new
+        for watcher in self.watchers:
+            watcher(new)
         with contextlib.suppress(RuntimeError):  # no running loop: nobody can be waiting
             task = asyncio.get_running_loop().create_task(self._notify())
             self._pending.add(task)

@@ -67,6 +67,8 @@ class Instance:
     feed: MonitoringFeed
 
 
+# Over 50 lines: it names every part of an instance once, in the order they depend on each
+# other; split up, that order would be spread over several functions.
 def build_instance(
     settings: Settings,
     *,
@@ -95,6 +97,7 @@ def build_instance(
         failover=wing.failover,
         feed=feed,
     )
+    app.state.alerts = core.monitor  # GET /alerts and the screen (entrypoints.deps.Alerts)
     return Instance(
         ha=wing.ha,
         supervisor=Supervisor(tasks, partial(wanted_tasks, wing.ha), wing.changes),

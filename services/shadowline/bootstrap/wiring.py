@@ -100,7 +100,9 @@ def build_core(settings: Settings, store: EventStore, broker: BrokerLink) -> Cor
         publisher=broker,
         counts=metrics,
         is_master=lambda: role.role == "master",
+        role=lambda: role.shown,
     )
+    role.watchers.append(monitor.role_changed)
     writer = Writer(
         store,
         epoch=lambda: role.epoch,
@@ -126,6 +128,7 @@ def _gate(
         fenced=lambda: role.fenced is not None,
         announce=liveness.beat_once,
         alert=lambda name, message: monitor.alert(name, message, {}),
+        resolve=monitor.resolve,
     )
 
 

@@ -42,7 +42,8 @@ def describe(routing_key: str, body: dict[str, Any]) -> str:
     if kind == "config":
         return f"{who} +{body.get('count')} changes, positions {body.get('from_position')}..{body.get('to_position')}"
     if kind == "alert":
-        return f"{who} {body.get('alert')}: {body.get('message')}"
+        resolved = " resolved" if body.get("state") == "resolved" else ""  # older: no state
+        return f"{who} {body.get('alert')}{resolved}: {body.get('message')}"
     return f"{who} {body.get('sentence') or orjson.dumps(body).decode()}"
 
 

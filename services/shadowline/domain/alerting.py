@@ -7,12 +7,20 @@ for the takeover delay) and `lag` (the shadow is more than a limit of seconds be
 against the master's own history, not against clocks: the shadow is more than L seconds behind
 when its position is still below the position the master had L seconds ago. That holds under a
 steady load too, where the shadow is never fully caught up for a moment yet is not lagging.
+
+Every alert has a state (`AlertBoard`): raised once while active (a repeat is counted, not
+raised again), then resolved. A condition's alert (CONDITIONS) resolves when the condition
+clears, said by the part that sees it clear; an event's alert (the others) resolves once it has
+not recurred for a quiet window. The board is pure: both clocks are passed in, the wall clock
+for what is shown, the monotonic one for the windows.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Literal
 
 
 class AlertName(StrEnum):
@@ -31,6 +39,88 @@ class AlertName(StrEnum):
     REJECTED_MESSAGE = "rejected-message"
 
 
+# Resolved when their condition clears (shadow heard again, caught up, unfenced, sync again).
+CONDITIONS = frozenset(
+    {AlertName.SHADOW_LOST, AlertName.LAG, AlertName.FENCED, AlertName.SYNC_DEGRADED}
+)
+QUIET_SECONDS = 300.0  # an event's alert resolves after this long without a recurrence
+RESOLVED_KEPT = 50  # resolved alerts listed (GET /alerts, the screen), the oldest go first
+
+
+@dataclass(frozen=True, slots=True)
+class Episode:
+    """One alert from raised to resolved; `count` occurrences while it was active."""
+
+    name: AlertName
+    message: str
+    role: str  # of the instance when it raised the alert
+    raised_at: float  # UNIX time
+    last_tick: float  # monotonic time of the latest occurrence
+    count: int = 1
+    resolved_at: float | None = None
+    resolution: str | None = None  # why it resolved, in one sentence
+
+    @property
+    def state(self) -> Literal["active", "resolved"]:
+        return "active" if self.resolved_at is None else "resolved"
+
+
+class AlertBoard:
+    """The active alerts by name, and the last RESOLVED_KEPT resolved ones."""
+
+    def __init__(self, quiet: float = QUIET_SECONDS, kept: int = RESOLVED_KEPT) -> None:
+        self.quiet = quiet
+        self._active: dict[AlertName, Episode] = {}
+        self._resolved: deque[Episode] = deque(maxlen=kept)
+
+    def raised(
+        self, name: AlertName, message: str, role: str, now: float, tick: float
+    ) -> Episode | None:
+        """The episode an occurrence starts, to announce; None when the alert is active
+        already (the repeat is counted and restarts an event's quiet window)."""
+        found = self._active.get(name)
+        if found is not None:
+            self._active[name] = replace(found, count=found.count + 1, last_tick=tick)
+            return None
+        self._active[name] = Episode(name, message, role, now, tick)
+        return self._active[name]
+
+    def resolve(self, name: AlertName, sentence: str, now: float) -> Episode | None:
+        """The episode resolved now, to announce; None when the alert was not active."""
+        found = self._active.pop(name, None)
+        if found is None:
+            return None
+        done = replace(found, resolved_at=now, resolution=sentence)
+        self._resolved.append(done)
+        return done
+
+    def expire(self, now: float, tick: float) -> list[Episode]:
+        """Resolve the events' alerts that have not recurred for the quiet window."""
+        due = [
+            e for e in self._active.values()
+            if e.name not in CONDITIONS and tick - e.last_tick >= self.quiet
+        ]  # fmt: skip
+        sentence = "not again for {quiet:g} s ({count} in all)"
+        return [
+            done
+            for e in due
+            if (done := self.resolve(e.name, sentence.format(quiet=self.quiet, count=e.count), now))
+        ]
+
+    def next_expiry(self) -> float | None:
+        """The monotonic time at which the next event's alert resolves if it does not recur."""
+        ticks = [e.last_tick for e in self._active.values() if e.name not in CONDITIONS]
+        return min(ticks) + self.quiet if ticks else None
+
+    def active(self, name: AlertName) -> bool:
+        return name in self._active
+
+    def listing(self) -> list[Episode]:
+        """Active alerts first, then resolved ones; the newest first in each."""
+        active = sorted(self._active.values(), key=lambda e: e.raised_at, reverse=True)
+        return [*active, *reversed(self._resolved)]
+
+
 @dataclass(frozen=True)
 class Observation:
     """What the master sees of itself and its confirmed shadow at one moment."""
@@ -46,6 +136,14 @@ class Alert:
     name: AlertName
     message: str
     details: dict[str, object]
+
+
+@dataclass(frozen=True)
+class Cleared:
+    """A condition's alert to resolve, and why."""
+
+    name: AlertName
+    sentence: str
 
 
 @dataclass(frozen=True)
@@ -69,8 +167,10 @@ def position_at(samples: tuple[tuple[float, int], ...], moment: float) -> int | 
 
 def observe(
     watch: Watch, seen: Observation, now: float, *, lag_limit: float
-) -> tuple[Watch, list[Alert]]:
-    """The next watch and the alerts to raise; each alert is raised once per episode."""
+) -> tuple[Watch, list[Alert], list[Cleared]]:
+    """The next watch, the alerts to raise (once per episode) and the ones that cleared: the
+    shadow heard again, caught up. While the shadow is lost, lag is neither raised nor cleared
+    (nothing is known of its position)."""
     samples = (*watch.samples, (now, seen.master_position))
     # Keep one sample at or before now - lag_limit, so position_at() can answer for that moment.
     while len(samples) > 1 and samples[1][0] <= now - lag_limit:
@@ -88,6 +188,7 @@ def observe(
         )
     then = position_at(samples, now - lag_limit)
     behind = then is not None and seen.shadow_position < then and not lost
+    cleared = _cleared(watch, seen, lost=lost, behind=behind, lag_limit=lag_limit)
     if behind and not watch.lagging:
         alerts.append(
             Alert(
@@ -104,7 +205,25 @@ def observe(
                 },
             )
         )
-    return Watch(lost=lost, lagging=behind, samples=samples), alerts
+    lagging = watch.lagging if lost else behind
+    return Watch(lost=lost, lagging=lagging, samples=samples), alerts, cleared
+
+
+def _cleared(
+    watch: Watch, seen: Observation, *, lost: bool, behind: bool, lag_limit: float
+) -> list[Cleared]:
+    cleared: list[Cleared] = []
+    if watch.lost and not lost:
+        cleared.append(Cleared(AlertName.SHADOW_LOST, f"shadow {seen.shadow} is heard again"))
+    if watch.lagging and not behind and not lost:
+        cleared.append(
+            Cleared(
+                AlertName.LAG,
+                f"shadow {seen.shadow} is less than {lag_limit:g} s behind again, at position "
+                f"{seen.shadow_position} of {seen.master_position}",
+            )
+        )
+    return cleared
 
 
 @dataclass(slots=True)

@@ -18,7 +18,7 @@ from shadowline.application.service import ConfigService
 from shadowline.domain.errors import FieldError, InvalidInput, ShadowlineError
 from shadowline.entrypoints.deps import Monitoring, Scraped
 from shadowline.entrypoints.errors import BodyTooLarge
-from shadowline.entrypoints.http import config, probes
+from shadowline.entrypoints.http import alerts, config, probes
 from shadowline.entrypoints.http.common import SameOriginJson
 from shadowline.entrypoints.http.ha import router as ha_router
 from shadowline.entrypoints.screen.routes import include_screen, is_screen_form
@@ -66,6 +66,7 @@ def create_app(
 
     app.include_router(probes.router)
     app.include_router(config.router)
+    app.include_router(alerts.router)  # GET /alerts
     include_screen(app)  # the High Availability screen at GET / (entrypoints.screen)
     app.add_middleware(SameOriginJson, public_url=settings.public_url, exempt=is_screen_form)
     # Last: routes are matched in order, and the config writes should not first be tried

@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry
 from shadowline.application.failover import Failover
 from shadowline.application.ha import HaService
 from shadowline.application.service import ConfigService
+from shadowline.domain.alerting import AlertBoard
 from shadowline.domain.events import Event
 from shadowline.domain.records import Image
 from shadowline.settings import Settings
@@ -43,6 +44,15 @@ class Monitoring(Protocol):
     def recent_heartbeats(self, count: int) -> list[Any]: ...
 
     def recent_events(self) -> list[Any]: ...
+
+
+class AlertLog(Protocol):
+    """This instance's alerts with their state (application.monitoring.Monitor has them)."""
+
+    @property
+    def board(self) -> AlertBoard: ...
+
+    def alerts(self) -> list[dict[str, Any]]: ...
 
 
 class LogReads(Protocol):
@@ -97,6 +107,12 @@ async def _feed(request: Request) -> Monitoring | None:
     return found
 
 
+async def _alerts(request: Request) -> AlertLog | None:
+    # None: an app built without one (a test's), which has raised no alert.
+    found: AlertLog | None = getattr(request.app.state, "alerts", None)
+    return found
+
+
 Service = Annotated[ConfigService, Depends(_service)]
 Log = Annotated[LogReads, Depends(_log)]
 HA = Annotated[HaService, Depends(_ha)]
@@ -104,3 +120,4 @@ FailoverDep = Annotated[Failover, Depends(_failover)]
 SettingsDep = Annotated[Settings, Depends(_settings)]
 Metrics = Annotated[Scraped, Depends(_metrics)]
 Feed = Annotated[Monitoring | None, Depends(_feed)]
+Alerts = Annotated[AlertLog | None, Depends(_alerts)]
