@@ -21,11 +21,10 @@ from typing import Any
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
-    AbstractIncomingMessage,
-    AbstractQueue,
     AbstractRobustConnection,
 )
 
+from shadowline.adapters.amqp_consumer import LeanConsumer
 from shadowline.adapters.broker import json_message
 from shadowline.adapters.topology import Names, connect, declare_exchanges
 from shadowline.domain import signing, trust
@@ -33,6 +32,7 @@ from shadowline.domain.watchdog_trust import ANNOUNCEMENT, ClusterKeys
 
 log = logging.getLogger("shadowline.watchdog")
 
+START_WITHIN = 60.0  # seconds for the consumer's first bindings (2 per cluster, pipelined)
 HeartbeatHandler = Callable[[str, dict[str, Any] | None, str | None], None]
 AnnouncementHandler = Callable[[dict[str, Any] | None, str | None, float], None]
 
@@ -55,14 +55,15 @@ class SharedLink:
         self._me = me
         self._connection: AbstractRobustConnection | None = None
         self._publish: AbstractChannel | None = None
-        self._consume: AbstractChannel | None = None
-        self._queue: AbstractQueue | None = None
+        self._consumer: asyncio.Task[None] | None = None
+        self._lean: LeanConsumer | None = None
         self._clusters: dict[str, _Cluster] = {}  # by monitoring exchange name
         self._by_name: dict[str, _Cluster] = {}
 
     @property
     def ready(self) -> bool:
-        return self._connection is not None and not self._connection.is_closed
+        connected = self._connection is not None and not self._connection.is_closed
+        return connected and self._lean is not None and self._lean.ready
 
     def add(
         self,
@@ -79,35 +80,45 @@ class SharedLink:
         return ClusterLink(self, cluster)
 
     async def start(self) -> None:
-        """Connect, declare every cluster's exchanges and bind the one queue to each."""
+        """Connect, declare every cluster's exchanges, and consume their heartbeats and
+        announcements once the lean consumer has bound its queue to each."""
         connection = await connect(self._url, self._connection_name)
         try:
             self._publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            self._consume = await connection.channel()
-            queue = await self._consume.declare_queue(exclusive=True, auto_delete=True)
             for entry in self._by_name.values():
                 entry.exchanges = await declare_exchanges(
                     self._publish, entry.names, ("monitoring", "commands")
                 )
-                await queue.bind(entry.names.monitoring, "heartbeat.*")
-                await queue.bind(entry.names.monitoring, ANNOUNCEMENT)
-            await queue.consume(self._deliver, no_ack=True)
+            bindings = [
+                (monitoring, key)
+                for monitoring in self._clusters
+                for key in ("heartbeat.*", ANNOUNCEMENT)
+            ]
+            consumer = LeanConsumer(
+                self._url, f"{self._connection_name} heartbeats", bindings, self._deliver
+            )
+            self._consumer = asyncio.create_task(consumer.run())
+            await asyncio.wait_for(consumer.connected.wait(), START_WITHIN)
         except BaseException:
+            if self._consumer is not None:
+                self._consumer.cancel()
             await connection.close()
             raise
-        self._connection, self._queue = connection, queue
+        self._connection, self._lean = connection, consumer
 
-    async def _deliver(self, message: AbstractIncomingMessage) -> None:
-        entry = self._clusters.get(message.exchange or "")
+    def _deliver(
+        self, exchange: str, routing_key: str, headers: dict[str, Any], body: bytes
+    ) -> None:
+        """The hot path: every heartbeat of every cluster, synchronously off the socket."""
+        entry = self._clusters.get(exchange)
         if entry is None:
             return
-        routing_key = message.routing_key or ""
-        mac = (message.headers or {}).get(trust.MAC_HEADER)
+        mac = headers.get(trust.MAC_HEADER)
         now = time.time()
         if routing_key == ANNOUNCEMENT:
             if entry.keys is None:
                 return
-            doc, refusal = entry.keys.announcement(message.body, mac, self._me, now)
+            doc, refusal = entry.keys.announcement(body, mac, self._me, now)
             if doc is not None or refusal is not None:
                 at = doc.get("at", now) if doc is not None else now
                 entry.on_announcement(doc, refusal, min(max(0.0, now - at), trust.WINDOW))
@@ -115,7 +126,7 @@ class SharedLink:
         if entry.keys is None:
             entry.on_heartbeat(routing_key, None, "no cluster secret to authenticate heartbeats")
             return
-        beat, refusal = entry.keys.heartbeat(routing_key, message.body, mac, now)
+        beat, refusal = entry.keys.heartbeat(routing_key, body, mac, now)
         entry.on_heartbeat(routing_key, beat, refusal)
 
     async def publish_monitoring(self, cluster: str, routing_key: str, body: Any) -> None:
@@ -136,6 +147,11 @@ class SharedLink:
         await exchange.publish(message, routing_key, mandatory=True, timeout=5)
 
     async def close(self) -> None:
+        if self._lean is not None:
+            await self._lean.close()
+        if self._consumer is not None:
+            self._consumer.cancel()
+            await asyncio.gather(self._consumer, return_exceptions=True)
         if self._connection is not None:
             await self._connection.close()
             self._connection = None

@@ -1,4 +1,4 @@
-"""`shadowline bench append|replication|failover`: benchmarks that print figures.
+"""`shadowline bench append|replication|failover|watchdog`: benchmarks that print figures.
 
 The benchmarks are a package of their own, shadowline_bench, which the product never imports:
 each command loads it by name when it runs, and says how to get it when it is missing.
@@ -107,3 +107,18 @@ def bench_failover(
         clients=clients,
     )
     raise typer.Exit(run(bench.main(settings, sizes, keep_logs)))
+
+
+@app.command("watchdog", epilog=examples("shadowline bench watchdog --clusters 200 --steady 10"))
+def bench_watchdog(
+    clusters: Annotated[int, typer.Option(help="Simulated clusters (master+shadow each).")] = 1000,
+    steady: Annotated[float, typer.Option(help="Seconds of the steady CPU window.")] = 30.0,
+    sample: Annotated[int, typer.Option(help="Clusters whose master stops.")] = 50,
+    spread: Annotated[float, typer.Option(help="Seconds over which those masters stop.")] = 20.0,
+) -> None:
+    """One watchdog process, N simulated clusters at 2 Hz: its CPU and detection delays."""
+    bench = _load("watchdog")
+    setup_logging("WARNING")
+    settings = load_settings()
+    sizes = bench.Sizes(clusters=clusters, steady=steady, sample=sample, spread=spread)
+    raise typer.Exit(run(bench.main(settings, sizes)))

@@ -151,7 +151,8 @@ class WatchdogMetrics:
         )
         self.rejected_messages = Counter(
             "shadowline_watchdog_rejected_messages_total",
-            "Heartbeats and probe answers ignored because they failed authentication, by source",
+            "Heartbeats, probe answers and other watchdogs' announcements ignored because they "
+            "failed authentication or freshness, by source",
             ["cluster", "source"],
             registry=registry,
         )
@@ -164,7 +165,7 @@ class WatchdogMetrics:
                 (self.probes, PROBE_RESULTS),
                 (self.refusals, REFUSALS),
                 (self.commands, COMMAND_RESULTS),
-                (self.rejected_messages, ("heartbeat", "peer-answer")),
+                (self.rejected_messages, ("heartbeat", "peer-answer", "watchdog")),
             ):
                 for value in values:
                     counter.labels(cluster, value)
