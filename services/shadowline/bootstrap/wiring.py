@@ -78,6 +78,7 @@ def default_broker(settings: Settings) -> BrokerLink:
         Names(settings.cluster),
         f"shadowline {settings.instance}",
         secret=secret_of(settings),
+        per_node=settings.broker_connect_timeout,
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from shadowline.adapters.amqp_nodes import node_of, split_urls
 from shadowline.adapters.broker import Names, delete_topology
 from shadowline.adapters.migrate import create_database, database_exists, drop_database
 from shadowline.cli.common import run
@@ -83,7 +84,8 @@ class Footprint:
         try:
             run(delete_topology(self.amqp_url, Names(self.cluster), list(self.database_urls)))
         except OSError as error:
-            return f"RabbitMQ at {self.amqp_url} is not reachable: {error}"
+            nodes = ", ".join(node_of(url) for url in split_urls(self.amqp_url))
+            return f"RabbitMQ at {nodes} is not reachable: {error}"
         return None
 
 
