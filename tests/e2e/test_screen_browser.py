@@ -136,12 +136,25 @@ def test_an_operator_confirms_the_shadow_and_switches_roles_in_the_browser(
             on_master.click("#switch-roles")
         assert questions and "Switch roles" in questions[0]
         assert "Roles switched" in on_master.inner_text("#flash")
+        # Mid-handover (fenced, or a shadow its new master has not contacted yet) reads as a
+        # handover in progress, never as a failure; it settles into a contacted shadow.
+        if on_master.get_attribute("#role", "data-role") == "fenced" or (
+            "ago" not in on_master.inner_text("#last-contact")
+        ):
+            assert "Handover in progress" in on_master.inner_text("#handover")
         mark(on_master)
         wait_attribute(on_master, "#role", "data-role", "shadow")
+        on_master.wait_for_selector("#last-contact:has-text('ago')")
+        on_master.wait_for_selector("#handover", state="detached")
         wait_attribute(on_shadow, "#role", "data-role", "master")
         wait_attribute(on_shadow, "#shadow-state", "data-state", "connected")
         assert not_reloaded(on_shadow), "the other screen should change without a reload"
         assert on_master.inner_text("#epoch") == on_shadow.inner_text("#epoch") == "2"
+        changes = on_shadow.inner_text("#role-changes")  # from the log: the whole story
+        assert "HaEnabled" in changes and "MasterPromoted" in changes
+        with on_shadow.expect_navigation(timeout=WAIT_MS):
+            on_shadow.click("#verify")
+        assert "Verify: agree" in on_shadow.inner_text("#flash")
     except Exception:
         for name, page in (("master", on_master), ("shadow", on_shadow)):
             page.screenshot(path=str(tmp_path / f"screen-{name}.png"), full_page=True)

@@ -45,6 +45,8 @@ class Monitoring(Protocol):
 
     def recent_events(self) -> list[Any]: ...
 
+    def watchdogs_seen(self) -> list[Any]: ...
+
 
 class AlertLog(Protocol):
     """This instance's alerts with their state (application.monitoring.Monitor has them)."""

@@ -42,6 +42,7 @@ HEARTBEATS_KEPT = 20  # per instance
 # ones only (a cluster has two instances; several watchdogs publish no heartbeats).
 INSTANCES_KEPT = 16
 EVENTS_KEPT = 50  # role.changed, failover.*, alert.*
+ANNOUNCEMENT = "failover.watchdog"  # each watchdog's view, every takeover delay: not an event
 EVENT_PREFIXES = ("role.changed", "failover.", "alert.")
 MALFORMED_LOG_EVERY = 10.0  # seconds: a flood of bad messages logs one line per interval
 # Between attempts to listen: 0.5 s, doubling up to 10 s; a link that was up and is lost starts
@@ -83,6 +84,7 @@ class MonitoringFeed:
         self._active = active
         self.heartbeats: dict[str, deque[Heard]] = {}
         self.events: deque[Heard] = deque(maxlen=EVENTS_KEPT)
+        self.watchdogs: dict[str, Heard] = {}  # the last word of each watchdog heard
         self.connected = False
         self.received = 0
         self.malformed = 0
@@ -108,6 +110,10 @@ class MonitoringFeed:
     def recent_events(self) -> list[Heard]:
         return list(reversed(self.events))
 
+    def watchdogs_seen(self) -> list[Heard]:
+        """The last message (announcement or failover step) of each watchdog, by name."""
+        return [self.watchdogs[name] for name in sorted(self.watchdogs)]
+
     # -- receiving -------------------------------------------------------------------------------
 
     def take(self, routing_key: str, body: bytes, mac: object = None) -> None:
@@ -131,7 +137,9 @@ class MonitoringFeed:
                 while len(self.heartbeats) > INSTANCES_KEPT:
                     del self.heartbeats[next(iter(self.heartbeats))]
             elif routing_key.startswith(EVENT_PREFIXES):
-                self.events.append(heard)
+                self._note_watchdog(heard)
+                if routing_key != ANNOUNCEMENT:
+                    self.events.append(heard)
             self.received += 1
         except (orjson.JSONDecodeError, ValueError, KeyError) as error:
             self.malformed += 1
@@ -144,6 +152,15 @@ class MonitoringFeed:
                     error,
                     self.malformed,
                 )
+
+    def _note_watchdog(self, heard: Heard) -> None:
+        name = heard.body.get("watchdog")
+        if not heard.routing_key.startswith("failover.") or not isinstance(name, str):
+            return
+        self.watchdogs.pop(name, None)
+        self.watchdogs[name] = heard  # last heard goes last: the oldest go first
+        while len(self.watchdogs) > INSTANCES_KEPT:  # names anyone who may publish could invent
+            del self.watchdogs[next(iter(self.watchdogs))]
 
     def _authentic(self, routing_key: str, body: bytes, mac: object) -> bool:
         """MAC'd with the cluster's keys, and fresh: a genuine message replayed long after

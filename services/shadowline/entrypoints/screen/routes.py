@@ -14,9 +14,9 @@ from another origin is refused: both with 403.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -25,9 +25,9 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from shadowline.application.auth import TooManyFailures
 from shadowline.application.failover import Failover
 from shadowline.application.ha import HaService
-from shadowline.application.service import ConfigService
-from shadowline.domain.errors import Forbidden, ShadowlineError, Unauthorized, Unavailable
-from shadowline.entrypoints.deps import HA, FailoverDep, Feed, Monitoring, Service
+from shadowline.domain.errors import Forbidden, ShadowlineError, Unauthorized
+from shadowline.entrypoints.deps import HA, Alerts, FailoverDep, Feed, Log, Service
+from shadowline.entrypoints.screen import panels
 from shadowline.entrypoints.screen.history import router as history_router
 from shadowline.entrypoints.screen.pages import page
 from shadowline.entrypoints.screen.session import (
@@ -35,7 +35,6 @@ from shadowline.entrypoints.screen.session import (
     ScreenAdmin,
     ScreenRefused,
     ScreenSessions,
-    ScreenUser,
     ScreenViewer,
     Sessions,
     check_origin,
@@ -43,7 +42,6 @@ from shadowline.entrypoints.screen.session import (
 from shadowline.entrypoints.web import error_response, source_of
 
 router = APIRouter(include_in_schema=False)
-RECENT_HEARTBEATS = 10
 FORM = "application/x-www-form-urlencoded"
 
 
@@ -80,41 +78,12 @@ ActionForm = Annotated[dict[str, str], Depends(_action_form)]
 # -- the status ----------------------------------------------------------------------------------
 
 
-async def status_view(
-    ha: HaService, service: ConfigService, feed: Monitoring | None, user: ScreenUser
-) -> dict[str, Any]:
-    status = await ha.status()
-    shadow = status.get("shadow")
-    now = datetime.now(UTC)
-    if shadow is not None:
-        shadow["lag_seconds"] = await _lag_seconds(service, shadow, now)
-    return {
-        "status": status,
-        "user": user,
-        "can_act": user.may("admin"),
-        "pending": shadow is not None and shadow["state"] == "pending",
-        "feed": feed,
-        "latest": feed.latest_heartbeats() if feed else [],
-        "heartbeats": feed.recent_heartbeats(RECENT_HEARTBEATS) if feed else [],
-        "events": feed.recent_events() if feed else [],
-        "now": now,
-    }
+async def _role_log(request: Request) -> panels.RoleLog:
+    found: panels.RoleLog = request.app.state.role_log
+    return found
 
 
-async def _lag_seconds(
-    service: ConfigService, shadow: dict[str, Any], now: datetime
-) -> float | None:
-    """How old the oldest event is that the shadow has not applied (0 when it has them all):
-    the master's status counts the lag in events only, an operator also wants it in time."""
-    if shadow["state"] == "pending":
-        return None
-    if not shadow["lag_events"]:
-        return 0.0
-    try:
-        oldest = await service.store.read(shadow["position"], 1)
-    except Unavailable:  # the status is worth showing without it when the database is away
-        return None
-    return max(0.0, (now - oldest[0].recorded_at).total_seconds()) if oldest else None
+RoleLogDep = Annotated[panels.RoleLog, Depends(_role_log)]
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -125,19 +94,34 @@ async def screen(
     ha: HA,
     service: Service,
     feed: Feed,
+    alerts: Alerts,
+    role_log: RoleLogDep,
+    store: Log,
 ) -> Response:
     flash = known.read_flash(request)
-    view = await status_view(ha, service, feed, user)
-    response = page(request, "screen.html", **view, flash=flash)
+    view = await panels.status_view(
+        ha, service, feed, user, alerts, role_log, request.app.state.switched_at
+    )
+    quarantine = await panels.quarantined(store) if user.may("auditor") else None
+    response = page(request, "screen.html", **view, flash=flash, quarantine=quarantine)
     known.clear_flash(request, response)  # shown once
     return response
 
 
 @router.get("/ui/status", response_class=HTMLResponse)
 async def status_fragment(
-    request: Request, user: ScreenViewer, ha: HA, service: Service, feed: Feed
+    request: Request,
+    user: ScreenViewer,
+    ha: HA,
+    service: Service,
+    feed: Feed,
+    alerts: Alerts,
+    role_log: RoleLogDep,
 ) -> Response:
-    return page(request, "_status.html", **await status_view(ha, service, feed, user))
+    view = await panels.status_view(
+        ha, service, feed, user, alerts, role_log, request.app.state.switched_at
+    )
+    return page(request, "_status.html", **view)
 
 
 # -- logging in and out --------------------------------------------------------------------------
@@ -215,9 +199,34 @@ async def confirm(user: ScreenAdmin, form: ActionForm, known: ScreenSessions, ha
 
 @router.post("/ui/switch-roles")
 async def switch_roles(
-    user: ScreenAdmin, _: ActionForm, known: ScreenSessions, failover: FailoverDep
+    request: Request, user: ScreenAdmin, _: ActionForm, known: ScreenSessions, failover: FailoverDep
 ) -> Response:
+    request.app.state.switched_at = (
+        time.monotonic()
+    )  # the screen shows the handover until it settles
     return await _done(known, _switched(failover, user.user.name))
+
+
+async def _maintained(ha: HaService, actor: str, on: bool) -> str:
+    await ha.maintenance(on, actor)
+    return f"Maintenance {'on: automatic failover paused' if on else 'off: automatic failover resumed'}."
+
+
+async def _verified(ha: HaService) -> str:
+    done = await ha.verify()
+    return f"Verify: {done['sentence']}."
+
+
+@router.post("/ui/maintenance")
+async def maintenance(
+    user: ScreenAdmin, form: ActionForm, known: ScreenSessions, ha: HA
+) -> Response:
+    return await _done(known, _maintained(ha, user.user.name, form.get("on") == "true"))
+
+
+@router.post("/ui/verify")
+async def verify(user: ScreenAdmin, _: ActionForm, known: ScreenSessions, ha: HA) -> Response:
+    return await _done(known, _verified(ha))
 
 
 @router.post("/ui/remove-shadow")
@@ -245,6 +254,8 @@ def _refused(request: Request, error: Exception) -> Response:
 def include_screen(app: FastAPI) -> None:
     settings = app.state.settings
     app.state.screen = Sessions(app.state.auth, settings.instance, settings.public_url)
+    app.state.role_log = panels.RoleLog(app.state.service)
+    app.state.switched_at = None  # when Switch Roles was last pressed here (monotonic)
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(ScreenRefused, _refused)
     app.include_router(router)
