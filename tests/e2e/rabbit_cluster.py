@@ -108,13 +108,20 @@ class RabbitCluster:
         node.signal(signal.SIGSTOP)
 
     def resume(self, node: RabbitNode, timeout: float = 90) -> bool:
-        """SIGCONT, then the cluster whole again; True when RabbitMQ healed it by itself.
+        """SIGCONT, then the cluster whole again; True when RabbitMQ healed it by itself."""
+        node.signal(signal.SIGCONT)
+        healed = self._rejoin(node, timeout)
+        self.wait_clustered(timeout)
+        self.disturbed.discard(node)
+        return healed
+
+    def _rejoin(self, node: RabbitNode, timeout: float) -> bool:
+        """Until the running `node` is back in the cluster; True when it came back by itself.
 
         A node paused while the others declared it gone never saw itself in a minority, so
         pause_minority did not stop it: once resumed it may record the partition and stay apart
-        (it lists only itself running). RabbitMQ leaves that to the operator, whose remedy is to
-        restart the app of the node that was cut off, which is done here when it comes to that."""
-        node.signal(signal.SIGCONT)
+        (it lists only itself running, and still takes clients). RabbitMQ leaves that to the
+        operator, whose remedy is to restart the app of the node that was cut off: done here."""
         every = {n.name for n in self.nodes}
 
         def settled() -> str | None:
@@ -128,8 +135,6 @@ class RabbitCluster:
         if outcome == "partitioned":
             node.ctl("stop_app")
             self.start_app(node)
-        self.wait_clustered(timeout)
-        self.disturbed.discard(node)
         return outcome == "healed"
 
     # -- what a test reads --------------------------------------------------------------------------
@@ -203,14 +208,18 @@ class RabbitCluster:
         disturbed = self.disturbed | {n for n in self.nodes if not n.running}
         if not disturbed:
             return
+        alive = [node for node in disturbed if node.running]  # paused or its app stopped
         for node in disturbed:
             if node.running:
                 node.signal(signal.SIGCONT)
-                node.ctl("start_app", timeout=timeout)  # a no-op on a running app
             else:
                 node.launch()
+        for node in alive:
+            node.ctl("start_app", timeout=timeout)  # a no-op on a running app
         for node in disturbed:
             node.wait_ready(timeout)
+        for node in alive:
+            self._rejoin(node, timeout)
         self.wait_clustered(timeout)
         self.disturbed.clear()
 
