@@ -228,6 +228,7 @@ async def test_a_command_without_user_id_raises_a_valid_rejected_command_alert()
     await handler.answer("config.put.subaccount", body, None)
     ((name, details),) = broker.alerts
     alert = {"instance": "node-a", "at": 1.0, "alert": name, "message": "m", "details": details}
+    alert |= {"state": "active", "role": "master", "raised_at": 1.0, "count": 1}  # as Monitor
     assert check_message("shadowline.prod.monitoring", f"alert.{name}", alert) == []
     assert details["command_id"] == orjson.loads(body)["command_id"]
 
@@ -256,6 +257,7 @@ async def test_a_refused_command_without_reply_to_is_dead_lettered_with_a_valid_
     assert broker.done == ["reject requeue=False"]
     ((name, details),) = broker.alerts
     alert = {"instance": "node-a", "at": 1.0, "alert": name, "message": "m", "details": details}
+    alert |= {"state": "active", "role": "master", "raised_at": 1.0, "count": 1}  # as Monitor
     assert check_message("shadowline.prod.monitoring", f"alert.{name}", alert) == []
 
 

@@ -182,19 +182,23 @@ def _monitor() -> tuple[Monitor, Publisher, Counts]:
     return monitor, publisher, counts
 
 
-async def test_refused_commands_past_a_burst_of_ten_are_counted_but_not_published() -> None:
+async def test_refused_commands_are_published_once_while_active_and_all_counted() -> None:
     monitor, publisher, counts = _monitor()
     for i in range(12):
         monitor.alert(AlertName.REJECTED_COMMAND, f"command refused: {i}", {"routing_key": "x"})
     monitor.alert(AlertName.FENCED, "node-a fenced itself", {})  # the marker: published last
     await _until("the fenced alert", lambda: any(k == "alert.fenced" for k, _ in publisher.sent))
     refused = [body for key, body in publisher.sent if key == "alert.rejected-command"]
-    assert len(refused) == 10
+    assert len(refused) == 1  # the others repeat an active alert
     assert counts.alerts.count(AlertName.REJECTED_COMMAND) == 12
-    assert refused[0] | {"at": 0} == {
+    assert refused[0] | {"at": 0, "raised_at": 0} == {
         "instance": "node-a",
         "at": 0,
         "alert": "rejected-command",
+        "state": "active",
+        "role": "",
+        "raised_at": 0,
+        "count": 1,
         "message": "command refused: 0",
         "details": {"routing_key": "x"},
     }

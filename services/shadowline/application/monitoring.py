@@ -50,16 +50,17 @@ class Monitor:
         self._rejections = alerting.rejections()
         self._refusals = alerting.refusals()
 
-    def alert(self, name: AlertName, message: str, details: dict[str, Any]) -> None:
-        """Log an alert and, unless it is active already, publish it on monitoring as
-        alert.<name> (best effort). Refused commands come from anyone who may publish: past a
-        burst they are only counted."""
+    def alert(self, name: AlertName, message: str, details: dict[str, Any], key: str = "") -> None:
+        """Log an alert and, unless it is active already (for `key`: what it is about), publish
+        it on monitoring as alert.<name> (best effort). Refused commands come from anyone who
+        may publish: past a burst they are not even logged, only counted."""
         name = AlertName(name)  # typed so, and checked: an undocumented name fails loudly
         self._counts.alerted(name)
         refused = name is AlertName.REJECTED_COMMAND
         if refused and self._refusals.admit(name, time.monotonic()) is None:
             return
-        episode = self.board.raised(name, message, self._role(), time.time(), time.monotonic())
+        now, tick = time.time(), time.monotonic()
+        episode = self.board.raised(name, message, self._role(), now, tick, key)
         if episode is None:
             log.warning("ALERT %s (again, still active): %s %s", name, message, details or "")
             self._schedule_expiry()
@@ -117,9 +118,9 @@ class Monitor:
             for e in self.board.listing()
         ]
 
-    def raise_alert(self, found: Alert) -> None:
+    def raise_alert(self, found: Alert, key: str = "") -> None:
         """Raise an alert a rule of domain.alerting built."""
-        self.alert(found.name, found.message, dict(found.details))
+        self.alert(found.name, found.message, dict(found.details), key)
 
     def rejected(self, source: str, reason: str) -> None:
         """An input failed authentication: count it, and alert (throttled per source)."""
@@ -127,7 +128,7 @@ class Monitor:
         log.debug("rejected %s: %s", source, reason)
         count = self._rejections.admit(source, time.monotonic())
         if count is not None:
-            self.raise_alert(alerting.rejected_message(source, reason, count))
+            self.raise_alert(alerting.rejected_message(source, reason, count), key=source)
 
     def publish(self, routing_key: str, body: dict[str, Any]) -> None:
         """Publish on monitoring in the background; monitoring never blocks the work."""

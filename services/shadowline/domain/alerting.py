@@ -59,6 +59,7 @@ class Episode:
     count: int = 1
     resolved_at: float | None = None
     resolution: str | None = None  # why it resolved, in one sentence
+    key: str = ""  # what it is about, when one name covers several (rejected-message: the source)
 
     @property
     def state(self) -> Literal["active", "resolved"]:
@@ -66,28 +67,28 @@ class Episode:
 
 
 class AlertBoard:
-    """The active alerts by name, and the last RESOLVED_KEPT resolved ones."""
+    """The active alerts by name (and key), and the last RESOLVED_KEPT resolved ones."""
 
     def __init__(self, quiet: float = QUIET_SECONDS, kept: int = RESOLVED_KEPT) -> None:
         self.quiet = quiet
-        self._active: dict[AlertName, Episode] = {}
+        self._active: dict[tuple[AlertName, str], Episode] = {}
         self._resolved: deque[Episode] = deque(maxlen=kept)
 
     def raised(
-        self, name: AlertName, message: str, role: str, now: float, tick: float
+        self, name: AlertName, message: str, role: str, now: float, tick: float, key: str = ""
     ) -> Episode | None:
         """The episode an occurrence starts, to announce; None when the alert is active
         already (the repeat is counted and restarts an event's quiet window)."""
-        found = self._active.get(name)
+        found = self._active.get((name, key))
         if found is not None:
-            self._active[name] = replace(found, count=found.count + 1, last_tick=tick)
+            self._active[name, key] = replace(found, count=found.count + 1, last_tick=tick)
             return None
-        self._active[name] = Episode(name, message, role, now, tick)
-        return self._active[name]
+        self._active[name, key] = Episode(name, message, role, now, tick, key=key)
+        return self._active[name, key]
 
-    def resolve(self, name: AlertName, sentence: str, now: float) -> Episode | None:
+    def resolve(self, name: AlertName, sentence: str, now: float, key: str = "") -> Episode | None:
         """The episode resolved now, to announce; None when the alert was not active."""
-        found = self._active.pop(name, None)
+        found = self._active.pop((name, key), None)
         if found is None:
             return None
         done = replace(found, resolved_at=now, resolution=sentence)
@@ -104,7 +105,11 @@ class AlertBoard:
         return [
             done
             for e in due
-            if (done := self.resolve(e.name, sentence.format(quiet=self.quiet, count=e.count), now))
+            if (
+                done := self.resolve(
+                    e.name, sentence.format(quiet=self.quiet, count=e.count), now, e.key
+                )
+            )
         ]
 
     def next_expiry(self) -> float | None:
@@ -112,8 +117,8 @@ class AlertBoard:
         ticks = [e.last_tick for e in self._active.values() if e.name not in CONDITIONS]
         return min(ticks) + self.quiet if ticks else None
 
-    def active(self, name: AlertName) -> bool:
-        return name in self._active
+    def active(self, name: AlertName, key: str = "") -> bool:
+        return (name, key) in self._active
 
     def listing(self) -> list[Episode]:
         """Active alerts first, then resolved ones; the newest first in each."""
