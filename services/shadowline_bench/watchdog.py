@@ -121,7 +121,7 @@ async def _failovers(sim: Simulation, sizes: Sizes, delay: float) -> list[str]:
 def _report(sim: Simulation, stopped: list[str], delay: float, cpu: tuple[float, float | None],
             failover_cpu: tuple[float, float | None], sizes: Sizes) -> None:  # fmt: skip
     delays = sorted(
-        int(1e9 * (p.promote_at - p.last_master_beat))
+        int(1e9 * (p.promote_at - sim.last_master_beat(c)))
         for c in stopped
         if (p := sim.pairs[c]).promote_at is not None
     )
@@ -181,7 +181,8 @@ async def main(settings: Settings, sizes: Sizes) -> int:
             _report(sim, stopped, delay, cpu, failover_cpu, sizes)
             lines = [ln for ln in log.read_text(errors="replace").splitlines() if stopped[0] in ln]
             say(f"the watchdog on {stopped[0]}:\n  " + "\n  ".join(lines[-4:]))
-            say(f"heartbeats published by the simulation: {sim.published}")
+            say(f"heartbeats published by the simulation: {sim.published} (largest backlog the "
+                f"broker left unread on its connections: {sim.backlog.value} bytes)")  # fmt: skip
             return 0 if process.poll() is None else 1
         finally:
             if process is not None and process.poll() is None:
@@ -191,5 +192,8 @@ async def main(settings: Settings, sizes: Sizes) -> int:
                 except subprocess.TimeoutExpired:
                     process.kill()
             await sim.close()
+            kept = Path(tempfile.gettempdir()) / "shadowline-bench-watchdog.log"
+            kept.write_bytes(log.read_bytes() if log.exists() else b"")
+            say(f"the watchdog's log: {kept}")
             await delete_exchanges(url, list(clusters))
             say(f"deleted the exchanges of the {len(clusters)} clusters")

@@ -4,7 +4,7 @@ correctly signed heartbeats on the shared broker and as answers to the watchdog'
 - Heartbeats: every instance at `interval` (2 Hz by default), their phases spread evenly over
   the interval, MACed with each cluster's own heartbeat key (the per-cluster secrets the
   watchdog reads from its secrets file), published without confirms as raw frames, from a
-  thread of their own.
+  process of its own.
 - Probes: one aiohttp server answers `GET /c/<cluster>/<instance>/health` for every simulated
   instance, authenticated as an instance answers (peer-answer MAC over the request's
   signature); a stopped master answers 503 unauthenticated, which the watchdog counts as gone.
@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import multiprocessing
 import struct
-import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import aio_pika
 import orjson
@@ -38,6 +39,7 @@ from shadowline.domain import trust
 from shadowline.domain.watchdog_trust import ClusterKeys
 
 STEPS = 50  # publishing slots per interval: each sends 1/STEPS of the heartbeats
+CONNECTIONS = 8  # as many instances, as many connections: one would be RabbitMQ's bottleneck
 
 
 @dataclass(slots=True)
@@ -47,59 +49,44 @@ class Pair:
     epoch: int = 1
     master_alive: bool = True
     promoted: bool = False
-    last_master_beat: float = 0.0  # monotonic, when the master's last heartbeat was sent
     promote_at: float | None = None  # monotonic, when the first promote command arrived
     promotes: int = 0
-    seq: dict[str, int] = field(default_factory=lambda: {"master": 0, "shadow": 0})
-
-    @property
-    def exchange(self) -> bytes:
-        return Names(self.cluster).monitoring.encode()
 
 
 class Simulation:
+    # Long only because it names the state it shares with its publisher process, once.
     def __init__(self, url: str, secrets: dict[str, str], port: int, interval: float) -> None:
         self._url = url
         self.port = port
         self.interval = interval
         self.pairs = {c: Pair(c, ClusterKeys(c, s)) for c, s in secrets.items()}
+        self._secrets = secrets
+        self._index = {c: n for n, c in enumerate(secrets)}
         self._boot = "00" + hashlib.sha256(str(time.time()).encode()).hexdigest()[:14]
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._runner: web.AppRunner | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.published = 0
+        # The heartbeats come from a process of their own (its own share of the CPU; the
+        # probes and promote commands this process answers and times wait for no heartbeat);
+        # what the two share: alive masters and epochs in, last master heartbeats and the
+        # count out. CLOCK_MONOTONIC is one clock for both.
+        context = multiprocessing.get_context("spawn")
+        n = len(secrets)
+        self._alive = context.Array("b", [1] * n, lock=False)
+        self._epoch = context.Array("i", [1] * n, lock=False)
+        self._last = context.Array("d", [0.0] * n, lock=False)
+        self._count = context.Value("q", 0, lock=False)
+        self.backlog = context.Value("q", 0, lock=False)  # most bytes the broker left unread
+        self._stop = context.Event()
+        self._process: multiprocessing.process.BaseProcess | None = None
+        self._context = context
         self.rate = 0.0  # heartbeats a second over the steady window, measured by the bench
 
-    def _url_of(self, cluster: str, instance: str) -> str:
-        return f"http://127.0.0.1:{self.port}/c/{cluster}/{instance}"
+    @property
+    def published(self) -> int:
+        return int(self._count.value)
 
-    def _beat(self, pair: Pair, instance: str) -> tuple[bytes, bytes, bytes]:
-        other = "shadow" if instance == "master" else "master"
-        master = instance == "master" or pair.promoted
-        role = "master" if master else "shadow"
-        pair.seq[instance] += 1
-        body = {
-            "instance": instance,
-            "role": role,
-            "epoch": pair.epoch,
-            "committed": 100,
-            "applied": 100,
-            "replication": "sync" if master else None,
-            "acked": 100 if master else None,
-            "peer": None if pair.promoted else other,
-            "peer_url": None if pair.promoted else self._url_of(pair.cluster, other),
-            "maintenance": False,
-            "cluster": pair.cluster,
-            "url": self._url_of(pair.cluster, instance),
-            "seq": pair.seq[instance],
-            "boot": self._boot,
-            "sent_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "interval": self.interval,
-        }
-        raw = orjson.dumps(body)
-        key = f"heartbeat.{instance}"
-        return key.encode(), raw, pair.keys.mac(key, raw).encode()
+    def last_master_beat(self, cluster: str) -> float:
+        return float(self._last[self._index[cluster]])
 
     async def start(self) -> None:
         self._connection = await aio_pika.connect(self._url.split(",")[0])
@@ -119,38 +106,10 @@ class Simulation:
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        # Publishing on a thread and loop of its own: the probes and promote commands this
-        # loop answers and times are not queued behind 40 heartbeats every 10 ms.
-        self._thread = threading.Thread(target=lambda: asyncio.run(self._publish()), daemon=True)
-        self._thread.start()
-
-    async def _publish(self) -> None:
-        """Every interval, each instance once, in STEPS even slots (no burst at the start),
-        as raw Basic.Publish frames on a connection of its own (aio-pika would need a core
-        for 4,000 messages a second on this machine, and the watchdog would wait for it)."""
-        protocol = await open_channel(self._url.split(",")[0], "bench watchdog heartbeats", _drop)
-        assert protocol.transport is not None
-        instances = [(p, i) for p in self.pairs.values() for i in ("master", "shadow")]
-        slots = [instances[k::STEPS] for k in range(STEPS)]
-        step = self.interval / STEPS
-        expiration = str(int(3000 * self.interval)).encode()
-        due = time.monotonic()
-        while not self._stop.is_set():
-            for slot in slots:
-                due += step
-                out = bytearray()
-                for pair, instance in slot:
-                    if instance == "master" and not pair.master_alive:
-                        continue
-                    key, body, mac = self._beat(pair, instance)
-                    out += publish_frames(pair.exchange, key, mac, expiration, body)
-                    if instance == "master":
-                        pair.last_master_beat = time.monotonic()
-                protocol.transport.write(bytes(out))
-                if self._stop.is_set():
-                    break
-                self.published += len(slot)
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
+        shared = (self._alive, self._epoch, self._last, self._count, self.backlog, self._stop)
+        args = (self._url, self._secrets, self.port, self.interval, self._boot, shared)
+        self._process = self._context.Process(target=publish_heartbeats, args=args, daemon=True)
+        self._process.start()
 
     async def _health(self, request: web.Request) -> web.Response:
         pair = self.pairs.get(request.match_info["cluster"])
@@ -182,14 +141,18 @@ class Simulation:
             pair.promote_at = time.monotonic()
             doc = orjson.loads(message.body)
             pair.epoch, pair.promoted = int(doc["epoch"]), True
+            self._epoch[self._index[cluster]] = pair.epoch
 
     def stop_master(self, cluster: str) -> None:
         self.pairs[cluster].master_alive = False
+        self._alive[self._index[cluster]] = 0
 
     async def close(self) -> None:
         self._stop.set()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join, 10)
+        if self._process is not None:
+            await asyncio.to_thread(self._process.join, 10)
+            if self._process.is_alive():
+                self._process.kill()
         if self._runner is not None:
             await self._runner.cleanup()
         if self._connection is not None:
@@ -207,6 +170,93 @@ async def delete_exchanges(url: str, clusters: list[str]) -> None:
                 await channel.exchange_delete(name)
     finally:
         await connection.close()
+
+
+def publish_heartbeats(
+    url: str, secrets: dict[str, str], port: int, interval: float, boot: str, shared: Any
+) -> None:
+    """The publisher process: every instance's heartbeat once an interval until told to stop."""
+    asyncio.run(_Publisher(url, secrets, port, interval, boot, shared).run())
+
+
+class _Publisher:
+    # Long only because it keeps each cluster's keys, counters and shared slots side by side.
+    def __init__(
+        self, url: str, secrets: dict[str, str], port: int, interval: float, boot: str, shared: Any
+    ) -> None:
+        self._url, self._port, self._interval, self._boot = url, port, interval, boot
+        self._alive, self._epoch, self._last, self._count, self._backlog, self._stop = shared
+        self._keys = [ClusterKeys(c, s) for c, s in secrets.items()]
+        self._exchanges = [Names(c).monitoring.encode() for c in secrets]
+        self._seq = [[0, 0] for _ in secrets]
+
+    def _url_of(self, cluster: str, instance: str) -> str:
+        return f"http://127.0.0.1:{self._port}/c/{cluster}/{instance}"
+
+    def _beat(self, n: int, instance: str) -> tuple[bytes, bytes, bytes]:
+        cluster, epoch = self._keys[n].cluster, int(self._epoch[n])
+        other = "shadow" if instance == "master" else "master"
+        promoted = epoch > 1
+        master = instance == "master" or promoted
+        seq = self._seq[n]
+        seq[instance == "shadow"] += 1
+        body = {
+            "instance": instance,
+            "role": "master" if master else "shadow",
+            "epoch": epoch,
+            "committed": 100,
+            "applied": 100,
+            "replication": "sync" if master else None,
+            "acked": 100 if master else None,
+            "peer": None if promoted else other,
+            "peer_url": None if promoted else self._url_of(cluster, other),
+            "maintenance": False,
+            "cluster": cluster,
+            "url": self._url_of(cluster, instance),
+            "seq": seq[instance == "shadow"],
+            "boot": self._boot,
+            "sent_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "interval": self._interval,
+        }
+        raw = orjson.dumps(body)
+        key = f"heartbeat.{instance}"
+        return key.encode(), raw, self._keys[n].mac(key, raw).encode()
+
+    async def run(self) -> None:
+        """In STEPS even slots an interval (no burst), as raw Basic.Publish frames (aio-pika
+        would need about a core for 4,000 messages a second on this machine)."""
+        url = self._url.split(",")[0]
+        protocols = [
+            await open_channel(url, f"bench watchdog heartbeats {k}", _drop)
+            for k in range(CONNECTIONS)
+        ]
+        instances = [(n, i) for n in range(len(self._keys)) for i in ("master", "shadow")]
+        slots = [instances[k::STEPS] for k in range(STEPS)]
+        step = self._interval / STEPS
+        expiration = str(int(3000 * self._interval)).encode()
+        due = time.monotonic()
+        while not self._stop.is_set():
+            for slot in slots:
+                due += step
+                out = [bytearray() for _ in protocols]
+                for n, instance in slot:
+                    if instance == "master" and not self._alive[n]:
+                        continue
+                    key, body, mac = self._beat(n, instance)
+                    frames = publish_frames(self._exchanges[n], key, mac, expiration, body)
+                    out[n % CONNECTIONS] += frames
+                    if instance == "master":
+                        self._last[n] = time.monotonic()
+                for protocol, data in zip(protocols, out, strict=True):
+                    assert protocol.transport is not None
+                    protocol.transport.write(bytes(data))
+                    backlog = protocol.transport.get_write_buffer_size()
+                    self._backlog.value = max(self._backlog.value, backlog)
+                self._count.value += len(slot)
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+        for protocol in protocols:
+            if protocol.transport is not None:
+                protocol.transport.close()
 
 
 def _drop(*_: object) -> None:

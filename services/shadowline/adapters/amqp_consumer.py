@@ -9,8 +9,8 @@ transport alone. This reads each frame header with struct, decodes only what a d
 else (the handshake, declarations, closes) goes through pamqp as usual. Publishing and
 declaring stay with aio-pika (adapters.watchdog_link); this connection only consumes.
 
-Each (re)connection is a sweep over the node list (adapters.amqp_nodes), declares a fresh
-exclusive server-named queue, binds it and consumes; a lost connection (or two missed AMQP
+Each (re)connection is a sweep over the node list (adapters.amqp_nodes), declares fresh
+exclusive server-named queues (a few, see MAX_SHARDS), binds them and consumes; a lost connection (or two missed AMQP
 heartbeats) ends it and the next sweep starts a second later.
 """
 
@@ -35,6 +35,12 @@ Delivery = Callable[[str, str, dict[str, Any], bytes], None]  # exchange, key, h
 _HEAD = struct.Struct(">BHI")
 _DELIVER = (60, 60)
 HEARTBEAT = 30  # seconds, proposed to the broker (it takes the lower of its own and this)
+# A queue is one Erlang process on the broker: one for 4,000 heartbeats a second became the
+# bottleneck on a busy host, and RabbitMQ's credit flow then throttles every publisher routing
+# into it (the masters' heartbeats, whose confirms are their lease, and the watchdog's own
+# announcements). So the clusters are spread over a few queues, one per PER_SHARD clusters.
+MAX_SHARDS = 8
+PER_SHARD = 125
 HEADERS_FLAG = 1 << 13  # the content header's property flags: the headers table is present
 
 
@@ -129,7 +135,7 @@ class _Protocol(asyncio.Protocol):
 
 
 class LeanConsumer:
-    """Consumes one exclusive queue bound to `bindings` (exchange, routing key), no acks."""
+    """Consumes a few exclusive queues bound to `bindings` (exchange, routing key), no acks."""
 
     def __init__(
         self, urls: str, name: str, bindings: list[tuple[str, str]], deliver: Delivery
@@ -189,14 +195,22 @@ class LeanConsumer:
         return protocol
 
     async def _consume(self, protocol: _Protocol) -> None:
-        protocol.send(commands.Queue.Declare(exclusive=True, auto_delete=True), 1)
-        queue = (await _expect(protocol, commands.Queue.DeclareOk)).queue
+        """Declare the shards, bind each exchange to one of them, consume them all."""
+        exchanges = sorted({exchange for exchange, _ in self._bindings})
+        shards = max(1, min(MAX_SHARDS, len(exchanges) // PER_SHARD))
+        queues = []
+        for _ in range(shards):
+            protocol.send(commands.Queue.Declare(exclusive=True, auto_delete=True), 1)
+            queues.append((await _expect(protocol, commands.Queue.DeclareOk)).queue)
+        shard_of = {exchange: queues[n % shards] for n, exchange in enumerate(exchanges)}
         for exchange, key in self._bindings:  # pipelined: one confirmation for all, below
+            queue = shard_of[exchange]
             protocol.send(commands.Queue.Bind(queue=queue, exchange=exchange, routing_key=key), 1)
         for _ in self._bindings:
             await _expect(protocol, commands.Queue.BindOk)
-        protocol.send(commands.Basic.Consume(queue=queue, no_ack=True), 1)
-        await _expect(protocol, commands.Basic.ConsumeOk)
+        for queue in queues:
+            protocol.send(commands.Basic.Consume(queue=queue, no_ack=True), 1)
+            await _expect(protocol, commands.Basic.ConsumeOk)
 
     async def _heartbeats(self, protocol: _Protocol) -> None:
         """Send ours every half interval; two intervals without a byte from the broker: lost."""

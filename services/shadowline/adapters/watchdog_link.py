@@ -44,6 +44,7 @@ class _Cluster:
     on_heartbeat: HeartbeatHandler
     on_announcement: AnnouncementHandler
     exchanges: dict[str, AbstractExchange]
+    commands: AbstractExchange | None = None
 
 
 class SharedLink:
@@ -55,6 +56,7 @@ class SharedLink:
         self._me = me
         self._connection: AbstractRobustConnection | None = None
         self._publish: AbstractChannel | None = None
+        self._commands: AbstractChannel | None = None
         self._consumer: asyncio.Task[None] | None = None
         self._lean: LeanConsumer | None = None
         self._clusters: dict[str, _Cluster] = {}  # by monitoring exchange name
@@ -85,9 +87,16 @@ class SharedLink:
         connection = await connect(self._url, self._connection_name)
         try:
             self._publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            # Promote commands on a channel of their own: never queued behind monitoring.
+            self._commands = await connection.channel(
+                publisher_confirms=True, on_return_raises=True
+            )
             for entry in self._by_name.values():
                 entry.exchanges = await declare_exchanges(
                     self._publish, entry.names, ("monitoring", "commands")
+                )
+                entry.commands = await self._commands.get_exchange(
+                    entry.names.commands, ensure=False
                 )
             bindings = [
                 (monitoring, key)
@@ -140,7 +149,7 @@ class SharedLink:
         await exchange.publish(message, routing_key, mandatory=False, timeout=5)
 
     async def publish_command(self, cluster: str, routing_key: str, body: Any) -> None:
-        exchange = self._by_name[cluster].exchanges.get("commands")
+        exchange = self._by_name[cluster].commands
         if exchange is None:
             raise ConnectionError("not connected to RabbitMQ")
         message = json_message(body, persistent=False, expiration=signing.WINDOW)
