@@ -27,6 +27,9 @@ async def test_active_and_resolved_alerts_are_shown_apart(instance: Instance) ->
     assert "shadow node-b is behind" in resolved and "shadow node-b caught up" in resolved
     async with http_client(instance, "vic") as viewer:
         listed = (await viewer.get("/alerts")).json()["alerts"]
+    async with http_client(instance, None) as anonymous:
+        refused = await anonymous.get("/alerts")
+    assert refused.status_code == 401 and "error" in refused.json()
     assert [(a["name"], a["state"]) for a in listed] == [
         ("shadow-lost", "active"),
         ("lag", "resolved"),

@@ -34,6 +34,22 @@ class AlertList(BaseModel):
     alerts: list[AlertRow] = Field(description="active first, then resolved; newest first")
 
 
-@router.get("/alerts", responses={200: {"model": AlertList, "description": "OK"}})
+# The refusals as entrypoints.errors renders them ({"error": ...}); entrypoints.http.openapi's
+# `answers` can take this table over once it is in the tree.
+_REFUSED = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
+_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {"model": AlertList, "description": "OK"},
+    **{
+        code: {"description": said, "content": {"application/json": {"schema": _REFUSED}}}
+        for code, said in (
+            (401, "no or wrong credentials"),
+            (403, "the user may not read the status"),
+            (429, "too many failed logins from this address"),
+        )
+    },
+}
+
+
+@router.get("/alerts", responses=_ANSWERS)
 async def alerts(found: Alerts, _: Viewer) -> dict[str, Any]:
     return {"alerts": found.alerts() if found is not None else []}
