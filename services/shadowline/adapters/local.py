@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shadowline.adapters.passwords import hash_password
 from shadowline.adapters.tables import local_config, users
-from shadowline.domain.errors import AlreadyExists, NotFound, VersionConflict
+from shadowline.domain.errors import AlreadyExists, NotFound, PreconditionFailed, VersionConflict
 from shadowline.domain.users import ROLES, User, check_credentials, password_problem
 
 __all__ = ["ROLES", "LocalConfig", "User", "Users", "check_credentials", "password_problem"]
@@ -114,7 +114,13 @@ class LocalConfig:
         return {f"{r.kind}/{r.name}": r.value for r in rows}
 
     async def put(
-        self, kind: str, name: str, value: Any, expected: int | None, actor: str
+        self,
+        kind: str,
+        name: str,
+        value: Any,
+        expected: int | None,
+        actor: str,
+        only_if_absent: bool = False,
     ) -> tuple[int, bool]:
         async with self._engine.begin() as c:
             current = await c.scalar(
@@ -124,6 +130,8 @@ class LocalConfig:
             )
             if expected is not None and expected != current:
                 raise VersionConflict(f"{kind}/{name}", expected, current)
+            if only_if_absent and current is not None:
+                raise PreconditionFailed(f"{kind}/{name}", current)
             version = (current or 0) + 1
             stmt = pg_insert(local_config).values(
                 kind=kind,

@@ -20,7 +20,7 @@ from shadowline.domain.events import Event
 from shadowline.domain.kinds import LOCAL_KINDS, split_key
 from shadowline.domain.records import EventFilter
 from shadowline.domain.state import State, diff
-from shadowline.domain.validation import Catalog
+from shadowline.domain.validation import Catalog, whole_numbers
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,27 @@ class ConfigService:
     # -- writes ------------------------------------------------------------------------------
 
     async def put(
-        self, kind: str, name: str, value: Any, expected: int | None, meta: dict[str, Any]
+        self,
+        kind: str,
+        name: str,
+        value: Any,
+        expected: int | None,
+        meta: dict[str, Any],
+        only_if_absent: bool = False,
     ) -> WriteResult:
+        """Validate and write an item; `only_if_absent` creates only (PreconditionFailed if it
+        exists). Whole numbers are stored as integers (443.0 as 443: see whole_numbers)."""
         self.catalog.check(kind, name, value)
+        value = whole_numbers(value)
         if kind in LOCAL_KINDS:
-            version, created = await self.local.put(kind, name, value, expected, meta["actor"])
+            actor = meta["actor"]
+            version, created = await self.local.put(
+                kind, name, value, expected, actor, only_if_absent
+            )
             _apply_local(kind, name, value)
             return WriteResult(kind, name, version, None, self.role.epoch, created)
-        event, created = await self._write(PutItem(kind, name, value, expected, meta))
+        command = PutItem(kind, name, value, expected, meta, only_if_absent)
+        event, created = await self._write(command)
         return self._result(event, created)
 
     async def delete(

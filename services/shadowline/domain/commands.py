@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shadowline.domain.errors import NotFound, VersionConflict
+from shadowline.domain.errors import NotFound, PreconditionFailed, VersionConflict
 from shadowline.domain.events import CONFIG_DELETED, CONFIG_PUT
 from shadowline.domain.kinds import item_key
 
@@ -17,6 +17,7 @@ class PutItem:
     value: Any
     expected_version: int | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    only_if_absent: bool = False  # If-None-Match: *: create, never replace
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,11 +60,14 @@ class Decision:
 
 
 def decide(command: PutItem | DeleteItem, current: ItemVersion | None) -> Decision:
-    """Decide a command against the item's current version; raises VersionConflict or NotFound."""
+    """Decide a command against the item's current version; raises VersionConflict,
+    PreconditionFailed (create only, and it exists) or NotFound."""
     key = item_key(command.kind, command.name)
     live_version = current.version if current is not None and current.live else None
     if command.expected_version is not None and command.expected_version != live_version:
         raise VersionConflict(key, command.expected_version, live_version)
+    if isinstance(command, PutItem) and command.only_if_absent and live_version is not None:
+        raise PreconditionFailed(key, live_version)
     next_version = (current.version if current is not None else 0) + 1
     if isinstance(command, DeleteItem):
         if live_version is None:

@@ -32,6 +32,14 @@ class VersionConflict(ShadowlineError):
         super().__init__(f"{key}: expected version {expected}, current version is {actual}")
 
 
+class PreconditionFailed(ShadowlineError):
+    """Raised when a write asked to create only (If-None-Match: *) and the item exists."""
+
+    def __init__(self, key: str, actual: int) -> None:
+        self.key, self.actual = key, actual
+        super().__init__(f"{key} exists (version {actual}); If-None-Match: * creates only")
+
+
 class NotFound(ShadowlineError):
     """Raised when an item, user or position that was asked for does not exist."""
 

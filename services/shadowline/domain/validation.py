@@ -93,6 +93,28 @@ def _fast_accepts(schema: Mapping[str, Any]) -> Callable[[Any], bool]:
     return accepts
 
 
+EXACT_FLOAT = 2**53  # every whole number up to this is a float exactly, and back
+
+
+def whole_numbers(value: Any) -> Any:
+    """The value with every whole-valued number as an int: 443.0 becomes 443.
+
+    JSON has one number type, and JSON Schema (2020-12) calls 443.0 an integer, so a port sent
+    as 443.0 is valid; but Python (orjson) parses it as a float, and the stored value, every
+    replica and every read would then say 443.0 where the schema says integer. Only numbers
+    within +-2**53 are changed (a float there is exactly its int); a larger whole float stays
+    as it is (no kind allows it where it says integer). Run after `Catalog.check`, which bounds
+    the depth.
+    """
+    if isinstance(value, float):
+        return int(value) if value.is_integer() and abs(value) <= EXACT_FLOAT else value
+    if isinstance(value, dict):
+        return {key: whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(item) for item in value]
+    return value
+
+
 class Catalog:
     """The JSON Schema of every config kind, compiled once."""
 
@@ -110,6 +132,11 @@ class Catalog:
     @property
     def kinds(self) -> frozenset[str]:
         return frozenset(self._validators)
+
+    def schema(self, kind: str) -> Mapping[str, Any]:
+        """The JSON Schema of a kind (as loaded from schemas/config/)."""
+        found: Mapping[str, Any] = self._validators[kind].schema
+        return found
 
     def check_key(self, kind: str, name: str) -> None:
         errors = []

@@ -18,6 +18,7 @@ from shadowline.domain.errors import (
     InvalidInput,
     NotFound,
     NotWritable,
+    PreconditionFailed,
     Unauthorized,
     Unavailable,
     VersionConflict,
@@ -61,6 +62,8 @@ def refusal_of(error: Exception) -> Refusal:
             return Refusal(
                 409, {"error": str(error), "expected": error.expected, "version": error.actual}
             )
+        case PreconditionFailed():
+            return Refusal(412, {"error": str(error), "version": error.actual})
         case AlreadyExists() | Conflict():
             return Refusal(409, {"error": str(error)})
         case NotFound():

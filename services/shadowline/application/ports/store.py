@@ -85,7 +85,13 @@ class LocalConfig(Protocol):
     async def all(self) -> dict[str, Any]: ...
 
     async def put(
-        self, kind: str, name: str, value: Any, expected: int | None, actor: str
+        self,
+        kind: str,
+        name: str,
+        value: Any,
+        expected: int | None,
+        actor: str,
+        only_if_absent: bool = False,
     ) -> tuple[int, bool]: ...
 
     async def delete(self, kind: str, name: str, expected: int | None) -> int: ...

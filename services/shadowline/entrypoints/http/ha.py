@@ -12,13 +12,15 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from shadowline.application.replica import FETCH_PAGE
-from shadowline.domain.errors import FieldError, Forbidden, InvalidInput, NotFound
+from shadowline.domain.errors import FieldError, Forbidden, InvalidInput, NotFound, NotWritable
 from shadowline.domain.events import envelope, format_time
 from shadowline.domain.promote import PromoteCommand
 from shadowline.domain.records import EventFilter
+from shadowline.domain.roles import Role
 from shadowline.domain.state import digest
 from shadowline.entrypoints.deps import HA, FailoverDep, Log, Service
 from shadowline.entrypoints.http.common import NDJSON, Admin, Auditor, Viewer, body_json
+from shadowline.entrypoints.http.openapi import READ, WRITE, Answer, HaStatus, answers
 from shadowline.entrypoints.http.peer import CALLER, REFUSAL
 
 router = APIRouter()
@@ -56,20 +58,44 @@ async def _optional_body(request: Request) -> dict[str, Any]:
 Body = Annotated[dict[str, Any], Depends(_optional_body)]
 
 
+def _body(schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    """The OpenAPI request body of a route that reads its JSON itself (Body, body_json)."""
+    content = {"application/json": {"schema": schema}}
+    return {"requestBody": {"required": required, "content": content}}
+
+
+_ENABLE = {"type": "object", "properties": {"auto_confirm": {"type": "boolean"}}}
+_CONFIRM = {"type": "object", "properties": {"shadow": {"type": ["string", "null"]}}}
+_MAINTENANCE = {
+    "type": "object",
+    "properties": {"on": {"type": "boolean"}},
+    "required": ["on"],
+}
+_JOIN = {
+    "type": "object",
+    "properties": {k: {"type": "string"} for k in ("master_url", "user", "password")},
+    "required": ["master_url", "user", "password"],
+}
+_ANY = {"type": "object", "description": "a signed instance-to-instance call (adapters.peer)"}
+
+
 # -- for people ----------------------------------------------------------------------------------
 
 
-@router.get("/ha")
+@router.get("/ha", responses=answers(HaStatus, *READ))
 async def ha_status(ha: HA, _: Viewer) -> dict[str, Any]:
     return await ha.status()
 
 
-@router.post("/ha/enable")
+@router.post("/ha/enable", responses=answers(HaStatus, *WRITE), openapi_extra=_body(_ENABLE))
 async def ha_enable(ha: HA, user: Admin, body: Body) -> dict[str, Any]:
-    return await ha.enable(bool(body.get("auto_confirm", False)), user.name)
+    auto_confirm = body.get("auto_confirm", False)
+    if not isinstance(auto_confirm, bool):
+        raise InvalidInput([FieldError("$.auto_confirm", "must be a boolean")])
+    return await ha.enable(auto_confirm, user.name)
 
 
-@router.post("/ha/join")
+@router.post("/ha/join", responses=answers(HaStatus, *WRITE), openapi_extra=_body(_JOIN, True))
 async def ha_join(ha: HA, _: Admin, body: Body) -> dict[str, Any]:
     missing = [f for f in ("master_url", "user", "password") if not isinstance(body.get(f), str)]
     if missing:
@@ -77,29 +103,39 @@ async def ha_join(ha: HA, _: Admin, body: Body) -> dict[str, Any]:
     return await ha.join(body["master_url"], body["user"], body["password"])
 
 
-@router.post("/ha/confirm")
+@router.post("/ha/confirm", responses=answers(HaStatus, *WRITE), openapi_extra=_body(_CONFIRM))
 async def ha_confirm(ha: HA, user: Admin, body: Body) -> dict[str, Any]:
-    return await ha.confirm(body.get("shadow"), user.name)
+    shadow = body.get("shadow")
+    if shadow is not None and not isinstance(shadow, str):
+        raise InvalidInput([FieldError("$.shadow", "must be an instance name or null")])
+    return await ha.confirm(shadow, user.name)
 
 
-@router.delete("/ha/shadow")
+@router.delete("/ha/shadow", responses=answers(Answer, *WRITE))
 async def ha_forget(ha: HA, user: Admin) -> dict[str, Any]:
     return await ha.forget(user.name)
 
 
-@router.post("/ha/maintenance")
+@router.post(
+    "/ha/maintenance", responses=answers(HaStatus, *WRITE), openapi_extra=_body(_MAINTENANCE, True)
+)
 async def ha_maintenance(ha: HA, user: Admin, body: Body) -> dict[str, Any]:
     if not isinstance(body.get("on"), bool):
         raise InvalidInput([FieldError("$.on", "required boolean")])
     return await ha.maintenance(body["on"], user.name)
 
 
-@router.post("/ha/switch-roles")
-async def ha_switch_roles(failover: FailoverDep, user: Admin) -> dict[str, Any]:
+@router.post("/ha/switch-roles", responses=answers(Answer, *WRITE))
+async def ha_switch_roles(failover: FailoverDep, ha: HA, user: Admin) -> dict[str, Any]:
+    # On a shadow the refusal names the master, as a write's does (503 with "master"), so a
+    # person or a client that follows the master knows where to ask instead.
+    if ha.role.role == Role.SHADOW:
+        master = ha.record.master_url if ha.record else None
+        raise NotWritable("switch roles runs on the master; this instance is a shadow", master)
     return await failover.switch_roles(user.name)
 
 
-@router.get("/ha/quarantine")
+@router.get("/ha/quarantine", responses=answers(Answer, *READ))
 async def ha_quarantine(store: Log, _: Auditor) -> dict[str, Any]:
     rows = await store.quarantined()
     for row in rows:
@@ -111,7 +147,7 @@ async def ha_quarantine(store: Log, _: Auditor) -> dict[str, Any]:
     return {"count": len(rows), "events": rows}
 
 
-@router.get("/ha/verify")
+@router.get("/ha/verify", responses=answers(Answer, *READ, 409, 503))
 async def ha_verify(ha: HA, _: Auditor) -> dict[str, Any]:
     return await ha.verify()
 
@@ -119,14 +155,14 @@ async def ha_verify(ha: HA, _: Auditor) -> dict[str, Any]:
 # -- between the instances -----------------------------------------------------------------------
 
 
-@router.post("/ha/peer/register")
+@router.post("/ha/peer/register", responses=answers(Answer, *WRITE), openapi_extra=_body(_ANY))
 async def peer_register(ha: HA, _: Admin, caller: Peer, body: Body) -> dict[str, Any]:
     if body.get("instance") != caller:
         raise InvalidInput([FieldError("$.instance", "must be the calling instance")])
     return await ha.register(body)
 
 
-@router.post("/ha/peer/ack")
+@router.post("/ha/peer/ack", responses=answers(Answer, *WRITE), openapi_extra=_body(_ANY))
 async def peer_ack(ha: HA, caller: Peer, body: Body) -> dict[str, Any]:
     position = body.get("position")
     if not isinstance(position, int) or isinstance(position, bool) or not 0 <= position <= 2**62:
@@ -141,12 +177,12 @@ async def peer_ack(ha: HA, caller: Peer, body: Body) -> dict[str, Any]:
     return await ha.shadow_ack(caller, position, bytes.fromhex(chain) if chain else None, diverged)
 
 
-@router.post("/ha/peer/promote")
+@router.post("/ha/peer/promote", responses=answers(Answer, *WRITE), openapi_extra=_body(_ANY))
 async def peer_promote(failover: FailoverDep, caller: Peer, body: Body) -> dict[str, Any]:
     return await failover.promote(PromoteCommand.parse(body), via=f"http from {caller}")
 
 
-@router.get("/ha/peer/fork")
+@router.get("/ha/peer/fork", responses=answers(Answer, *READ, 404))
 async def peer_fork(
     ha: HA, store: Log, _: Peer, after_epoch: Annotated[int, Query(ge=0, le=2**31 - 1)]
 ) -> dict[str, Any]:
@@ -158,14 +194,14 @@ async def peer_fork(
     return {**await ha.chain_at(fork), "fork_position": fork, "epoch": event.epoch}
 
 
-@router.get("/ha/peer/chain")
+@router.get("/ha/peer/chain", responses=answers(Answer, *READ))
 async def peer_chain(
     ha: HA, _: Peer, at: Annotated[int | None, Query(ge=0, le=2**62)] = None
 ) -> dict[str, Any]:
     return await ha.chain_at(ha.position if at is None else at)
 
 
-@router.get("/ha/peer/events")
+@router.get("/ha/peer/events", responses=answers(None, *READ, media=NDJSON))
 async def peer_events(
     service: Service,
     _: Peer,
@@ -179,7 +215,7 @@ async def peer_events(
     return StreamingResponse(lines(), media_type=NDJSON)
 
 
-@router.get("/ha/peer/image")
+@router.get("/ha/peer/image", responses=answers(None, *READ, media=NDJSON))
 async def peer_image(store: Log, _: Peer) -> StreamingResponse:
     """Header (position, chain, epoch), one line per item row, then a trailer with the SHA-256
     of the row lines and the state digest, so the shadow can refuse a corrupt image."""

@@ -13,6 +13,7 @@ from shadowline.application import audit
 from shadowline.application.service import ConfigService
 from shadowline.entrypoints.deps import HA, Metrics, Service, SettingsDep
 from shadowline.entrypoints.http.common import Auditor, Viewer
+from shadowline.entrypoints.http.openapi import READ, Answer, Health, answers
 from shadowline.entrypoints.web import ORJSONResponse
 
 router = APIRouter()
@@ -28,18 +29,23 @@ def health_doc(service: ConfigService, instance: str) -> dict[str, Any]:
     }
 
 
-@router.get("/health")
+@router.get("/health", responses=answers(Health))
 async def health(service: Service, settings: SettingsDep) -> dict[str, Any]:
     return health_doc(service, settings.instance)
 
 
-@router.get("/master")
+# 503 carries the same body as 200: a load balancer reads the status, a person the role.
+_PROBE = {**answers(Health), 503: {"model": Health, "description": "not the writable master"}}
+_SHADOW = {**answers(Health), 503: {"model": Health, "description": "not an in-sync shadow"}}
+
+
+@router.get("/master", responses=_PROBE)
 async def master_probe(service: Service, settings: SettingsDep) -> ORJSONResponse:
     status = 200 if service.role.writable else 503
     return ORJSONResponse(health_doc(service, settings.instance), status_code=status)
 
 
-@router.get("/shadow")
+@router.get("/shadow", responses=_SHADOW)
 async def shadow_probe(service: Service, ha: HA, settings: SettingsDep) -> ORJSONResponse:
     replica = ha.replicas.current
     in_sync = replica is not None and replica.in_sync(settings.takeover_delay)
@@ -47,7 +53,7 @@ async def shadow_probe(service: Service, ha: HA, settings: SettingsDep) -> ORJSO
     return ORJSONResponse(doc, status_code=200 if in_sync else 503)
 
 
-@router.get("/audit/verify")
+@router.get("/audit/verify", responses=answers(Answer, *READ))
 async def audit_verify(_: Auditor, service: Service, settings: SettingsDep) -> dict[str, Any]:
     """Recompute the hash chain and the state from the whole log; compare with what is served
     and report the first difference, if any (application.audit)."""
@@ -57,7 +63,7 @@ async def audit_verify(_: Auditor, service: Service, settings: SettingsDep) -> d
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", responses=answers(None, *READ, media=CONTENT_TYPE_LATEST))
 async def get_metrics(_: Viewer, ha: HA, metrics: Metrics) -> Response:
     metrics.refresh(await ha.status())
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
