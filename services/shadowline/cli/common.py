@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
@@ -48,6 +49,26 @@ EXIT_MEANINGS: dict[ExitCode, str] = {
 # The names the commands used before the table existed.
 EXIT_REFUSED, EXIT_USAGE, EXIT_UNAVAILABLE = ExitCode.REFUSED, ExitCode.USAGE, ExitCode.UNAVAILABLE
 EXIT_TIMEOUT, EXIT_INTERRUPTED = ExitCode.TIMEOUT, ExitCode.INTERRUPTED
+
+
+def _flags_show_no_type() -> None:
+    """Typer (0.29) prints `<bool>` in the type column of every flag (--version, --json, --help),
+    as if it took a value; a flag takes none, so its column is left empty. Typer has no setting
+    for it and makes its options itself, so its one method that says so is replaced, once."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+    if getattr(shown, "shadowline", False):
+        return
+
+    def display_type_rich(self: TyperOption, ctx: Any) -> str | None:
+        return None if self.is_flag and self.metavar is None else shown(self, ctx)
+
+    display_type_rich.shadowline = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type()
 
 Url = Annotated[str, typer.Option("--url", envvar="SHADOWLINE_URL", help="The instance's URL.")]
 User = Annotated[
@@ -103,8 +124,27 @@ def emit(doc: Any, as_json: bool, text: str | None = None) -> None:
         typer.echo(text)
 
 
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def with_scheme(url: str) -> str:
+    """`localhost:8081` as http://localhost:8081 (each URL of a comma-separated list): a
+    browser's and curl's reading, where httpx would refuse the host as a scheme."""
+    parts = [part.strip() for part in url.split(",")]
+    return ",".join(p if not p or _SCHEME.match(p) else f"http://{p}" for p in parts)
+
+
 def client(url: str, user: str, password: str | None) -> Client:
-    return Client(url, user, password)
+    return Client(with_scheme(url), user, password)
+
+
+def _where(error: Exception) -> str:
+    """The instance a failed request went to (scheme, host and port), when httpx knows it."""
+    try:
+        url = error.request.url  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # RuntimeError: an error raised before a request
+        return "the instance"
+    return f"the instance at {url.scheme}://{url.netloc.decode('ascii', 'replace')}"
 
 
 @contextmanager
@@ -123,7 +163,7 @@ def reported() -> Iterator[None]:
     except (httpx.InvalidURL, httpx.UnsupportedProtocol) as error:
         fail(f"bad URL: {error}", EXIT_USAGE)
     except httpx.HTTPError as error:
-        fail(f"cannot reach the instance: {error or type(error).__name__}", EXIT_UNAVAILABLE)
+        fail(f"cannot reach {_where(error)}: {error or type(error).__name__}", EXIT_UNAVAILABLE)
     except orjson.JSONDecodeError:
         # A proxy's error page, or not a shadowline instance at all.
         fail("the URL answered with something that is not JSON", EXIT_UNAVAILABLE)

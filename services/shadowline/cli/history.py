@@ -53,13 +53,45 @@ app = typer.Typer(
 )
 
 
+ACTOR_WIDTH, TYPE_WIDTH = 12, 15  # "ShadowConfirmed", the longest event type, fits
+
+
+def _cell(text: str, width: int) -> str:
+    """Text in a column of `width`: padded, or cut with an ellipsis so the next column stays."""
+    return text.ljust(width) if len(text) <= width else text[: width - 1] + "\u2026"
+
+
+def _ha_detail(event: dict[str, Any]) -> str:
+    """What an HA event did, in a few words (its data, which config events do not need)."""
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    assert isinstance(data, dict)
+    match event["type"]:
+        case "HaEnabled":
+            return f"HA enabled on {data.get('master', '?')}"
+        case "ShadowConfirmed":
+            return f"shadow {data.get('shadow', '?')} confirmed"
+        case "ShadowRemoved":
+            return f"shadow {data.get('shadow', '?')} removed"
+        case "MasterPromoted":
+            previous = data.get("previous_master") or "?"
+            said = f"epoch {data.get('epoch', '?')}, after {previous}"
+            said += f" at position {data.get('fork_position', '?')}"
+            return said + (f": {data['reason']}" if data.get("reason") else "")
+    plain = [f"{k}={v}" for k, v in data.items() if isinstance(v, str | int | float | bool)]
+    return ", ".join(plain)
+
+
 def _history_line(event: dict[str, Any]) -> str:
     meta = event.get("metadata") or {}
-    what = f"{event['kind']}/{event['name']} v{event['version']}" if event.get("kind") else ""
+    if event.get("kind"):
+        what = f"{event['kind']}/{event['name']} v{event['version']}"
+    else:
+        what = _ha_detail(event)
     reason = f"  ({meta['reason']})" if meta.get("reason") else ""
+    actor = _cell(str(meta.get("actor", "-")), ACTOR_WIDTH)
     return (
         f"{event['position']:>8}  {event['recorded_at']}  e{event['epoch']}  "
-        f"{meta.get('actor', '-'):<12} {event['type']:<14} {what}{reason}"
+        f"{actor} {_cell(event['type'], TYPE_WIDTH)} {what}{reason}"
     )
 
 
