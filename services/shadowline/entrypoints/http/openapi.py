@@ -217,32 +217,30 @@ def _not_null(parameter: dict[str, Any]) -> None:
 
 
 def config_kind_paths(doc: dict[str, Any], schemas: Mapping[str, Mapping[str, Any]]) -> None:
-    """Replace the generic PUT /config/{kind}/{name} of `doc` by one PUT per kind, whose body is
-    that kind's JSON Schema (components/schemas/config.<kind>); GET and DELETE stay generic,
-    with `kind` an enum of the kinds and `name` the name pattern."""
-    generic = doc["paths"].get("/config/{kind}/{name}")
+    """Replace the generic /config/{kind}/{name} of `doc` by one path per kind with its GET, PUT
+    and DELETE: the PUT's body is that kind's JSON Schema (components/schemas/config.<kind>),
+    and each path lists every method it has (schemathesis holds a 405's Allow to it)."""
+    generic = doc["paths"].pop("/config/{kind}/{name}", None)
     if generic is None:
         return
     components = doc.setdefault("components", {}).setdefault("schemas", {})
-    put = generic.pop("put", None)
-    for operation in generic.values():
-        _constrain(operation["parameters"], schemas.keys())
-    if put is None:
-        return
     for kind in sorted(schemas):
         components[f"config.{kind}"] = _embedded(schemas[kind])
-        operation = copy.deepcopy(put)
-        operation["operationId"] = f"put_{kind.replace('-', '_')}"
-        operation["summary"] = f"Put a {kind}"
-        operation["parameters"] = [p for p in operation["parameters"] if p["name"] != "kind"]
-        _constrain(operation["parameters"], ())
-        ref = {"$ref": f"#/components/schemas/config.{kind}"}
-        operation["requestBody"] = {
-            "required": True,
-            "description": f"the {kind}'s value (schemas/config/{kind}.json)",
-            "content": {"application/json": {"schema": ref}},
-        }
-        doc["paths"][f"/config/{kind}/{{name}}"] = {"put": operation}
+        path: dict[str, Any] = {}
+        for method, template in generic.items():
+            operation = copy.deepcopy(template)
+            operation["operationId"] = f"{method}_{kind.replace('-', '_')}"
+            operation["parameters"] = [p for p in operation["parameters"] if p["name"] != "kind"]
+            _constrain(operation["parameters"], ())
+            if method == "put":
+                ref = {"$ref": f"#/components/schemas/config.{kind}"}
+                operation["requestBody"] = {
+                    "required": True,
+                    "description": f"the {kind}'s value (schemas/config/{kind}.json)",
+                    "content": {"application/json": {"schema": ref}},
+                }
+            path[method] = operation
+        doc["paths"][f"/config/{kind}/{{name}}"] = path
 
 
 def _constrain(parameters: list[dict[str, Any]], kinds: Iterable[str]) -> None:
