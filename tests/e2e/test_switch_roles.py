@@ -69,6 +69,7 @@ def test_switch_roles_is_refused_on_a_shadow_and_when_the_shadow_is_not_connecte
     assert on_shadow.status_code == 409, on_shadow.text
     print(f"\non the shadow: {on_shadow.json()['error']}")
     assert "master" in on_shadow.json()["error"]
+    assert on_shadow.json()["master"] == master.url, "the refusal names where to ask instead"
 
     shadow.signal(signal.SIGTERM)
     assert shadow.wait() == 0

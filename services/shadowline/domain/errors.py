@@ -91,7 +91,12 @@ class PeerRefused(ShadowlineError):
 
 
 class Conflict(ShadowlineError):
-    """Raised when the HA state does not allow a request (a second shadow, confirming nothing)."""
+    """Raised when the HA state does not allow a request (a second shadow, confirming nothing);
+    names the master when asking it instead is the way (switch roles sent to the shadow)."""
+
+    def __init__(self, reason: str, master_url: str | None = None) -> None:
+        self.master_url = master_url
+        super().__init__(reason)
 
 
 class Gap(ShadowlineError):

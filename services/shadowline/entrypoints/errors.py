@@ -64,6 +64,8 @@ def refusal_of(error: Exception) -> Refusal:
             )
         case PreconditionFailed():
             return Refusal(412, {"error": str(error), "version": error.actual})
+        case Conflict() if error.master_url:
+            return Refusal(409, {"error": str(error), "master": error.master_url})
         case AlreadyExists() | Conflict():
             return Refusal(409, {"error": str(error)})
         case NotFound():

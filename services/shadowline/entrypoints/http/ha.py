@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from shadowline.application.replica import FETCH_PAGE
-from shadowline.domain.errors import FieldError, Forbidden, InvalidInput, NotFound, NotWritable
+from shadowline.domain.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
 from shadowline.domain.events import envelope, format_time
 from shadowline.domain.promote import PromoteCommand
 from shadowline.domain.records import EventFilter
@@ -127,11 +127,11 @@ async def ha_maintenance(ha: HA, user: Admin, body: Body) -> dict[str, Any]:
 
 @router.post("/ha/switch-roles", responses=answers(Answer, *WRITE))
 async def ha_switch_roles(failover: FailoverDep, ha: HA, user: Admin) -> dict[str, Any]:
-    # On a shadow the refusal names the master, as a write's does (503 with "master"), so a
-    # person or a client that follows the master knows where to ask instead.
+    # On a shadow the state does not allow it: 409 as for every HA action (DESIGN), and the
+    # refusal names the master so a person or a client knows where to ask instead.
     if ha.role.role == Role.SHADOW:
         master = ha.record.master_url if ha.record else None
-        raise NotWritable("switch roles runs on the master; this instance is a shadow", master)
+        raise Conflict("switch roles runs on the master; this instance is a shadow", master)
     return await failover.switch_roles(user.name)
 
 

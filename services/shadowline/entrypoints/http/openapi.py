@@ -46,6 +46,7 @@ class ConflictBody(_Open):
     error: str
     expected: int | None = Field(None, description="the version the request named")
     version: int | None = Field(None, description="the item's current version (null: absent)")
+    master: str | None = Field(None, description="where to ask instead (an HA action's master)")
 
 
 class PreconditionBody(BaseModel):
