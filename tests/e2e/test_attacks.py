@@ -44,6 +44,7 @@ from tests.e2e.failover_fixtures import (
     wait_for,
     wait_role,
 )
+from tests.integration import raw_amqp
 
 ha_cluster = failover_fixtures.ha_cluster
 SECRET = "e2e-secret"  # what tests.e2e.conftest.make_process gives every instance
@@ -274,6 +275,48 @@ def test_forged_and_replayed_heartbeats_change_no_role_epoch_or_state(
     assert sum(a["alert"] == "rejected-message" for a in raised) <= 6
     assert all(trust.MAC_HEADER in a["headers"] for a in raised)  # genuine alerts are signed
     assert_same_log(ha_cluster)
+
+
+def test_messages_no_client_library_would_write_cut_no_instance_or_watchdog_off_the_broker(
+    ha_cluster: HaCluster,
+) -> None:
+    """A headers table with a key that is not UTF-8, or such a routing key, made aiormq close
+    the whole connection of every instance that heard it (the master's heartbeat publisher, its
+    lease, with it), and a replicated one came back after each reconnection; the watchdog's own
+    consumer dropped its connection too. Now each is one unauthenticated message, refused."""
+    ha_cluster.set_up()
+    cluster, master, shadow = ha_cluster.cluster, ha_cluster.master, ha_cluster.shadow
+    put(master, "before", 1)
+    assert_same_log(ha_cluster)
+    watchdog = ha_cluster.watchdog
+    marks = {"master": master.size(), "shadow": shadow.size(), "watchdog": watchdog.size()}
+    names = Names(cluster)
+    forged: list[tuple[bytes, bytes, bytes | None, bytes]] = []
+    for table in (raw_amqp.BAD_KEY_TABLE, raw_amqp.NESTED_BAD_KEY_TABLE):
+        beat = orjson.dumps(forged_heartbeat(cluster, "http://127.0.0.1:9", 99))
+        forged.append((names.monitoring.encode(), b"heartbeat.evil", table, beat))
+        forged.append((names.events.encode(), b"config.system-mapping.put", table, b"{}"))
+        forged.append((names.commands.encode(), b"config.put.system-mapping", table, b"{}"))
+    forged.append((names.monitoring.encode(), raw_amqp.NOT_UTF8_KEY, None, b"{}"))
+    with alerts(cluster) as raised:
+        for _ in range(3):
+            assert asyncio.run(raw_amqp.publish_raw(AMQP_URL, forged)) == "200 done"
+            time.sleep(0.5)
+        wait_for(lambda: rejected(shadow, "event") >= 6, 15, "the forged events refused")
+        wait_for(lambda: rejected(shadow, "heartbeat") >= 6, 15, "the forged heartbeats refused")
+        watchdog.wait_logged("rejected heartbeat", 10, marks["watchdog"])
+        put(master, "after", 1)  # the master still takes writes, replicated in sync
+        wait_for(lambda: any(a["alert"] == "rejected-message" for a in raised), 10, "the alert")
+    assert_same_log(ha_cluster)
+    for name, process in (("master", master), ("shadow", shadow)):
+        said = process.text(marks[name])
+        assert "connection to RabbitMQ node" not in said and "reconnected" not in said, said
+    said = watchdog.text(marks["watchdog"])
+    assert "heartbeat consumer on" not in said and "dropped a delivery" not in said, said
+    with admin(master) as client:
+        ha = client.get("/ha").json()
+    assert (ha["role"], ha["epoch"], ha["replication"]) == ("master", 1, "sync")
+    assert state(shadow)["role"] == "shadow"
 
 
 # -- forged, replayed and poison events ----------------------------------------------------------

@@ -24,7 +24,11 @@ from aio_pika import RobustConnection
 from aio_pika.abc import AbstractConnection
 from yarl import URL
 
+from shadowline.adapters import amqp_frames
+
 log = logging.getLogger("shadowline.adapters.broker")
+# Every connection of the program comes from here: none may be closed by a publisher's bytes.
+amqp_frames.install()
 
 # How long one node may take to accept a connection (TCP, AMQP handshake, channel restore)
 # before the next is tried: a stopped or cut-off node accepts TCP and then says nothing.
