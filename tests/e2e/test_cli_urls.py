@@ -47,11 +47,11 @@ def test_a_url_with_a_scheme_the_client_cannot_speak_is_a_usage_error() -> None:
     assert "bad URL" in result.stderr and "Traceback" not in result.output
 
 
-def test_switch_roles_sent_to_the_shadow_exits_3_and_names_the_master(pair: Pair) -> None:
+def test_switch_roles_sent_to_the_shadow_exits_1_and_names_the_master(pair: Pair) -> None:
     pair.set_up()
 
     refused = shadowline(pair.shadow, "ha", "switch-roles")
 
-    assert refused.exit_code == 3, refused.output
+    assert refused.exit_code == 1, refused.output  # refused (409): ask the master instead
     assert "switch roles runs on the master" in refused.stderr, refused.stderr
     assert f"the master is {pair.master.url}" in refused.stderr, refused.stderr
