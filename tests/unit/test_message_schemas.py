@@ -1048,6 +1048,34 @@ async def test_a_watchdog_decision_is_published_under_the_step_it_is(
     assert broker.bodies("promote.") == []
 
 
+async def test_a_probe_that_hangs_ends_as_no_answer_within_the_takeover_delay() -> None:
+    """Whatever hangs under the prober (a resolver, a TLS handshake), the watchdog does not
+    stay "probing", which would also hold every other watchdog of the cluster off."""
+    broker = Broker()
+    hung = asyncio.Event()
+
+    async def hangs(*_: Any) -> tuple[dict[str, Any] | None, str]:
+        hung.set()
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    watch = ClusterWatch(
+        "prod",
+        settings("watchdog", takeover_delay=0.2, heartbeat_interval=0.05),
+        "watchdog-1",
+        allow_data_loss=False,
+        link=broker,  # type: ignore[arg-type]
+        probe=hangs,
+    )
+    await _silent_master(watch)
+    assert watch.view.phase == "probing"
+    started = time.monotonic()
+    await ClusterWatch._probe(watch, rules.Probe("node-a", "http://node-a:8080"))
+    assert hung.is_set() and time.monotonic() - started < 5
+    await settle()
+    assert watch.view.phase != "probing", "the hung probe counts as no answer"
+
+
 async def test_a_watchdog_announces_maintenance_mode_validly() -> None:
     broker = Broker()
     watch = _watch(broker)

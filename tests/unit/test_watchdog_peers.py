@@ -149,6 +149,25 @@ def test_a_promotion_another_watchdog_keeps_claiming_holds_one_off_for_a_bounded
     assert rules.tick(view, now, DELAY).actions == [rules.Probe("m", "http://m:8080")]
 
 
+def test_a_probe_another_watchdog_keeps_claiming_holds_one_off_for_a_bounded_time() -> None:
+    """A watchdog whose probe hangs (or that lies) reports "probing" afresh every interval: it
+    holds the others off for PROBING_CAP delays from its first such report, not for ever."""
+    first, second = first_and_second()
+    start = DELAY * (1 + peers.GRACE) + 0.1
+    view = view_of(second)
+    now = start
+    while now < start + peers.PROBING_CAP * DELAY:  # a fresh claim every tenth of a delay
+        view = hear(view, said(first, phase="probing", master_heard=now), now)
+        assert rules.tick(view, now, DELAY).actions == []
+        now += DELAY / 10
+    view = hear(view, said(first, phase="probing", master_heard=now), now)
+    assert rules.tick(view, now, DELAY).actions == [rules.Probe("m", "http://m:8080")]
+    # a new probe (after it watched again) is a new claim, held off from its own start
+    view = hear(view, said(first, phase="watching", master_heard=now), now)
+    view = hear(view, said(first, phase="probing", master_heard=now), now + 0.01)
+    assert rules.tick(view, now + 0.02, DELAY).actions == []
+
+
 def claim(watchdog: str, promoting: dict[str, Any], now: float) -> dict[str, Any]:
     return said(watchdog, phase="promoting", promoting=promoting, master_heard=now)
 

@@ -9,8 +9,10 @@ rule each one follows, as pure functions of the reports it holds and a monotonic
   all of them, different per cluster (so the first-to-act role is spread over the watchdogs).
   The k-th one may probe only after the takeover delay plus k graces: the first acts at once.
 - Hold off while another live watchdog reports the same master heard or alive by its probe
-  less than a takeover delay ago, or says it probes (for half a delay) or promotes (until its
-  shadow is heard as master, but for `PROMOTE_HOLD` delays at most); a probe of our own that
+  less than a takeover delay ago, or says it probes (a delay after each report, but for
+  `PROBING_CAP` delays from its first report of that probe at most: one whose probe hangs
+  holds no one off for ever) or promotes (until its shadow is heard as master, but for
+  `PROMOTE_HOLD` delays at most); a probe of our own that
   fails does not promote while another's recent probe found the master alive.
 - Bounds against lies: a report holds off only from what it says, aged by its own delivery
   delay, and never beyond a takeover delay after it arrived (a promoting claim: the bound
@@ -34,6 +36,7 @@ if TYPE_CHECKING:  # domain.watchdog imports this module: its Member is for the 
 
 GRACE: Final = 0.5  # of the takeover delay, per rank: more than a probe (a quarter) takes
 PROBING_HOLD: Final = 1.0  # of the takeover delay: a peer's probe (a quarter, on a busy host more)
+PROBING_CAP: Final = 2.0  # of the takeover delay, from the first report of one probe: at most
 HEARD_MARGIN: Final = 0.1  # of the takeover delay: a peer that heard the master no later than
 # this after us tells nothing new (heartbeats reach every watchdog within milliseconds)
 PROMOTE_HOLD: Final = 2.5  # of the takeover delay: a peer resends its promote after two
@@ -54,6 +57,7 @@ class Report:
     phase: str
     promoting: tuple[str, int] | None  # (shadow, epoch) while it promotes
     promoting_since: float | None  # when this one first heard it promote that
+    probing_since: float | None = None  # when this one first heard it probe that master
 
 
 def _at(doc: dict[str, Any], key: str, received: float, delay: float) -> float | None:
@@ -76,6 +80,10 @@ def report_of(doc: dict[str, Any], received: float, delay: float, before: Report
         same = before is not None and before.promoting == promoting
         since = before.promoting_since if same and before is not None else received
     master = doc.get("master")
+    probing_since = None
+    if doc["phase"] == "probing":
+        again = before is not None and before.phase == "probing" and before.master == master
+        probing_since = before.probing_since if again and before is not None else received
     return Report(
         watchdog=str(doc["watchdog"]),
         received=received,
@@ -86,6 +94,7 @@ def report_of(doc: dict[str, Any], received: float, delay: float, before: Report
         phase=str(doc["phase"]),
         promoting=promoting,
         promoting_since=since,
+        probing_since=probing_since,
     )
 
 
@@ -140,7 +149,10 @@ def _holds(p: Report, master: Member, epoch: int, now: float, delay: float) -> l
         found.append(
             Hold(
                 f"watchdog {p.watchdog} is probing master {master.instance}",
-                p.received + PROBING_HOLD * delay,
+                min(
+                    p.received + PROBING_HOLD * delay,
+                    (p.probing_since or p.received) + PROBING_CAP * delay,
+                ),
                 f"{p.watchdog} probing",
             )
         )

@@ -230,9 +230,15 @@ class ClusterWatch:
     async def _probe(self, probe: rules.Probe) -> None:
         # A signed probe whose answer must be authenticated: a fake instance at the master's URL
         # cannot pass for a live master (its answer fails, and so counts as no answer).
-        answer, problem = await self._prober(
-            probe.url, probe.instance, lambda reason: self._rejected("peer-answer", reason)
-        )
+        # The prober keeps its own deadline; this one holds even if something under it hangs
+        # (a resolver, a TLS handshake): a watchdog stuck "probing" would hold the others off.
+        try:
+            async with asyncio.timeout(self._delay):
+                answer, problem = await self._prober(
+                    probe.url, probe.instance, lambda reason: self._rejected("peer-answer", reason)
+                )
+        except TimeoutError:
+            answer, problem = None, f"no answer within the takeover delay ({self._delay:g} s)"
         self.metrics.probed(self.cluster, answer)
         self._apply(
             rules.probed(
