@@ -15,7 +15,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache
@@ -1054,7 +1054,9 @@ async def test_a_probe_that_hangs_ends_as_no_answer_within_the_takeover_delay() 
     broker = Broker()
     hung = asyncio.Event()
 
-    async def hangs(*_: Any) -> tuple[dict[str, Any] | None, str]:
+    async def hangs(
+        url: str, instance: str, on_rejected: Callable[[str], None]
+    ) -> tuple[dict[str, Any] | None, str]:
         hung.set()
         await asyncio.Event().wait()
         raise AssertionError("unreachable")
@@ -1064,7 +1066,7 @@ async def test_a_probe_that_hangs_ends_as_no_answer_within_the_takeover_delay() 
         settings("watchdog", takeover_delay=0.2, heartbeat_interval=0.05),
         "watchdog-1",
         allow_data_loss=False,
-        link=broker,  # type: ignore[arg-type]
+        link=broker,
         probe=hangs,
     )
     await _silent_master(watch)
