@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import httpx
 
+from shadowline.client.follow import Instances, Plan, arun, run
 from shadowline.client.requests import (
     PAGE,
     Call,
@@ -29,8 +30,37 @@ from shadowline.client.types import (
 )
 
 
+def put_plan(
+    instances: Instances,
+    kind: str,
+    name: str,
+    value: Any,
+    if_match: int | None,
+    reason: str | None,
+    create_only: bool,
+) -> Plan[Written]:
+    guarded = if_match is not None or create_only
+
+    def build(version: int | None, absent: bool) -> Call[Written]:
+        if guarded:
+            return R.put(kind, name, value, if_match, reason, create_only)
+        return R.put(kind, name, value, version, reason, absent and version is None)
+
+    return instances.write(kind, name, build, guarded, deleting=False)
+
+
+def delete_plan(
+    instances: Instances, kind: str, name: str, if_match: int | None, reason: str | None
+) -> Plan[Written]:
+    def build(version: int | None, _absent: bool) -> Call[Written]:
+        return R.delete(kind, name, if_match if if_match is not None else version, reason)
+
+    return instances.write(kind, name, build, if_match is not None, deleting=True)
+
+
 class Client:
-    """Sync client of one instance (the CLI's). Results are the API's JSON, typed."""
+    """Sync client (the CLI's) of one instance, or of several (`url` comma-separated: writes and
+    HA actions follow the writable master, see client.follow). Results are the API's JSON."""
 
     def __init__(
         self,
@@ -40,11 +70,12 @@ class Client:
         timeout: float = 30.0,
         *,
         transport: httpx.BaseTransport | None = None,
+        patience: float = 30.0,
     ) -> None:
+        """`patience`: how long a write or HA action waits for a writable master (several URLs)."""
         auth = (user, password or "") if user else None
-        self._http = httpx.Client(
-            base_url=url.rstrip("/"), auth=auth, timeout=timeout, transport=transport
-        )
+        self._instances = Instances(url, patience)
+        self._http = httpx.Client(auth=auth, timeout=timeout, transport=transport)
 
     def __enter__(self) -> Client:
         return self
@@ -55,11 +86,20 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
+    def _do(self, plan: Plan[T]) -> T:
+        return run(plan, self._http)
+
     def _run(self, call: Call[T]) -> T:
-        return cast(T, parse(self._http.request(call.method, call.path, **call.send_args())))
+        return self._do(self._instances.read(call))
 
     def _call(self, method: str, path: str, body: Any = None) -> Json:
         return self._run(R.json(method, path, body))
+
+    def _on_master(self, method: str, path: str, body: Any = None) -> Json:
+        return self._do(self._instances.on_master(R.json(method, path, body)))
+
+    def _first(self, method: str, path: str, body: Any = None) -> Json:
+        return self._do(self._instances.first(R.json(method, path, body)))
 
     def put(
         self,
@@ -69,14 +109,16 @@ class Client:
         *,
         if_match: int | None = None,
         reason: str | None = None,
+        create_only: bool = False,
     ) -> Written:
-        """Create or replace an item; `if_match`: only if its current version is this."""
-        return self._run(R.put(kind, name, value, if_match, reason))
+        """Create or replace an item; `if_match`: only if its current version is this;
+        `create_only`: only if it does not exist (If-None-Match: *, 412 when it does)."""
+        return self._do(put_plan(self._instances, kind, name, value, if_match, reason, create_only))
 
     def delete(
         self, kind: str, name: str, *, if_match: int | None = None, reason: str | None = None
     ) -> Written:
-        return self._run(R.delete(kind, name, if_match, reason))
+        return self._do(delete_plan(self._instances, kind, name, if_match, reason))
 
     def get(self, kind: str, name: str) -> Item:
         return self._run(R.get(kind, name))
@@ -94,7 +136,10 @@ class Client:
         """One page of events after `after`; with `wait`, the server waits that long for one."""
         call = R.events(after, limit, wait, filters)
         with self._http.stream(
-            call.method, call.path, params=call.params, timeout=_stream_timeout(wait)
+            call.method,
+            self._instances.reader + call.path,
+            params=call.params,
+            timeout=_stream_timeout(wait),
         ) as response:
             if response.is_error:
                 response.read()
@@ -119,23 +164,23 @@ class Client:
         return self._call("GET", "/ha")
 
     def ha_enable(self, auto_confirm: bool = False) -> Json:
-        return self._call("POST", "/ha/enable", {"auto_confirm": auto_confirm})
+        return self._on_master("POST", "/ha/enable", {"auto_confirm": auto_confirm})
 
     def ha_join(self, master_url: str, user: str, password: str) -> Json:
         body = {"master_url": master_url, "user": user, "password": password}
-        return self._call("POST", "/ha/join", body)
+        return self._first("POST", "/ha/join", body)
 
     def ha_confirm(self, shadow: str | None = None) -> Json:
-        return self._call("POST", "/ha/confirm", {"shadow": shadow} if shadow else {})
+        return self._on_master("POST", "/ha/confirm", {"shadow": shadow} if shadow else {})
 
     def ha_remove_shadow(self) -> Json:
-        return self._call("DELETE", "/ha/shadow")
+        return self._on_master("DELETE", "/ha/shadow")
 
     def ha_verify(self) -> Json:
         return self._call("GET", "/ha/verify")
 
     def ha_switch_roles(self) -> Json:
-        return self._call("POST", "/ha/switch-roles")
+        return self._on_master("POST", "/ha/switch-roles")
 
     def ha_maintenance(self, on: bool) -> Json:
         return self._call("POST", "/ha/maintenance", {"on": on})
@@ -149,7 +194,7 @@ class Client:
 
 
 class AsyncClient:
-    """Async client of one instance; the same calls as `Client`, awaited."""
+    """Async client of one instance or several; the same calls as `Client`, awaited."""
 
     def __init__(
         self,
@@ -159,12 +204,12 @@ class AsyncClient:
         timeout: float = 30.0,
         *,
         transport: httpx.AsyncBaseTransport | None = None,
+        patience: float = 30.0,
     ) -> None:
         """`transport`: e.g. httpx.ASGITransport(app) to talk to an in-process instance."""
         auth = (user, password or "") if user else None
-        self._http = httpx.AsyncClient(
-            base_url=url.rstrip("/"), auth=auth, timeout=timeout, transport=transport
-        )
+        self._instances = Instances(url, patience)
+        self._http = httpx.AsyncClient(auth=auth, timeout=timeout, transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -175,12 +220,20 @@ class AsyncClient:
     async def close(self) -> None:
         await self._http.aclose()
 
+    async def _do(self, plan: Plan[T]) -> T:
+        return await arun(plan, self._http)
+
     async def _run(self, call: Call[T]) -> T:
-        response = await self._http.request(call.method, call.path, **call.send_args())
-        return cast(T, parse(response))
+        return await self._do(self._instances.read(call))
 
     async def _call(self, method: str, path: str, body: Any = None) -> Json:
         return await self._run(R.json(method, path, body))
+
+    async def _on_master(self, method: str, path: str, body: Any = None) -> Json:
+        return await self._do(self._instances.on_master(R.json(method, path, body)))
+
+    async def _first(self, method: str, path: str, body: Any = None) -> Json:
+        return await self._do(self._instances.first(R.json(method, path, body)))
 
     async def put(
         self,
@@ -190,13 +243,15 @@ class AsyncClient:
         *,
         if_match: int | None = None,
         reason: str | None = None,
+        create_only: bool = False,
     ) -> Written:
-        return await self._run(R.put(kind, name, value, if_match, reason))
+        plan = put_plan(self._instances, kind, name, value, if_match, reason, create_only)
+        return await self._do(plan)
 
     async def delete(
         self, kind: str, name: str, *, if_match: int | None = None, reason: str | None = None
     ) -> Written:
-        return await self._run(R.delete(kind, name, if_match, reason))
+        return await self._do(delete_plan(self._instances, kind, name, if_match, reason))
 
     async def get(self, kind: str, name: str) -> Item:
         return await self._run(R.get(kind, name))
@@ -212,7 +267,10 @@ class AsyncClient:
     ) -> AsyncIterator[Json]:
         call = R.events(after, limit, wait, filters)
         async with self._http.stream(
-            call.method, call.path, params=call.params, timeout=_stream_timeout(wait)
+            call.method,
+            self._instances.reader + call.path,
+            params=call.params,
+            timeout=_stream_timeout(wait),
         ) as response:
             if response.is_error:
                 await response.aread()
@@ -237,23 +295,23 @@ class AsyncClient:
         return await self._call("GET", "/ha")
 
     async def ha_enable(self, auto_confirm: bool = False) -> Json:
-        return await self._call("POST", "/ha/enable", {"auto_confirm": auto_confirm})
+        return await self._on_master("POST", "/ha/enable", {"auto_confirm": auto_confirm})
 
     async def ha_join(self, master_url: str, user: str, password: str) -> Json:
         body = {"master_url": master_url, "user": user, "password": password}
-        return await self._call("POST", "/ha/join", body)
+        return await self._first("POST", "/ha/join", body)
 
     async def ha_confirm(self, shadow: str | None = None) -> Json:
-        return await self._call("POST", "/ha/confirm", {"shadow": shadow} if shadow else {})
+        return await self._on_master("POST", "/ha/confirm", {"shadow": shadow} if shadow else {})
 
     async def ha_remove_shadow(self) -> Json:
-        return await self._call("DELETE", "/ha/shadow")
+        return await self._on_master("DELETE", "/ha/shadow")
 
     async def ha_verify(self) -> Json:
         return await self._call("GET", "/ha/verify")
 
     async def ha_switch_roles(self) -> Json:
-        return await self._call("POST", "/ha/switch-roles")
+        return await self._on_master("POST", "/ha/switch-roles")
 
     async def ha_maintenance(self, on: bool) -> Json:
         return await self._call("POST", "/ha/maintenance", {"on": on})

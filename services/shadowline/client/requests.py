@@ -46,10 +46,14 @@ def parse(response: httpx.Response) -> Any:
     return body
 
 
-def _write_headers(if_match: int | None, reason: str | None) -> dict[str, str]:
+def _write_headers(
+    if_match: int | None, reason: str | None, create_only: bool = False
+) -> dict[str, str]:
     headers = {}
     if if_match is not None:
         headers["If-Match"] = f'"{if_match}"'
+    if create_only:
+        headers["If-None-Match"] = "*"
     if reason:
         headers["X-Reason"] = reason
     return headers
@@ -64,9 +68,17 @@ class _Requests:
 
     @staticmethod
     def put(
-        kind: str, name: str, value: Any, if_match: int | None, reason: str | None
+        kind: str,
+        name: str,
+        value: Any,
+        if_match: int | None,
+        reason: str | None,
+        create_only: bool = False,
     ) -> Call[Written]:
-        headers = {"Content-Type": "application/json", **_write_headers(if_match, reason)}
+        headers = {
+            "Content-Type": "application/json",
+            **_write_headers(if_match, reason, create_only),
+        }
         return Call("PUT", f"/config/{kind}/{name}", headers=headers, content=orjson.dumps(value))
 
     @staticmethod

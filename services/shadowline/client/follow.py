@@ -1,0 +1,296 @@
+"""Several instances behind one client (`SHADOWLINE_URL` / `--url`, comma-separated): writes and
+HA actions go to the writable master and follow it across a failover or a switch of roles, as
+libpq's `target_session_attrs=read-write` does; reads go to the first instance that answers.
+
+Each request is a plan (sans-IO): a generator that yields what to send (`Send`) or how long to
+wait (`Sleep`) and is sent back what came of it (an httpx.Response, or the httpx.TransportError
+raised), so `Client` and `AsyncClient` drive the same plans and cannot drift apart.
+
+The master is the instance whose `GET /master` answers 200 (DESIGN: only on the writable
+master); without one, the plan asks again every `RETRY` seconds for `patience` seconds (a
+failover takes a few). A request that certainly did not arrive (the connection was refused) is
+sent to the next master found. A config write whose outcome is unknown (the connection broke
+after sending, a timeout, a 503) is never sent again blindly: the plan reads the item's version
+on the master, then looks for its own X-Request-Id among the item's events; found, the write
+took effect and its event is the answer; not found, it is sent again guarded by that version
+(If-Match, or If-None-Match: * when absent), so a first attempt that lands late makes the
+second a conflict, which is checked the same way, never a second write. An HA action whose
+outcome is unknown is not sent again (switching roles twice swaps them back): its error is
+the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable, Generator, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+
+from shadowline.client.requests import Call, parse
+from shadowline.client.types import ClientError, Json, Written
+
+T = TypeVar("T")
+RETRY = 0.25  # seconds between two looks for the master
+PROBE = 2.0  # seconds one look at one instance may take
+ROUNDS = 5  # checks of one write's unknown outcome before the caller is told it is unknown
+SKEW = timedelta(minutes=10)  # the instances' clocks may differ from ours by this much
+LOCAL_KINDS = frozenset({"log-level", "ui-certificate", "snc"})  # DESIGN: never replicated
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    url: str  # the instance's base URL
+    call: Call[Any]
+    timeout: float | None = None  # None: the client's own
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+Outcome = httpx.Response | httpx.TransportError | None
+Plan = Generator[Send | Sleep, Outcome, T]
+
+
+def split(urls: str | Sequence[str]) -> list[str]:
+    """The base URLs of a comma-separated list (or a list), without trailing slashes."""
+    parts = urls.split(",") if isinstance(urls, str) else list(urls)
+    found = [part.strip().rstrip("/") for part in parts if part.strip()]
+    if not found:
+        raise ValueError("no instance URL given")
+    return found
+
+
+def _not_received(outcome: Outcome) -> bool:
+    """Whether the request certainly never reached the instance (so sending it again is safe)."""
+    return isinstance(outcome, httpx.ConnectError | httpx.ConnectTimeout)
+
+
+def _answer(outcome: Outcome) -> Any:
+    if isinstance(outcome, httpx.TransportError):
+        raise outcome
+    assert isinstance(outcome, httpx.Response)
+    return parse(outcome)
+
+
+def _refused_here(outcome: Outcome) -> tuple[bool, str | None]:
+    """Whether this instance refused because it is not (or no longer) the master, and the
+    master its refusal names (409 or 503 with a `master` field)."""
+    if not isinstance(outcome, httpx.Response) or outcome.status_code not in (409, 503):
+        return False, None
+    try:
+        body = orjson.loads(outcome.content)
+    except orjson.JSONDecodeError:
+        return False, None
+    if not isinstance(body, dict) or "master" not in body:
+        return False, None
+    named = body["master"]
+    return True, named.rstrip("/") if isinstance(named, str) else None
+
+
+class Instances:
+    """The instances one client talks to, and what it learnt of them."""
+
+    def __init__(self, urls: str | Sequence[str], patience: float = 30.0) -> None:
+        self.urls = split(urls)
+        self.patience = patience
+        self.master: str | None = None  # where the last write went
+        self.reader = self.urls[0]  # where the last read was answered
+
+    @property
+    def several(self) -> bool:
+        return len(self.urls) > 1
+
+    def find_master(self, last: str | None = None) -> Plan[str]:
+        """The writable master's base URL, looked for until `patience` runs out; `last`: an
+        instance that just refused as not the master, asked after the others."""
+        deadline = time.monotonic() + self.patience
+        while True:
+            first = [self.master] if self.master else []
+            rest = [u for u in self.urls if u != self.master and u != last]
+            for url in first + rest + ([last] if last and last != self.master else []):
+                outcome = yield Send(url, Call("GET", "/master"), PROBE)
+                if isinstance(outcome, httpx.Response) and outcome.status_code == 200:
+                    self.master = url
+                    return url
+            self.master = None
+            if time.monotonic() >= deadline:
+                raise ClientError(
+                    503,
+                    {"error": f"no writable master among {', '.join(self.urls)}", "master": None},
+                )
+            yield Sleep(RETRY)
+
+    def first(self, call: Call[T]) -> Plan[T]:
+        """`call` at the first instance named, whatever its role (`ha join`: the new shadow)."""
+        return _answer((yield Send(self.urls[0], call)))  # type: ignore[no-any-return]
+
+    def read(self, call: Call[T]) -> Plan[T]:
+        """`call` at the instance that answered last, else the next that answers."""
+        order = [self.reader] + [u for u in self.urls if u != self.reader]
+        outcome: Outcome = None
+        for url in order:
+            outcome = yield Send(url, call)
+            if not _not_received(outcome):
+                self.reader = url
+                break
+        return _answer(outcome)  # type: ignore[no-any-return]
+
+    def on_master(self, call: Call[T]) -> Plan[T]:
+        """An HA action: at the master, following it while a refusal says this is not it."""
+        if not self.several:
+            return _answer((yield Send(self.urls[0], call)))  # type: ignore[no-any-return]
+        deadline = time.monotonic() + self.patience
+        last: str | None = None
+        while True:
+            url = yield from self.find_master(last)
+            outcome = yield Send(url, call)
+            refused, named = _refused_here(outcome)
+            if (_not_received(outcome) or refused) and time.monotonic() < deadline:
+                self.master = named if named in self.urls else None
+                last = url
+                continue
+            return _answer(outcome)  # type: ignore[no-any-return]
+
+    def _send_to_master(self, call: Call[Any]) -> Plan[tuple[str, Outcome]]:
+        deadline = time.monotonic() + self.patience
+        while True:
+            url = yield from self.find_master()
+            outcome = yield Send(url, call)
+            if not _not_received(outcome) or time.monotonic() >= deadline:
+                return url, outcome
+            self.master = None
+
+    def write(
+        self,
+        kind: str,
+        name: str,
+        build: Callable[[int | None, bool], Call[Written]],
+        guarded: bool,
+        deleting: bool,
+    ) -> Plan[Written]:
+        """A config write: `build(if_match, create_only)` makes its request (the caller's own
+        guard already in it when `guarded`); see the module's text for an unknown outcome."""
+        if not self.several or kind in LOCAL_KINDS:  # a local kind belongs to the first one
+            return _answer((yield Send(self.urls[0], build(None, False))))  # type: ignore[no-any-return]
+        request_id = str(uuid.uuid4())
+        since = (datetime.now(UTC) - SKEW).isoformat()
+        first = _with_request_id(build(None, False), request_id)
+        url, outcome = yield from self._send_to_master(first)
+        resent = False
+        for _ in range(ROUNDS):
+            if isinstance(outcome, httpx.Response) and outcome.status_code != 503:
+                if not (resent and outcome.status_code in (409, 412)):
+                    return _answer(outcome)  # type: ignore[no-any-return]
+                conflict = outcome  # perhaps with our own first attempt, landed late: check
+            else:
+                conflict = None
+            self.master = None
+            url = yield from self.find_master()
+            current = yield Send(url, Call("GET", f"/config/{kind}/{name}"))
+            if not isinstance(current, httpx.Response) or current.status_code not in (200, 404):
+                outcome = current
+                continue
+            readable, found = yield from _find_event(url, kind, name, since, request_id)
+            if found is not None:
+                return found
+            if not readable:
+                outcome = None
+                continue
+            if conflict is not None and guarded:
+                return _answer(conflict)  # type: ignore[no-any-return]  # the caller's guard said no
+            version = (
+                orjson.loads(current.content)["version"] if current.status_code == 200 else None
+            )
+            if deleting and version is None:
+                return _answer(current)  # type: ignore[no-any-return]  # absent, and not by us: 404
+            again = (
+                first if guarded else _with_request_id(build(version, version is None), request_id)
+            )
+            url, outcome = yield from self._send_to_master(again)
+            resent = True
+        raise ClientError(
+            503,
+            {"error": f"the outcome of the write of {kind}/{name} is unknown", "master": None},
+        )
+
+
+def _with_request_id(call: Call[T], request_id: str) -> Call[T]:
+    return replace(call, headers={**call.headers, "X-Request-Id": request_id})
+
+
+def _find_event(
+    url: str, kind: str, name: str, since: str, request_id: str
+) -> Plan[tuple[bool, Written | None]]:
+    """Whether the item's events could be read, and the one that carries `request_id` (the
+    write's answer) if there is one."""
+    params = {"after": 0, "limit": 1000, "kind": kind, "name": name, "since": since}
+    outcome = yield Send(url, Call("GET", "/events", params=params))
+    if not isinstance(outcome, httpx.Response) or outcome.is_error:
+        return False, None
+    for line in outcome.content.splitlines():
+        event: Json = orjson.loads(line) if line.strip() else {}
+        if (event.get("metadata") or {}).get("request_id") == request_id:
+            found = Written(
+                kind=event["kind"],
+                name=event["name"],
+                version=event["version"],
+                position=event["position"],
+                epoch=event["epoch"],
+            )
+            return True, found
+    return True, None
+
+
+def _request_args(step: Send) -> dict[str, Any]:
+    timeout = step.timeout if step.timeout is not None else httpx.USE_CLIENT_DEFAULT
+    return {"timeout": timeout, **step.call.send_args()}
+
+
+def run(plan: Plan[T], http: httpx.Client) -> T:
+    """Drive `plan` with a sync httpx client."""
+    outcome: Outcome = None
+    try:
+        step = next(plan)
+        while True:
+            if isinstance(step, Sleep):
+                time.sleep(step.seconds)
+                outcome = None
+            else:
+                try:
+                    outcome = http.request(
+                        step.call.method, step.url + step.call.path, **_request_args(step)
+                    )
+                except httpx.TransportError as error:
+                    outcome = error
+            step = plan.send(outcome)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+
+
+async def arun(plan: Plan[T], http: httpx.AsyncClient) -> T:
+    """Drive `plan` with an async httpx client."""
+    outcome: Outcome = None
+    try:
+        step = next(plan)
+        while True:
+            if isinstance(step, Sleep):
+                await asyncio.sleep(step.seconds)
+                outcome = None
+            else:
+                try:
+                    outcome = await http.request(
+                        step.call.method, step.url + step.call.path, **_request_args(step)
+                    )
+                except httpx.TransportError as error:
+                    outcome = error
+            step = plan.send(outcome)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
