@@ -178,4 +178,4 @@ def test_with_no_master_a_write_waits_its_patience_then_says_so() -> None:
 
 def test_reads_go_to_the_first_instance_that_answers() -> None:
     cluster = Cluster({"a": Node("down"), "b": Node("shadow")})
-    assert client_of(cluster).health()["instance"] == "b"  # type: ignore[typeddict-item]
+    assert client_of(cluster).health()["instance"] == "b"
