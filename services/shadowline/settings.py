@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import socket
-from typing import Any
+from collections.abc import Collection
+from typing import Any, Final
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -48,6 +49,18 @@ def _masked_url(url: str) -> str:
 def broker_user(amqp_url: str) -> str:
     """The user of a SHADOWLINE_AMQP_URL (of its first node when it lists several)."""
     return unquote(urlsplit(amqp_url.split(",")[0].strip()).username or "")
+
+
+# The settings the watchdog reads (it logs these, not the instance's database, HTTP or admin
+# password settings, which it never uses).
+WATCHDOG_SETTINGS: Final = (
+    "amqp_url",
+    "cluster",
+    "cluster_secret",
+    "instance",
+    "takeover_delay",
+    "watchdog_http_bind",
+)
 
 
 class Settings(BaseSettings):
@@ -214,10 +227,10 @@ class Settings(BaseSettings):
             host = socket.gethostname()
         return f"http://{host}:{self.bind_port}"
 
-    def masked(self) -> dict[str, Any]:
+    def masked(self, only: Collection[str] | None = None) -> dict[str, Any]:
         """The effective settings, secrets masked: what a service logs once at start-up (and
         the start-up warnings, logged here so that every service that logs its settings logs
-        them too)."""
+        them too); `only`: the settings that service uses (the watchdog's: WATCHDOG_SETTINGS)."""
         for warning in self.startup_warnings():
             log.warning("%s", warning)
         shown = self.model_dump()
@@ -228,4 +241,6 @@ class Settings(BaseSettings):
         for secret in ("cluster_secret", "admin_password"):
             shown[secret] = "***" if getattr(self, secret) else None
         shown["lease"] = self.lease
+        if only is not None:
+            return {name: shown[name] for name in only}
         return shown

@@ -9,7 +9,7 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from shadowline.settings import Settings
+from shadowline.settings import WATCHDOG_SETTINGS, Settings
 
 
 @pytest.fixture(autouse=True)
@@ -243,3 +243,12 @@ def test_no_warning_without_a_secret_or_with_one_of_32_characters_or_more(
     if secret is not None:
         monkeypatch.setenv("SHADOWLINE_CLUSTER_SECRET", secret)
     assert Settings().startup_warnings() == []
+
+
+def test_the_watchdog_logs_the_settings_it_uses_and_not_the_instances() -> None:
+    shown = Settings(admin_password="pw", cluster_secret="s" * 40).masked(WATCHDOG_SETTINGS)
+    assert set(shown) == set(WATCHDOG_SETTINGS)
+    assert (
+        "database_url" not in shown and "admin_password" not in shown and "http_bind" not in shown
+    )
+    assert shown["cluster_secret"] == "***" and "guest:guest" not in shown["amqp_url"]
