@@ -1,5 +1,5 @@
 """Benchmarks that print figures (never assert them): `shadowline bench append|replication|
-failover`.
+failover|watchdog|cli`.
 
 A package of its own beside `shadowline`: the product never imports it (the `shadowline bench`
 commands load it by name), and its extra dependencies come with `pip install 'shadowline[bench]'`.

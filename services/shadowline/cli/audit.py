@@ -17,7 +17,6 @@ from shadowline.cli.common import (
     emit,
     examples,
 )
-from shadowline.client import Client
 
 app = typer.Typer(
     help="Audit: check an instance's log and its served state (--json: one document).",
@@ -59,6 +58,8 @@ def verify(
 ) -> None:
     """Recompute the hash chain and the state from the whole log and compare them with what
     the instance serves (needs role auditor); exit 1 on any difference, naming the first."""
+    from shadowline.client.http import Client
+
     with Client(url, user, password, timeout=timeout) as c:
         doc = call(c.audit_verify)
     emit(doc, as_json, _describe(doc))

@@ -1,4 +1,4 @@
-"""`shadowline bench append|replication|failover|watchdog`: benchmarks that print figures.
+"""`shadowline bench append|replication|failover|watchdog|cli`: benchmarks that print figures.
 
 The benchmarks are a package of their own, shadowline_bench, which the product never imports:
 each command loads it by name when it runs, and says how to get it when it is missing.
@@ -122,3 +122,18 @@ def bench_watchdog(
     settings = load_settings()
     sizes = bench.Sizes(clusters=clusters, steady=steady, sample=sample, spread=spread)
     raise typer.Exit(run(bench.main(settings, sizes)))
+
+
+@app.command("cli", epilog=examples("shadowline bench cli", "shadowline bench cli --runs 50"))
+def bench_cli(
+    runs: Annotated[int, typer.Option(min=1, help="Runs of each command.")] = 20,
+    pyc: Annotated[
+        bool,
+        typer.Option(
+            help="Cache bytecode in a temporary directory, as an installed program has it "
+            "(--no-pyc: PYTHONDONTWRITEBYTECODE=1)."
+        ),
+    ] = True,
+) -> None:
+    """CLI start-up before the first request (--help, config get, ha status) vs python -c pass."""
+    raise typer.Exit(_load("cli_startup").main(runs, pyc))

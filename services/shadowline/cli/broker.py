@@ -20,7 +20,6 @@ declare only the queues its code declares and consume only its own.
 from __future__ import annotations
 
 import re
-import secrets
 import shlex
 import subprocess
 import time
@@ -30,7 +29,12 @@ from typing import Annotated
 
 import typer
 
-from shadowline.cli.common import fail
+from shadowline.cli.common import examples, fail
+
+EXAMPLES = examples(
+    "shadowline broker-setup --cluster prod > setup.sh   # review, then run it",
+    "shadowline broker-setup --cluster prod --apply      # run rabbitmqctl here",
+)
 
 # A topic permission that matches no routing key at all: '' (which RabbitMQ reads as '^$') and
 # '^$' still allow the empty one, which an exchange bound with `#` routes.
@@ -155,6 +159,8 @@ def check_instances(instances: Sequence[str]) -> None:
 def new_password() -> str:
     """A random password that rabbitmqctl cannot take for an option: token_urlsafe may start
     with '-', and `rabbitmqctl add_user u -abc` fails with "Invalid options for this command"."""
+    import secrets  # with hmac, when a password is made, not for every `shadowline ...`
+
     return "p" + secrets.token_urlsafe(18)
 
 

@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import sys
 from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from enum import IntEnum
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
-from pydantic import ValidationError
-from rich.markup import escape
 
-from shadowline.client import Client, ClientError
-from shadowline.settings import Settings
+from shadowline.cli.markup import escape
+from shadowline.client.types import ClientError
+
+# Imported when a command uses them: Settings (pydantic-settings) only the services and tools
+# need, Client (httpx) only the client commands, and `--help` neither (start-up, issue 13).
+if TYPE_CHECKING:
+    from shadowline.client.http import Client
+    from shadowline.settings import Settings
 
 T = TypeVar("T")
 
@@ -98,6 +101,10 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 def load_settings(**overrides: Any) -> Settings:
+    from pydantic import ValidationError
+
+    from shadowline.settings import Settings
+
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as error:
@@ -109,6 +116,8 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    import asyncio
+
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
@@ -135,6 +144,8 @@ def with_scheme(url: str) -> str:
 
 
 def client(url: str, user: str, password: str | None) -> Client:
+    from shadowline.client.http import Client
+
     return Client(with_scheme(url), user, password)
 
 

@@ -8,15 +8,15 @@ so parsing and dumping again gives the same bytes). CSV is flat, for spreadsheet
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import orjson
 
-from shadowline.client import Client
+if TYPE_CHECKING:  # httpx is imported by the command that makes the client
+    from shadowline.client.http import Client
 
 CSV_COLUMNS = (
     "position",
@@ -99,6 +99,8 @@ def csv_row(event: dict[str, Any]) -> list[str]:
 
 class CsvWriter:
     def __init__(self, out: BinaryIO, *, excel_safe: bool = False) -> None:
+        import csv  # here: `--help` and `history` import this module, few of them write CSV
+
         # newline="": the csv module writes its own CRLF line ends, as RFC 4180 asks.
         self._text = io.TextIOWrapper(out, encoding="utf-8", newline="")
         self._csv = csv.writer(self._text)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shadowline.cli import progress
 from shadowline.cli.common import EXIT_INTERRUPTED, EXIT_TIMEOUT, call, fail
-from shadowline.client import Client
+
+if TYPE_CHECKING:  # httpx is imported by the command that makes the client
+    from shadowline.client.http import Client
 
 WAITING = {
     "pending": "waiting for `shadowline ha confirm` on the master",

@@ -1,22 +1,21 @@
-"""The `shadowline` console script: services, client commands and tools."""
+"""The `shadowline` console script: services, client commands and tools.
+
+`main` builds the root and only the command named on its command line, so each command's module
+(and what that imports) is loaded by the command that runs it (start-up time, issue 13).
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
-from typing import Annotated
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
-from sqlalchemy.exc import DBAPIError
 
 from shadowline import __version__
-from shadowline.cli import audit as audit_cli
-from shadowline.cli import bench as bench_cli
-from shadowline.cli import broker as broker_cli
-from shadowline.cli import config as config_cli
-from shadowline.cli import ha as ha_cli
-from shadowline.cli import history as history_cli
-from shadowline.cli import users as users_cli
-from shadowline.cli import watch as watch_cli
 from shadowline.cli.common import (
     EXIT_USAGE,
     examples,
@@ -30,32 +29,55 @@ from shadowline.domain.errors import Unavailable
 
 log = logging.getLogger("shadowline")
 
-app = typer.Typer(
-    help="shadowline: master/shadow high availability for configuration.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    epilog=examples(
-        "shadowline demo",
-        "shadowline config list --url http://127.0.0.1:8080 --user admin --password ...",
-        "shadowline COMMAND --help                        # each command's examples",
+GROUPS = ("config", "users", "history", "ha", "audit", "bench")  # each the `app` of cli/<name>.py
+Command = tuple[Callable[..., Any], dict[str, Any]]  # a function and its `app.command` kwargs
+
+
+def _from(module: str, function: str) -> Callable[[], Command]:
+    def load() -> Command:
+        found = importlib.import_module(f"shadowline.cli.{module}")
+        return getattr(found, function), {"epilog": found.EXAMPLES}
+
+    return load
+
+
+# The commands, in their order on the root's --help, each loaded only when the tree is built.
+COMMANDS = {"broker-setup": _from("broker", "broker_setup"), "watch": _from("watch", "watch")}
+
+
+def _command(**settings: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`app.command(**settings)` for a command of this module, done when the tree is built."""
+
+    def keep(function: Callable[..., Any]) -> Callable[..., Any]:
+        COMMANDS[function.__name__] = lambda: (function, settings)
+        return function
+
+    return keep
+
+
+def build(only: str | None = None) -> typer.Typer:
+    """The command tree; with `only`, the root with that one command or group of commands."""
+    app = typer.Typer(
+        help="shadowline: master/shadow high availability for configuration.",
+        no_args_is_help=True,
+        pretty_exceptions_enable=False,
+        epilog=examples(
+            "shadowline demo",
+            "shadowline config list --url http://127.0.0.1:8080 --user admin --password ...",
+            "shadowline COMMAND --help                        # each command's examples",
+        )
+        + "\n\n"
+        + exit_codes_help(),
     )
-    + "\n\n"
-    + exit_codes_help(),
-)
-app.add_typer(config_cli.app, name="config")
-app.add_typer(users_cli.app, name="users")
-app.add_typer(history_cli.app, name="history")
-app.command(
-    "broker-setup",
-    epilog=examples(
-        "shadowline broker-setup --cluster prod > setup.sh   # review, then run it",
-        "shadowline broker-setup --cluster prod --apply      # run rabbitmqctl here",
-    ),
-)(broker_cli.broker_setup)
-app.command("watch", epilog=watch_cli.EXAMPLES)(watch_cli.watch)
-app.add_typer(ha_cli.app, name="ha")
-app.add_typer(audit_cli.app, name="audit")
-app.add_typer(bench_cli.app, name="bench")
+    app.callback()(root)
+    for name, load in COMMANDS.items():
+        if only in (None, name):
+            function, settings = load()
+            app.command(name, **settings)(function)
+    for name in GROUPS:
+        if only in (None, name):
+            app.add_typer(importlib.import_module(f"shadowline.cli.{name}").app, name=name)
+    return app
 
 
 def _version(value: bool) -> None:
@@ -64,7 +86,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def root(
     version: Annotated[
         bool,
@@ -76,7 +97,7 @@ def root(
     """Run `shadowline demo` to see a master and its shadow on this machine."""
 
 
-@app.command(
+@_command(
     epilog=examples(
         "SHADOWLINE_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/sl shadowline migrate",
         "shadowline migrate --create-database --app-role shadowline_app",
@@ -92,6 +113,8 @@ def migrate(
     ] = None,
 ) -> None:
     """Apply migrations to SHADOWLINE_DATABASE_URL (idempotent)."""
+    from sqlalchemy.exc import DBAPIError
+
     from shadowline.adapters.migrate import create_database as create
     from shadowline.adapters.migrate import grant_app_role, upgrade
 
@@ -109,7 +132,7 @@ def migrate(
     log.info("database is at the newest schema revision")
 
 
-@app.command(
+@_command(
     epilog=examples(
         "SHADOWLINE_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/sl shadowline instance",
         "SHADOWLINE_HTTP_BIND=0.0.0.0:8081 shadowline instance --no-migrate",
@@ -121,6 +144,8 @@ def instance(
     ] = False,
 ) -> None:
     """Run one instance (master, shadow or standalone: its role lives in its database)."""
+    from sqlalchemy.exc import DBAPIError
+
     from shadowline.runtime import serve
 
     setup_logging()
@@ -135,7 +160,7 @@ def instance(
 
 
 # Long only for its Typer options, one per flag; the work is in cli/demo.py and demo_state.py.
-@app.command(
+@_command(
     epilog=examples(
         "shadowline demo",
         "shadowline demo --failover --exit-after 60     # then kill the master and watch",
@@ -194,7 +219,7 @@ def demo(
 
 
 # Long only because typer declares each of its options in the signature, with its help.
-@app.command(
+@_command(
     epilog=examples(
         "shadowline watchdog --cluster prod --cluster staging",
         "shadowline watchdog --name wd-2 --health-file /run/shadowline/watchdog.alive",
@@ -254,5 +279,22 @@ def watchdog(
         fail(str(error))
 
 
+def _named(argv: list[str]) -> str | None:
+    """The command named first, unless the root itself is asked (an option, shell completion)."""
+    first = "" if not argv or os.environ.get("_SHADOWLINE_COMPLETE") else argv[0]
+    return first if first in GROUPS or first in COMMANDS else None
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """`app`, the whole tree (tests, docs), built on first use."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    app = globals()["app"] = build()
+    return app
+
+
 def main() -> None:
-    app()
+    # httpx imports its command line client (click, rich, pygments: half its import time) when
+    # click is installed; None in sys.modules fails that import as without click (httpx's stub).
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    build(_named(sys.argv[1:]))()

@@ -10,17 +10,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+if TYPE_CHECKING:  # imported when a bar is drawn: the commands that import this often draw none
+    from rich.progress import Progress, TaskID
 
 
 def wanted(*, quiet: bool = False, as_json: bool = False) -> bool:
@@ -51,6 +44,16 @@ def bar(description: str, total: float | None, *, enabled: bool) -> Iterator[Bar
     if not enabled:
         yield Bar()
         return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from sqlalchemy.exc import DBAPIError
 
-from shadowline.adapters.db import create_engine
-from shadowline.adapters.local import ROLES, Users
 from shadowline.cli.common import (
     EXIT_REFUSED,
     EXIT_USAGE,
@@ -20,6 +17,7 @@ from shadowline.cli.common import (
     run,
 )
 from shadowline.domain.errors import InvalidInput, ShadowlineError
+from shadowline.domain.users import ROLES
 
 app = typer.Typer(
     help="Manage this instance's local users (never replicated). Uses SHADOWLINE_DATABASE_URL.",
@@ -38,7 +36,11 @@ NewPassword = Annotated[
 ]
 
 
+# SQLAlchemy is imported when a command runs, not for every `shadowline ...` (issue 13).
 async def _with_users(action: str, *args: str) -> object:
+    from shadowline.adapters.db import create_engine
+    from shadowline.adapters.local import Users
+
     engine = create_engine(load_settings().database_url, pool_size=1)
     try:
         return await getattr(Users(engine), action)(*args)
@@ -47,6 +49,8 @@ async def _with_users(action: str, *args: str) -> object:
 
 
 def _do(action: str, *args: str) -> object:
+    from sqlalchemy.exc import DBAPIError
+
     try:
         return run(_with_users(action, *args))
     except InvalidInput as error:  # a name or password no user may have: a bad argument

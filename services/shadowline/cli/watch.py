@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
-from aio_pika.abc import AbstractIncomingMessage
-from aiormq.exceptions import ChannelNotFoundEntity
 
-from shadowline.adapters.amqp_nodes import connect_robust
-from shadowline.adapters.broker import Names
 from shadowline.cli.common import EXIT_UNAVAILABLE, EXIT_USAGE, examples, fail, run
 
 EXAMPLES = examples(
@@ -20,6 +15,9 @@ EXAMPLES = examples(
     "shadowline watch --cluster prod --json | jq 'select(.routing_key | startswith(\"alert.\"))'",
     "shadowline watch --cluster prod --count 1 --json     # wait for the next message",
 )
+
+if TYPE_CHECKING:
+    from aio_pika.abc import AbstractIncomingMessage
 
 COLOURS = {
     "alert": typer.colors.RED,
@@ -50,6 +48,14 @@ def describe(routing_key: str, body: dict[str, Any]) -> str:
 async def _watch(
     url: str, cluster: str, heartbeats: bool, as_json: bool, limit: int | None
 ) -> None:
+    # asyncio and aio-pika only when watching: every other command starts without them.
+    import asyncio
+
+    from aiormq.exceptions import ChannelNotFoundEntity
+
+    from shadowline.adapters.amqp_nodes import connect_robust
+    from shadowline.adapters.broker import Names
+
     # Robust, over every node listed: a lost node is left for the next, the queue bound again.
     connection = await connect_robust(url, "shadowline watch")
     seen = 0

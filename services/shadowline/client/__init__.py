@@ -9,15 +9,11 @@
 Every result is the JSON the service sent, typed (see `shadowline.client.types`).
 """
 
-from shadowline.client.broker import (
-    AsyncBrokerClient,
-    BrokerClient,
-    ReplyTimeout,
-    Unroutable,
-    command,
-)
-from shadowline.client.http import AsyncClient, Client
-from shadowline.client.monitoring import monitor, subscribe
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from shadowline.client.types import (
     ClientError,
     CommandRefused,
@@ -30,6 +26,40 @@ from shadowline.client.types import (
     ReplyRefused,
     Written,
 )
+
+if TYPE_CHECKING:
+    from shadowline.client.broker import (
+        AsyncBrokerClient,
+        BrokerClient,
+        ReplyTimeout,
+        Unroutable,
+        command,
+    )
+    from shadowline.client.http import AsyncClient, Client
+    from shadowline.client.monitoring import monitor, subscribe
+
+# The HTTP client needs httpx and the broker ones aio-pika (with aiormq and yarl): each is
+# imported on first use, so `import shadowline.client` (and the CLI's `--help`) costs neither.
+_LAZY = {
+    "AsyncBrokerClient": "broker",
+    "BrokerClient": "broker",
+    "ReplyTimeout": "broker",
+    "Unroutable": "broker",
+    "command": "broker",
+    "AsyncClient": "http",
+    "Client": "http",
+    "monitor": "monitoring",
+    "subscribe": "monitoring",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "AsyncBrokerClient",
