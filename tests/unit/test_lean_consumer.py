@@ -13,7 +13,8 @@ import pytest
 from pamqp import body, commands, frame, header, heartbeat
 
 from shadowline.adapters import amqp_frames
-from shadowline.adapters.amqp_consumer import HEADERS_FLAG, LeanConsumer, _Protocol, tls_context
+from shadowline.adapters.amqp_consumer import LeanConsumer, tls_context
+from shadowline.adapters.amqp_frame_loop import HEADERS_FLAG, FrameLoop
 from shadowline.domain import trust
 from shadowline.domain.watchdog_trust import ClusterKeys
 from shadowline_bench.watchdog_sim import publish_frames
@@ -34,7 +35,7 @@ def delivery(exchange: str, key: str, headers: dict[str, Any], content: bytes) -
 
 async def test_deliveries_split_anywhere_between_reads_are_read_whole_and_in_order() -> None:
     seen: list[tuple[str, str, dict[str, Any], bytes]] = []
-    protocol = _Protocol(lambda *found: seen.append(found))
+    protocol = FrameLoop(lambda *found: seen.append(found))
     stream = delivery(
         "shadowline.c.monitoring", "heartbeat.m", {"x-shadowline-mac": "ab"}, b"12345678901"
     )
@@ -50,7 +51,7 @@ async def test_deliveries_split_anywhere_between_reads_are_read_whole_and_in_ord
 
 
 async def test_a_method_other_than_a_delivery_goes_to_the_setup_queue() -> None:
-    protocol = _Protocol(lambda *_: None)
+    protocol = FrameLoop(lambda *_: None)
     protocol.data_received(frame.marshal(commands.Queue.DeclareOk("amq.gen-x", 0, 0), 1))
     found = protocol.frames.get_nowait()
     assert isinstance(found, commands.Queue.DeclareOk) and found.queue == "amq.gen-x"
@@ -76,9 +77,9 @@ class _Transport:
         pass
 
 
-def listening() -> tuple[_Protocol, list[tuple[str, str, dict[str, Any], bytes]], _Transport]:
+def listening() -> tuple[FrameLoop, list[tuple[str, str, dict[str, Any], bytes]], _Transport]:
     seen: list[tuple[str, str, dict[str, Any], bytes]] = []
-    protocol = _Protocol(lambda *found: seen.append(found))
+    protocol = FrameLoop(lambda *found: seen.append(found))
     transport = _Transport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
     return protocol, seen, transport
@@ -133,7 +134,7 @@ async def test_a_handler_that_raises_drops_its_delivery_not_the_connection() -> 
         if len(calls) == 1:
             raise ValueError("a bug in a handler")
 
-    protocol = _Protocol(handler)
+    protocol = FrameLoop(handler)
     transport = _Transport()
     protocol.connection_made(transport)  # type: ignore[arg-type]
     protocol.data_received(GOOD + GOOD)

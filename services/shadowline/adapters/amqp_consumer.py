@@ -5,7 +5,8 @@ Why not aio-pika here: a watchdog of 1,000 clusters hears 4,000 heartbeats a sec
 aio-pika/aiormq spend about 130 us of CPU on each (three frames decoded by pamqp, each through
 an asyncio queue, a task per delivery) on this 2-core machine: more than half a core for the
 transport alone. This reads each frame header with struct, decodes only what a delivery needs
-(exchange, routing key, the headers table, the body) and calls back synchronously; everything
+(exchange, routing key, the headers table, the body) and calls back synchronously
+(adapters.amqp_frame_loop); everything
 else (the handshake, declarations, closes) goes through pamqp as usual. Publishing and
 declaring stay with aio-pika (adapters.watchdog_link); this connection only consumes.
 
@@ -20,185 +21,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-import struct
-from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from pamqp import commands, decode, frame, heartbeat
-from pamqp.base import Frame
+from pamqp import commands, heartbeat
 
-from shadowline.adapters import amqp_frames, amqp_nodes
-from shadowline.domain import trust
+from shadowline.adapters import amqp_nodes
+from shadowline.adapters.amqp_frame_loop import FRAME_MAX, HEARTBEAT, Delivery, FrameLoop
 
 log = logging.getLogger("shadowline.watchdog")
 
-Delivery = Callable[[str, str, dict[str, Any], bytes], None]  # exchange, key, headers, body
-_HEAD = struct.Struct(">BHI")
-_DELIVER = struct.pack(">HH", 60, 60)  # Basic.Deliver: class 60, method 60
-# Seconds, proposed to the broker (the lower of its own and this is used): a broker node that
-# freezes (SIGSTOP, a stalled VM) is given up after two silent intervals, then the next node.
-HEARTBEAT = 5
 # A queue is one Erlang process on the broker: one for 4,000 heartbeats a second became the
 # bottleneck on a busy host, and RabbitMQ's credit flow then throttles every publisher routing
 # into it (the masters' heartbeats, whose confirms are their lease, and the watchdog's own
 # announcements). So the clusters are spread over a few queues, one per PER_SHARD clusters.
 MAX_SHARDS = 8
 PER_SHARD = 125
-HEADERS_FLAG = 1 << 13  # the content header's property flags: the headers table is present
-FRAME_END = 0xCE
-FRAME_MAX = 131_072  # RabbitMQ's default; the handshake takes the broker's if lower
-MAX_KEPT = trust.MAX_MESSAGE  # bytes of a body kept: one more than this and it is refused
-
-
-class _Protocol(asyncio.Protocol):
-    """The frame loop. Whatever a publisher put in a message (any broker user may publish to a
-    heartbeat exchange) costs that message only: a headers table pamqp cannot read or a routing
-    key that is not UTF-8 is delivered marked as adapters.amqp_frames does (and refused, since
-    no MAC matches it); a handler that raises drops the one delivery, counted and logged. What only
-    the broker writes (frame ends, sizes within frame_max, methods) is checked too; a broken
-    stream closes the connection, and the next sweep opens a fresh one."""
-
-    def __init__(self, deliver: Delivery) -> None:
-        self._deliver = deliver
-        self._buffer = bytearray()
-        self.frames: asyncio.Queue[Frame | None] = asyncio.Queue()
-        self.transport: asyncio.Transport | None = None
-        self.lost = asyncio.get_running_loop().create_future()
-        self.heard = 0.0
-        self.interval = HEARTBEAT  # the AMQP heartbeat agreed on
-        self.frame_max = FRAME_MAX  # lowered to the broker's in the handshake
-        self.dropped = 0  # deliveries that could not be read or handled
-        self.broken: str | None = None  # why the stream was given up, if it was
-        self._pending: tuple[str, str] | None = None
-        self._headers: dict[str, Any] = {}
-        self._size = 0
-        self._kept = 0
-        self._body: list[bytes] = []
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not its subclasses
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.lost.done():
-            self.lost.set_result(exc or (ConnectionError(self.broken) if self.broken else None))
-        self.frames.put_nowait(None)
-
-    def data_received(self, data: bytes) -> None:
-        if self.broken is not None:
-            return
-        self.heard = asyncio.get_running_loop().time()
-        buffer = self._buffer
-        buffer += data
-        start = 0
-        while len(buffer) - start >= 8:
-            kind, _channel, size = _HEAD.unpack_from(buffer, start)
-            if size > self.frame_max:
-                return self._break(f"a frame of {size} bytes (frame_max {self.frame_max})")
-            end = start + 7 + size
-            if len(buffer) < end + 1:
-                break
-            if buffer[end] != FRAME_END:
-                return self._break(f"frame end 0x{buffer[end]:02x}, not 0xce")
-            payload = bytes(buffer[start + 7 : end])
-            start = end + 1
-            if kind == 1:
-                self._method(payload, buffer[start - size - 8 : start])
-            elif kind == 2:
-                self._guarded(self._header, payload)
-            elif kind == 3:
-                self._guarded(self._content, payload)
-            if self.broken is not None:
-                return
-        del buffer[:start]
-
-    def _break(self, why: str) -> None:
-        self.broken = why
-        log.warning("heartbeat consumer: the broker's stream is broken (%s); reconnecting", why)
-        self._buffer.clear()
-        if self.transport is not None:
-            self.transport.close()
-
-    def _guarded(self, step: Callable[[bytes], None], payload: bytes) -> None:
-        """One step of a delivery; an error costs that delivery only."""
-        try:
-            step(payload)
-        except Exception as error:
-            self._drop(error)
-
-    def _drop(self, error: Exception) -> None:
-        self.dropped += 1
-        self._pending, self._headers, self._body = None, {}, []
-        if self.dropped & (self.dropped - 1) == 0:  # the 1st, 2nd, 4th, 8th, ...: no flood
-            log.warning("heartbeat consumer dropped a delivery it could not read or handle "
-                        "(%d so far): %r", self.dropped, error)  # fmt: skip
-
-    def _method(self, payload: bytes, raw: bytes | bytearray) -> None:
-        if payload[:4] == _DELIVER:
-            try:
-                self._start_delivery(payload)
-            except Exception as error:  # a Deliver cut short
-                self._drop(error)
-            return
-        try:
-            found = frame.unmarshal(bytes(raw))[2]
-        except Exception as error:
-            return self._break(f"a method frame pamqp cannot read: {error!r}")
-        if isinstance(found, commands.Connection.Close | commands.Channel.Close):
-            log.warning("heartbeat consumer closed by the broker: %s %s",
-                        found.reply_code, found.reply_text)  # fmt: skip
-            if self.transport is not None:
-                self.transport.close()
-        elif isinstance(found, commands.Basic.Cancel):  # a queue deleted under us
-            log.warning("heartbeat consumer cancelled by the broker; reconnecting")
-            if self.transport is not None:
-                self.transport.close()
-        self.frames.put_nowait(found)  # type: ignore[arg-type]
-
-    def _start_delivery(self, payload: bytes) -> None:
-        at = 4
-        at += 1 + payload[at]  # consumer tag
-        at += 9  # delivery tag, redelivered
-        exchange = payload[at + 1 : at + 1 + payload[at]].decode()
-        at += 1 + payload[at]
-        routing_key = payload[at + 1 : at + 1 + payload[at]].decode("utf-8", "replace")
-        self._pending, self._headers, self._body = (exchange, routing_key), {}, []
-        self._size = self._kept = 0
-
-    def _header(self, payload: bytes) -> None:
-        _class, _weight, self._size, flags = struct.unpack_from(">HHQH", payload)
-        at = 14
-        if flags & (1 << 15):  # content type
-            at += 1 + payload[at]
-        if flags & (1 << 14):  # content encoding
-            at += 1 + payload[at]
-        if flags & HEADERS_FLAG and self._pending is not None:
-            try:
-                self._headers = decode.field_table(payload[at:])[1]
-            except ValueError as error:  # as adapters.amqp_frames: delivered, marked, refused
-                self._headers = {amqp_frames.UNREADABLE: str(error)[:200]}
-        if self._size == 0:
-            self._done()
-
-    def _content(self, payload: bytes) -> None:
-        self._size -= len(payload)
-        # No more than one byte past the largest message is kept: the check of its size
-        # (domain.trust) refuses it all the same, and a huge body costs no memory here.
-        if self._pending is not None and self._kept <= MAX_KEPT:
-            self._body.append(payload[: MAX_KEPT + 1 - self._kept])
-            self._kept += len(self._body[-1])
-        if self._size <= 0:
-            self._done()
-
-    def _done(self) -> None:
-        if self._pending is not None:
-            exchange, routing_key = self._pending
-            self._pending = None
-            self._deliver(exchange, routing_key, self._headers, b"".join(self._body))
-
-    def send(self, command: Any, channel: int = 0) -> None:
-        assert self.transport is not None
-        self.transport.write(frame.marshal(command, channel))
 
 
 class LeanConsumer:
@@ -211,7 +49,7 @@ class LeanConsumer:
         self._name = name
         self._bindings = bindings
         self._deliver = deliver
-        self._protocol: _Protocol | None = None
+        self._protocol: FrameLoop | None = None
         self.node: str | None = None
         self.connected = asyncio.Event()
         self._interval = float(HEARTBEAT)
@@ -252,7 +90,7 @@ class LeanConsumer:
             if protocol.transport is not None:
                 protocol.transport.close()
 
-    async def _open(self, url: str) -> _Protocol:
+    async def _open(self, url: str) -> FrameLoop:
         protocol = await open_channel(url, self._name, self._deliver)
         self._interval = protocol.interval
         try:
@@ -263,7 +101,7 @@ class LeanConsumer:
             raise
         return protocol
 
-    async def _consume(self, protocol: _Protocol) -> None:
+    async def _consume(self, protocol: FrameLoop) -> None:
         """Declare the shards, bind each exchange to one of them, consume them all."""
         exchanges = sorted({exchange for exchange, _ in self._bindings})
         shards = max(1, min(MAX_SHARDS, len(exchanges) // PER_SHARD))
@@ -281,7 +119,7 @@ class LeanConsumer:
             protocol.send(commands.Basic.Consume(queue=queue, no_ack=True), 1)
             await _expect(protocol, commands.Basic.ConsumeOk)
 
-    async def _heartbeats(self, protocol: _Protocol) -> None:
+    async def _heartbeats(self, protocol: FrameLoop) -> None:
         """Send ours every half interval; two intervals without a byte from the broker: lost."""
         loop = asyncio.get_running_loop()
         while True:
@@ -297,7 +135,7 @@ class LeanConsumer:
             self._protocol.transport.close()
 
 
-async def open_channel(url: str, name: str, deliver: Delivery) -> _Protocol:
+async def open_channel(url: str, name: str, deliver: Delivery) -> FrameLoop:
     """A connection to `url` with channel 1 open (its deliveries go to `deliver`)."""
     parts = urlsplit(url)
     tls = tls_context(parts.query) if parts.scheme == "amqps" else None
@@ -305,7 +143,7 @@ async def open_channel(url: str, name: str, deliver: Delivery) -> _Protocol:
     loop = asyncio.get_running_loop()
     _, protocol = await asyncio.wait_for(
         loop.create_connection(
-            lambda: _Protocol(deliver), parts.hostname or "localhost", port, ssl=tls
+            lambda: FrameLoop(deliver), parts.hostname or "localhost", port, ssl=tls
         ),
         amqp_nodes.CONNECT_TIMEOUT,
     )
@@ -334,7 +172,7 @@ def tls_context(query: str) -> ssl.SSLContext:
     return context
 
 
-async def _handshake(protocol: _Protocol, parts: Any, name: str) -> None:
+async def _handshake(protocol: FrameLoop, parts: Any, name: str) -> None:
     assert protocol.transport is not None
     protocol.transport.write(b"AMQP\x00\x00\x09\x01")
     await _expect(protocol, commands.Connection.Start)
@@ -358,7 +196,7 @@ async def _handshake(protocol: _Protocol, parts: Any, name: str) -> None:
     await _expect(protocol, commands.Channel.OpenOk)
 
 
-async def _expect(protocol: _Protocol, kind: type[Any]) -> Any:
+async def _expect(protocol: FrameLoop, kind: type[Any]) -> Any:
     found = await protocol.frames.get()
     if found is None:
         raise ConnectionError("connection closed during setup")

@@ -2,9 +2,7 @@
 HA actions go to the writable master and follow it across a failover or a switch of roles, as
 libpq's `target_session_attrs=read-write` does; reads go to the first instance that answers.
 
-Each request is a plan (sans-IO): a generator that yields what to send (`Send`) or how long to
-wait (`Sleep`) and is sent back what came of it (an httpx.Response, or the httpx.TransportError
-raised), so `Client` and `AsyncClient` drive the same plans and cannot drift apart.
+Each request is a plan (client.plans), so `Client` and `AsyncClient` drive the same ones.
 
 The master is the instance whose `GET /master` answers 200 (DESIGN: only on the writable
 master); without one, the plan asks again every `RETRY` seconds for `patience` seconds (a
@@ -21,18 +19,18 @@ the answer.
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
 import orjson
 
-from shadowline.client.requests import Call, parse
+from shadowline.client.plans import Outcome, Plan, Send, Sleep
+from shadowline.client.requests import Call, R, parse
 from shadowline.client.types import ClientError, Json, Written
 
 T = TypeVar("T")
@@ -41,22 +39,6 @@ PROBE = 2.0  # seconds one look at one instance may take
 ROUNDS = 5  # checks of one write's unknown outcome before the caller is told it is unknown
 SKEW = timedelta(minutes=10)  # the instances' clocks may differ from ours by this much
 LOCAL_KINDS = frozenset({"log-level", "ui-certificate", "snc"})  # DESIGN: never replicated
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    url: str  # the instance's base URL
-    call: Call[Any]
-    timeout: float | None = None  # None: the client's own
-
-
-@dataclass(frozen=True, slots=True)
-class Sleep:
-    seconds: float
-
-
-Outcome = httpx.Response | httpx.TransportError | None
-Plan = Generator[Send | Sleep, Outcome, T]
 
 
 def split(urls: str | Sequence[str]) -> list[str]:
@@ -183,26 +165,19 @@ class Instances:
         request_id = str(uuid.uuid4())
         since = (datetime.now(UTC) - SKEW).isoformat()
         first = _with_request_id(build(None, False), request_id)
-        url, outcome = yield from self._send_to_master(first)
+        _, outcome = yield from self._send_to_master(first)
         resent = False
         for _ in range(ROUNDS):
+            conflict = None
             if isinstance(outcome, httpx.Response) and outcome.status_code != 503:
                 if not (resent and outcome.status_code in (409, 412)):
                     return _answer(outcome)  # type: ignore[no-any-return]
                 conflict = outcome  # perhaps with our own first attempt, landed late: check
-            else:
-                conflict = None
-            self.master = None
-            url = yield from self.find_master()
-            current = yield Send(url, Call("GET", f"/config/{kind}/{name}"))
-            if not isinstance(current, httpx.Response) or current.status_code not in (200, 404):
-                outcome = current
-                continue
-            readable, found = yield from _find_event(url, kind, name, since, request_id)
+            found, current, failed = yield from self._look(kind, name, since, request_id)
             if found is not None:
                 return found
-            if not readable:
-                outcome = None
+            if current is None:
+                outcome = failed
                 continue
             if conflict is not None and guarded:
                 return _answer(conflict)  # type: ignore[no-any-return]  # the caller's guard said no
@@ -214,12 +189,56 @@ class Instances:
             again = (
                 first if guarded else _with_request_id(build(version, version is None), request_id)
             )
-            url, outcome = yield from self._send_to_master(again)
+            _, outcome = yield from self._send_to_master(again)
             resent = True
         raise ClientError(
             503,
             {"error": f"the outcome of the write of {kind}/{name} is unknown", "master": None},
         )
+
+    def _look(
+        self, kind: str, name: str, since: str, request_id: str
+    ) -> Plan[tuple[Written | None, httpx.Response | None, Outcome]]:
+        """After an unknown outcome, at the master: our write's event if it landed, the item's
+        current answer (200 or 404) read before looking for it, and what failed if either
+        could not be read (then the caller looks again)."""
+        self.master = None
+        url = yield from self.find_master()
+        current = yield Send(url, Call("GET", f"/config/{kind}/{name}"))
+        if not isinstance(current, httpx.Response) or current.status_code not in (200, 404):
+            return None, None, current
+        readable, found = yield from _find_event(url, kind, name, since, request_id)
+        if not readable:
+            return None, None, None
+        return found, current, None
+
+
+def put_plan(
+    instances: Instances,
+    kind: str,
+    name: str,
+    value: Any,
+    if_match: int | None,
+    reason: str | None,
+    create_only: bool,
+) -> Plan[Written]:
+    guarded = if_match is not None or create_only
+
+    def build(version: int | None, absent: bool) -> Call[Written]:
+        if guarded:
+            return R.put(kind, name, value, if_match, reason, create_only)
+        return R.put(kind, name, value, version, reason, absent and version is None)
+
+    return instances.write(kind, name, build, guarded, deleting=False)
+
+
+def delete_plan(
+    instances: Instances, kind: str, name: str, if_match: int | None, reason: str | None
+) -> Plan[Written]:
+    def build(version: int | None, _absent: bool) -> Call[Written]:
+        return R.delete(kind, name, if_match if if_match is not None else version, reason)
+
+    return instances.write(kind, name, build, if_match is not None, deleting=True)
 
 
 def _with_request_id(call: Call[T], request_id: str) -> Call[T]:
@@ -247,50 +266,3 @@ def _find_event(
             )
             return True, found
     return True, None
-
-
-def _request_args(step: Send) -> dict[str, Any]:
-    timeout = step.timeout if step.timeout is not None else httpx.USE_CLIENT_DEFAULT
-    return {"timeout": timeout, **step.call.send_args()}
-
-
-def run(plan: Plan[T], http: httpx.Client) -> T:
-    """Drive `plan` with a sync httpx client."""
-    outcome: Outcome = None
-    try:
-        step = next(plan)
-        while True:
-            if isinstance(step, Sleep):
-                time.sleep(step.seconds)
-                outcome = None
-            else:
-                try:
-                    outcome = http.request(
-                        step.call.method, step.url + step.call.path, **_request_args(step)
-                    )
-                except httpx.TransportError as error:
-                    outcome = error
-            step = plan.send(outcome)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-
-
-async def arun(plan: Plan[T], http: httpx.AsyncClient) -> T:
-    """Drive `plan` with an async httpx client."""
-    outcome: Outcome = None
-    try:
-        step = next(plan)
-        while True:
-            if isinstance(step, Sleep):
-                await asyncio.sleep(step.seconds)
-                outcome = None
-            else:
-                try:
-                    outcome = await http.request(
-                        step.call.method, step.url + step.call.path, **_request_args(step)
-                    )
-                except httpx.TransportError as error:
-                    outcome = error
-            step = plan.send(outcome)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]

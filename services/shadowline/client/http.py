@@ -11,7 +11,8 @@ from typing import Any, cast
 
 import httpx
 
-from shadowline.client.follow import Instances, Plan, arun, run
+from shadowline.client.follow import Instances, delete_plan, put_plan
+from shadowline.client.plans import Plan, arun, run
 from shadowline.client.requests import (
     PAGE,
     Call,
@@ -28,34 +29,6 @@ from shadowline.client.types import (
     Json,
     Written,
 )
-
-
-def put_plan(
-    instances: Instances,
-    kind: str,
-    name: str,
-    value: Any,
-    if_match: int | None,
-    reason: str | None,
-    create_only: bool,
-) -> Plan[Written]:
-    guarded = if_match is not None or create_only
-
-    def build(version: int | None, absent: bool) -> Call[Written]:
-        if guarded:
-            return R.put(kind, name, value, if_match, reason, create_only)
-        return R.put(kind, name, value, version, reason, absent and version is None)
-
-    return instances.write(kind, name, build, guarded, deleting=False)
-
-
-def delete_plan(
-    instances: Instances, kind: str, name: str, if_match: int | None, reason: str | None
-) -> Plan[Written]:
-    def build(version: int | None, _absent: bool) -> Call[Written]:
-        return R.delete(kind, name, if_match if if_match is not None else version, reason)
-
-    return instances.write(kind, name, build, if_match is not None, deleting=True)
 
 
 class Client:
