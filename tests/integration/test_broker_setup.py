@@ -43,8 +43,11 @@ Applied = tuple[
 ]  # the cluster, and each user broker-setup made with its password
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def applied(rabbitmq: None) -> Iterator[Applied]:
+    """One cluster's users for the whole module: each `rabbitmqctl` call starts an Erlang VM
+    (about a second), and every test here only reads what the users may do; each test deletes
+    the topology it declared."""
     cluster = f"bs{uuid.uuid4().hex[:8]}"
     instances = [arg for name in INSTANCES for arg in ("--instance", name)]
     done = subprocess.run(

@@ -7,7 +7,7 @@ import socket
 
 import orjson
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from shadowline.settings import WATCHDOG_SETTINGS, Settings
 
@@ -246,7 +246,8 @@ def test_no_warning_without_a_secret_or_with_one_of_32_characters_or_more(
 
 
 def test_the_watchdog_logs_the_settings_it_uses_and_not_the_instances() -> None:
-    shown = Settings(admin_password="pw", cluster_secret="s" * 40).masked(WATCHDOG_SETTINGS)
+    settings = Settings(admin_password=SecretStr("pw"), cluster_secret=SecretStr("s" * 40))
+    shown = settings.masked(WATCHDOG_SETTINGS)
     assert set(shown) == set(WATCHDOG_SETTINGS)
     assert (
         "database_url" not in shown and "admin_password" not in shown and "http_bind" not in shown
