@@ -1,7 +1,8 @@
 """A TCP proxy in front of the shared RabbitMQ, so one broker looks like several nodes that can
 be lost one by one: `cut()` drops every connection through it and stops listening (a node
-killed), `mute` accepts connections and forwards nothing (a node stopped or cut off), and
-`hold_replies()` stops forwarding what the broker sends (a confirm that never arrives)."""
+killed), `mute` accepts connections and forwards nothing (a node stopped or cut off),
+`hold_replies()` stops forwarding what the broker sends (a confirm that never arrives), and
+`freeze()` stops forwarding both ways with the connections left open (a frozen node)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ class Proxy:
         self.mute = mute
         self._replies = asyncio.Event()  # set: what the broker sends is forwarded
         self._replies.set()
+        self._requests = asyncio.Event()  # set: what a client sends is forwarded
+        self._requests.set()
         self._sent = asyncio.Event()  # set when bytes go from a client to the broker
         self._server: asyncio.Server | None = None
         self._port = 0
@@ -49,6 +52,7 @@ class Proxy:
             while data := await reader.read(65536):
                 if upward:
                     self._sent.set()
+                    await self._requests.wait()
                 else:
                     await self._replies.wait()
                 writer.write(data)
@@ -59,6 +63,12 @@ class Proxy:
         """Forward nothing more from the broker; `sending()` waits for a client's next bytes."""
         self._replies.clear()
         self._sent.clear()
+
+    def freeze(self) -> None:
+        """Forward nothing either way with every connection left open: a node stopped by
+        SIGSTOP, or behind a partition that drops its packets."""
+        self._requests.clear()
+        self._replies.clear()
 
     async def sending(self) -> None:
         await asyncio.wait_for(self._sent.wait(), 10)

@@ -74,6 +74,10 @@ class InMemoryBroker:
     def ready(self) -> bool:
         return self.connected
 
+    def abandon_node(self, why: str) -> bool:
+        """A broker in memory has no node to leave for another."""
+        return False
+
     async def start(self) -> None:
         self.connected = True
 

@@ -450,6 +450,9 @@ class Broker:
     ready: bool = True
     sent: list[tuple[str, str, Any, float | None]] = field(default_factory=list)
 
+    def abandon_node(self, why: str) -> bool:
+        return False
+
     async def publish_monitoring(
         self, routing_key: str, body: Any, ttl: float | None = None
     ) -> None:

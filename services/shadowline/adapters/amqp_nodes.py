@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
-from aio_pika import RobustConnection
+from aio_pika import RobustChannel, RobustConnection, RobustQueue
 from aio_pika.abc import AbstractConnection
+from aiormq.connection import TCPTransportFactory, TLSTransportFactory, TransportFactory
 from yarl import URL
 
 from shadowline.adapters import amqp_frames
@@ -106,6 +108,44 @@ def _said(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+class _Sockets(TransportFactory):
+    """aiormq's transport factory (its public hook), remembering the stream it opened last so
+    that a node that stops answering can be dropped at once: an AMQP close handshake with a
+    frozen node waits for seconds, an aborted socket does not."""
+
+    def __init__(self) -> None:
+        self._tcp, self._tls = TCPTransportFactory(), TLSTransportFactory()
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def create(
+        self, url: URL, **kwargs: Any
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        factory = self._tls if url.scheme == "amqps" else self._tcp
+        reader, writer = await factory.create(url, **kwargs)
+        self.writer = writer
+        return reader, writer
+
+
+class _FreshQueue(RobustQueue):
+    """A server-named exclusive queue that takes a new name each time it is restored.
+
+    aio-pika names such a queue itself (amq_<uuid>) so that it can declare it again after a
+    reconnection. But an exclusive queue stays locked by the connection that declared it until
+    the broker notices that connection is gone: after leaving a frozen node, declaring the same
+    name on the next node fails (RESOURCE_LOCKED) for as long as the cluster takes to notice
+    (net_ticktime: 60 s by default). A new name has no such lock; the old queue goes with the
+    old connection. Bindings and consumers are restored on the new name as usual."""
+
+    async def restore(self, channel: Any = None) -> None:
+        if self.exclusive and self.name.startswith("amq_"):
+            self.name = f"amq_{uuid.uuid4().hex}"
+        await super().restore()
+
+
+class _NodeChannel(RobustChannel):
+    QUEUE_CLASS = _FreshQueue
+
+
 class NodeConnection(RobustConnection):
     """A RobustConnection over `Nodes`: each (re)connection attempt is a sweep.
 
@@ -115,12 +155,30 @@ class NodeConnection(RobustConnection):
     restored by aio-pika inside the attempt, on the node that answered.
     """
 
+    CHANNEL_CLASS = _NodeChannel
+
     def __init__(self, nodes: Nodes, **kwargs: Any) -> None:
         super().__init__(URL(nodes.urls[0]), **kwargs)
+        # aio-pika passes `kwargs` to aiormq.connect for each (re)connection, keeping only the
+        # parameters it knows, so the factory goes in afterwards.
+        self._sockets = _Sockets()
+        self.kwargs["transport_factory"] = self._sockets
         self.nodes = nodes
         self.node: str | None = None  # host:port while connected, else None
         self._trying: str | None = None
         self.close_callbacks.add(self._lost)
+
+    def abandon(self, why: str) -> bool:
+        """Drop the node this connection is on (its socket aborted: no close handshake), so
+        that it reconnects to the next node; whether there was a connection to drop. For a
+        node that stopped answering with its TCP connection open (frozen, cut off behind a
+        firewall that drops packets): AMQP heartbeats would notice after seconds."""
+        writer = self._sockets.writer
+        if self.node is None or writer is None or writer.transport.is_closing():
+            return False
+        log.warning("leaving RabbitMQ node %s: %s", self.node, why)
+        writer.transport.abort()
+        return True
 
     async def _on_connected(self) -> None:
         # The transport is up: the channels are restored next, then the reconnect callbacks

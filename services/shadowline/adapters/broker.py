@@ -120,6 +120,9 @@ def message_for(event: Event) -> tuple[str, aio_pika.Message]:
     )
 
 
+CLOSE_WITHIN = 2.0  # seconds a clean close may take before the socket is dropped
+
+
 class BrokerLink:
     """One robust connection per instance, its channels and the exchanges it uses."""
 
@@ -157,6 +160,10 @@ class BrokerLink:
         """The broker node (host:port) this link is connected to now; None while it is not
         (not started, or reconnecting)."""
         return self._connection.node if self._connection is not None else None
+
+    def abandon_node(self, why: str) -> bool:
+        """Leave the node this link is on for the next (see NodeConnection.abandon)."""
+        return self._connection is not None and self._connection.abandon(why)
 
     async def start(self) -> None:
         async with self._starting:
@@ -265,15 +272,22 @@ class BrokerLink:
         await queue.consume(deliver, no_ack=True)
 
     async def command_queue(self, instance: str) -> AbstractQueue:
-        """An exclusive queue of the commands addressed to this instance."""
+        """An exclusive, server-named queue of the commands addressed to this instance.
+
+        Server-named, as the heartbeat queue: an exclusive queue of a fixed name stays locked
+        by the connection that declared it until the broker notices that connection is gone,
+        so after leaving a frozen node the link could not declare it again elsewhere
+        (RESOURCE_LOCKED) for as long as the cluster takes to notice (net_ticktime, 60 s by
+        default). Who may bind `*.<instance>` is the broker's topic permission (broker-setup)."""
         assert self._consume is not None, "start() first"
-        queue = await self._consume.declare_queue(
-            f"{self.names.commands}.{instance}", exclusive=True, auto_delete=True
-        )
+        queue = await self._consume.declare_queue(exclusive=True, auto_delete=True)
         await queue.bind(self.names.commands, f"*.{instance}")
         return queue
 
     async def close(self) -> None:
         if self._connection is not None:
-            await self._connection.close()
-            self._connection = None
+            connection, self._connection = self._connection, None
+            try:  # a node that stopped answering would hold the close handshake for minutes
+                await asyncio.wait_for(asyncio.shield(connection.close()), CLOSE_WITHIN)
+            except TimeoutError:
+                connection.abandon(f"no answer to closing within {CLOSE_WITHIN:g} s")

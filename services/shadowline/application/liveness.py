@@ -33,6 +33,9 @@ async def _hear_nothing(heard: Callable[[dict[str, Any]], None]) -> None:
     pass
 
 
+RECONNECT_POLL = 0.02  # seconds between two looks at a link that is reconnecting
+
+
 class Liveness:
     def __init__(
         self,
@@ -88,19 +91,33 @@ class Liveness:
         }
 
     async def beat_once(self) -> bool:
-        """Publish one heartbeat and wait for the broker's confirm (at most one interval)."""
+        """Publish one heartbeat and wait for the broker's confirm (at most one interval).
+
+        A confirm that does not come within the interval over a connection that is up is a
+        node that stopped answering with its TCP connection open (frozen, partitioned, its
+        packets dropped): the link leaves it for the next node at once, within the lease (a
+        few intervals), where waiting for AMQP heartbeats to notice would take seconds and
+        cost the lease, and a failover with it."""
         interval = self._settings.heartbeat_interval
+        # A node that confirms nothing for a quarter of the lease is left: the next node then
+        # has the rest of the lease to connect, restore and confirm (a confirm takes ms).
+        within = min(interval, self._settings.lease / 4)
         beat = self.heartbeat()
+        connected = self._broker.ready
         try:
             await asyncio.wait_for(
                 self._broker.publish_monitoring(
                     f"heartbeat.{self._settings.instance}", beat, ttl=max(1.0, 3 * interval)
                 ),
-                timeout=interval,
+                timeout=within,
             )
         except Exception as error:
             log.debug("heartbeat %d not confirmed: %s", beat["seq"], error)
             self.connected_at = None
+            if connected and isinstance(error, TimeoutError):
+                self._broker.abandon_node(
+                    f"heartbeat {beat['seq']} not confirmed within {within:g} s"
+                )
             return False
         now = time.monotonic()
         self.connected_at = self.connected_at or now
@@ -121,9 +138,17 @@ class Liveness:
         interval = self._settings.heartbeat_interval
         while True:
             started = time.monotonic()
-            if self._broker.ready:
-                await self.beat_once()
-            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+            if self._broker.ready and await self.beat_once():
+                await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
+                continue
+            # Not confirmed (the node was lost, or left as stalled): beat again as soon as the
+            # link is back on a node, not a whole interval later, for the lease is running out;
+            # a tenth of an interval apart at least, should publishing fail at once for good.
+            await asyncio.sleep(interval / 10)
+            until = started + interval
+            # The link has no "connected" signal (aio-pika reconnects underneath it): polled.
+            while not self._broker.ready and time.monotonic() < until:  # noqa: ASYNC110
+                await asyncio.sleep(RECONNECT_POLL)
 
     async def listen(self) -> None:
         """Hear every instance's heartbeats of this cluster."""

@@ -40,6 +40,10 @@ class HeartbeatPublisher(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    def abandon_node(self, why: str) -> bool:
+        """Leave the broker node for the next one (it stopped confirming); whether it did."""
+        ...
+
     async def publish_monitoring(
         self, routing_key: str, body: Any, ttl: float | None = None
     ) -> None: ...
