@@ -227,6 +227,10 @@ class Settings(BaseSettings):
             host = socket.gethostname()
         return f"http://{host}:{self.bind_port}"
 
+    def masked_for_watchdog(self) -> dict[str, Any]:
+        """What the watchdog logs: the settings it uses (WATCHDOG_SETTINGS), masked."""
+        return self.masked(WATCHDOG_SETTINGS)
+
     def masked(self, only: Collection[str] | None = None) -> dict[str, Any]:
         """The effective settings, secrets masked: what a service logs once at start-up (and
         the start-up warnings, logged here so that every service that logs its settings logs

@@ -73,7 +73,15 @@ def _flags_show_no_type() -> None:
 
 _flags_show_no_type()
 
-Url = Annotated[str, typer.Option("--url", envvar="SHADOWLINE_URL", help="The instance's URL.")]
+Url = Annotated[
+    str,
+    typer.Option(
+        "--url",
+        envvar="SHADOWLINE_URL",
+        help="The instance's URL; or both instances' URLs, comma-separated: writes and HA "
+        "actions then go to whichever is master.",
+    ),
+]
 User = Annotated[
     str, typer.Option("--user", envvar="SHADOWLINE_USER", help="A user of that instance.")
 ]

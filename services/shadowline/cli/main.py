@@ -270,7 +270,7 @@ def watchdog(
     clusters = cluster or sorted(secrets) or [settings.cluster]
     me = name or settings.instance
     shown = clusters if len(clusters) <= 10 else f"{len(clusters)} ({clusters[0]}, ...)"
-    log.info("watchdog %s: clusters %s, settings %s", me, shown, settings.masked())
+    log.info("watchdog %s: clusters %s, settings %s", me, shown, settings.masked_for_watchdog())
     if secrets:
         log.info("cluster secrets of their own from %s: %d clusters", secrets_file, len(secrets))
     try:
