@@ -5,6 +5,7 @@ httpx.MockTransport: what the plans send and how they read answers, not the serv
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,6 +14,7 @@ import orjson
 import pytest
 
 from shadowline.client import Client
+from shadowline.client.follow import Instances
 from shadowline.client.types import ClientError
 
 
@@ -179,3 +181,10 @@ def test_with_no_master_a_write_waits_its_patience_then_says_so() -> None:
 def test_reads_go_to_the_first_instance_that_answers() -> None:
     cluster = Cluster({"a": Node("down"), "b": Node("shadow")})
     assert client_of(cluster).health()["instance"] == "b"
+
+
+def test_a_tls_context_is_made_only_when_an_instance_is_reached_over_https() -> None:
+    assert Instances("http://a:8080,http://b:8080").tls is False
+    assert Instances("http://a:8080,HTTPS://b:8443").tls is True
+    secure = Client("https://a:8443", "admin", "pw")
+    assert secure._http._transport._pool._ssl_context.verify_mode == ssl.CERT_REQUIRED  # type: ignore[attr-defined]

@@ -87,6 +87,12 @@ class Instances:
         self.reader = self.urls[0]  # where the last read was answered
 
     @property
+    def tls(self) -> bool:
+        """Whether any instance is reached over HTTPS: only then is a TLS context (and the CA
+        bundle, some 30 ms of a CLI call's start-up) needed; certificates are always checked."""
+        return any(url.lower().startswith("https://") for url in self.urls)
+
+    @property
     def several(self) -> bool:
         return len(self.urls) > 1
 

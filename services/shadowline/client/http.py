@@ -48,7 +48,9 @@ class Client:
         """`patience`: how long a write or HA action waits for a writable master (several URLs)."""
         auth = (user, password or "") if user else None
         self._instances = Instances(url, patience)
-        self._http = httpx.Client(auth=auth, timeout=timeout, transport=transport)
+        self._http = httpx.Client(
+            auth=auth, timeout=timeout, transport=transport, verify=self._instances.tls
+        )
 
     def __enter__(self) -> Client:
         return self
@@ -182,7 +184,9 @@ class AsyncClient:
         """`transport`: e.g. httpx.ASGITransport(app) to talk to an in-process instance."""
         auth = (user, password or "") if user else None
         self._instances = Instances(url, patience)
-        self._http = httpx.AsyncClient(auth=auth, timeout=timeout, transport=transport)
+        self._http = httpx.AsyncClient(
+            auth=auth, timeout=timeout, transport=transport, verify=self._instances.tls
+        )
 
     async def __aenter__(self) -> AsyncClient:
         return self
