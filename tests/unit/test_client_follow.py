@@ -41,6 +41,8 @@ class Cluster:
         self.seen.append((host, method, path))
         if node.role == "down":
             raise httpx.ConnectError("refused", request=request)
+        if path == "/shadow":
+            return httpx.Response(200 if node.role == "shadow" else 503, json={})
         if path == "/master":
             return httpx.Response(200 if node.role == "master" or node.stale else 503, json={})
         if path.startswith("/config/"):
@@ -188,3 +190,14 @@ def test_a_tls_context_is_made_only_when_an_instance_is_reached_over_https() -> 
     assert Instances("http://a:8080,HTTPS://b:8443").tls is True
     secure = Client("https://a:8443", "admin", "pw")
     assert secure._http._transport._pool._ssl_context.verify_mode == ssl.CERT_REQUIRED  # type: ignore[attr-defined]
+
+
+def test_reads_prefer_the_in_sync_shadow_or_the_master_when_asked() -> None:
+    cluster = Cluster({"a": Node("master"), "b": Node("shadow")})
+    transport = httpx.MockTransport(cluster.handle)
+    spare = Client("http://a,http://b", "admin", "pw", transport=transport, prefer="shadow")
+    assert spare.health()["instance"] == "b"
+    own = Client("http://b,http://a", "admin", "pw", transport=transport, prefer="master")
+    assert own.health()["instance"] == "a"
+    with pytest.raises(ValueError, match="prefer must be one of"):
+        Client("http://a,http://b", "admin", "pw", prefer="nearest")

@@ -151,10 +151,24 @@ def with_scheme(url: str) -> str:
     return ",".join(p if not p or _SCHEME.match(p) else f"http://{p}" for p in parts)
 
 
-def client(url: str, user: str, password: str | None) -> Client:
+Prefer = Annotated[
+    str,
+    typer.Option(
+        "--prefer",
+        envvar="SHADOWLINE_PREFER",
+        help="With several URLs, where the read goes first: any (the first that answers), "
+        "shadow (an in-sync shadow, sparing the master) or master (read your own writes).",
+    ),
+]
+
+
+def client(url: str, user: str, password: str | None, prefer: str = "any") -> Client:
     from shadowline.client.http import Client
 
-    return Client(with_scheme(url), user, password)
+    try:
+        return Client(with_scheme(url), user, password, prefer=prefer)
+    except ValueError as error:  # --prefer not one of any, shadow, master
+        fail(str(error), EXIT_USAGE)
 
 
 def _where(error: Exception) -> str:

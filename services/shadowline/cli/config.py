@@ -11,6 +11,7 @@ from shadowline.cli.common import (
     DEFAULT_URL,
     Json,
     Password,
+    Prefer,
     Url,
     User,
     call,
@@ -91,10 +92,11 @@ def get(
     url: Url = DEFAULT_URL,
     user: User = "admin",
     password: Password = None,
+    prefer: Prefer = "any",
     as_json: Json = False,
 ) -> None:
     """Print an item's value and version (exit 1 when it does not exist)."""
-    with client(url, user, password) as c:
+    with client(url, user, password, prefer) as c:
         result = call(c.get, kind, name)
     emit(
         result,
@@ -143,10 +145,11 @@ def list_items(
     url: Url = DEFAULT_URL,
     user: User = "admin",
     password: Password = None,
+    prefer: Prefer = "any",
     as_json: Json = False,
 ) -> None:
     """List every item, now or at a point in history (replayed by the instance)."""
-    with client(url, user, password) as c:
+    with client(url, user, password, prefer) as c:
         result = call(c.state, at=at, as_of=as_of)
     lines = [f"# position {result['position']}, {len(result['items'])} items"]
     lines += [f"{key}  {orjson.dumps(value).decode()}" for key, value in result["items"].items()]
@@ -168,10 +171,11 @@ def diff_cmd(
     url: Url = DEFAULT_URL,
     user: User = "admin",
     password: Password = None,
+    prefer: Prefer = "any",
     as_json: Json = False,
 ) -> None:
     """What changed between two points in history: items added, removed and changed."""
-    with client(url, user, password) as c:
+    with client(url, user, password, prefer) as c:
         result = call(c.diff, start, end)
     lines = [f"# from position {result['from']} to {result['to']}"]
     lines += [f"+ {k}  {orjson.dumps(v).decode()}" for k, v in result["added"].items()]

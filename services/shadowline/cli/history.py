@@ -20,6 +20,7 @@ from shadowline.cli.common import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     Password,
+    Prefer,
     Url,
     User,
     call,
@@ -95,6 +96,7 @@ def _history_line(event: dict[str, Any]) -> str:
     )
 
 
+# Long only because typer reads the options from the signature, one a line.
 @app.callback()
 def history(
     ctx: typer.Context,
@@ -112,6 +114,7 @@ def history(
     url: Url = DEFAULT_URL,
     user: User = "admin",
     password: Password = None,
+    prefer: Prefer = "any",
     as_json: Annotated[
         bool, typer.Option("--json", help="One event envelope a line (NDJSON), as the API.")
     ] = False,
@@ -121,7 +124,7 @@ def history(
         return
     filters: dict[str, Any] = {"kind": kind, "name": name, "actor": actor, "since": since}
     filters |= {"until": until, "type": event_type or None}
-    with client(url, user, password) as c:
+    with client(url, user, password, prefer) as c:
         try:
             while True:
                 # The head before the request: a page of matches read after it has seen every
@@ -234,6 +237,7 @@ def export_cmd(
     url: Url = DEFAULT_URL,
     user: User = "admin",
     password: Password = None,
+    prefer: Prefer = "any",
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the summary as JSON (needs --output FILE).")
     ] = False,
@@ -251,7 +255,7 @@ def export_cmd(
         fail("--json prints the summary on standard output: give --output FILE", EXIT_USAGE)
     filters: dict[str, Any] = {"kind": kind, "name": name, "actor": actor, "since": since}
     filters |= {"until": until, "type": event_type or None}
-    with client(url, user, password) as c:
+    with client(url, user, password, prefer) as c:
         end = to if to is not None else call(c.health)["position"]
         query = Query(after, end, page_size, filters)
         shown = progress.wanted(quiet=quiet, as_json=as_json)

@@ -19,6 +19,7 @@ the answer.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -39,6 +40,7 @@ PROBE = 2.0  # seconds one look at one instance may take
 ROUNDS = 5  # checks of one write's unknown outcome before the caller is told it is unknown
 SKEW = timedelta(minutes=10)  # the instances' clocks may differ from ours by this much
 LOCAL_KINDS = frozenset({"log-level", "ui-certificate", "snc"})  # DESIGN: never replicated
+PREFER = ("any", "shadow", "master")
 
 
 def split(urls: str | Sequence[str]) -> list[str]:
@@ -80,11 +82,20 @@ def _refused_here(outcome: Outcome) -> tuple[bool, str | None]:
 class Instances:
     """The instances one client talks to, and what it learnt of them."""
 
-    def __init__(self, urls: str | Sequence[str], patience: float = 30.0) -> None:
+    def __init__(
+        self, urls: str | Sequence[str], patience: float = 30.0, prefer: str = "any"
+    ) -> None:
+        """`prefer`: where reads go first: "any" (the first that answers), "shadow" (an
+        in-sync shadow, whose GET /shadow answers 200, keeping reads off the master) or
+        "master" (the writable master: read-your-writes)."""
+        if prefer not in PREFER:
+            raise ValueError(f"prefer must be one of {', '.join(PREFER)}, not {prefer!r}")
         self.urls = split(urls)
         self.patience = patience
+        self.prefer = prefer
         self.master: str | None = None  # where the last write went
         self.reader = self.urls[0]  # where the last read was answered
+        self._chosen = prefer == "any" or len(self.urls) == 1  # the reader fits `prefer`
 
     @property
     def tls(self) -> bool:
@@ -120,8 +131,23 @@ class Instances:
         """`call` at the first instance named, whatever its role (`ha join`: the new shadow)."""
         return _answer((yield Send(self.urls[0], call)))  # type: ignore[no-any-return]
 
+    def _choose_reader(self) -> Plan[None]:
+        """The instance reads go to first, as `prefer` says (the first URL when none fits)."""
+        if self.prefer == "master":
+            with contextlib.suppress(ClientError):  # no master now: read from any
+                self.reader = yield from self.find_master()
+        else:
+            for url in self.urls:
+                outcome = yield Send(url, Call("GET", "/shadow"), PROBE)
+                if isinstance(outcome, httpx.Response) and outcome.status_code == 200:
+                    self.reader = url
+                    break
+        self._chosen = True
+
     def read(self, call: Call[T]) -> Plan[T]:
-        """`call` at the instance that answered last, else the next that answers."""
+        """`call` at the instance `prefer` chose (once), else the next that answers."""
+        if not self._chosen:
+            yield from self._choose_reader()
         order = [self.reader] + [u for u in self.urls if u != self.reader]
         outcome: Outcome = None
         for url in order:

@@ -1,8 +1,6 @@
-"""The instance's HTTP API, as a sync `Client` and an async `AsyncClient`.
-
-Both are thin: every request is built once, by the functions of `_Requests` (a `Call`), and every
-answer is read once, by `parse`; a client only sends. So the two cannot drift apart.
-"""
+"""The instance's HTTP API, as a sync `Client` and an async `AsyncClient`: every request is built
+once (client.requests) and sent as a plan both drive (client.plans, client.follow), so the two
+cannot drift apart."""
 
 from __future__ import annotations
 
@@ -44,10 +42,11 @@ class Client:
         *,
         transport: httpx.BaseTransport | None = None,
         patience: float = 30.0,
+        prefer: str = "any",
     ) -> None:
-        """`patience`: how long a write or HA action waits for a writable master (several URLs)."""
+        """`patience`, `prefer`: waiting for a master, where reads go (follow.Instances)."""
         auth = (user, password or "") if user else None
-        self._instances = Instances(url, patience)
+        self._instances = Instances(url, patience, prefer)
         self._http = httpx.Client(
             auth=auth, timeout=timeout, transport=transport, verify=self._instances.tls
         )
@@ -180,10 +179,11 @@ class AsyncClient:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         patience: float = 30.0,
+        prefer: str = "any",
     ) -> None:
         """`transport`: e.g. httpx.ASGITransport(app) to talk to an in-process instance."""
         auth = (user, password or "") if user else None
-        self._instances = Instances(url, patience)
+        self._instances = Instances(url, patience, prefer)
         self._http = httpx.AsyncClient(
             auth=auth, timeout=timeout, transport=transport, verify=self._instances.tls
         )
