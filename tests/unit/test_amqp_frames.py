@@ -53,3 +53,38 @@ def test_good_frames_read_as_pamqp_reads_them() -> None:
     assert isinstance(found, commands.Basic.Deliver)
     assert (found.consumer_tag, found.delivery_tag, found.redelivered) == ("ctag", 7, True)
     assert (found.exchange, found.routing_key) == ("ex", "key.é")
+
+
+def test_a_long_routing_key_that_is_not_utf8_is_cut_on_a_whole_character() -> None:
+    """245 bytes of 0xff are 735 bytes of U+FFFD: cut at 255 inside a character, the second
+    decode failed and the connection closed (H7's review)."""
+    key = b"heartbeat." + b"\xff" * 245
+    deliver = b"\x04ctag" + struct.pack(">Q?", 1, False) + b"\x01e" + bytes([len(key)]) + key
+    found = frame.unmarshal(method_frame(commands.Basic.Deliver.index, deliver))[2]
+    assert isinstance(found, commands.Basic.Deliver)
+    key_read = str(found.routing_key)
+    assert key_read.startswith("heartbeat.\ufffd") and len(key_read.encode()) <= 255
+
+
+def content_header(table: bytes, size: int = 2) -> bytes:
+    payload = struct.pack(">HHQH", 60, 0, size, 1 << 13) + struct.pack(">I", len(table)) + table
+    return struct.pack(">BHI", 2, 1, len(payload)) + payload + b"\xce"
+
+
+def test_tables_nested_past_the_recursion_limit_are_marked_not_raised() -> None:
+    table = b""
+    for _ in range(2000):  # a table holding a table holding ... : pamqp recurses per level
+        table = b"\x01n" + b"F" + struct.pack(">I", len(table)) + table
+    found = frame.unmarshal(content_header(table))[2]
+    assert isinstance(found, header.ContentHeader)
+    assert "RecursionError" in str((found.properties.headers or {})[amqp_frames.UNREADABLE])
+
+
+def test_properties_over_the_cap_are_not_read_at_all() -> None:
+    flags = b"\x01a" + b"A" + struct.pack(">I", 60_000) + b"t\x01" * 30_000  # 60,000 booleans
+    found = frame.unmarshal(content_header(flags))[2]
+    assert isinstance(found, header.ContentHeader)
+    assert "not read" in str((found.properties.headers or {})[amqp_frames.UNREADABLE])
+    small = frame.unmarshal(content_header(b"\x01kS\x00\x00\x00\x01v"))[2]
+    assert isinstance(small, header.ContentHeader)
+    assert small.properties.headers == {"k": "v"}, "a table under the cap reads as before"

@@ -153,9 +153,12 @@ class FrameLoop(asyncio.Protocol):
         if flags & (1 << 14):  # content encoding
             at += 1 + payload[at]
         if flags & HEADERS_FLAG and self._pending is not None:
+            if len(payload) > amqp_frames.MAX_PROPERTIES:  # as adapters.amqp_frames: not read
+                self._headers = {amqp_frames.UNREADABLE: "properties too large, not read"}
+                return self._done() if self._size == 0 else None
             try:
                 self._headers = decode.field_table(payload[at:])[1]
-            except ValueError as error:  # as adapters.amqp_frames: delivered, marked, refused
+            except Exception as error:  # as adapters.amqp_frames: delivered, marked, refused
                 self._headers = {amqp_frames.UNREADABLE: str(error)[:200]}
         if self._size == 0:
             self._done()

@@ -13,8 +13,8 @@ aiormq 7.2 and pamqp 4.0; neither library has a hook for this).
 `install()` wraps pamqp's frame decoding (aiormq calls `pamqp.frame.unmarshal`, which calls
 these two module functions by name):
 
-- a content header whose properties cannot be read becomes one with a single header,
-  UNREADABLE (what pamqp said), and the body size the frame gave: the message is delivered
+- a content header whose properties cannot be read (or are over MAX_PROPERTIES bytes) becomes
+  one with a single header, UNREADABLE (why), and the body size the frame gave: the message is delivered
   like any other, carries no MAC, and is refused, counted and alerted by its consumer as
   unauthenticated, or dead-lettered from an acknowledged queue;
 - a Basic.Deliver, Basic.Return or Basic.GetOk whose strings are not UTF-8 is read with
@@ -32,6 +32,10 @@ from typing import Any, Final
 from pamqp import commands, exceptions, frame, header
 
 UNREADABLE: Final = "x-shadowline-unreadable"
+# A message's properties (its headers table among them) beyond this are not read at all: pamqp
+# re-slices the rest of a table for every field, so a crafted 120 KB table of booleans cost a
+# second of CPU; shadowline's own messages carry a few hundred bytes of properties.
+MAX_PROPERTIES: Final = 16 * 1024
 # The fields of the methods whose strings a publisher writes (its routing key), in order:
 # s short string, q 64-bit integer, l 32-bit integer, h 16-bit integer, b bit (one octet).
 _LAYOUTS: Final = {
@@ -49,7 +53,8 @@ def _readable_strings(layout: str, arguments: bytes) -> bytes:
     for field in layout:
         if field == "s":
             size = arguments[at]
-            text = arguments[at + 1 : at + 1 + size].decode("utf-8", "replace").encode()[:255]
+            text = arguments[at + 1 : at + 1 + size].decode("utf-8", "replace").encode()
+            text = text[:255].decode("utf-8", "ignore").encode()  # cut on a whole character
             out += bytes([len(text)]) + text
             at += 1 + size
         else:
@@ -71,18 +76,25 @@ def _tolerant_method(original: Callable[[bytes], Any]) -> Callable[[bytes], Any]
     return unmarshal_method
 
 
+def _marked(frame_data: bytes, why: str) -> header.ContentHeader:
+    class_id, weight, body_size = struct.unpack_from(">HHQ", frame_data)
+    found = header.ContentHeader(
+        weight, body_size, commands.Basic.Properties(headers={UNREADABLE: why})
+    )
+    found.class_id = class_id
+    return found
+
+
 def _tolerant_header(original: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     def unmarshal_header(frame_data: bytes) -> Any:
+        if len(frame_data) < 14:
+            return original(frame_data)  # too short for its sizes: the broker's doing
+        if len(frame_data) > MAX_PROPERTIES:  # pamqp's table decoding is quadratic in size
+            return _marked(frame_data, f"properties over {MAX_PROPERTIES} bytes, not read")
         try:
             return original(frame_data)
-        except exceptions.UnmarshalingException as error:
-            if len(frame_data) < 14:
-                raise
-            class_id, weight, body_size = struct.unpack_from(">HHQ", frame_data)
-            properties = commands.Basic.Properties(headers={UNREADABLE: str(error)[:200]})
-            found = header.ContentHeader(weight, body_size, properties)
-            found.class_id = class_id
-            return found
+        except Exception as error:  # pamqp's refusals, and RecursionError of nested tables
+            return _marked(frame_data, f"{type(error).__name__}: {error}"[:200])
 
     return unmarshal_header
 
