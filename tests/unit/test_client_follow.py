@@ -48,15 +48,22 @@ class Cluster:
         if path.startswith("/config/"):
             return self._config(request, host, node)
         if path == "/events":
-            lines = [
-                orjson.dumps(e) for e in self.events if e["name"] == request.url.params["name"]
+            after, limit = int(request.url.params["after"]), int(request.url.params["limit"])
+            found = [
+                e
+                for e in self.events
+                if e["name"] == request.url.params["name"] and e["position"] > after
             ]
-            return httpx.Response(200, content=b"\n".join(lines))
+            return httpx.Response(200, content=b"\n".join(orjson.dumps(e) for e in found[:limit]))
         if path == "/ha/switch-roles":
             if node.role != "master":
                 return httpx.Response(409, json={"error": "on the master", "master": "http://b"})
-            if node.fail_next and node.fail_next.pop(0) == "after":
+            failure = node.fail_next.pop(0) if node.fail_next else None
+            if failure == "after":
                 raise httpx.ReadError("lost", request=request)
+            if failure == "unavailable":  # done, then the database failed: outcome unknown
+                headers = {"Retry-After": "1"}
+                return httpx.Response(503, json={"error": "db", "master": None}, headers=headers)
             return httpx.Response(200, json={"switched": True})
         return httpx.Response(200, json={"instance": host})
 
@@ -91,6 +98,8 @@ class Cluster:
         self.events.append(event)
         if failure == "after":
             raise httpx.ReadError("applied, then the answer was lost", request=request)
+        if failure == "504":  # a proxy in front gave up after the master had written
+            return httpx.Response(504, text="gateway timeout")
         return httpx.Response(
             200, json={k: event[k] for k in ("kind", "name", "version", "position", "epoch")}
         )
@@ -201,3 +210,35 @@ def test_reads_prefer_the_in_sync_shadow_or_the_master_when_asked() -> None:
     assert own.health()["instance"] == "a"
     with pytest.raises(ValueError, match="prefer must be one of"):
         Client("http://a,http://b", "admin", "pw", prefer="nearest")
+
+
+def test_a_write_found_among_more_than_a_page_of_its_items_events_is_not_sent_again() -> None:
+    cluster = Cluster({"a": Node("master", ["after"]), "b": Node("shadow")})
+    for n in range(2500):  # an item written often: its events fill more than two pages
+        cluster.events.append(
+            {
+                "kind": "system-mapping",
+                "name": "erp",
+                "version": n + 1,
+                "position": n + 1,
+                "epoch": 1,
+                "metadata": {"request_id": f"other-{n}"},
+            }
+        )
+    cluster.items["system-mapping/erp"] = ({"v": 0}, 2500)
+    written = client_of(cluster).put("system-mapping", "erp", {"v": 1})
+    assert written["version"] == 2501 and len(cluster.events) == 2501
+
+
+def test_a_write_a_proxy_answered_504_after_it_was_done_is_checked_not_reported_failed() -> None:
+    cluster = Cluster({"a": Node("master", ["504"]), "b": Node("shadow")})
+    written = client_of(cluster).put("system-mapping", "erp", {"v": 1})
+    assert written["version"] == 1 and len(cluster.events) == 1
+
+
+def test_switch_roles_answered_unavailable_is_reported_not_sent_again() -> None:
+    cluster = Cluster({"a": Node("master", ["unavailable"]), "b": Node("shadow")})
+    with pytest.raises(ClientError) as unknown:
+        client_of(cluster).ha_switch_roles()
+    assert unknown.value.status == 503
+    assert [h for h, m, p in cluster.seen if p == "/ha/switch-roles"] == ["a"]

@@ -23,22 +23,33 @@ import contextlib
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import httpx
 import orjson
 
-from shadowline.client.plans import Outcome, Plan, Send, Sleep
-from shadowline.client.requests import Call, R, parse
-from shadowline.client.types import ClientError, Json, Written
+from shadowline.client.plans import (
+    Outcome,
+    Plan,
+    Send,
+    Sleep,
+    answer,
+    find_event,
+    not_received,
+    refused_here,
+    with_request_id,
+)
+from shadowline.client.requests import Call, R
+from shadowline.client.types import ClientError, Written
 
 T = TypeVar("T")
 RETRY = 0.25  # seconds between two looks for the master
 PROBE = 2.0  # seconds one look at one instance may take
 ROUNDS = 5  # checks of one write's unknown outcome before the caller is told it is unknown
-SKEW = timedelta(minutes=10)  # the instances' clocks may differ from ours by this much
+SKEW = timedelta(minutes=1)  # before the first send, by the master's clock: Date is to the second
+UNKNOWN = (500, 502, 503, 504)  # a write answered so may or may not have been done (a proxy's too)
 LOCAL_KINDS = frozenset({"log-level", "ui-certificate", "snc"})  # DESIGN: never replicated
 PREFER = ("any", "shadow", "master")
 
@@ -50,33 +61,6 @@ def split(urls: str | Sequence[str]) -> list[str]:
     if not found:
         raise ValueError("no instance URL given")
     return found
-
-
-def _not_received(outcome: Outcome) -> bool:
-    """Whether the request certainly never reached the instance (so sending it again is safe)."""
-    return isinstance(outcome, httpx.ConnectError | httpx.ConnectTimeout)
-
-
-def _answer(outcome: Outcome) -> Any:
-    if isinstance(outcome, httpx.TransportError):
-        raise outcome
-    assert isinstance(outcome, httpx.Response)
-    return parse(outcome)
-
-
-def _refused_here(outcome: Outcome) -> tuple[bool, str | None]:
-    """Whether this instance refused because it is not (or no longer) the master, and the
-    master its refusal names (409 or 503 with a `master` field)."""
-    if not isinstance(outcome, httpx.Response) or outcome.status_code not in (409, 503):
-        return False, None
-    try:
-        body = orjson.loads(outcome.content)
-    except orjson.JSONDecodeError:
-        return False, None
-    if not isinstance(body, dict) or "master" not in body:
-        return False, None
-    named = body["master"]
-    return True, named.rstrip("/") if isinstance(named, str) else None
 
 
 class Instances:
@@ -129,7 +113,7 @@ class Instances:
 
     def first(self, call: Call[T]) -> Plan[T]:
         """`call` at the first instance named, whatever its role (`ha join`: the new shadow)."""
-        return _answer((yield Send(self.urls[0], call)))  # type: ignore[no-any-return]
+        return answer((yield Send(self.urls[0], call)))  # type: ignore[no-any-return]
 
     def _choose_reader(self) -> Plan[None]:
         """The instance reads go to first, as `prefer` says (the first URL when none fits)."""
@@ -152,33 +136,33 @@ class Instances:
         outcome: Outcome = None
         for url in order:
             outcome = yield Send(url, call)
-            if not _not_received(outcome):
+            if not not_received(outcome):
                 self.reader = url
                 break
-        return _answer(outcome)  # type: ignore[no-any-return]
+        return answer(outcome)  # type: ignore[no-any-return]
 
     def on_master(self, call: Call[T]) -> Plan[T]:
         """An HA action: at the master, following it while a refusal says this is not it."""
         if not self.several:
-            return _answer((yield Send(self.urls[0], call)))  # type: ignore[no-any-return]
+            return answer((yield Send(self.urls[0], call)))  # type: ignore[no-any-return]
         deadline = time.monotonic() + self.patience
         last: str | None = None
         while True:
             url = yield from self.find_master(last)
             outcome = yield Send(url, call)
-            refused, named = _refused_here(outcome)
-            if (_not_received(outcome) or refused) and time.monotonic() < deadline:
+            refused, named = refused_here(outcome)
+            if (not_received(outcome) or refused) and time.monotonic() < deadline:
                 self.master = named if named in self.urls else None
                 last = url
                 continue
-            return _answer(outcome)  # type: ignore[no-any-return]
+            return answer(outcome)  # type: ignore[no-any-return]
 
     def _send_to_master(self, call: Call[Any]) -> Plan[tuple[str, Outcome]]:
         deadline = time.monotonic() + self.patience
         while True:
             url = yield from self.find_master()
             outcome = yield Send(url, call)
-            if not _not_received(outcome) or time.monotonic() >= deadline:
+            if not not_received(outcome) or time.monotonic() >= deadline:
                 return url, outcome
             self.master = None
 
@@ -193,33 +177,38 @@ class Instances:
         """A config write: `build(if_match, create_only)` makes its request (the caller's own
         guard already in it when `guarded`); see the module's text for an unknown outcome."""
         if not self.several or kind in LOCAL_KINDS:  # a local kind belongs to the first one
-            return _answer((yield Send(self.urls[0], build(None, False))))  # type: ignore[no-any-return]
+            return answer((yield Send(self.urls[0], build(None, False))))  # type: ignore[no-any-return]
         request_id = str(uuid.uuid4())
-        since = (datetime.now(UTC) - SKEW).isoformat()
-        first = _with_request_id(build(None, False), request_id)
+        sent = time.monotonic()
+        first = with_request_id(build(None, False), request_id)
         _, outcome = yield from self._send_to_master(first)
         resent = False
-        for _ in range(ROUNDS):
+        for round_ in range(ROUNDS):
             conflict = None
-            if isinstance(outcome, httpx.Response) and outcome.status_code != 503:
+            if isinstance(outcome, httpx.Response) and outcome.status_code not in UNKNOWN:
                 if not (resent and outcome.status_code in (409, 412)):
-                    return _answer(outcome)  # type: ignore[no-any-return]
+                    return answer(outcome)  # type: ignore[no-any-return]
                 conflict = outcome  # perhaps with our own first attempt, landed late: check
-            found, current, failed = yield from self._look(kind, name, since, request_id)
+            if round_:
+                yield Sleep(RETRY)
+            try:
+                found, current, failed = yield from self._look(kind, name, sent, request_id)
+            except ClientError:  # no master found: what became of the write is not known
+                break
             if found is not None:
                 return found
             if current is None:
                 outcome = failed
                 continue
             if conflict is not None and guarded:
-                return _answer(conflict)  # type: ignore[no-any-return]  # the caller's guard said no
+                return answer(conflict)  # type: ignore[no-any-return]  # the caller's guard said no
             version = (
                 orjson.loads(current.content)["version"] if current.status_code == 200 else None
             )
             if deleting and version is None:
-                return _answer(current)  # type: ignore[no-any-return]  # absent, and not by us: 404
+                return answer(current)  # type: ignore[no-any-return]  # absent, and not by us: 404
             again = (
-                first if guarded else _with_request_id(build(version, version is None), request_id)
+                first if guarded else with_request_id(build(version, version is None), request_id)
             )
             _, outcome = yield from self._send_to_master(again)
             resent = True
@@ -229,17 +218,23 @@ class Instances:
         )
 
     def _look(
-        self, kind: str, name: str, since: str, request_id: str
+        self, kind: str, name: str, sent: float, request_id: str
     ) -> Plan[tuple[Written | None, httpx.Response | None, Outcome]]:
         """After an unknown outcome, at the master: our write's event if it landed, the item's
         current answer (200 or 404) read before looking for it, and what failed if either
-        could not be read (then the caller looks again)."""
+        could not be read (then the caller looks again). The events are read from a little
+        before the write was first sent, by the master's clock (its Date header), not ours."""
         self.master = None
         url = yield from self.find_master()
         current = yield Send(url, Call("GET", f"/config/{kind}/{name}"))
         if not isinstance(current, httpx.Response) or current.status_code not in (200, 404):
             return None, None, current
-        readable, found = yield from _find_event(url, kind, name, since, request_id)
+        try:
+            now = parsedate_to_datetime(current.headers["date"])
+        except (KeyError, TypeError, ValueError):
+            now = datetime.now(UTC)
+        since = (now - timedelta(seconds=time.monotonic() - sent) - SKEW).isoformat()
+        readable, found = yield from find_event(url, kind, name, since, request_id)
         if not readable:
             return None, None, None
         return found, current, None
@@ -271,30 +266,3 @@ def delete_plan(
         return R.delete(kind, name, if_match if if_match is not None else version, reason)
 
     return instances.write(kind, name, build, if_match is not None, deleting=True)
-
-
-def _with_request_id(call: Call[T], request_id: str) -> Call[T]:
-    return replace(call, headers={**call.headers, "X-Request-Id": request_id})
-
-
-def _find_event(
-    url: str, kind: str, name: str, since: str, request_id: str
-) -> Plan[tuple[bool, Written | None]]:
-    """Whether the item's events could be read, and the one that carries `request_id` (the
-    write's answer) if there is one."""
-    params = {"after": 0, "limit": 1000, "kind": kind, "name": name, "since": since}
-    outcome = yield Send(url, Call("GET", "/events", params=params))
-    if not isinstance(outcome, httpx.Response) or outcome.is_error:
-        return False, None
-    for line in outcome.content.splitlines():
-        event: Json = orjson.loads(line) if line.strip() else {}
-        if (event.get("metadata") or {}).get("request_id") == request_id:
-            found = Written(
-                kind=event["kind"],
-                name=event["name"],
-                version=event["version"],
-                position=event["position"],
-                epoch=event["epoch"],
-            )
-            return True, found
-    return True, None

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import httpx
+import orjson
 
-from shadowline.client.requests import Call
+from shadowline.client.requests import PAGE, Call, parse
+from shadowline.client.types import Json, Written
 
 T = TypeVar("T")
 
@@ -80,3 +82,67 @@ async def arun(plan: Plan[T], http: httpx.AsyncClient) -> T:
             step = plan.send(outcome)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
+
+
+def not_received(outcome: Outcome) -> bool:
+    """Whether the request certainly never reached the instance (so sending it again is safe)."""
+    return isinstance(outcome, httpx.ConnectError | httpx.ConnectTimeout)
+
+
+def answer(outcome: Outcome) -> Any:
+    if isinstance(outcome, httpx.TransportError):
+        raise outcome
+    assert isinstance(outcome, httpx.Response)
+    return parse(outcome)
+
+
+def refused_here(outcome: Outcome) -> tuple[bool, str | None]:
+    """Whether this instance refused because it is not (or no longer) the master, and the
+    master its refusal names: a 409 that names one, or a 503 "may not write" (`master` field,
+    no Retry-After). A 503 with Retry-After is "unavailable, the outcome unknown" (the database
+    failed mid-way): never a refusal, since what it refused may have been done."""
+    if not isinstance(outcome, httpx.Response) or outcome.status_code not in (409, 503):
+        return False, None
+    if outcome.status_code == 503 and "retry-after" in outcome.headers:
+        return False, None
+    try:
+        body = orjson.loads(outcome.content)
+    except orjson.JSONDecodeError:
+        return False, None
+    named = body.get("master") if isinstance(body, dict) else None
+    if outcome.status_code == 409 and not isinstance(named, str):
+        return False, None  # a 409 of the state itself (no shadow to switch with, ...)
+    if not isinstance(body, dict) or "master" not in body:
+        return False, None
+    return True, named.rstrip("/") if isinstance(named, str) else None
+
+
+def with_request_id(call: Call[T], request_id: str) -> Call[T]:
+    return replace(call, headers={**call.headers, "X-Request-Id": request_id})
+
+
+def find_event(
+    url: str, kind: str, name: str, since: str, request_id: str
+) -> Plan[tuple[bool, Written | None]]:
+    """Whether the item's events could be read, and the one that carries `request_id` (the
+    write's answer) if there is one."""
+    after = 0
+    while True:  # page by page: an item written often has more than a page since then
+        params = {"after": after, "limit": PAGE, "kind": kind, "name": name, "since": since}
+        outcome = yield Send(url, Call("GET", "/events", params=params))
+        if not isinstance(outcome, httpx.Response) or outcome.is_error:
+            return False, None
+        page: list[Json] = [orjson.loads(line) for line in outcome.content.splitlines() if line]
+        for event in page:
+            if (event.get("metadata") or {}).get("request_id") == request_id:
+                found = Written(
+                    kind=event["kind"],
+                    name=event["name"],
+                    version=event["version"],
+                    position=event["position"],
+                    epoch=event["epoch"],
+                )
+                return True, found
+        if len(page) < PAGE:
+            return True, None
+        after = page[-1]["position"]
