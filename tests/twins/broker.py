@@ -74,7 +74,7 @@ class InMemoryBroker:
     def ready(self) -> bool:
         return self.connected
 
-    def abandon_node(self, why: str) -> bool:
+    def abandon_node(self, why: str, silent: float) -> bool:
         """A broker in memory has no node to leave for another."""
         return False
 

@@ -450,7 +450,7 @@ class Broker:
     ready: bool = True
     sent: list[tuple[str, str, Any, float | None]] = field(default_factory=list)
 
-    def abandon_node(self, why: str) -> bool:
+    def abandon_node(self, why: str, silent: float) -> bool:
         return False
 
     async def publish_monitoring(

@@ -108,22 +108,45 @@ def _said(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+class _Stamped:
+    """aiormq's reader of the socket, noting when bytes last came (it only awaits `read` and
+    `readexactly` and asks `at_eof`; the rest is passed on)."""
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self._reader = reader
+        self.last = asyncio.get_running_loop().time()
+
+    async def readexactly(self, n: int) -> bytes:
+        data = await self._reader.readexactly(n)
+        self.last = asyncio.get_running_loop().time()
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        data = await self._reader.read(n)
+        self.last = asyncio.get_running_loop().time()
+        return data
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
+
+
 class _Sockets(TransportFactory):
     """aiormq's transport factory (its public hook), remembering the stream it opened last so
-    that a node that stops answering can be dropped at once: an AMQP close handshake with a
-    frozen node waits for seconds, an aborted socket does not."""
+    that a node that stops answering can be told (nothing read for a while) and dropped at
+    once: an AMQP close handshake with a frozen node waits for seconds, an aborted socket not."""
 
     def __init__(self) -> None:
         self._tcp, self._tls = TCPTransportFactory(), TLSTransportFactory()
         self.writer: asyncio.StreamWriter | None = None
+        self.reader: _Stamped | None = None
 
     async def create(
         self, url: URL, **kwargs: Any
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         factory = self._tls if url.scheme == "amqps" else self._tcp
         reader, writer = await factory.create(url, **kwargs)
-        self.writer = writer
-        return reader, writer
+        self.writer, self.reader = writer, _Stamped(reader)
+        return self.reader, writer  # type: ignore[return-value]  # read as a StreamReader
 
 
 class _FreshQueue(RobustQueue):
@@ -167,14 +190,23 @@ class NodeConnection(RobustConnection):
         self.node: str | None = None  # host:port while connected, else None
         self._trying: str | None = None
         self.close_callbacks.add(self._lost)
+        self.up = False  # connected and its channels restored
+        self.reconnect_callbacks.add(self._restored)
 
-    def abandon(self, why: str) -> bool:
+    def _restored(self, *_: object) -> None:
+        self.up = True
+
+    def abandon(self, why: str, silent: float = 0.0) -> bool:
         """Drop the node this connection is on (its socket aborted: no close handshake), so
-        that it reconnects to the next node; whether there was a connection to drop. For a
-        node that stopped answering with its TCP connection open (frozen, cut off behind a
-        firewall that drops packets): AMQP heartbeats would notice after seconds."""
-        writer = self._sockets.writer
-        if self.node is None or writer is None or writer.transport.is_closing():
+        that it reconnects to the next node, if it is up (restored) and nothing came from it
+        for `silent` seconds; whether it did. For a node that stopped answering with its TCP
+        connection open (frozen, behind a firewall that drops packets): AMQP heartbeats would
+        notice after seconds. A node that is slow but alive keeps sending (others' heartbeats,
+        confirms) and is kept: leaving it costs a reconnection, which costs more."""
+        writer, reader = self._sockets.writer, self._sockets.reader
+        if not self.up or writer is None or reader is None or writer.transport.is_closing():
+            return False
+        if asyncio.get_running_loop().time() - reader.last < silent:
             return False
         log.warning("leaving RabbitMQ node %s: %s", self.node, why)
         writer.transport.abort()
@@ -187,6 +219,7 @@ class NodeConnection(RobustConnection):
         await super()._on_connected()
 
     def _lost(self, *_: object) -> None:
+        self.up = False
         if self.node is not None and not self.close_called:
             log.warning("connection to RabbitMQ node %s lost", self.node)
         self.node = None
@@ -229,4 +262,5 @@ async def connect_robust(
     except BaseException:
         await asyncio.shield(connection.close())
         raise
+    connection.up = True
     return connection

@@ -161,9 +161,9 @@ class BrokerLink:
         (not started, or reconnecting)."""
         return self._connection.node if self._connection is not None else None
 
-    def abandon_node(self, why: str) -> bool:
+    def abandon_node(self, why: str, silent: float) -> bool:
         """Leave the node this link is on for the next (see NodeConnection.abandon)."""
-        return self._connection is not None and self._connection.abandon(why)
+        return self._connection is not None and self._connection.abandon(why, silent)
 
     async def start(self) -> None:
         async with self._starting:

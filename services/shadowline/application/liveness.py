@@ -114,9 +114,14 @@ class Liveness:
         except Exception as error:
             log.debug("heartbeat %d not confirmed: %s", beat["seq"], error)
             self.connected_at = None
-            if connected and isinstance(error, TimeoutError):
+            # Only a master has a lease to save; a node silent for half of it is frozen, not
+            # slow (a live node sends others' heartbeats and confirms all the while).
+            if connected and isinstance(error, TimeoutError) and beat.get("role") == "master":
+                silent = self._settings.lease / 2
                 self._broker.abandon_node(
-                    f"heartbeat {beat['seq']} not confirmed within {within:g} s"
+                    f"heartbeat {beat['seq']} not confirmed within {within:g} s and nothing "
+                    f"heard from the node for {silent:g} s",
+                    silent,
                 )
             return False
         now = time.monotonic()

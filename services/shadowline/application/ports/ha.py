@@ -40,8 +40,9 @@ class HeartbeatPublisher(Protocol):
     @property
     def ready(self) -> bool: ...
 
-    def abandon_node(self, why: str) -> bool:
-        """Leave the broker node for the next one (it stopped confirming); whether it did."""
+    def abandon_node(self, why: str, silent: float) -> bool:
+        """Leave the broker node for the next one if nothing came from it for `silent`
+        seconds (it stopped answering); whether it did."""
         ...
 
     async def publish_monitoring(
