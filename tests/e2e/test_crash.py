@@ -100,8 +100,13 @@ async def test_sigkill_under_write_load_loses_no_acknowledged_write(
 async def test_sigterm_under_write_load_drains_and_exits_zero(instance_process: Process) -> None:
     instance_process.start()
     instance_process.wait_healthy()
+    before = instance_process.size()
     acks = await _load_then(instance_process, signal.SIGTERM, after_acks=200)
     assert instance_process.wait() == 0
+    stopping = instance_process.text(before)
+    # A clean stop says so; it does not warn of a lost broker connection (issue 13).
+    assert "connection to RabbitMQ node" not in stopping, stopping[-2000:]
+    assert "Traceback" not in stopping, stopping[-2000:]
     instance_process.start()
     instance_process.wait_healthy()
     _assert_every_ack_is_durable(instance_process.url, acks)
