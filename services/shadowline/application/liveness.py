@@ -114,9 +114,11 @@ class Liveness:
         except Exception as error:
             log.debug("heartbeat %d not confirmed: %s", beat["seq"], error)
             self.connected_at = None
-            # Only a master has a lease to save; a node silent for half of it is frozen, not
-            # slow (a live node sends others' heartbeats and confirms all the while).
-            if connected and isinstance(error, TimeoutError) and beat.get("role") == "master":
+            # Only a master has a lease to save (or, fenced for want of one, to win back); a
+            # node silent for half of it is frozen, not slow (a live node sends others'
+            # heartbeats and confirms all the while).
+            leased = beat.get("role") in ("master", "fenced")
+            if connected and isinstance(error, TimeoutError) and leased:
                 silent = self._settings.lease / 2
                 self._broker.abandon_node(
                     f"heartbeat {beat['seq']} not confirmed within {within:g} s and nothing "
