@@ -91,13 +91,14 @@ class Liveness:
         }
 
     async def beat_once(self) -> bool:
-        """Publish one heartbeat and wait for the broker's confirm (at most one interval).
+        """Publish one heartbeat and wait for the broker's confirm (at most one interval, or a
+        quarter of the lease if that is shorter).
 
-        A confirm that does not come within the interval over a connection that is up is a
-        node that stopped answering with its TCP connection open (frozen, partitioned, its
-        packets dropped): the link leaves it for the next node at once, within the lease (a
-        few intervals), where waiting for AMQP heartbeats to notice would take seconds and
-        cost the lease, and a failover with it."""
+        A master whose confirm does not come over a connection that is up, from a node that
+        sent nothing at all for half the lease, is on a node that stopped answering with its
+        TCP connection open (frozen, partitioned, its packets dropped): the link leaves it for
+        the next node at once, within the lease, where waiting for AMQP heartbeats to notice
+        would take seconds and cost the lease, and a failover with it."""
         interval = self._settings.heartbeat_interval
         # A node that confirms nothing for a quarter of the lease is left: the next node then
         # has the rest of the lease to connect, restore and confirm (a confirm takes ms).
