@@ -251,7 +251,7 @@ def test_a_node_stopped_and_started_again_leaves_every_quorum_queue_a_replica_on
 # Known failure, open in issue 11. Before the master left a node whose confirms stall, it lost
 # its lease on every run and was failed over; when RabbitMQ then healed by itself (2 runs of 6)
 # the pair was not back in sync within 30 s. Now the master leaves the frozen node within its
-# lease, and in 4 runs of 7 nobody was promoted (writes refused for about 7 s while the quorum
+# lease, and in 4 runs of 8 nobody was promoted (writes refused for about 7 s while the quorum
 # queues elect leaders elsewhere); in the others a heartbeat routed to a queue on the frozen
 # node (a consumer there) still stalled the new node's confirms past the lease, and it was
 # failed over once. No run timed out since, but the timeout stays the one expected failure:
