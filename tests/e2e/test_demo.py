@@ -131,6 +131,8 @@ def test_the_demo_runs_a_cluster_whose_master_can_be_killed_and_comes_back_as_sh
     watchdog = demo.wait_for(r"^\s+watchdog\s+(http://\S+)", 1)[1]
     password = demo.wait_for(r"user admin, password (\S+)", 1)[1]
     pid = int(demo.wait_for(r"kill -9 (\d+)", 1)[1])
+    exported = demo.wait_for(r"export SHADOWLINE_URL=(\S+) ", 1)[1]
+    assert exported == f"{master},{shadow}"  # both: it still holds after a failover
     auth = ("admin", password)
 
     screen = httpx.get(f"{master}/", auth=auth, timeout=10)
@@ -157,6 +159,17 @@ def test_the_demo_runs_a_cluster_whose_master_can_be_killed_and_comes_back_as_sh
     assert new_pid != pid
     assert _health(shadow) is not None  # the new kill line names the live master's process
     os.kill(new_pid, 0)
+    # The SHADOWLINE_URL printed before the failover finds the master of now by itself.
+    written = subprocess.run(
+        [sys.executable, "-m", "shadowline", "config", "put", "subaccount", "after-failover",
+         '{"region": "eu10", "subaccount_id": "c"}'],
+        env={**demo_env(), "SHADOWLINE_URL": exported, "SHADOWLINE_USER": "admin",
+             "SHADOWLINE_PASSWORD": password},
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert written.returncode == 0, written.stdout + written.stderr
+    item = httpx.get(f"{shadow}/config/subaccount/after-failover", auth=auth, timeout=10)
+    assert item.json()["version"] == 1
     _wait_role(master, "shadow", 2, timeout=60)
 
     demo.process.send_signal(signal.SIGINT)

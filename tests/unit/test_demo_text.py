@@ -37,7 +37,8 @@ def test_after_a_failover_the_demo_names_the_master_of_now_its_url_and_its_kill_
     assert text.splitlines() == [
         "now master: node-b at http://127.0.0.1:8081 (epoch 2)",
         "  shadow: node-a at http://127.0.0.1:8080",
-        "  export SHADOWLINE_URL=http://127.0.0.1:8081 SHADOWLINE_USER=admin SHADOWLINE_PASSWORD=pw",
+        "  export SHADOWLINE_URL=http://127.0.0.1:8081,http://127.0.0.1:8080"
+        " SHADOWLINE_USER=admin SHADOWLINE_PASSWORD=pw",
         "  kill -9 4242   # to kill the master of now",
     ]
 

@@ -50,13 +50,13 @@ shadowline demo is running: cluster {cluster}, logs in {log_dir}/
 The High Availability screens: {master.url}/ and {shadow.url}/ (log in as admin)
 
 Try, in the README tour's order:
-  export SHADOWLINE_URL={master.url} SHADOWLINE_USER=admin SHADOWLINE_PASSWORD={password}
+  export SHADOWLINE_URL={master.url},{shadow.url} SHADOWLINE_USER=admin SHADOWLINE_PASSWORD={password}
   shadowline watch --cluster {cluster}                  # in another terminal: the monitoring stream
   shadowline ha status
   shadowline config put system-mapping crm '{{"virtual_host": "crm", "virtual_port": 443, "internal_host": "crm01", "internal_port": 8443, "protocol": "HTTPS"}}'
-  shadowline config list --url {shadow.url}        # the shadow has it too
+  shadowline config list --prefer shadow           # the shadow has it too
   shadowline ha verify --url {shadow.url}          # chain and state digest agree
-  {kill_line(master)}   # the master dies: watch the failover on both screens (this demo prints who is master next)
+  {kill_line(master)}   # the master dies: watch the failover on both screens (SHADOWLINE_URL follows the new master)
   shadowline history
   shadowline config list --at 2
   shadowline config diff --from 2
@@ -69,10 +69,13 @@ Press Ctrl-C to stop. `shadowline demo --clean --cluster {cluster}` removes ever
 
 
 def new_master(master: Node, shadow: Node | None, epoch: int, password: str) -> str:
-    """Said when the master changed: the printed URL and kill line are stale now."""
+    """Said when the master changed: the printed kill line is stale now. The exported
+    SHADOWLINE_URL names both instances, so it still holds; the line is printed again with
+    the master of now first, for a terminal opened after the failover."""
+    urls = master.url if shadow is None else f"{master.url},{shadow.url}"
     lines = [
         f"now master: {master.name} at {master.url} (epoch {epoch})",
-        f"  export SHADOWLINE_URL={master.url} SHADOWLINE_USER=admin SHADOWLINE_PASSWORD={password}",
+        f"  export SHADOWLINE_URL={urls} SHADOWLINE_USER=admin SHADOWLINE_PASSWORD={password}",
         f"  {kill_line(master)}   # to kill the master of now",
     ]
     if shadow is not None:
