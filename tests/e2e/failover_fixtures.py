@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from shadowline import harness
+from shadowline.domain import watchdog_peers
 from shadowline.harness import WatchdogProcess
 from tests.conftest import ADMIN_PASSWORD, AMQP_URL, delete_cluster_topology
 from tests.e2e.conftest import Pair, Process, make_process
@@ -276,3 +277,9 @@ def longest_gap(acks: list[Ack], start: float, end: float) -> float:
     """The longest time between two consecutive acknowledgements within [start, end]."""
     moments = sorted([start, end, *(a.received for a in acks if start <= a.received <= end)])
     return max(b - a for a, b in itertools.pairwise(moments))
+
+
+def in_order(cluster: str, *watchdogs: WatchdogProcess) -> list[WatchdogProcess]:
+    """The watchdogs in the order of the rule between them: the first promotes, the next one
+    only once the first has stopped announcing itself (DESIGN.md, "Beyond one machine")."""
+    return sorted(watchdogs, key=lambda w: watchdog_peers.order_key(cluster, str(w.watchdog_name)))

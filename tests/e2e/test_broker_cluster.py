@@ -35,6 +35,7 @@ from tests.e2e.failover_fixtures import (
     assert_every_ack_is_on,
     assert_single_promotion,
     health_of,
+    in_order,
     longest_gap,
     promotions,
     verify_agrees,
@@ -297,12 +298,13 @@ def test_a_broker_node_cut_off_from_the_others_never_leaves_two_masters_or_loses
     _assert_in_sync_with_every_ack(ha, master, load)
 
 
-def test_two_watchdogs_on_different_broker_nodes_promote_once_when_the_master_dies(
+def test_two_watchdogs_on_different_broker_nodes_promote_once_when_one_dies_mid_failover(
     ha: HaCluster, broker_cluster: RabbitCluster, tmp_path: Path
 ) -> None:
-    """Two watchdogs at once, each first on another broker node (tests/e2e/test_watchdogs.py
-    kills one of them mid-failover on the shared broker): the master killed, exactly one
-    promotion, by one of them, and nothing acknowledged lost."""
+    """Two watchdogs at once, each first on another broker node. The master paused (SIGSTOP:
+    its direct probe then times out, which leaves the time to kill the first watchdog in the
+    order after it said it probes and before it promotes): the other one promotes, exactly
+    once, and nothing acknowledged is lost."""
     other = WatchdogProcess(
         env={**ha.watchdog.env, "SHADOWLINE_AMQP_URL": broker_cluster.urls(0)},
         log=tmp_path / "watchdog-b.log",
@@ -315,19 +317,25 @@ def test_two_watchdogs_on_different_broker_nodes_promote_once_when_the_master_di
         other.wait_watching()
         for watchdog, peer in ((ha.watchdog, other), (other, ha.watchdog)):
             watchdog.wait_logged(f"hears watchdog {peer.watchdog_name}", timeout=10)
+        first, second = in_order(ha.cluster, ha.watchdog, other)
+        offset = len(first.text())
         load = _load(ha)
         try:
             load.wait_acks(50, timeout=20)
-            ha.master.signal(signal.SIGKILL)
-            killed = time.monotonic()
+            ha.master.signal(signal.SIGSTOP)
+            paused = time.monotonic()
+            first.wait_logged("probing it directly", timeout=10, after=offset)
+            first.kill()
             promoted = wait_role(ha.shadow, "master", 2, timeout=20)
             time.sleep(4)  # two takeover delays: time enough for a second promotion, if any
             load.wait_acks(20, timeout=20, since=promoted)
         finally:
             load.stop()
-        print(f"\ntwo watchdogs, master killed -> promoted in {promoted - killed:.2f}s")
+            ha.master.signal(signal.SIGCONT)
+        print(f"\ntwo watchdogs, the first killed probing -> promoted in {promoted - paused:.2f}s")
         promotion = assert_single_promotion(ha.shadow)
-        assert promotion["data"]["issued_by"] in {ha.watchdog.watchdog_name, other.watchdog_name}
+        assert promotion["data"]["issued_by"] == second.watchdog_name, promotion
         assert_every_ack_is_on(ha.shadow, load.acks)
+        wait_role(ha.master, "shadow", 2, timeout=30)  # the paused master, resumed, rejoins
     finally:
         other.stop()
