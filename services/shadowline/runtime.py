@@ -124,6 +124,7 @@ async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[
         for task in helpers:
             task.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
+        await instance.store.close()  # the writer's connection, held while it ran
         await instance.engine.dispose()
 
 

@@ -32,8 +32,10 @@ async def store(backend: str | None) -> AsyncIterator[Store]:
         return
     url = await _copy_template(backend)
     engine = create_engine(url, pool_size=2)
+    store = EventStore(engine)
     try:
-        yield EventStore(engine)
+        yield store
     finally:
+        await store.close()
         await engine.dispose()
         await drop_database(url)

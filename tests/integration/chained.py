@@ -54,9 +54,11 @@ async def login_role(url: str, *, granted: bool = True) -> AsyncIterator[str]:
 @asynccontextmanager
 async def store_at(url: str) -> AsyncIterator[EventStore]:
     engine = create_engine(url, pool_size=2)
+    store = EventStore(engine)
     try:
-        yield EventStore(engine)
+        yield store
     finally:
+        await store.close()
         await engine.dispose()
 
 

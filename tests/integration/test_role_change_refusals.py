@@ -23,9 +23,11 @@ pytestmark = pytest.mark.integration
 async def pair(db_url: str) -> AsyncIterator[tuple[EventStore, HaRepository]]:
     async with login_role(db_url) as role:
         engine = create_engine(as_role(db_url, role), pool_size=2)
+        store = EventStore(engine)
         try:
-            yield EventStore(engine), HaRepository(engine)
+            yield store, HaRepository(engine)
         finally:
+            await store.close()
             await engine.dispose()
 
 

@@ -29,9 +29,11 @@ async def pair(db_url: str) -> AsyncIterator[tuple[EventStore, HaRepository]]:
     """The store and the HA record of a fresh database, as the application's role."""
     async with login_role(db_url) as role:
         engine = create_engine(as_role(db_url, role), pool_size=2)
+        store = EventStore(engine)
         try:
-            yield EventStore(engine), HaRepository(engine)
+            yield store, HaRepository(engine)
         finally:
+            await store.close()
             await engine.dispose()
 
 

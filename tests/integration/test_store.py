@@ -88,6 +88,7 @@ async def own_writer(
     finally:
         writer.close()
         await asyncio.wait_for(task, timeout=30)
+        await store.close()
         await engine.dispose()
 
 

@@ -7,16 +7,21 @@ functions in adapters.store_sql.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+from typing import Any
 
+import asyncpg
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shadowline.adapters.store_reads import StoreReads
 from shadowline.adapters.store_sql import (
     APPEND,
     BACKFILL,
+    DRIVER_ERRORS,
     INSTALL,
     LogView,
     columns,
@@ -24,7 +29,7 @@ from shadowline.adapters.store_sql import (
     reason,
 )
 from shadowline.adapters.tables import events, relay_cursor, snapshots
-from shadowline.domain.errors import ConcurrentWriter, Conflict
+from shadowline.domain.errors import ConcurrentWriter, Conflict, Unavailable
 from shadowline.domain.events import Event
 from shadowline.domain.records import EventFilter, Head, Image, Snapshot
 from shadowline.domain.state import State, digest
@@ -32,32 +37,100 @@ from shadowline.domain.state import State, digest
 # Re-exported for the callers that still name them here (tests, the HTTP entrypoints).
 __all__ = ["EventFilter", "EventStore", "Head", "Image", "LogView", "Snapshot"]
 
+# What a failed append raises from the driver: the appends' connection is dropped after any.
+# asyncpg answers a call on a connection the server has just terminated with either
+# ConnectionDoesNotExistError (a PostgresError) or InternalClientError, depending on timing.
+_APPEND_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    *DRIVER_ERRORS,
+)
+
+
+async def _driver(connection: AsyncConnection) -> Any:
+    """The asyncpg connection under `connection`, outside any transaction block (so that each
+    append commits on its own before its call returns)."""
+    driver = (await connection.get_raw_connection()).driver_connection
+    if driver is None or driver.is_in_transaction():
+        raise Unavailable("the appends' connection is not idle outside a transaction")
+    return driver
+
 
 class EventStore(StoreReads):
     """One instance's store. Appends must come from a single writer (application.writer)."""
 
     # -- writing -----------------------------------------------------------------------------
 
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine)
+        # The single writer's connection, held from its first append to `close` (or a failure):
+        # a pool checkout and SQLAlchemy's statement path cost ~250 us of CPU per commit, more
+        # than the commit itself (shadowline bench append, issue 15).
+        self._appender: tuple[AsyncConnection, Any] | None = None
+        self._appending = False
+
     async def append(self, batch: Sequence[Event], expected: int) -> None:
         """Append events expected+1.. and their current-state rows, atomically.
 
         One call of `shadowline_append` does it all (one statement, one round trip and one
         commit per batch): the compare-and-set on the head, the events, and the items rows it
-        derives from them. A statement is atomic, so autocommit is a transaction here.
+        derives from them. It goes straight to the driver connection, outside any transaction
+        block: a statement is atomic, so it commits on its own before the call returns.
         """
         if not batch:
             return
         try:
-            async with self._connect(autocommit=True) as connection:
-                appended = (
-                    await connection.exec_driver_sql(APPEND, (expected, *columns(batch)))
-                ).scalar()
-        except IntegrityError as error:
-            raise ConcurrentWriter(f"append refused by the database: {reason(error)}") from error
+            appended = await self._call_append((expected, *columns(batch)))
+        except asyncpg.IntegrityConstraintViolationError as error:
+            raise ConcurrentWriter(f"append refused by the database: {error}") from error
+        except _APPEND_ERRORS as error:
+            raise Unavailable(
+                f"event store unavailable: {error.__class__.__name__}: {error}"
+            ) from error
         if appended is not True:
             raise ConcurrentWriter(
                 f"the store's head is no longer at {expected}: another writer appended"
             )
+
+    async def _call_append(self, args: tuple[Any, ...]) -> Any:
+        if self._appending:
+            # Another append is in flight (the writer is single, a test may not be): this one
+            # takes a connection of its own, and the database decides between them.
+            async with self._connect(autocommit=True) as connection:
+                return await (await _driver(connection)).fetchval(APPEND, *args)
+        self._appending = True
+        try:
+            driver = await self._append_connection()
+            return await driver.fetchval(APPEND, *args)
+        except asyncpg.IntegrityConstraintViolationError:
+            raise  # refused by the database; the connection is fine
+        except BaseException:  # its state is unknown (cancelled, broken): never reuse it
+            await self.close(invalidate=True)
+            raise
+        finally:
+            self._appending = False
+
+    async def _append_connection(self) -> Any:
+        if self._appender is None:
+            connection = await self.engine.connect()
+            try:
+                driver = await _driver(connection)
+            except BaseException:
+                await connection.close()
+                raise
+            self._appender = (connection, driver)
+        return self._appender[1]
+
+    async def close(self, *, invalidate: bool = False) -> None:
+        """Give the appends' connection back to the pool (once the writer has stopped)."""
+        held, self._appender = self._appender, None
+        if held is None:
+            return
+        with contextlib.suppress(Exception):
+            if invalidate:
+                await held[0].invalidate()
+            await held[0].close()
 
     async def save_snapshot(self, position: int, state: State) -> None:
         at = select(events.c.chain, events.c.epoch).where(events.c.position == position)
