@@ -122,6 +122,15 @@ def test_if_match_on_a_missing_item_is_a_version_conflict_with_no_current_versio
 
 
 @pytest.mark.parametrize("current", [None, ItemVersion(2, live=False)])
+def test_the_conflict_of_an_absent_item_says_it_does_not_exist(current: Any) -> None:
+    with pytest.raises(VersionConflict) as refused:  # If-Match: "0", as if 0 meant "absent"
+        decide(PutItem("subaccount", "acme", {}, expected_version=0), current)
+    said = str(refused.value)
+    assert said.startswith("subaccount/acme does not exist"), said
+    assert "is None" not in said and "If-None-Match: *" in said
+
+
+@pytest.mark.parametrize("current", [None, ItemVersion(2, live=False)])
 def test_deleting_a_missing_or_deleted_item_is_not_found(current: Any) -> None:
     with pytest.raises(NotFound, match="subaccount/acme"):
         decide(DeleteItem("subaccount", "acme"), current)

@@ -29,7 +29,13 @@ class VersionConflict(ShadowlineError):
 
     def __init__(self, key: str, expected: int | None, actual: int | None) -> None:
         self.key, self.expected, self.actual = key, expected, actual
-        super().__init__(f"{key}: expected version {expected}, current version is {actual}")
+        if actual is None:  # never created, or deleted: there is no version to match
+            super().__init__(
+                f"{key} does not exist, so it has no version {expected} "
+                "(If-None-Match: * creates an item only if it is absent)"
+            )
+        else:
+            super().__init__(f"{key}: expected version {expected}, current version is {actual}")
 
 
 class PreconditionFailed(ShadowlineError):
