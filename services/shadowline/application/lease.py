@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from shadowline.domain import failover as rules
 from shadowline.domain.errors import ShadowlineError
 from shadowline.domain.failover import LeaseDecision, Master, Step
-from shadowline.domain.roles import FenceReason
+from shadowline.domain.roles import FenceReason, Role
 
 if TYPE_CHECKING:
     from shadowline.application.failover import Failover
@@ -51,6 +51,9 @@ async def watch(f: Failover, liveness: Lease, timing: rules.Timing, check_first:
                 return
             await _carry_out(f, decision)
         except ShadowlineError as error:
+            if f.role.state.role is not Role.MASTER:  # a switch of roles rejoined it meanwhile
+                log.info("the lease watch ends: this instance is %s now", f.role.state.role)
+                return
             log.warning("still fenced: %s", error)
 
 
