@@ -58,6 +58,7 @@ def event(type_: str, data: Any, actor: str = "admin", **fields: Any) -> dict[st
 
 def test_history_rows_of_ha_events_say_what_happened() -> None:
     promoted = {
+        "master": "node-b",
         "epoch": 2,
         "fork_position": 41,
         "previous_master": "node-a",
@@ -72,12 +73,18 @@ def test_history_rows_of_ha_events_say_what_happened() -> None:
         "ShadowRemoved": (event("ShadowRemoved", {"shadow": "node-b"}), "shadow node-b removed"),
         "MasterPromoted": (
             event("MasterPromoted", promoted, actor="watchdog-1"),
-            "epoch 2, after node-a at position 41: master heartbeats missing for 5.0 s",
+            "node-b became master in epoch 2, taking over from node-a at position 41: "
+            "master heartbeats missing for 5.0 s",
         ),
         "SigningStarted": (event("SigningStarted", {"key_id": "k1"}), "key_id=k1"),
     }
     for name, (row, detail) in rows.items():
         assert _history_line(row).endswith(detail), (name, _history_line(row))
+    older = {k: v for k, v in promoted.items() if k != "master"}  # recorded without the name
+    assert _history_line(event("MasterPromoted", older)).endswith(
+        "new master in epoch 2, taking over from node-a at position 41: "
+        "master heartbeats missing for 5.0 s"
+    )
 
 
 def test_long_actors_and_types_do_not_push_the_columns_out_of_line() -> None:

@@ -24,7 +24,12 @@ from shadowline.domain.failover import (
     check_lease,
     divergence,
 )
-from shadowline.domain.promote import PromoteCommand, expired_while_draining, fork_mismatch
+from shadowline.domain.promote import (
+    PromoteCommand,
+    expired_while_draining,
+    fork_mismatch,
+    master_promoted,
+)
 from shadowline.domain.roles import FenceReason, Role, RoleState
 
 TIMING = Timing("node-a", lease=1.2, takeover_delay=2.0)
@@ -175,6 +180,12 @@ def test_a_promote_command_for_another_instance_or_cluster_is_refused() -> None:
         _command(cluster="test").verify("secret", **check)
     with pytest.raises(Forbidden, match="not newer than epoch 2"):
         _command().verify("secret", **{**check, "epoch": 2})
+
+
+def test_the_master_promoted_event_names_who_became_master_and_who_was_before() -> None:
+    kind, data, _ = master_promoted(_command(), fork=9, previous_master="node-a", via="broker")
+    assert kind == "MasterPromoted"
+    assert (data["master"], data["previous_master"], data["epoch"]) == ("node-b", "node-a", 2)
 
 
 def test_a_promote_command_that_is_not_an_object_is_refused_when_parsed() -> None:

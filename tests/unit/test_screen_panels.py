@@ -3,8 +3,12 @@ as a failure, until the old master has heard from its new master."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from uuid import uuid4
+
+from shadowline.domain.events import Event
 from shadowline.domain.roles import FenceReason, Role, RoleState
-from shadowline.entrypoints.screen.panels import handover
+from shadowline.entrypoints.screen.panels import describe, handover
 
 MASTER = {"instance": "node-b", "url": "http://127.0.0.1:8082"}
 
@@ -36,3 +40,15 @@ def test_the_handover_has_settled_once_the_new_master_was_heard_or_confirmed_it(
 def test_a_master_fenced_by_its_lease_is_no_handover() -> None:
     state = RoleState(Role.MASTER).fenced_by(FenceReason.LEASE_LOST, "no heartbeat confirmed")
     assert handover(state, {"role": "fenced"}) is None
+
+
+def _promoted(**data: object) -> Event:
+    return Event(uuid4(), 9, 3, "MasterPromoted", None, None, None, data, {}, datetime.now(UTC))
+
+
+def test_a_role_change_names_the_new_master_and_the_one_before() -> None:
+    switched = {"epoch": 3, "previous_master": "node-b", "fork_position": 9}
+    assert describe(_promoted(master="node-a", **switched, reason="switch roles")) == (
+        "node-a became master in epoch 3, taking over from node-b at fork position 9 (switch roles)"
+    )
+    assert describe(_promoted(**switched)).startswith("new master in epoch 3, taking over from")

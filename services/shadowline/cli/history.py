@@ -73,9 +73,10 @@ def _ha_detail(event: dict[str, Any]) -> str:
             return f"shadow {data.get('shadow', '?')} confirmed"
         case "ShadowRemoved":
             return f"shadow {data.get('shadow', '?')} removed"
-        case "MasterPromoted":
+        case "MasterPromoted":  # older events do not name the new master
+            master = f"{data['master']} became master" if data.get("master") else "new master"
             previous = data.get("previous_master") or "?"
-            said = f"epoch {data.get('epoch', '?')}, after {previous}"
+            said = f"{master} in epoch {data.get('epoch', '?')}, taking over from {previous}"
             said += f" at position {data.get('fork_position', '?')}"
             return said + (f": {data['reason']}" if data.get("reason") else "")
     plain = [f"{k}={v}" for k, v in data.items() if isinstance(v, str | int | float | bool)]

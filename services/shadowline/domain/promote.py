@@ -85,6 +85,7 @@ def master_promoted(
     """The MasterPromoted event a promotion records: (type, data, metadata)."""
     doc = command.doc
     data = {
+        "master": doc.get("shadow"),  # who became master: the shadow it was verified to name
         "epoch": command.epoch,
         "fork_position": fork,
         "previous_master": previous_master,

@@ -141,11 +141,12 @@ def _ago(moment: float | None) -> float | None:
 def describe(event: Event) -> str:
     """One line for people about an HA event."""
     data = event.data if isinstance(event.data, dict) else {}
-    if event.type == "MasterPromoted":
+    if event.type == "MasterPromoted":  # older events do not name the new master
+        master = f"{data['master']} became master" if data.get("master") else "new master"
         was = data.get("previous_master") or "none"
         why = f" ({data['reason']})" if data.get("reason") else ""
         return (
-            f"master in epoch {data.get('epoch')} after {was}, fork position "
+            f"{master} in epoch {data.get('epoch')}, taking over from {was} at fork position "
             f"{data.get('fork_position')}{why}"
         )
     if event.type == "HaEnabled":
