@@ -26,6 +26,24 @@ COLOURS = {
     "config": typer.colors.GREEN,
     "heartbeat": typer.colors.BRIGHT_BLACK,
 }
+ANNOUNCEMENT = "failover.watchdog"  # each watchdog's view, every takeover delay: not an event
+
+
+class Announcements:
+    """Which watchdog announcements a person needs to see: a watchdog repeats its view every
+    takeover delay, so only a change of what it says (its phase, the master it sees) is shown,
+    and the first one of each watchdog."""
+
+    def __init__(self) -> None:
+        self._said: dict[str, tuple[Any, Any]] = {}
+
+    def news(self, body: dict[str, Any]) -> bool:
+        name = str(body.get("watchdog"))
+        said = (body.get("phase"), body.get("master"))
+        if self._said.get(name) == said:
+            return False
+        self._said[name] = said
+        return True
 
 
 def describe(routing_key: str, body: dict[str, Any]) -> str:
@@ -42,7 +60,25 @@ def describe(routing_key: str, body: dict[str, Any]) -> str:
     if kind == "alert":
         resolved = " resolved" if body.get("state") == "resolved" else ""  # older: no state
         return f"{who} {body.get('alert')}{resolved}: {body.get('message')}"
+    if routing_key == ANNOUNCEMENT and "phase" in body:
+        master = body.get("master")
+        sees = f"master {master} in epoch {body.get('epoch')}" if master else "no master"
+        paused = " (maintenance: automatic failover paused)" if body.get("maintenance") else ""
+        return f"{who} {body.get('phase')}: sees {sees}{paused}"
     return f"{who} {body.get('sentence') or orjson.dumps(body).decode()}"
+
+
+def _print(key: str, body: dict[str, Any], as_json: bool, announcements: Announcements) -> bool:
+    """Print one message (as JSON, or a line for a person); False if it is not worth a line."""
+    if as_json:
+        typer.echo(orjson.dumps({"routing_key": key, "body": body}).decode())
+        return True
+    if key == ANNOUNCEMENT and not announcements.news(body):
+        return False
+    stamp = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
+    colour = COLOURS.get(key.split(".", 1)[0], typer.colors.WHITE)
+    typer.secho(f"{stamp} {key:<28} {describe(key, body)}", fg=colour)
+    return True
 
 
 async def _watch(
@@ -60,6 +96,7 @@ async def _watch(
     connection = await connect_robust(url, "shadowline watch")
     seen = 0
     done = asyncio.Event()
+    announcements = Announcements()
     async with connection:
         while True:  # the cluster's instances declare the exchange; it may not exist yet
             channel = await connection.channel()
@@ -82,12 +119,8 @@ async def _watch(
                 body = orjson.loads(message.body)
             except orjson.JSONDecodeError:
                 body = {"raw": message.body[:200].decode(errors="replace")}
-            if as_json:
-                typer.echo(orjson.dumps({"routing_key": key, "body": body}).decode())
-            else:
-                stamp = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
-                colour = COLOURS.get(key.split(".", 1)[0], typer.colors.WHITE)
-                typer.secho(f"{stamp} {key:<28} {describe(key, body)}", fg=colour)
+            if not _print(key, body, as_json, announcements):
+                return  # a watchdog's view again: not counted
             seen += 1
             if limit is not None and seen >= limit:
                 done.set()
@@ -115,6 +148,8 @@ def watch(
     count: Annotated[int | None, typer.Option(help="Stop after this many messages.")] = None,
 ) -> None:
     """Print the cluster's monitoring stream: role changes, failover steps, alerts, changes.
+
+    A watchdog's view, repeated every few seconds, is shown when it changes; --json shows all.
 
     Ctrl-C ends it (exit 0).
     """
