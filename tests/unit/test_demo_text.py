@@ -33,13 +33,16 @@ def test_a_busy_port_is_named_with_the_one_used_instead() -> None:
 def test_after_a_failover_the_demo_names_the_master_of_now_its_url_and_its_kill_line() -> None:
     master = Node("node-b", "http://127.0.0.1:8081", 4242)
     shadow = Node("node-a", "http://127.0.0.1:8080", None)
-    text = demo_text.new_master(master, shadow, 2, "pw")
+    text = demo_text.new_master(master, shadow, 2, "pw", "http://127.0.0.1:8090")
     assert text.splitlines() == [
         "now master: node-b at http://127.0.0.1:8081 (epoch 2)",
         "  shadow: node-a at http://127.0.0.1:8080",
         "  export SHADOWLINE_URL=http://127.0.0.1:8081,http://127.0.0.1:8080"
         " SHADOWLINE_USER=admin SHADOWLINE_PASSWORD=pw",
         "  kill -9 4242   # to kill the master of now",
+        "  curl -u admin:pw http://127.0.0.1:8081/ha",
+        "  curl -u admin:pw http://127.0.0.1:8081/metrics    # Prometheus; the watchdog's: "
+        "http://127.0.0.1:8090/metrics",
     ]
 
 
@@ -52,6 +55,7 @@ def test_the_banner_lists_the_commands_in_the_tour_order() -> None:
     order = ["shadowline watch", "config put", "kill -9 7", "shadowline history", "switch-roles"]
     assert [text.index(step) for step in order] == sorted(text.index(step) for step in order)
     assert "shadowline demo --clean --cluster demo" in text
+    assert "\n  curl -u admin:pw http://127.0.0.1:8080/ha\n  curl -u admin:pw " in text
 
 
 def test_each_demo_cluster_has_its_own_log_folder_and_role_neutral_databases(

@@ -185,7 +185,9 @@ def _follow_master(demo: Demo) -> None:
     if not health or health.get("role") != "master" or int(health.get("epoch", 0)) <= demo.epoch:
         return
     demo.master, demo.shadow, demo.epoch = other, demo.master, int(health["epoch"])
-    _say(demo_text.new_master(demo.master, demo.shadow, demo.epoch, demo.password))
+    _say(
+        demo_text.new_master(demo.master, demo.shadow, demo.epoch, demo.password, demo.watchdog_url)
+    )
 
 
 def _run(demo: Demo, exit_after: float | None, failover: bool) -> None:

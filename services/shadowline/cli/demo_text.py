@@ -28,6 +28,15 @@ def kill_line(master: Node) -> str:
     return f"kill -9 {master.pid or '<pid>'}"
 
 
+def curl_lines(master: Node, password: str, watchdog_url: str) -> list[str]:
+    """The master's /ha and /metrics, asked with curl: the master of now, after a failover."""
+    return [
+        f"curl -u admin:{password} {master.url}/ha",
+        f"curl -u admin:{password} {master.url}/metrics    # Prometheus; the watchdog's: "
+        f"{watchdog_url}/metrics",
+    ]
+
+
 def banner(
     *,
     cluster: str,
@@ -38,6 +47,7 @@ def banner(
     password: str,
     position: int,
 ) -> str:
+    curls = "\n  ".join(curl_lines(master, password, watchdog_url))
     return f"""
 shadowline demo is running: cluster {cluster}, logs in {log_dir}/
 
@@ -62,21 +72,23 @@ Try, in the README tour's order:
   shadowline config diff --from 2
   shadowline history export --format csv -o history.csv
   shadowline ha switch-roles                       # on the master of now: planned handover, nothing lost
-  curl -u admin:{password} {master.url}/ha
-  curl -u admin:{password} {master.url}/metrics    # Prometheus; the watchdog's: {watchdog_url}/metrics
+  {curls}
 
 Press Ctrl-C to stop. `shadowline demo --clean --cluster {cluster}` removes everything it made."""
 
 
-def new_master(master: Node, shadow: Node | None, epoch: int, password: str) -> str:
-    """Said when the master changed: the printed kill line is stale now. The exported
-    SHADOWLINE_URL names both instances, so it still holds; the line is printed again with
-    the master of now first, for a terminal opened after the failover."""
+def new_master(
+    master: Node, shadow: Node | None, epoch: int, password: str, watchdog_url: str
+) -> str:
+    """Said when the master changed: the printed kill and curl lines are stale now. The
+    exported SHADOWLINE_URL names both instances, so it still holds; the line is printed again
+    with the master of now first, for a terminal opened after the failover."""
     urls = master.url if shadow is None else f"{master.url},{shadow.url}"
     lines = [
         f"now master: {master.name} at {master.url} (epoch {epoch})",
         f"  export SHADOWLINE_URL={urls} SHADOWLINE_USER=admin SHADOWLINE_PASSWORD={password}",
         f"  {kill_line(master)}   # to kill the master of now",
+        *(f"  {line}" for line in curl_lines(master, password, watchdog_url)),
     ]
     if shadow is not None:
         lines.insert(1, f"  shadow: {shadow.name} at {shadow.url}")
