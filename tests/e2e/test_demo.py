@@ -4,7 +4,9 @@ master, a shadow and a watchdog that work, the HA screens answer, and a `kill -9
 prints the new kill line; the old master comes back as the new one's shadow. A config command
 published on the broker as guest, as the README shows for the demo, is applied (the demo opts
 guest in: no master allows it by default). A second demo of the same cluster refuses to wipe it
-without --force, and `--clean` removes its databases, broker names and logs.
+without --force, and `--clean` removes its databases, broker names and logs. Each demo here is
+started as a shell starts `shadowline demo &` (SIGINT ignored); `kill -INT` and `kill -TERM`
+stop it and every process it started, as Ctrl-C does.
 """
 
 from __future__ import annotations
@@ -47,13 +49,17 @@ def demo_command(cluster: str, *options: str) -> list[str]:
     return [sys.executable, "-m", "shadowline", "demo", "--cluster", cluster, *options]
 
 
+# As a shell without job control runs `shadowline demo &`: SIGINT ignored, inherited.
+IN_THE_BACKGROUND = ["sh", "-c", 'trap "" INT; exec "$@"', "sh"]
+
+
 class Demo:
     def __init__(self, cluster: str, cwd: Path, *options: str) -> None:
         self.cluster = cluster
         env = demo_env()
         command = demo_command(cluster, "--port", str(free_port()), "--exit-after", "240")
         self.process = subprocess.Popen(
-            [*command, *options],
+            [*IN_THE_BACKGROUND, *command, *options],
             stdin=subprocess.DEVNULL,
             cwd=cwd,
             env=env,
@@ -68,6 +74,22 @@ class Demo:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(line)
+
+    def children(self) -> list[int]:
+        """The processes the demo started (node-a, node-b, the watchdog) that run now."""
+        pid = self.process.pid
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+    def stop(self, signum: int) -> None:
+        """Signal the demo; it exits 0 and leaves none of its processes running."""
+        children = self.children()
+        assert len(children) == 3, children
+        self.process.send_signal(signum)
+        assert self.process.wait(timeout=60) == 0, "".join(self.lines)
+        self.wait_for(r"^stopping node-a, node-b, watchdog \.\.\.", 1)
+        self.wait_for(rf"demo --clean --cluster {self.cluster}` removes them", 1)
+        left = [pid for pid in children if Path(f"/proc/{pid}").exists()]
+        assert left == [], f"still running after the demo stopped: {left}"
 
     def wait_for(self, pattern: str, timeout: float) -> re.Match[str]:
         deadline = time.monotonic() + timeout
@@ -156,6 +178,8 @@ def test_the_demo_runs_a_cluster_whose_master_can_be_killed_and_comes_back_as_sh
     now = demo.wait_for(r"now master: (\S+) at (http://\S+) \(epoch 2\)", 30)
     assert (now[1], now[2]) == ("node-b", shadow)
     new_pid = int(demo.wait_for(r"^\s+kill -9 (\d+)\s+# to kill the master of now", 1)[1])
+    after = "".join(demo.lines).split("now master:", 1)[1]  # its curl lines: the master of now
+    assert re.findall(r"curl -u admin:\S+ (\S+)/(?:ha|metrics)\b", after)[:2] == [shadow] * 2
     assert new_pid != pid
     assert _health(shadow) is not None  # the new kill line names the live master's process
     os.kill(new_pid, 0)
@@ -172,10 +196,7 @@ def test_the_demo_runs_a_cluster_whose_master_can_be_killed_and_comes_back_as_sh
     assert item.json()["version"] == 1
     _wait_role(master, "shadow", 2, timeout=60)
 
-    demo.process.send_signal(signal.SIGINT)
-    assert demo.process.wait(timeout=30) == 0
-    demo.wait_for(r"^stopping node-a, node-b, watchdog \.\.\.", 1)
-    demo.wait_for(rf"demo --clean --cluster {demo.cluster}` removes them", 1)
+    demo.stop(signal.SIGTERM)  # as Ctrl-C: everything it started stops with it
 
 
 def test_a_second_demo_of_an_existing_cluster_refuses_to_wipe_it_and_clean_removes_everything(
@@ -195,8 +216,7 @@ def test_a_second_demo_of_an_existing_cluster_refuses_to_wipe_it_and_clean_remov
         )  # fmt: skip
         assert while_running.returncode == 1
         assert "is running" in while_running.stderr
-        first.process.send_signal(signal.SIGINT)
-        assert first.process.wait(timeout=30) == 0
+        first.stop(signal.SIGINT)  # its shell ignored SIGINT: the demo listens all the same
 
         again = subprocess.run(
             demo_command(cluster, "--exit-after", "1"), cwd=tmp_path, env=demo_env(),
@@ -204,6 +224,7 @@ def test_a_second_demo_of_an_existing_cluster_refuses_to_wipe_it_and_clean_remov
         )  # fmt: skip
         assert again.returncode == 1, again.stdout + again.stderr
         assert "exists from an earlier demo" in again.stderr and "--force" in again.stderr
+        assert f"`shadowline demo --clean --cluster {cluster}` removes it" in again.stderr
         for name in databases(cluster):  # untouched: the first demo's data is still there
             assert asyncio.run(database_exists(database_url(name)))
 

@@ -15,16 +15,24 @@ from __future__ import annotations
 
 import os
 import secrets
+import signal
 import sys
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
-import typer
 
 from shadowline.cli import demo_text
 from shadowline.cli.demo_samples import SAMPLES
-from shadowline.cli.demo_state import CLUSTER_NAME, NODES, Footprint, footprint, publishers
+from shadowline.cli.demo_state import (
+    CLUSTER_NAME,
+    NODES,
+    Footprint,
+    footprint,
+    publishers,
+    refusal,
+)
 from shadowline.client import Client, ClientError
 from shadowline.harness import (
     HarnessError,
@@ -45,6 +53,9 @@ from shadowline.harness.cluster import connected
 RESTART_AFTER = 5.0  # seconds before a process that died is started again
 TIMING = {"SHADOWLINE_HEARTBEAT_INTERVAL": "0.5", "SHADOWLINE_TAKEOVER_DELAY": "2"}
 PATIENCE = 60.0  # seconds for each step of the set-up and of --failover
+# Each stops the demo as Ctrl-C does. Its processes run in process groups of their own, so
+# Ctrl-C at the terminal reaches the demo alone, which stops each with one SIGTERM.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 @dataclass
@@ -85,6 +96,7 @@ def _demo(place: Footprint, port: int) -> Demo:
         )
         if note := demo_text.port_note(port, made.port, name):
             _say(note)
+        made.own_group = True
         return made
 
     first = node(NODES[0], port)
@@ -102,7 +114,7 @@ def _demo(place: Footprint, port: int) -> Demo:
         "SHADOWLINE_WATCHDOG_HTTP_BIND": watchdog_url.removeprefix("http://"),
     }
     watchdog = WatchdogProcess(
-        env=watchdog_env, log=place.log_dir / "watchdog.log", cluster=place.cluster
+        env=watchdog_env, log=place.log_dir / "watchdog.log", cluster=place.cluster, own_group=True
     )
     return Demo(place, password, first, second, watchdog, watchdog_url)
 
@@ -221,27 +233,17 @@ def _problem(message: str, code: int = 1) -> int:
     return code
 
 
-def _may_reuse(place: Footprint, force: bool) -> int | None:
-    """None if the demo may (re)create the cluster's databases, else the exit code."""
-    if (pid := place.running_pid()) is not None:
-        return _problem(
-            f"a demo of cluster {place.cluster!r} is running (pid {pid}): stop it first, or "
-            "choose another --cluster"
-        )
-    found = place.existing_databases()
-    if not found or force:
-        return None
-    question = (
-        f"cluster {place.cluster!r} exists from an earlier demo (databases {', '.join(found)}); "
-        "recreate it empty?"
-    )
-    if sys.stdin.isatty() and typer.confirm(question, default=False):
-        return None
-    return _problem(
-        f"cluster {place.cluster!r} exists from an earlier demo (databases {', '.join(found)}): "
-        "--force recreates it empty, `shadowline demo --clean` removes it, or choose another "
-        "--cluster"
-    )
+def _stop_on_signals() -> dict[int, Any]:
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, so each stops the demo as Ctrl-C does:
+    installed explicitly, since a shell that starts `shadowline demo &` leaves SIGINT ignored.
+    The handlers before, for `_restore`."""
+    return {signum: signal.signal(signum, signal.default_int_handler) for signum in STOP_SIGNALS}
+
+
+def _restore(handlers: dict[int, Any] | None) -> None:
+    """While stopping, no signal may cut the stop short (processes left running): ignored."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN if handlers is None else handlers[signum])
 
 
 def run_demo(
@@ -258,10 +260,11 @@ def run_demo(
             2,
         )
     place = footprint(cluster)
-    if (refused := _may_reuse(place, force)) is not None:
-        return refused
+    if (refused := refusal(place, force)) is not None:
+        return _problem(refused)
     place.claim()
     demo = _demo(place, port)
+    handlers = _stop_on_signals()
     try:
         if problem := place.reset():
             return _problem(problem)
@@ -273,9 +276,11 @@ def run_demo(
     except (HarnessError, ClientError, httpx.HTTPError) as error:
         return _problem(f"{error}; see {place.log_dir}/")
     finally:
+        _restore(None)
         stop_all(demo.processes)
         place.release()
         _say(
             f"stopped. Cluster {cluster}'s databases, broker names and logs stay; "
             f"`shadowline demo --clean --cluster {cluster}` removes them."
         )
+        _restore(handlers)

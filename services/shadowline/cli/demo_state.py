@@ -3,7 +3,8 @@
 A demo cluster `<name>` owns two databases on the local PostgreSQL (`shadowline_<name>_node_a`
 and `..._node_b`), its broker names (exchanges and quorum queues `shadowline.<name>.*`), and a
 folder of its own for logs, `.shadowline-demo/<name>/`, which also holds the PID of the demo
-process while it runs. `shadowline demo --clean` removes all of them.
+process while it runs. Each run recreates the cluster with new logs (the last run's are kept
+once, as `<process>.log.1`). `shadowline demo --clean` removes all of them.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import typer
 from sqlalchemy.engine import make_url
 
 from shadowline.adapters.amqp_nodes import node_of, split_urls
@@ -66,11 +68,18 @@ class Footprint:
         return [str(make_url(u).database) for u in urls if run(database_exists(u))]
 
     def reset(self) -> str | None:
-        """Fresh empty databases and no broker names left from an earlier run; what failed."""
+        """Fresh empty databases, new logs and no broker names left from an earlier run; what
+        failed."""
+        self.new_logs()
         for url in self.database_urls.values():
             run(drop_database(url))
             run(create_database(url))
         return self._delete_topology()
+
+    def new_logs(self) -> None:
+        """The logs of a recreated cluster start empty: the last run's are kept, as .log.1."""
+        for log in self.log_dir.glob("*.log"):
+            log.replace(log.with_name(f"{log.name}.1"))
 
     def remove(self) -> str | None:
         """Drop the databases and the broker names, delete the log folder; what failed."""
@@ -110,6 +119,26 @@ def publishers(place: Footprint) -> dict[str, str]:
     if "SHADOWLINE_COMMAND_PUBLISHERS" in os.environ or broker_user(place.amqp_url) != GUEST:
         return {}
     return {"SHADOWLINE_COMMAND_PUBLISHERS": f"shadowline-{place.cluster}-publisher,{GUEST}"}
+
+
+def refusal(place: Footprint, force: bool) -> str | None:
+    """None if the demo may (re)create the cluster's databases (asked on a terminal), else why
+    not, naming the cluster in every command it suggests."""
+    if (pid := place.running_pid()) is not None:
+        return (
+            f"a demo of cluster {place.cluster!r} is running (pid {pid}): stop it first, or "
+            "choose another --cluster"
+        )
+    found = place.existing_databases()
+    if not found or force:
+        return None
+    exists = f"cluster {place.cluster!r} exists from an earlier demo (databases {', '.join(found)})"
+    if sys.stdin.isatty() and typer.confirm(f"{exists}; recreate it empty?", default=False):
+        return None
+    return (
+        f"{exists}: --force recreates it empty, `shadowline demo --clean --cluster "
+        f"{place.cluster}` removes it, or choose another --cluster"
+    )
 
 
 def clean_demo(cluster: str) -> int:

@@ -82,6 +82,7 @@ class ShadowlineProcess:
     env: dict[str, str]
     log: Path
     interpreter: tuple[str, ...] = ()  # options before `-m shadowline`, e.g. a profiler's
+    own_group: bool = False  # a process group of its own: the terminal's Ctrl-C does not reach it
     popen: subprocess.Popen[bytes] | None = None
     exits: list[int] = field(default_factory=list)  # the codes `wait` saw, oldest first
 
@@ -107,7 +108,13 @@ class ShadowlineProcess:
     def start(self) -> None:
         command = [sys.executable, *self.interpreter, "-m", "shadowline", *self.arguments()]
         with self.log.open("ab") as out:  # the child holds its own copy of the descriptor
-            self.popen = subprocess.Popen(command, env=self.env, stdout=out, stderr=out)
+            self.popen = subprocess.Popen(
+                command,
+                env=self.env,
+                stdout=out,
+                stderr=out,
+                process_group=0 if self.own_group else None,
+            )
 
     def signal(self, signum: int) -> None:
         assert self.popen is not None, f"{self.name} was never started"
