@@ -5,6 +5,7 @@ later is held to the same rule without touching this file."""
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 from collections.abc import Iterator
 from typing import Any
@@ -79,6 +80,21 @@ def test_every_command_has_help_with_examples(path: tuple[str, ...]) -> None:
     assert "Examples" in result.output
     examples = result.output.split("Examples", 1)[1]
     assert "shadowline " in examples
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "shadowline")
+def test_every_help_paragraph_after_the_first_is_one_line(path: tuple[str, ...]) -> None:
+    """Rich joins the lines of a help's first paragraph but keeps those of the others: a later
+    paragraph wrapped in the source ("A process\nthat dies") breaks mid-sentence on screen."""
+    paragraphs = inspect.cleandoc(command_at(path).help or "").split("\n\n")[1:]
+    assert [p for p in paragraphs if "\n" in p.strip()] == []
+
+
+def test_the_demo_help_reads_in_whole_sentences_on_a_narrow_terminal() -> None:
+    result = CliRunner().invoke(app, ["demo", "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    prose = " ".join(result.output.split("Options", 1)[0].split())
+    assert "A process that dies is started again after 5 s" in prose
+    assert "\n that dies" not in result.output and "\n old master" not in result.output
 
 
 def test_client_commands_are_found_by_their_url_option() -> None:

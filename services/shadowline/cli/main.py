@@ -159,14 +159,21 @@ def instance(
         pass
 
 
-# Long only for its Typer options, one per flag; the work is in cli/demo.py and demo_state.py.
+# Long for its options and help (a string: rich keeps docstring line breaks); work: cli/demo*.py
 @_command(
+    help="The main job on a fresh machine: start shadowline locally, load samples, print the "
+    "URLs.\n\nTwo instances, node-a (the first master) and node-b (its shadow), and a "
+    "watchdog. A process that dies is started again after 5 s, so `kill -9` of the master "
+    "shows a failover and the old master rejoining as shadow, on the HA screens and in "
+    "`shadowline watch`; the demo then says who is master now.\n\nA cluster that exists from "
+    "an earlier demo is recreated empty only when you say so (asked on a terminal, else "
+    "--force). Ctrl-C, SIGTERM and SIGHUP stop everything the demo started.",
     epilog=examples(
         "shadowline demo",
         "shadowline demo --failover --exit-after 60     # then kill the master and watch",
         "shadowline demo --cluster try2 --port 9080      # a second demo beside the first",
         "shadowline demo --clean                         # remove everything the demo made",
-    )
+    ),
 )
 def demo(
     port: Annotated[
@@ -186,7 +193,8 @@ def demo(
         str,
         typer.Option(
             help="Cluster name; its databases are shadowline_<cluster>_node_a and _node_b "
-            "('.' and '-' become '_'), its logs in .shadowline-demo/<cluster>/.",
+            "('.' and '-' become '_'), its logs in .shadowline-demo/<cluster>/ (new ones "
+            "each run: the last run's are kept as <name>.log.1).",
         ),
     ] = "demo",
     force: Annotated[
@@ -200,14 +208,6 @@ def demo(
         ),
     ] = False,
 ) -> None:
-    """The main job on a fresh machine: start shadowline locally, load samples, print the URLs.
-
-    Two instances, node-a (the first master) and node-b (its shadow), and a watchdog. A process
-    that dies is started again after 5 s, so `kill -9` of the master shows a failover and the
-    old master rejoining as shadow, on the HA screens and in `shadowline watch`; the demo then
-    says who is master now. A cluster that exists from an earlier demo is recreated empty only
-    when you say so (asked on a terminal, else --force).
-    """
     if clean:
         from shadowline.cli.demo_state import clean_demo
 
