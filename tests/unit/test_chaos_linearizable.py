@@ -3,6 +3,7 @@ on histories whose verdict is known, and on histories made from a real sequentia
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -209,3 +210,78 @@ def test_a_read_of_a_value_nobody_wrote_is_always_found_in_its_window(
     result = check(ops)[ops[n].key]
     assert result.verdict == VIOLATION
     assert ops[n] in result.window
+
+
+def _brute_force(
+    ops: list[Operation],
+    optional: tuple[Operation, ...] = (),
+    starts: tuple[tuple[int, Any], ...] = ((0, None),),
+) -> bool:
+    """Linearizable by trying every order that keeps real time, with each info write (and each
+    of `optional`) in or out, from each of `starts`."""
+    kept = [op for op in ops if op.outcome == "ok" or (op.is_write and op.outcome == "info")]
+    unknown = [op for op in kept if op.outcome == "info" or op in optional]
+    for chosen in itertools.product([False, True], repeat=len(unknown)):
+        dropped = {id(op) for op, keep in zip(unknown, chosen, strict=True) if not keep}
+        history = [op for op in kept if id(op) not in dropped]
+        for order in itertools.permutations(history):
+            if any(b.ret < a.call for a, b in itertools.combinations(order, 2)):
+                continue
+            if any(_runs(order, start) for start in starts):
+                return True
+    return False
+
+
+def _runs(order: tuple[Operation, ...], state: tuple[int, Any]) -> bool:
+    for op in order:
+        if op.is_write:
+            if state[0] != op.expected or (op.outcome == "ok" and op.version != state[0] + 1):
+                return False
+            state = (state[0] + 1, op.value)
+        elif state != (op.version, op.value):
+            return False
+    return True
+
+
+def _relaxed_window_is_a_violation(ops: list[Operation], window: tuple[Operation, ...]) -> bool:
+    """The window's relaxation (linearizable._Windows), tried by brute force: the window as
+    recorded, the other writes that returned after it began and were invoked before it ended
+    optional, from (0, None) or the result of a write that returned before it began."""
+    begin, end = window[0].call, max(op.ret for op in window)
+    writes = [op for op in ops if op.is_write and op.outcome != "fail" and op not in window]
+    during = tuple(op for op in writes if begin <= op.ret and op.call <= end)
+    before = [((op.expected or 0) + 1, op.value) for op in writes if op.ret < begin]
+    checked = [op for op in ops if op.outcome == "ok" or (op.is_write and op.outcome == "info")]
+    first = min(checked, key=lambda op: (op.call, op.index)) in window
+    starts = ((0, None),) if first else ((0, None), *before)
+    return not _brute_force([*window, *during], during, starts)
+
+
+@st.composite
+def small_histories(draw: st.DrawFn) -> list[Operation]:
+    """Up to 6 operations on one key with plausible versions and values, often contradictory."""
+    ops: list[Operation] = []
+    for n in range(draw(st.integers(1, 6))):
+        call = draw(st.integers(0, 12)) / 2
+        ret = call + draw(st.integers(0, 8)) / 2
+        if draw(st.booleans()):
+            outcome: Outcome = draw(st.sampled_from(["ok", "ok", "info", "fail"]))
+            expected = draw(st.integers(0, 2))
+            ops.append(write(n, expected, f"w{n}", call, ret, outcome))
+            continue
+        seen = [(0, None)] + [(op.expected + 1, op.value) for op in ops if op.expected is not None]
+        version, value = draw(st.sampled_from(seen))
+        ops.append(read(n, version, value, call, ret))
+    return ops
+
+
+@settings(max_examples=400, deadline=None)
+@given(small_histories())
+def test_the_search_agrees_with_trying_every_order_on_small_histories(
+    ops: list[Operation],
+) -> None:
+    result = check_key(KEY, ops)
+    assert result.verdict == (OK if _brute_force(ops) else VIOLATION)
+    assert (result.window != ()) == (result.verdict == VIOLATION)
+    if result.window:
+        assert _relaxed_window_is_a_violation(ops, result.window)

@@ -44,6 +44,7 @@ DEFAULT_BUDGET = 1_000_000
 
 State = tuple[int, bytes]  # (version, the value's canonical JSON)
 START: State = (0, b"null")
+ANY: State = (-1, b"any")  # a version below every other: nothing is dead from here
 
 
 def canonical(value: Any) -> bytes:
@@ -90,19 +91,19 @@ def _prepare(op: Operation) -> _Op | None:
     return _Op(True, op.outcome == "info", expected, version, value, op.call, op.ret)
 
 
-def _step(state: State | None, op: _Op, starts: frozenset[State]) -> State | None:
-    """The state after `op`, or None when the model does not allow it here. A state of None
-    is any of `starts` (a window's unknown beginning), fixed by the first operation."""
+def _step(state: State, op: _Op, starts: frozenset[State]) -> State | None:
+    """The state after `op`, or None when the model does not allow it here. ANY is any of
+    `starts` (a window's unknown beginning), fixed by the first operation."""
     if op.write:
         if op.version != op.expected + 1:
             return None
-        if state is None:
+        if state is ANY:
             fits = any(version == op.expected for version, _ in starts)
         else:
             fits = state[0] == op.expected
         return (op.version, op.value) if fits else None
     seen = (op.version, op.value)
-    if state is None:
+    if state is ANY:
         return seen if seen in starts else None
     return seen if state == seen else None
 
@@ -144,10 +145,10 @@ def _search(
         nxt[last], prv[entry], last = entry, last, entry
     required = sum(not op.optional for op in ops)
     done, linearized = 0, 0
-    state: State | None = START if starts is None else None
+    state = START if starts is None else ANY
     anything = starts or frozenset()
-    tried: set[tuple[int, State | None]] = set()
-    calls: list[tuple[int, State | None, list[int]]] = []
+    tried: set[tuple[int, State]] = set()
+    calls: list[tuple[int, State, list[int]]] = []
     stuck, furthest = -1, -1
     entry, steps = nxt[head], 0
     while done < required:
@@ -156,7 +157,7 @@ def _search(
             return None, steps, stuck
         i = entry >> 1
         op = ops[i]
-        dead = state is not None and (op.expected if op.write else op.version) < state[0]
+        dead = (op.expected if op.write else op.version) < state[0]
         if not entry & 1 and dead and op.optional and calls:
             following = nxt[entry] if nxt[entry] != entry + 1 else nxt[entry + 1]
             _unlink(nxt, prv, i)
