@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,7 +27,7 @@ from shadowline.application.writer_events import event_for
 from shadowline.domain import trust
 from shadowline.domain.commands import Command, ItemVersion
 from shadowline.domain.errors import NotWritable, ShadowlineError, Unavailable
-from shadowline.domain.events import Event, link
+from shadowline.domain.events import Event, canonical, chain_of, sealed
 from shadowline.domain.replication import check_replicated
 
 log = logging.getLogger(__name__)
@@ -234,12 +234,14 @@ class Writer:
             except ShadowlineError as error:
                 pending.future.set_exception(error)
                 continue
-            chain = link(chain, event)
-            event = replace(event, chain=chain)
-            if self._secret:
-                event = replace(
-                    event, signature=trust.event_signature(self._secret, self._cluster, event)
-                )
+            body = canonical(event)  # once, for the chain and the signature
+            chain = chain_of(chain, body)
+            signature = (
+                trust.signature_of(self._secret, self._cluster, chain, body)
+                if self._secret
+                else None
+            )
+            event = sealed(event, chain, signature)
             position += 1
             accepted.append((pending, event, created))
         if not accepted:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Final
 from uuid import UUID
 
@@ -51,6 +52,7 @@ class Event:
         return f"ha.{self.type}"
 
 
+@lru_cache(maxsize=64)  # a writer's batch shares one moment: strftime once per batch
 def format_time(moment: datetime) -> str:
     """The one textual form of a timestamp: UTC, microseconds, 'Z'. Part of the chain input."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -89,7 +91,22 @@ def canonical(event: Event) -> bytes:
 
 
 def link(previous: bytes, event: Event) -> bytes:
-    return hashlib.sha256(previous + canonical(event)).digest()
+    return chain_of(previous, canonical(event))
+
+
+def chain_of(previous: bytes, canonical_body: bytes) -> bytes:
+    """The chain value of an event whose `canonical` bytes are given (computed once by a
+    writer that also signs them)."""
+    return hashlib.sha256(previous + canonical_body).digest()
+
+
+def sealed(event: Event, chain: bytes, signature: bytes | None) -> Event:
+    """`event` with its chain value and signature (dataclasses.replace, without its cost)."""
+    e = event
+    return Event(
+        e.id, e.position, e.epoch, e.type, e.kind, e.name, e.version, e.data, e.metadata,
+        e.recorded_at, chain, signature,
+    )  # fmt: skip
 
 
 def from_envelope(doc: dict[str, Any]) -> Event:

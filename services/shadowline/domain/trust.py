@@ -46,7 +46,12 @@ def message_valid(secret: str, cluster: str, routing_key: str, body: bytes, give
 def event_signature(secret: str, cluster: str, event: Event) -> bytes:
     """Over the cluster too: a genuine event of another cluster sharing the secret (one
     watchdog may serve several) never passes for one of this cluster's."""
-    message = keys.parts(cluster, event.chain, canonical(event))
+    return signature_of(secret, cluster, event.chain, canonical(event))
+
+
+def signature_of(secret: str, cluster: str, chain: bytes, canonical_body: bytes) -> bytes:
+    """`event_signature` of the event whose chain value and `canonical` bytes are given."""
+    message = keys.parts(cluster, chain, canonical_body)
     return bytes.fromhex(keys.mac(secret, keys.EVENT, message))
 
 
