@@ -1,11 +1,15 @@
 """`shadowline bench append`: acknowledged, durable appends, measured and printed.
 
-Three measurements, each on a fresh database of its own that is dropped afterwards:
+Four measurements, each on a fresh database of its own that is dropped afterwards:
 
 1. the store in-process (a running Instance; PutItem through the group-commit Writer) with
    1 and with 32 concurrent writers;
-2. HTTP: a real `shadowline instance` process and 16 keep-alive clients sending PUTs;
-3. the same store workload through the `eventsourcing` library's PostgreSQL recorder.
+2. the machine's limit for that commit pattern: the store's database function and a one-row
+   INSERT through raw asyncpg, no shadowline Python (shadowline_bench.raw_rate);
+3. HTTP: a real `shadowline instance` process and 16 keep-alive clients sending PUTs;
+4. the same store workload through the `eventsourcing` library's PostgreSQL recorder.
+
+The closing table puts each figure beside issue 15's target and, for the store, the limit.
 
 Figures are printed, never asserted: the exit code says only whether every write was
 acknowledged and the instance shut down cleanly (0), or not (1).
@@ -31,6 +35,7 @@ from shadowline.adapters.db import create_engine
 from shadowline.settings import Settings
 from shadowline_bench.common import Run
 from shadowline_bench.eventsourcing_rate import eventsourcing_runs, missing
+from shadowline_bench.raw_rate import raw_runs
 from shadowline_bench.report import report
 from shadowline_bench.store_rate import store_runs
 
@@ -39,6 +44,7 @@ if TYPE_CHECKING:  # the module itself needs aiohttp, from the bench extra
 
 WRITERS = (1, 32)
 HTTP_CLIENTS = 16
+RAW_COMMITS = 2000  # per raw run: ~1 s with 1 event per commit, ~3 s with 32
 T = TypeVar("T")
 
 
@@ -87,6 +93,14 @@ async def _phase(title: str, work: Awaitable[T], failures: list[str]) -> T | Non
         traceback.print_exc(file=sys.stderr)
         say(f"   FAILED: {error.__class__.__name__}: {error}")
         return None
+
+
+async def _runs(title: str, work: Awaitable[list[Run]], failures: list[str]) -> list[Run]:
+    """A phase's runs, each printed as it comes (none when the phase failed)."""
+    runs = await _phase(title, work, failures) or []
+    for run in runs:
+        say(run.line())
+    return runs
 
 
 def _lost_or_failed(runs: list[Run]) -> list[str]:
@@ -151,28 +165,28 @@ async def main(
     )
     runs: list[Run] = []
 
-    store = await _phase(
+    runs += await _runs(
         f"store in-process: {events} PutItem with 1 and 32 writers",
         store_runs(settings, events, WRITERS),
         failures,
     )
-    for run in store or []:
-        say(run.line())
-    runs += store or []
+    runs += await _runs(
+        f"the limit: raw asyncpg, {RAW_COMMITS} calls of shadowline_append with 1 and 32 events, "
+        f"{RAW_COMMITS} one-row INSERTs",
+        raw_runs(settings.database_url, RAW_COMMITS),
+        failures,
+    )
 
     runs += await _http_phase(settings, http_requests, failures)
     skipped = _skipped(compare_eventsourcing)
     if skipped:
         say(f"\n== eventsourcing comparison {skipped}")
     else:
-        baseline = await _phase(
+        runs += await _runs(
             f"eventsourcing PostgresApplicationRecorder: {events} insert_events, 1 and 32 threads",
             eventsourcing_runs(settings.database_url, events, WRITERS),
             failures,
         )
-        for run in baseline or []:
-            say(run.line())
-        runs += baseline or []
 
     failures += [
         f"{r.name} with {r.writers}: {r.failures} writes failed" for r in runs if r.failures
