@@ -27,8 +27,9 @@ HA_TYPES = ("HaEnabled", "ShadowConfirmed", "ShadowRemoved", "MasterPromoted", "
 ROLE_CHANGES_SHOWN = 20
 PAGE = 1000
 RECENT_HEARTBEATS = 10
-# A switch of roles fences the master, then makes it the new master's shadow: until it has
-# heard from that master, what the screen shows (fenced, "Last contact: never") is the handover.
+# A switch of roles fences the master, then makes it the new master's shadow: until that master
+# has contacted and confirmed it, it has caught up and its own heartbeats say `shadow`, what the
+# screen shows (fenced, "Last contact: never", a lag) is the handover settling.
 HANDOVER_SETTLES = 60.0  # seconds after a switch of roles begun on this screen
 HANDOVER = frozenset(
     {FenceReason.HANDING_OVER, FenceReason.HANDOVER_UNKNOWN, FenceReason.REJOINING}
@@ -85,9 +86,11 @@ async def status_view(
     if shadow is not None:
         shadow["lag_seconds"] = await _lag_seconds(service, shadow, now)
     board = alerts.board.listing() if alerts is not None else []
+    latest = feed.latest_heartbeats() if feed else []
+    own = [b.body.get("role") for b in latest if b.body.get("instance") == status["instance"]]
     return {
         "cluster": ha.settings.cluster,
-        "handover": handover(ha.role.state, status, _ago(switched_at)),
+        "handover": handover(ha.role.state, status, _ago(switched_at), own[0] if own else None),
         "alerts_active": [e for e in board if e.state == "active"],
         "alerts_resolved": [e for e in board if e.state == "resolved"],
         "role_changes": [(e, describe(e)) for e in await role_log.recent()],
@@ -98,7 +101,7 @@ async def status_view(
         "can_act": user.may("admin"),
         "pending": shadow is not None and shadow["state"] == "pending",
         "feed": feed,
-        "latest": feed.latest_heartbeats() if feed else [],
+        "latest": latest,
         "heartbeats": feed.recent_heartbeats(RECENT_HEARTBEATS) if feed else [],
         "events": feed.recent_events() if feed else [],
         "now": now,
@@ -159,20 +162,33 @@ def describe(event: Event) -> str:
 
 
 def handover(
-    state: RoleState, status: dict[str, Any], switched_ago: float | None = None
+    state: RoleState,
+    status: dict[str, Any],
+    switched_ago: float | None = None,
+    own_beat: str | None = None,
 ) -> str | None:
     """A sentence while a switch of roles (or a rejoin) is under way, else None. After a switch
     started here less than HANDOVER_SETTLES s ago, the old master that is a shadow now is still
-    handing over until its new master is heard (a shadow merely restarted is not)."""
+    handing over until its new master has contacted and confirmed it, it has caught up, and
+    its last heartbeat the screen shows (`own_beat`, its role; None: none shown) says so too.
+    A shadow merely restarted is not handing over."""
     if state.fence in HANDOVER:
         return state.detail or "handing over to the shadow"
     master = status.get("master")
     if switched_ago is None or switched_ago > HANDOVER_SETTLES:
         return None
-    if master is None or status.get("role") != "shadow" or status.get("confirmed"):
+    if master is None or status.get("role") != "shadow":
         return None
+    becoming = f"becoming the shadow of {master.get('instance')}"
+    behind = (status.get("lag") or {}).get("events")
     if status.get("last_contact_age") is None:
-        return f"becoming the shadow of {master.get('instance')}: waiting for its first contact"
+        return f"{becoming}: waiting for its first contact"
+    if not status.get("confirmed"):
+        return f"{becoming}: waiting for it to confirm this shadow"
+    if behind:
+        return f"{becoming}: catching up ({behind} events behind)"
+    if own_beat is not None and own_beat != status.get("role"):
+        return f"{becoming}: announcing its new role in its heartbeats"
     return None
 
 
