@@ -7,8 +7,8 @@ operator would (enable, join, confirm) and prints the URLs and credentials. With
 then kills the master, shows the promotion and the old master rejoining as shadow. While it
 runs, a process that dies (`kill -9` of the master, to watch a failover on the HA screen) is
 started again after RESTART_AFTER seconds, as a service manager would, and when the master
-changes the demo says who is master now, its URL and the new kill line. Ctrl-C stops
-everything; `--clean` removes what a demo cluster made (cli/demo_state.py).
+changes the demo says who is master now, its URL and the new kill line. Ctrl-C, SIGTERM and
+SIGHUP stop everything; `--clean` removes what a demo cluster made (cli/demo_state.py).
 """
 
 from __future__ import annotations
