@@ -118,6 +118,8 @@ async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[
     finally:
         await instance.supervisor.stop()
         await instance.monitor.stop()
+        if instance.lease is not instance.broker:
+            await instance.lease.close()
         await instance.broker.close()
         instance.writer.close()
         await asyncio.wait_for(writer, timeout=30)

@@ -241,11 +241,15 @@ def test_forged_and_replayed_heartbeats_change_no_role_epoch_or_state(
     beats["a monitoring MAC used for a heartbeat"][2][trust.MAC_HEADER] = keys.mac(
         SECRET, keys.MONITORING, keys.parts(cluster, "heartbeat.evil", body)
     )
+    # An instance hears its peer's heartbeats only (entrypoints.amqp.heartbeats): each forged
+    # one goes out under a name nobody has, and under each instance's, so both hear it.
+    keys_of = {"heartbeat.evil": ("heartbeat.evil", "heartbeat.node-a", "heartbeat.node-b")}
     with alerts(cluster) as raised:
         for _ in range(10):  # for several heartbeat intervals: any effect would show
             messages = [
-                (key, aio_pika.Message(orjson.dumps(doc), headers=dict(h)))
+                (routed, aio_pika.Message(orjson.dumps(doc), headers=dict(h)))
                 for key, doc, h in beats.values()
+                for routed in keys_of.get(key, (key,))
             ]
             # the genuine heartbeat, byte for byte and with its MAC, replayed: stale
             messages.append(
@@ -254,7 +258,8 @@ def test_forged_and_replayed_heartbeats_change_no_role_epoch_or_state(
             publish(cluster, "monitoring", messages)
             time.sleep(0.25)
         put(master, "during", 1)  # the master still takes writes
-        # the shadow hears all of them; the master skips its own routing key before any check
+        # the shadow hears those under node-a's name (all of them), the master those under
+        # node-b's (all but the two under its own name)
         wait_for(lambda: rejected(shadow, "heartbeat") >= 10 * (len(beats) + 1), 10, "rejections")
         wait_for(lambda: rejected(master, "heartbeat") >= 10 * (len(beats) - 1), 10, "rejections")
         ha_cluster.watchdog.wait_logged("rejected heartbeat", 10)
@@ -294,7 +299,10 @@ def test_messages_no_client_library_would_write_cut_no_instance_or_watchdog_off_
     forged: list[tuple[bytes, bytes, bytes | None, bytes]] = []
     for table in (raw_amqp.BAD_KEY_TABLE, raw_amqp.NESTED_BAD_KEY_TABLE):
         beat = orjson.dumps(forged_heartbeat(cluster, "http://127.0.0.1:9", 99))
-        forged.append((names.monitoring.encode(), b"heartbeat.evil", table, beat))
+        # Under each instance's name: an instance hears its peer's heartbeats only, and the
+        # watchdog every instance's.
+        for name in (master.name, shadow.name):
+            forged.append((names.monitoring.encode(), f"heartbeat.{name}".encode(), table, beat))
         forged.append((names.events.encode(), b"config.system-mapping.put", table, b"{}"))
         forged.append((names.commands.encode(), b"config.put.system-mapping", table, b"{}"))
     forged.append((names.monitoring.encode(), raw_amqp.NOT_UTF8_KEY, None, b"{}"))
@@ -304,6 +312,7 @@ def test_messages_no_client_library_would_write_cut_no_instance_or_watchdog_off_
             time.sleep(0.5)
         wait_for(lambda: rejected(shadow, "event") >= 6, 15, "the forged events refused")
         wait_for(lambda: rejected(shadow, "heartbeat") >= 6, 15, "the forged heartbeats refused")
+        wait_for(lambda: rejected(master, "heartbeat") >= 6, 15, "the forged heartbeats refused")
         watchdog.wait_logged("rejected heartbeat", 10, marks["watchdog"])
         put(master, "after", 1)  # the master still takes writes, replicated in sync
         wait_for(lambda: any(a["alert"] == "rejected-message" for a in raised), 10, "the alert")

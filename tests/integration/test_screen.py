@@ -358,7 +358,7 @@ async def test_the_screen_shows_heartbeats_and_alerts_heard_on_monitoring(
                 "alert.test",
                 orjson.dumps({"message": EVIL, "instance": "x", "at": time.time()}),
             )
-            await publish(cluster, "heartbeat.bad", b"{not json")
+            await publish(cluster, "alert.bad", b"{not json")
             seen = await wait_for(client, "malformed ones ignored: 1")
             seen = await wait_for(client, "alert.test")
     finally:
@@ -376,6 +376,9 @@ async def wait_until(condition: Callable[[], bool], what: str, within: float = 3
 async def test_the_monitoring_feed_waits_for_the_exchange_and_survives_a_lost_connection(
     rabbitmq: None,
 ) -> None:
+    """The feed's queue hears role changes, failover steps and alerts, never heartbeats (those
+    come from the heartbeat listener and the instance's own liveness, through `take` and
+    `own`): forged, replayed and stale messages are counted, not shown."""
     cluster = f"t{uuid.uuid4().hex[:10]}"
     names = Names(cluster)
     proxy = TcpProxy("127.0.0.1", 5672)
@@ -390,6 +393,9 @@ async def test_the_monitoring_feed_waits_for_the_exchange_and_survives_a_lost_co
              "sent_at": datetime.now(UTC).isoformat().replace("+00:00", "Z")}
         )  # fmt: skip
 
+    def take(routing_key: str, body: bytes) -> None:
+        feed.take(routing_key, body, trust.message_mac(FEED_SECRET, cluster, routing_key, body))
+
     try:
         await asyncio.sleep(1.0)
         assert not feed.connected, "it must not declare the exchange itself"
@@ -398,30 +404,34 @@ async def test_the_monitoring_feed_waits_for_the_exchange_and_survives_a_lost_co
             channel = await connection.channel()
             await declare_exchanges(channel, names, ("monitoring",))
             await wait_until(lambda: feed.connected, "listening once the exchange exists")
-            await publish(cluster, "heartbeat.m1", beat(1))
             changed = {"sentence": "m1 is master", "at": time.time()}
             await publish(cluster, "role.changed", orjson.dumps(changed))
+            await publish(cluster, "heartbeat.m1", beat(1))  # not bound: not heard here
             await publish(cluster, "config.changed", orjson.dumps({"count": 1, "at": time.time()}))
             # forged: no MAC, or a MAC of another routing key, are never shown
             await publish(cluster, "role.changed", orjson.dumps({"sentence": "evil"}), signed=False)
-            await publish(cluster, "heartbeat.m2", beat(1), signed=False)
-            await publish(cluster, "heartbeat.m1", beat(1))  # genuine, replayed
             stale = {"sentence": "a year ago", "at": time.time() - 3e7}
             await publish(cluster, "role.changed", orjson.dumps(stale))
-            await wait_until(lambda: feed.received == 3, "three messages")
-            await wait_until(lambda: feed.rejected == 4, "forged, replayed and stale rejected")
+            await wait_until(lambda: feed.rejected == 2, "forged and stale rejected")
+            await wait_until(lambda: feed.received == 1, "one message")
 
             proxy.cut("reset")
             await wait_until(lambda: not feed.connected, "noticing the lost connection")
             proxy.restore()
             await wait_until(lambda: feed.connected, "listening again")
-            await publish(cluster, "heartbeat.m1", beat(2))
-            await wait_until(lambda: feed.received == 4, "a heartbeat after the reconnect")
+            step = {"watchdog": "w1", "phase": "probing", "at": time.time()}
+            await publish(cluster, "failover.probing", orjson.dumps(step))
+            await wait_until(lambda: feed.received == 2, "a failover step after the reconnect")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         proxy.close()
         await delete_cluster_topology(cluster, [])
-    assert [h.body["instance"] for h in feed.latest_heartbeats()] == ["m1"]
-    assert len(feed.heartbeats["m1"]) == 2
-    assert [e.routing_key for e in feed.recent_events()] == ["role.changed"]
+    take("heartbeat.m1", beat(1))  # a peer's, as the heartbeat listener hands it on
+    take("heartbeat.m1", beat(1))  # genuine, replayed
+    take("heartbeat.m2", b"{}")  # its MAC holds, but it is no heartbeat: refused
+    feed.own({"instance": "me", "role": "shadow", "epoch": 1})
+    assert (feed.received, feed.rejected, feed.malformed) == (3, 4, 0)
+    assert [h.body["instance"] for h in feed.latest_heartbeats()] == ["m1", "me"]
+    assert [e.routing_key for e in feed.recent_events()] == ["failover.probing", "role.changed"]
+    assert [w.body["watchdog"] for w in feed.watchdogs_seen()] == ["w1"]

@@ -78,6 +78,9 @@ class InMemoryBroker:
         """A broker in memory has no node to leave for another."""
         return False
 
+    def quiet(self) -> float | None:
+        return None
+
     async def start(self) -> None:
         self.connected = True
 

@@ -453,6 +453,12 @@ class Broker:
     def abandon_node(self, why: str, silent: float) -> bool:
         return False
 
+    async def start(self) -> None:
+        pass
+
+    def quiet(self) -> float | None:
+        return None
+
     async def publish_monitoring(
         self, routing_key: str, body: Any, ttl: float | None = None
     ) -> None:

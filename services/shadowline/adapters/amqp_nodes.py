@@ -212,6 +212,13 @@ class NodeConnection(RobustConnection):
         writer.transport.abort()
         return True
 
+    def quiet(self) -> float | None:
+        """Seconds since anything came from the node; None while not up."""
+        reader = self._sockets.reader
+        if not self.up or reader is None:
+            return None
+        return asyncio.get_running_loop().time() - reader.last
+
     async def _on_connected(self) -> None:
         # The transport is up: the channels are restored next, then the reconnect callbacks
         # run, which may read `node`.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import aio_pika
@@ -136,12 +136,12 @@ class BrokerLink:
         secret: str | None = None,
         per_node: float = CONNECT_TIMEOUT,
     ) -> None:
-        self._url = url  # one node, or several of one RabbitMQ cluster (comma-separated)
-        self._per_node = per_node  # how long each node may take to answer a (re)connection
-        self._secret = secret  # MACs every monitoring message (domain.trust)
+        self.url = url  # one node, or several of one RabbitMQ cluster (comma-separated)
+        self.per_node = per_node  # how long each node may take to answer a (re)connection
+        self.secret = secret  # MACs every monitoring message (domain.trust)
         self._declare = declare
         self.names = names
-        self._connection_name = connection_name
+        self.connection_name = connection_name
         self._prefetch = prefetch
         self._connection: NodeConnection | None = None
         self._publish: AbstractChannel | None = None
@@ -165,13 +165,16 @@ class BrokerLink:
         """Leave the node this link is on for the next (see NodeConnection.abandon)."""
         return self._connection is not None and self._connection.abandon(why, silent)
 
+    def quiet(self) -> float | None:
+        return self._connection.quiet() if self._connection is not None else None
+
     async def start(self) -> None:
         async with self._starting:
             if self._connection is None:
                 await self._connect()
 
     async def _connect(self) -> None:
-        connection = await connect(self._url, self._connection_name, self._per_node)
+        connection = await connect(self.url, self.connection_name, self.per_node)
         try:
             self._publish = await connection.channel(publisher_confirms=True, on_return_raises=True)
             self.exchanges = await declare_exchanges(self._publish, self.names, self._declare)
@@ -199,8 +202,8 @@ class BrokerLink:
         if exchange is None:
             raise ConnectionError("not connected to RabbitMQ")
         message = json_message(body, persistent=False, expiration=ttl)
-        if self._secret:
-            mac = trust.message_mac(self._secret, self.names.cluster, routing_key, message.body)
+        if self.secret:
+            mac = trust.message_mac(self.secret, self.names.cluster, routing_key, message.body)
             message.headers[trust.MAC_HEADER] = mac
         await exchange.publish(message, routing_key, mandatory=False, timeout=5)
 
@@ -252,11 +255,13 @@ class BrokerLink:
         message = json_message(body, persistent=False, correlation_id=correlation_id)
         await self._publish.default_exchange.publish(message, reply_to, mandatory=False, timeout=5)
 
-    async def heartbeat_queue(self) -> AbstractQueue:
-        """An exclusive, server-named queue of this cluster's heartbeats."""
+    async def heartbeat_queue(self, instances: Iterable[str] = ("*",)) -> AbstractQueue:
+        """An exclusive, server-named queue bound to the heartbeats of `instances` (`*`: every
+        instance's; an instance binds its peers' only, see entrypoints.amqp.heartbeats)."""
         assert self._consume is not None, "start() first"
         queue = await self._consume.declare_queue(exclusive=True, auto_delete=True)
-        await queue.bind(self.names.monitoring, "heartbeat.*")
+        for instance in instances:
+            await queue.bind(self.names.monitoring, f"heartbeat.{instance}")
         return queue
 
     async def heartbeats(self, on_beat: HeartbeatHandler) -> None:
@@ -266,7 +271,7 @@ class BrokerLink:
         fresh = trust.Freshness()
 
         async def deliver(message: AbstractIncomingMessage) -> None:
-            beat, refusal = heartbeat_in(message, self._secret, self.names.cluster, fresh)
+            beat, refusal = heartbeat_in(message, self.secret, self.names.cluster, fresh)
             on_beat(message.routing_key or "", beat, refusal)
 
         await queue.consume(deliver, no_ack=True)

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,10 @@ async def _hear_nothing(heard: Callable[[dict[str, Any]], None]) -> None:
     pass
 
 
+async def _follow_nobody() -> None:
+    await asyncio.Event().wait()
+
+
 RECONNECT_POLL = 0.02  # seconds between two looks at a link that is reconnecting
 
 
@@ -44,9 +48,13 @@ class Liveness:
         describe: Callable[[], dict[str, Any]],
         *,
         listen: Listen = _hear_nothing,
+        follow: Callable[[], Coroutine[Any, Any, None]] = _follow_nobody,
+        confirmed: Callable[[dict[str, Any]], None] = lambda beat: None,
     ) -> None:
         self._settings = settings
         self._listen = listen
+        self._follow = follow  # keeps the listener bound to the peers' heartbeats, for ever
+        self._on_confirmed = confirmed  # each of our heartbeats the broker confirmed
         self._boot = secrets.token_hex(8)  # this run: a replayed heartbeat of an older one is stale
         self._broker = broker
         self._describe = describe
@@ -120,18 +128,25 @@ class Liveness:
             # heartbeats and confirms all the while).
             leased = beat.get("role") in ("master", "fenced")
             if connected and isinstance(error, TimeoutError) and leased:
-                silent = self._settings.lease / 2
-                self._broker.abandon_node(
-                    f"heartbeat {beat['seq']} not confirmed within {within:g} s and nothing "
-                    f"heard from the node for {silent:g} s",
-                    silent,
-                )
+                await self._leave_if_silent(beat["seq"], within)
             return False
         now = time.monotonic()
         self.connected_at = self.connected_at or now
         self.confirmed_at = now
         self._confirmed.set()
+        self._on_confirmed(beat)
         return True
+
+    async def _leave_if_silent(self, seq: int, within: float) -> None:
+        """Leave the node once nothing came from it for half the lease: now, or as soon as that
+        is so (the next beat's timeout would come up to an interval later, and the lease with
+        it: the watchdog's takeover delay counts from the last heartbeat it heard)."""
+        silent = self._settings.lease / 2
+        quiet = self._broker.quiet()
+        if quiet is not None and quiet < silent:
+            await asyncio.sleep(silent - quiet)
+        why = f"heartbeat {seq} not confirmed within {within:g} s and nothing heard from the node"
+        self._broker.abandon_node(f"{why} for {silent:g} s", silent)
 
     async def wait_lease(self, within: float) -> bool:
         """Wait (at most `within` s) until a confirmed heartbeat gives this instance a lease."""
@@ -143,6 +158,12 @@ class Liveness:
         return self.lease_valid()
 
     async def run(self) -> None:
+        """Beat every interval, and follow who the peers are, both until cancelled."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._follow(), name="heartbeat-bindings")
+            await self._beat()
+
+    async def _beat(self) -> None:
         interval = self._settings.heartbeat_interval
         while True:
             started = time.monotonic()
@@ -159,7 +180,8 @@ class Liveness:
                 await asyncio.sleep(RECONNECT_POLL)
 
     async def listen(self) -> None:
-        """Hear every instance's heartbeats of this cluster."""
+        """Connect the heartbeats' own link, and hear the other instances' heartbeats."""
+        await self._broker.start()
         await self._listen(self.hear)
 
     def hear(self, beat: dict[str, Any]) -> None:

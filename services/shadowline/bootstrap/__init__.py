@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shadowline.adapters.broker import BrokerLink
 from shadowline.adapters.db import create_engine
+from shadowline.adapters.lease_link import LeaseLink
 from shadowline.adapters.local import Users
 from shadowline.adapters.metrics import Metrics, Scrape
 from shadowline.adapters.passwords import VerifiedCache, dummy_hash
@@ -28,14 +29,14 @@ from shadowline.application.service import ConfigService
 from shadowline.application.snapshots import Snapshotter
 from shadowline.application.supervisor import Supervisor, wanted_tasks
 from shadowline.application.writer import Writer
+from shadowline.bootstrap import hearing
+from shadowline.bootstrap.hearing import secret_of
 from shadowline.bootstrap.wiring import (
     build_core,
     build_wing,
     config_side,
     default_broker,
-    monitoring_feed,
     role_task_factories,
-    secret_of,
 )
 from shadowline.entrypoints.amqp.feed import MonitoringFeed
 from shadowline.entrypoints.app import create_app
@@ -53,6 +54,7 @@ class Instance:
     failover: Failover
     monitor: Monitor
     broker: BrokerLink
+    lease: BrokerLink  # the heartbeats' own connection (adapters.lease_link)
     settings: Settings
     engine: AsyncEngine
     store: EventStore
@@ -76,18 +78,24 @@ def build_instance(
     store: EventStore | None = None,
     broker: BrokerLink | None = None,
 ) -> Instance:
-    """The instance over the real adapters, or over the ones given (twins in tests)."""
+    """The instance over the real adapters, or over the ones given (twins in tests: a broker
+    given carries the heartbeats too)."""
     engine = engine if engine is not None else create_engine(settings.database_url)
     store = store if store is not None else EventStore(engine)
-    broker = broker if broker is not None else default_broker(settings)
+    lease: BrokerLink
+    if broker is None:
+        broker = default_broker(settings)
+        lease = LeaseLink(broker)
+    else:
+        lease = broker
     core = build_core(settings, store, broker)
-    wing = build_wing(settings, core, engine, store, broker)
+    feed = hearing.monitoring_feed(settings, core.role)
+    wing = build_wing(settings, core, engine, store, broker, lease, feed)
     service, config_commands = config_side(settings, core, wing.gate, engine, store, broker)
     tasks = role_task_factories(settings, core, wing, store, broker, config_commands)
     users = Users(engine)
     throttle = LoginThrottle(settings.login_max_failures, settings.login_failure_window)
     auth = Authenticator(users, VerifiedCache(), dummy_hash, throttle=throttle)
-    feed = monitoring_feed(settings, core)
     app = create_app(
         service=service,
         ha=wing.ha,
@@ -104,6 +112,7 @@ def build_instance(
         failover=wing.failover,
         monitor=core.monitor,
         broker=broker,
+        lease=lease,
         settings=settings,
         engine=engine,
         store=store,

@@ -33,6 +33,8 @@ from shadowline.application.service import ConfigService
 from shadowline.application.status import Identity, ShadowRelation
 from shadowline.application.supervisor import RoleChanges, RoleTask, Running
 from shadowline.application.writer import Writer
+from shadowline.bootstrap import hearing
+from shadowline.bootstrap.hearing import secret_of
 from shadowline.domain.validation import Catalog
 from shadowline.entrypoints.amqp.config_commands import (
     CommandReader,
@@ -40,7 +42,6 @@ from shadowline.entrypoints.amqp.config_commands import (
     command_schemas,
 )
 from shadowline.entrypoints.amqp.feed import MonitoringFeed
-from shadowline.entrypoints.amqp.heartbeats import HeartbeatListener
 from shadowline.entrypoints.amqp.promote import PromoteCommands
 from shadowline.entrypoints.amqp.replication import ReplicationQueue
 from shadowline.settings import Settings
@@ -66,10 +67,6 @@ def _peer_client(
         deadline=3 * timeout,
         on_rejected=lambda reason: rejected("peer-answer", reason),
     )
-
-
-def secret_of(settings: Settings) -> str | None:
-    return settings.cluster_secret.get_secret_value() if settings.cluster_secret else None
 
 
 def default_broker(settings: Settings) -> BrokerLink:
@@ -206,7 +203,7 @@ class Wing:
 
 
 def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: EventStore,
-          broker: BrokerLink) -> Wing:  # fmt: skip
+          broker: BrokerLink, lease: BrokerLink, feed: MonitoringFeed) -> Wing:  # fmt: skip
     monitor = core.monitor
     # The heartbeat says who this instance is (the identity: role, HA record, head, shadow
     # relation); the gate's lease rests on the heartbeats being confirmed, and the HA service
@@ -219,14 +216,7 @@ def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: Event
         relation,
         broker_node=lambda: broker.node,
     )
-    listener = HeartbeatListener(
-        instance=settings.instance,
-        cluster=settings.cluster,
-        secret=secret_of(settings),
-        broker=broker,
-        rejected=monitor.rejected,
-    )
-    liveness = Liveness(settings, broker, identity.heartbeat, listen=listener.listen)
+    liveness = hearing.liveness(settings, broker, lease, identity, core.monitor, feed)
     gate = _gate(settings, core, liveness, relation)
     changes = RoleChanges()  # fired by the HA service, heard by the supervisor
     replicas: Running[Replicator] = Running()  # the shadow's, while its role task runs
@@ -255,17 +245,6 @@ def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: Event
         metrics=core.metrics,
     )
     return Wing(liveness, gate, changes, ha, failover, replicas)
-
-
-def monitoring_feed(settings: Settings, core: Core) -> MonitoringFeed:
-    """What the HA screen shows of monitoring; a standalone instance has nothing there to hear."""
-    return MonitoringFeed(
-        settings.amqp_url.get_secret_value(),
-        Names(settings.cluster),
-        f"shadowline {settings.instance} monitoring feed",
-        active=lambda: core.role.role != "standalone",
-        secret=secret_of(settings),
-    )
 
 
 def config_side(

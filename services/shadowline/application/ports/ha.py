@@ -40,6 +40,14 @@ class HeartbeatPublisher(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    async def start(self) -> None:
+        """Connect (the lease's own connection: adapters.lease_link)."""
+        ...
+
+    def quiet(self) -> float | None:
+        """Seconds since anything came from the broker node; None while not connected."""
+        ...
+
     def abandon_node(self, why: str, silent: float) -> bool:
         """Leave the broker node for the next one if nothing came from it for `silent`
         seconds (it stopped answering); whether it did."""

@@ -1,9 +1,14 @@
 """What this instance hears on its cluster's monitoring exchange, for the HA screen.
 
 It binds an exclusive, auto-delete, server-named queue (`amq.gen-*`, the only queue name besides
-the cluster's own that broker-setup lets an instance user create) with `#`, and keeps bounded
-windows: the last heartbeats of each instance, and the last role changes, failover steps and
-alerts. Nothing here decides anything: it is what an operator looks at.
+the cluster's own that broker-setup lets an instance user create) to role changes, failover
+steps and alerts, and keeps bounded windows: the last heartbeats of each instance, and the last
+role changes, failover steps and alerts. Nothing here decides anything: it is what an operator
+looks at. Heartbeats are not bound here: the peers' come from the heartbeat listener
+(`take`, as received), this instance's own from its liveness once the broker confirmed them
+(`own`). A queue of ours bound to our own heartbeats would hold their confirms, the master's
+lease, for as long as the cluster takes to notice a frozen node the queue is left on
+(entrypoints.amqp.heartbeats says more).
 
 Why its own plain connection rather than the instance's robust `BrokerLink`: aio-pika's robust
 queues name themselves `amq_<uuid>` on the client (so they can be re-declared after a
@@ -44,6 +49,7 @@ INSTANCES_KEPT = 16
 EVENTS_KEPT = 50  # role.changed, failover.*, alert.*
 ANNOUNCEMENT = "failover.watchdog"  # each watchdog's view, every takeover delay: not an event
 EVENT_PREFIXES = ("role.changed", "failover.", "alert.")
+BINDINGS = ("role.changed", "failover.*", "alert.*")  # what the queue hears of monitoring
 MALFORMED_LOG_EVERY = 10.0  # seconds: a flood of bad messages logs one line per interval
 # Between attempts to listen: 0.5 s, doubling up to 10 s; a link that was up and is lost starts
 # again at 0.5 s. While HA is off (`active` false) it looks again every second.
@@ -128,14 +134,7 @@ class MonitoringFeed:
                 raise ValueError("not a JSON object")
             heard = Heard(datetime.now(UTC), routing_key, doc)
             if routing_key.startswith("heartbeat."):
-                instance = doc["instance"]
-                if not isinstance(instance, str):
-                    raise ValueError("heartbeat without an instance name")
-                beats = self.heartbeats.pop(instance, None) or deque(maxlen=HEARTBEATS_KEPT)
-                beats.append(heard)
-                self.heartbeats[instance] = beats  # last heard goes last: the oldest go first
-                while len(self.heartbeats) > INSTANCES_KEPT:
-                    del self.heartbeats[next(iter(self.heartbeats))]
+                self._keep_heartbeat(heard)
             elif routing_key.startswith(EVENT_PREFIXES):
                 self._note_watchdog(heard)
                 if routing_key != ANNOUNCEMENT:
@@ -152,6 +151,20 @@ class MonitoringFeed:
                     error,
                     self.malformed,
                 )
+
+    def own(self, beat: dict[str, Any]) -> None:
+        """One of this instance's own heartbeats, confirmed by the broker."""
+        self._keep_heartbeat(Heard(datetime.now(UTC), f"heartbeat.{beat['instance']}", beat))
+
+    def _keep_heartbeat(self, heard: Heard) -> None:
+        instance = heard.body["instance"]
+        if not isinstance(instance, str):
+            raise ValueError("heartbeat without an instance name")
+        beats = self.heartbeats.pop(instance, None) or deque(maxlen=HEARTBEATS_KEPT)
+        beats.append(heard)
+        self.heartbeats[instance] = beats  # last heard goes last: the oldest go first
+        while len(self.heartbeats) > INSTANCES_KEPT:
+            del self.heartbeats[next(iter(self.heartbeats))]
 
     def _note_watchdog(self, heard: Heard) -> None:
         name = heard.body.get("watchdog")
@@ -225,7 +238,7 @@ class MonitoringFeed:
         log.warning("monitoring feed: %s; again in %.1fs", error or type(error), delay)
 
     async def _listen_once(self) -> None:
-        """Connect, bind a server-named queue with `#`, consume; return once the link is lost."""
+        """Connect, bind a server-named queue (BINDINGS), consume; return once the link is lost."""
         lost = asyncio.Event()
         connection: AbstractConnection = await self._nodes.connect(
             per_node=10, client_properties={"connection_name": self._connection_name}
@@ -235,7 +248,8 @@ class MonitoringFeed:
             channel = await connection.channel()
             channel.close_callbacks.add(lambda *_: lost.set())
             queue = await channel.declare_queue("", exclusive=True, auto_delete=True)
-            await queue.bind(self._names.monitoring, "#")
+            for pattern in BINDINGS:
+                await queue.bind(self._names.monitoring, pattern)
             await queue.consume(self._on_message, no_ack=True)
             self.connected = True
             log.info("monitoring feed listening on %s (queue %s)", self._names.monitoring, queue)

@@ -1,0 +1,70 @@
+"""The connection a master's lease rides on: its heartbeats, and nothing else.
+
+A master's lease is its heartbeats confirmed by the broker (application.liveness). On the
+instance's main link they shared one connection with the replicated events, and RabbitMQ's
+credit flow blocks a whole connection (its reader stops reading the socket) while one channel
+waits on a queue: when the broker node that led the replication quorum queue froze, the events
+waited for a new leader (seconds), the connection with them, and the heartbeats behind them, so
+the master lost its lease and was failed over though another node would have taken it. On a
+connection of their own the heartbeats reach the watchdog and are confirmed meanwhile: writes
+pause for the blip, the lease holds.
+
+Nothing to restore on it either: no queue, no consumer, and the monitoring exchange (which the
+main link declares) is named, not declared. Declaring a queue or a binding is a write to the
+broker cluster's metadata, which waits, on every node, until a frozen node is noticed as gone
+(net_ticktime); a reconnection that had to restore one would keep the heartbeats waiting that
+long. So leaving a node here costs a TCP and AMQP handshake only, and the lease can afford to
+leave a node that confirms nothing for half the lease (NodeConnection.abandon): what it reads
+is its confirms, every interval. The main link leaves that node too, once as silent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from shadowline.adapters.broker import BrokerLink
+from shadowline.adapters.topology import connect
+
+
+class LeaseLink(BrokerLink):
+    def __init__(self, main: BrokerLink) -> None:
+        super().__init__(
+            main.url,
+            main.names,
+            f"{main.connection_name} heartbeats",
+            declare=(),
+            secret=main.secret,
+            per_node=main.per_node,
+        )
+        self._main = main
+        self._leaving: set[asyncio.Task[None]] = set()
+
+    async def _connect(self) -> None:
+        connection = await connect(self.url, self.connection_name, self.per_node)
+        try:
+            self._publish = await connection.channel(publisher_confirms=True)
+            exchange = await self._publish.get_exchange(self.names.monitoring, ensure=False)
+        except BaseException:
+            await connection.close()
+            raise
+        self.exchanges = {"monitoring": exchange}
+        self._connection = connection
+
+    def abandon_node(self, why: str, silent: float) -> bool:
+        node = self.node
+        if not super().abandon_node(why, silent):
+            return False
+        if node is not None:
+            task = asyncio.get_running_loop().create_task(self._main_leaves(node, why, silent))
+            self._leaving.add(task)
+            task.add_done_callback(self._leaving.discard)
+        return True
+
+    async def _main_leaves(self, node: str, why: str, silent: float) -> None:
+        """The main link leaves `node` too, if it is on it, once it has been as silent (for at
+        most four times that: a main link that keeps hearing from the node stays)."""
+        deadline = asyncio.get_running_loop().time() + 4 * silent
+        while self._main.node == node and asyncio.get_running_loop().time() < deadline:
+            if self._main.abandon_node(f"{why} (on the heartbeats' connection)", silent):
+                return
+            await asyncio.sleep(max(0.05, silent - (self._main.quiet() or 0.0)))

@@ -1,0 +1,84 @@
+"""The heartbeat listener binds its queue to its peers' heartbeats only, as the HA record names
+them, never to its own (its own queue would hold its own heartbeats' confirms, the master's
+lease, on a frozen broker node: entrypoints.amqp.heartbeats)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from shadowline.entrypoints.amqp.heartbeats import HeartbeatListener
+
+
+class Queue:
+    def __init__(self) -> None:
+        self.keys: set[str] = set()
+        self.failing = False
+
+    async def bind(self, exchange: str, key: str) -> None:
+        if self.failing:
+            raise ConnectionError("the link is reconnecting")
+        self.keys.add(key)
+
+    async def unbind(self, exchange: str, key: str) -> None:
+        if self.failing:
+            raise ConnectionError("the link is reconnecting")
+        self.keys.discard(key)
+
+    async def consume(self, callback: Any, no_ack: bool) -> None:
+        pass
+
+
+class Broker:
+    def __init__(self) -> None:
+        self.queue = Queue()
+        self.asked: list[tuple[str, ...]] = []
+
+    async def heartbeat_queue(self, instances: Iterable[str] = ("*",)) -> Queue:
+        self.asked.append(tuple(instances))
+        return self.queue
+
+
+def listener(broker: Broker, peers: list[str | None]) -> HeartbeatListener:
+    return HeartbeatListener(
+        instance="node-a", cluster="c1", secret="s", broker=broker, peers=lambda: peers
+    )
+
+
+async def test_the_queue_hears_the_peers_the_record_names_and_never_itself() -> None:
+    broker, peers = Broker(), ["node-a", None]  # a master without a shadow yet
+    heard = listener(broker, peers)
+    await heard.listen(lambda beat: None)
+    assert broker.asked == [()]  # declared unbound: never `heartbeat.*`
+    assert broker.queue.keys == set()
+    peers[1] = "node-b"  # a shadow joined
+    await heard.bind_peers()
+    assert broker.queue.keys == {"heartbeat.node-b"}
+    peers[:] = ["node-c", "node-a"]  # a fenced old master's record, after a failover to node-c
+    await heard.bind_peers()
+    assert broker.queue.keys == {"heartbeat.node-c"}
+
+
+async def test_a_name_that_would_widen_the_binding_is_never_bound() -> None:
+    broker = Broker()
+    heard = listener(broker, ["#", "node-*", "a.b", "x" * 64, "node-b"])
+    await heard.listen(lambda beat: None)
+    assert broker.queue.keys == {"heartbeat.node-b"}
+
+
+async def test_a_bind_that_fails_while_the_link_reconnects_is_tried_again() -> None:
+    broker, peers = Broker(), list[str | None](["node-a", "node-b"])
+    heard = listener(broker, peers)
+    broker.queue.failing = True
+    await heard.listen(lambda beat: None)
+    assert (broker.queue.keys, heard.bound) == (set(), set())
+    broker.queue.failing = False
+    await heard.bind_peers()
+    assert broker.queue.keys == {"heartbeat.node-b"}
+    peers[1] = None  # the shadow removed, while unbinding fails once
+    broker.queue.failing = True
+    await heard.bind_peers()
+    assert heard.bound == {"node-b"}
+    broker.queue.failing = False
+    await heard.bind_peers()
+    assert (broker.queue.keys, heard.bound) == (set(), set())
