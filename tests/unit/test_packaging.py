@@ -214,7 +214,9 @@ def test_the_product_never_imports_the_benchmarks() -> None:
 
 def test_the_harness_imports_nothing_of_the_instance_only_settings_client_and_http() -> None:
     allowed = {"shadowline.harness", "shadowline.settings", "shadowline.client"}
-    external = {"httpx", "tenacity"}
+    # aio-pika: a private RabbitMQ node (harness.rabbit) is ready once it accepts an AMQP login;
+    # orjson reads rabbitmqctl's JSON (harness.rabbit_cluster). Both are the product's own.
+    external = {"httpx", "tenacity", "aio_pika", "orjson"}
     wrong = {}
     for path, names in imported_modules(REPO / "services/shadowline/harness").items():
         own = {n for n in names if n.split(".")[0] == "shadowline"}

@@ -93,6 +93,12 @@ class RabbitNode:
     def running(self) -> bool:
         return self._server is not None and self._server.poll() is None
 
+    @property
+    def pid(self) -> int | None:
+        """The server script's process id, also the id of the process group of the node's
+        every process (the Erlang VM and its helpers); None when it is not running."""
+        return self._server.pid if self._server is not None and self.running else None
+
     def launch(self) -> None:
         """Start the server without waiting for it (`wait_ready` waits)."""
         assert not self.running, "already running"
