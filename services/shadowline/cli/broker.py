@@ -90,7 +90,8 @@ def instance_grant(cluster: str, instance: str) -> Grant:
         write,
         read,
         topics=(
-            # Read: liveness binds heartbeat.*, the HA screen's feed binds #.
+            # Read: the heartbeat queue binds heartbeat.<peer>, the HA screen's feed role.changed,
+            # failover.*, alert.* (before 2026-12-03: heartbeat.* and #, kept for rolling upgrades).
             Topic(f"shadowline.{cluster}.monitoring", monitoring, ANY),
             Topic(
                 f"shadowline.{cluster}.events",
