@@ -4,9 +4,13 @@ lease, on a frozen broker node: entrypoints.amqp.heartbeats)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from typing import Any
 
+import pytest
+
+from shadowline.entrypoints.amqp import heartbeats
 from shadowline.entrypoints.amqp.heartbeats import HeartbeatListener
 
 
@@ -82,3 +86,23 @@ async def test_a_bind_that_fails_while_the_link_reconnects_is_tried_again() -> N
     broker.queue.failing = False
     await heard.bind_peers()
     assert (broker.queue.keys, heard.bound) == (set(), set())
+
+
+async def test_following_the_peers_never_ends_for_an_error_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """It runs in one task group with the heartbeats (Liveness.run): an error ending it would
+    end the heartbeats, and the master's lease with them."""
+    broker, calls = Broker(), []
+
+    def peers() -> list[str]:
+        calls.append(1)
+        raise RuntimeError("the HA record is being replaced")
+
+    heard = HeartbeatListener(instance="a", cluster="c1", secret="s", broker=broker, peers=peers)
+    heard._queue = broker.queue
+    monkeypatch.setattr(heartbeats, "FOLLOW_EVERY", 0.01)
+    task = asyncio.create_task(heard.follow_peers())
+    await asyncio.sleep(0.1)
+    assert not task.done() and len(calls) > 2
+    task.cancel()

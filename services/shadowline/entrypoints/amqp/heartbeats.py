@@ -85,7 +85,10 @@ class HeartbeatListener:
         now, and unbind those it no longer names."""
         while True:
             await asyncio.sleep(FOLLOW_EVERY)
-            await self.bind_peers()
+            try:
+                await self.bind_peers()
+            except Exception:  # it runs beside the heartbeats (Liveness.run): never end them
+                log.exception("following the peers' heartbeats failed; again in %g s", FOLLOW_EVERY)
 
     def wanted(self) -> set[str]:
         found = {p for p in self._peers() if p and p != self._instance}
