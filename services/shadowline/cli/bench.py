@@ -1,4 +1,4 @@
-"""`shadowline bench append|replication|failover|watchdog|cli`: benchmarks that print figures.
+"""`shadowline bench append|replication|failover|watchdog|chaos|cli`: benchmarks that print figures.
 
 The benchmarks are a package of their own, shadowline_bench, which the product never imports:
 each command loads it by name when it runs, and says how to get it when it is missing.
@@ -122,6 +122,29 @@ def bench_watchdog(
     settings = load_settings()
     sizes = bench.Sizes(clusters=clusters, steady=steady, sample=sample, spread=spread)
     raise typer.Exit(run(bench.main(settings, sizes)))
+
+
+@app.command("chaos", epilog=examples("shadowline bench chaos --minutes 2 --seed 7"))
+def bench_chaos(
+    minutes: Annotated[float, typer.Option(min=0.1, help="Minutes of faults under the load.")] = 2,
+    seed: Annotated[
+        int | None, typer.Option(help="Seed of the faults and the load (default: a new one).")
+    ] = None,
+    clients: Annotated[int, typer.Option(min=1, help="Client processes of the workload.")] = 4,
+    keep_logs: Annotated[
+        bool, typer.Option(help="Keep the history, the faults and every log.")
+    ] = False,
+) -> None:
+    """A recorded workload under random faults (kill -9, SIGSTOP of master, shadow, watchdog
+    and RabbitMQ nodes), then heal and check the history: exit code 1 on a violation."""
+    import secrets
+
+    bench = _load("chaos.run")
+    setup_logging("WARNING")
+    settings = load_settings()
+    chosen = secrets.randbelow(1_000_000) if seed is None else seed
+    options = bench.Options(minutes=minutes, seed=chosen, clients=clients, keep_logs=keep_logs)
+    raise typer.Exit(run(bench.main(settings, options)))
 
 
 @app.command("cli", epilog=examples("shadowline bench cli", "shadowline bench cli --runs 50"))
