@@ -45,6 +45,12 @@ def test_a_503_naming_the_master_without_retry_after_is_a_refusal_not_applied() 
     assert classify(answer(503, {"error": "no master now", "master": None})) == "fail"
 
 
+def test_a_503_refusal_may_be_counted_unknown_for_a_lenient_run() -> None:
+    refused = answer(503, {"error": "not acknowledged", "master": "http://a"})
+    assert classify(refused, refusals_unknown=True) == "info"
+    assert classify(answer(409, {"error": "version"}), refusals_unknown=True) == "fail"
+
+
 def test_a_503_with_retry_after_leaves_the_outcome_unknown() -> None:
     unavailable = answer(503, {"error": "database", "master": None}, **{"Retry-After": "1"})
     assert classify(unavailable) == "info"
@@ -162,3 +168,8 @@ def test_a_report_without_faults_says_none_and_an_unsettled_heal_says_so() -> No
     assert "faults injected: 0\n" in text
     assert "failovers (fault -> first ok write on the new master):\n  none" in text
     assert "heal -> one master and its shadow in sync: did not settle" in text
+
+
+def test_a_lenient_run_says_how_it_counted_the_503_refusals() -> None:
+    report = ChaosReport(1, 1, 1, 2, 0.0, [], [], "verdict: PASS", 1.0, refusals_unknown=True)
+    assert "  (503 refusals of writes counted unknown, info, not fail)" in report.text()

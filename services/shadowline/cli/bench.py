@@ -134,6 +134,13 @@ def bench_chaos(
     keep_logs: Annotated[
         bool, typer.Option(help="Keep the history, the faults and every log.")
     ] = False,
+    refusals_unknown: Annotated[
+        bool,
+        typer.Option(
+            help="Count a write's 503 naming the master as unknown (info), not as not applied: "
+            "an instance also answers so for writes it committed but could not acknowledge."
+        ),
+    ] = False,
 ) -> None:
     """A recorded workload under random faults (kill -9, SIGSTOP of master, shadow, watchdog
     and RabbitMQ nodes), then heal and check the history: exit code 1 on a violation."""
@@ -143,7 +150,13 @@ def bench_chaos(
     setup_logging("WARNING")
     settings = load_settings()
     chosen = secrets.randbelow(1_000_000) if seed is None else seed
-    options = bench.Options(minutes=minutes, seed=chosen, clients=clients, keep_logs=keep_logs)
+    options = bench.Options(
+        minutes=minutes,
+        seed=chosen,
+        clients=clients,
+        keep_logs=keep_logs,
+        refusals_unknown=refusals_unknown,
+    )
     raise typer.Exit(run(bench.main(settings, options)))
 
 

@@ -73,6 +73,7 @@ class ChaosReport:
     restarts: Mapping[str, int] = field(default_factory=dict)
     extra: Mapping[str, int] = field(default_factory=dict)  # more operation counts (any reads)
     answers: Sequence[Mapping[str, Any]] = ()  # what writes that were not ok got (workload)
+    refusals_unknown: bool = False  # 503 refusals were counted info, not fail
 
     def text(self) -> str:
         lines = [
@@ -100,6 +101,8 @@ class ChaosReport:
         counts.update(self.extra)
         shown = ", ".join(f"{what} {n}" for what, n in sorted(counts.items()))
         lines = [f"operations by outcome: {shown or 'none'}"]
+        if self.refusals_unknown:
+            lines.append("  (503 refusals of writes counted unknown, info, not fail)")
         said = Counter(_said(a) for a in self.answers)
         if said:
             lines.append("writes not ok, by answer (plain version conflicts left out):")

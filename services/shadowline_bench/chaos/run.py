@@ -54,6 +54,7 @@ class Options:
     seed: int
     clients: int = 4
     keep_logs: bool = False
+    refusals_unknown: bool = False  # a 503 refusal of a write counts as unknown (workload)
 
 
 def say(text: str) -> None:
@@ -133,7 +134,8 @@ async def chaos(
     history_path = logs / "history.jsonl"
     with HistoryWriter(history_path) as writer:
         workload = Workload(list(names), names, writer, cluster.password, cluster.cluster,
-                            processes=options.clients, seed=options.seed)  # fmt: skip
+                            processes=options.clients, seed=options.seed,
+                            refusals_unknown=options.refusals_unknown)  # fmt: skip
         task = asyncio.create_task(workload.run())
         begun = time.monotonic()
         nemesis = Nemesis(cluster, rabbit, TAKEOVER_DELAY, logs / "faults.jsonl", options.seed)
@@ -159,6 +161,7 @@ async def chaos(
     report = ChaosReport(
         options.seed, options.minutes, options.clients, TAKEOVER_DELAY, begun, faults, history,
         verdict.text(), settle, start, end, restarts, answers=workload.answers,
+        refusals_unknown=options.refusals_unknown,
     )  # fmt: skip
     return report, verdict.ok and settle is not None
 

@@ -39,11 +39,15 @@ PAGE = 5000  # events per GET /events page
 CONFIG_TYPES = ("ConfigPut", "ConfigDeleted")
 
 
-def classify(answer: httpx.Response | BaseException) -> Outcome:
+def classify(answer: httpx.Response | BaseException, refusals_unknown: bool = False) -> Outcome:
     """What a write's answer (or the transport error raised) says of the write: `ok`; `fail`
     when it certainly was not applied (never sent, a 4xx such as 409, 412 or 422, or a 503
     refusal naming the master, without Retry-After); else `info` (a timeout, a connection lost
-    after sending, 500/502/504, a 503 "unavailable" whose write may have been done)."""
+    after sending, 500/502/504, a 503 "unavailable" whose write may have been done).
+
+    `refusals_unknown` counts a 503 refusal as `info` too: an instance also answers so for a
+    write it has committed but may not acknowledge (the shadow did not confirm it, the lease
+    ran out), which the strict reading then reports as applied unacknowledged."""
     if isinstance(answer, BaseException):
         if isinstance(answer, httpx.TransportError) and not_received(answer):
             return "fail"
@@ -54,7 +58,7 @@ def classify(answer: httpx.Response | BaseException) -> Outcome:
     if 400 <= status < 500:
         return "fail"
     if status == 503 and refused_here(answer)[0]:
-        return "fail"
+        return "info" if refusals_unknown else "fail"
     return "info"
 
 
@@ -113,6 +117,7 @@ class Workload:
     read_share: float = 0.3  # of the operations of a process that knows the version
     any_reads: HistoryWriter | None = None  # when given, one process reads from any instance
     timeout: float = 10.0  # seconds a request may take before its outcome is unknown
+    refusals_unknown: bool = False  # a 503 refusal counts as info, not fail (`classify`)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     counts: dict[str, int] = field(default_factory=dict)
     answers: list[dict[str, Any]] = field(default_factory=list)  # writes not ok: what they got
@@ -167,7 +172,7 @@ class Workload:
             )  # fmt: skip
         except httpx.HTTPError as error:
             answer = error
-        outcome = classify(answer)
+        outcome = classify(answer, self.refusals_unknown)
         version, epoch, name = 0, None, self.names.get(master)
         if outcome == "ok" and isinstance(answer, httpx.Response):
             doc = orjson.loads(answer.content)
