@@ -20,7 +20,21 @@ from shadowline.domain.roles import Role
 from shadowline.domain.state import digest
 from shadowline.entrypoints.deps import HA, FailoverDep, Log, Service
 from shadowline.entrypoints.http.common import NDJSON, Admin, Auditor, Viewer, body_json
-from shadowline.entrypoints.http.openapi import READ, WRITE, Answer, HaStatus, answers
+from shadowline.entrypoints.http.openapi import READ, WRITE, HaStatus, answers
+from shadowline.entrypoints.http.openapi_ha import (
+    ACK,
+    REGISTER,
+    Acked,
+    ChainAt,
+    Fork,
+    PeerCheck,
+    Promoted,
+    Quarantine,
+    Registered,
+    RolesSwitched,
+    ShadowRemoved,
+    promote_command,
+)
 from shadowline.entrypoints.http.peer import CALLER, REFUSAL
 
 router = APIRouter()
@@ -76,7 +90,6 @@ _JOIN = {
     "properties": {k: {"type": "string"} for k in ("master_url", "user", "password")},
     "required": ["master_url", "user", "password"],
 }
-_ANY = {"type": "object", "description": "a signed instance-to-instance call (adapters.peer)"}
 
 
 # -- for people ----------------------------------------------------------------------------------
@@ -111,7 +124,7 @@ async def ha_confirm(ha: HA, user: Admin, body: Body) -> dict[str, Any]:
     return await ha.confirm(shadow, user.name)
 
 
-@router.delete("/ha/shadow", responses=answers(Answer, *WRITE))
+@router.delete("/ha/shadow", responses=answers(ShadowRemoved, *WRITE))
 async def ha_forget(ha: HA, user: Admin) -> dict[str, Any]:
     return await ha.forget(user.name)
 
@@ -125,7 +138,7 @@ async def ha_maintenance(ha: HA, user: Admin, body: Body) -> dict[str, Any]:
     return await ha.maintenance(body["on"], user.name)
 
 
-@router.post("/ha/switch-roles", responses=answers(Answer, *WRITE))
+@router.post("/ha/switch-roles", responses=answers(RolesSwitched, *WRITE))
 async def ha_switch_roles(failover: FailoverDep, ha: HA, user: Admin) -> dict[str, Any]:
     # On a shadow the state does not allow it: 409 as for every HA action (DESIGN), and the
     # refusal names the master so a person or a client knows where to ask instead.
@@ -135,7 +148,7 @@ async def ha_switch_roles(failover: FailoverDep, ha: HA, user: Admin) -> dict[st
     return await failover.switch_roles(user.name)
 
 
-@router.get("/ha/quarantine", responses=answers(Answer, *READ))
+@router.get("/ha/quarantine", responses=answers(Quarantine, *READ))
 async def ha_quarantine(store: Log, _: Auditor) -> dict[str, Any]:
     rows = await store.quarantined()
     for row in rows:
@@ -147,7 +160,7 @@ async def ha_quarantine(store: Log, _: Auditor) -> dict[str, Any]:
     return {"count": len(rows), "events": rows}
 
 
-@router.get("/ha/verify", responses=answers(Answer, *READ, 409, 503))
+@router.get("/ha/verify", responses=answers(PeerCheck, *READ, 404, 409, 503))
 async def ha_verify(ha: HA, _: Auditor) -> dict[str, Any]:
     return await ha.verify()
 
@@ -155,14 +168,18 @@ async def ha_verify(ha: HA, _: Auditor) -> dict[str, Any]:
 # -- between the instances -----------------------------------------------------------------------
 
 
-@router.post("/ha/peer/register", responses=answers(Answer, *WRITE), openapi_extra=_body(_ANY))
+@router.post(
+    "/ha/peer/register",
+    responses=answers(Registered, *WRITE),
+    openapi_extra=_body(REGISTER, True),
+)
 async def peer_register(ha: HA, _: Admin, caller: Peer, body: Body) -> dict[str, Any]:
     if body.get("instance") != caller:
         raise InvalidInput([FieldError("$.instance", "must be the calling instance")])
     return await ha.register(body)
 
 
-@router.post("/ha/peer/ack", responses=answers(Answer, *WRITE), openapi_extra=_body(_ANY))
+@router.post("/ha/peer/ack", responses=answers(Acked, *WRITE), openapi_extra=_body(ACK, True))
 async def peer_ack(ha: HA, caller: Peer, body: Body) -> dict[str, Any]:
     position = body.get("position")
     if not isinstance(position, int) or isinstance(position, bool) or not 0 <= position <= 2**62:
@@ -177,12 +194,16 @@ async def peer_ack(ha: HA, caller: Peer, body: Body) -> dict[str, Any]:
     return await ha.shadow_ack(caller, position, bytes.fromhex(chain) if chain else None, diverged)
 
 
-@router.post("/ha/peer/promote", responses=answers(Answer, *WRITE), openapi_extra=_body(_ANY))
+@router.post(
+    "/ha/peer/promote",
+    responses=answers(Promoted, *WRITE),
+    openapi_extra=_body(promote_command(), True),
+)
 async def peer_promote(failover: FailoverDep, caller: Peer, body: Body) -> dict[str, Any]:
     return await failover.promote(PromoteCommand.parse(body), via=f"http from {caller}")
 
 
-@router.get("/ha/peer/fork", responses=answers(Answer, *READ, 404))
+@router.get("/ha/peer/fork", responses=answers(Fork, *READ, 404))
 async def peer_fork(
     ha: HA, store: Log, _: Peer, after_epoch: Annotated[int, Query(ge=0, le=2**31 - 1)]
 ) -> dict[str, Any]:
@@ -194,7 +215,7 @@ async def peer_fork(
     return {**await ha.chain_at(fork), "fork_position": fork, "epoch": event.epoch}
 
 
-@router.get("/ha/peer/chain", responses=answers(Answer, *READ))
+@router.get("/ha/peer/chain", responses=answers(ChainAt, *READ, 404))
 async def peer_chain(
     ha: HA, _: Peer, at: Annotated[int | None, Query(ge=0, le=2**62)] = None
 ) -> dict[str, Any]:

@@ -5,7 +5,8 @@ Documentation only: the routes keep returning their dicts (no response_model, so
 pass over every answer). The models below are the schemas; `answers(...)` gives a route its
 `responses=` table, and `config_kind_paths` gives each config kind its own PUT path with the
 kind's JSON Schema (schemas/config/) as the body, because OpenAPI cannot tie a body's schema to
-the value of a path parameter.
+the value of a path parameter. The HA answers other than GET /ha's status, and the signed
+calls' bodies, are in entrypoints.http.openapi_ha.
 """
 
 from __future__ import annotations
@@ -96,10 +97,6 @@ class HaStatus(_Open):
     position: int
 
 
-class Answer(_Open):
-    """An object; its fields depend on the operation (see DESIGN.md)."""
-
-
 _REFUSALS: dict[int, tuple[type[BaseModel], str]] = {
     400: (InvalidBody, "the body is not JSON"),
     401: (ErrorBody, "no or wrong credentials (WWW-Authenticate: Basic)"),
@@ -116,7 +113,7 @@ _REFUSALS: dict[int, tuple[type[BaseModel], str]] = {
 
 
 def answers(
-    ok: type[BaseModel] | None = Answer, *codes: int, created: bool = False, media: str = ""
+    ok: type[BaseModel] | None, *codes: int, created: bool = False, media: str = ""
 ) -> dict[int | str, dict[str, Any]]:
     """A route's `responses=`: its answer (200, and 201 when it can create) and its refusals."""
     table: dict[int | str, dict[str, Any]] = {}

@@ -13,7 +13,8 @@ from shadowline.application import audit
 from shadowline.application.service import ConfigService
 from shadowline.entrypoints.deps import HA, Metrics, Service, SettingsDep
 from shadowline.entrypoints.http.common import Auditor, Viewer
-from shadowline.entrypoints.http.openapi import READ, Answer, Health, answers
+from shadowline.entrypoints.http.openapi import READ, Health, answers
+from shadowline.entrypoints.http.openapi_ha import AuditFinding
 from shadowline.entrypoints.web import ORJSONResponse
 
 router = APIRouter()
@@ -53,7 +54,7 @@ async def shadow_probe(service: Service, ha: HA, settings: SettingsDep) -> ORJSO
     return ORJSONResponse(doc, status_code=200 if in_sync else 503)
 
 
-@router.get("/audit/verify", responses=answers(Answer, *READ))
+@router.get("/audit/verify", responses=answers(AuditFinding, *READ, 503))
 async def audit_verify(_: Auditor, service: Service, settings: SettingsDep) -> dict[str, Any]:
     """Recompute the hash chain and the state from the whole log; compare with what is served
     and report the first difference, if any (application.audit)."""
