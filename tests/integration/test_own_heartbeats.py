@@ -15,8 +15,10 @@ import orjson
 import pytest
 from aio_pika.exceptions import DeliveryError
 
-from shadowline.adapters.broker import Names
+from shadowline.adapters.broker import BrokerLink, Names
+from shadowline.application.liveness import Liveness
 from shadowline.bootstrap import Instance
+from shadowline.domain.roles import FenceReason
 from tests.conftest import AMQP_URL, delete_cluster_topology, http_client
 
 pytestmark = pytest.mark.integration
@@ -51,4 +53,38 @@ async def test_the_masters_own_heartbeats_reach_no_queue_of_its_own(
         assert not await _routed(cluster, f"heartbeat.{me}")
         assert not await _routed(cluster, "heartbeat.nobody-named-this")
     finally:
+        await delete_cluster_topology(cluster, [])
+
+
+async def test_a_fenced_master_hears_a_newer_master_its_record_does_not_name(
+    instance: Instance, rabbitmq: None
+) -> None:
+    """A fenced master lifts its fence once it heard no newer master for a takeover delay, so
+    it must hear every instance's heartbeats, not only those its HA record names: here a
+    `node-c`, master in epoch 7 (its shadow was removed, or promoted and failed over again)."""
+    cluster = instance.settings.cluster
+    secret = instance.settings.cluster_secret
+    assert secret is not None
+    other = instance.settings.model_copy(update={"instance": "node-c"})
+    link = BrokerLink(
+        AMQP_URL, Names(cluster), "test node-c", declare=("monitoring",),
+        secret=secret.get_secret_value(),
+    )  # fmt: skip
+    describe = {"instance": "node-c", "role": "master", "epoch": 7}
+    try:
+        async with http_client(instance, "admin") as admin:
+            assert (await admin.post("/ha/enable")).status_code == 200
+        assert instance.ha.whoami().master
+        instance.failover.fence(FenceReason.LEASE_LOST, "a test took its lease")
+        await link.start()
+        beats = Liveness(other, link, lambda: dict(describe))
+        liveness = instance.failover._liveness  # what the lease watch reads
+        assert liveness is not None
+        deadline = time.monotonic() + 10
+        while liveness.newest_epoch_heard(5.0)[0] != 7:
+            assert time.monotonic() < deadline, "node-c was never heard"
+            assert await beats.beat_once()
+            await asyncio.sleep(0.2)
+    finally:
+        await link.close()
         await delete_cluster_topology(cluster, [])

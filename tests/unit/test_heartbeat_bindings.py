@@ -10,6 +10,11 @@ from typing import Any
 
 import pytest
 
+from shadowline.application.roles import CurrentRole
+from shadowline.application.status import Identity, ShadowRelation
+from shadowline.bootstrap import hearing
+from shadowline.domain.ha import HaRecord
+from shadowline.domain.roles import FenceReason, Role, RoleState
 from shadowline.entrypoints.amqp import heartbeats
 from shadowline.entrypoints.amqp.heartbeats import HeartbeatListener
 
@@ -106,3 +111,35 @@ async def test_following_the_peers_never_ends_for_an_error_of_its_own(
     await asyncio.sleep(0.1)
     assert not task.done() and len(calls) > 2
     task.cancel()
+
+
+async def test_anyone_but_a_master_that_may_write_hears_every_instance() -> None:
+    """A fenced master lifts its fence once no newer master was heard for a takeover delay:
+    the newer one may be an instance its HA record does not name, so it hears all of them."""
+    broker, peers = Broker(), list[str | None](["node-a", "node-b"])
+    heard = listener(broker, peers)
+    await heard.listen(lambda beat: None)
+    assert broker.queue.keys == {"heartbeat.node-b"}
+    peers.append("*")  # fenced
+    await heard.bind_peers()
+    assert broker.queue.keys == {"heartbeat.*"}
+    peers.remove("*")  # the fence lifted
+    await heard.bind_peers()
+    assert broker.queue.keys == {"heartbeat.node-b"}
+
+
+def test_the_names_heard_follow_the_role_and_the_record() -> None:
+    record = HaRecord(
+        role="master", epoch=3, auto_confirm=False, master_instance="node-a",
+        master_url="http://a", shadow_instance="node-b", shadow_url="http://b",
+        shadow_state="confirmed", shadow_position=1, shadow_seen_at=None,
+    )  # fmt: skip
+    role = CurrentRole(RoleState(Role.MASTER, 3))
+    identity = Identity("node-a", role, lambda: 0, ShadowRelation())
+    assert hearing.peers(identity) == ()
+    identity.record = record
+    assert hearing.peers(identity) == ("node-a", "node-b")
+    role.set(RoleState(Role.MASTER, 3).fenced_by(FenceReason.LEASE_LOST, "no lease"))
+    assert "*" in hearing.peers(identity)
+    role.set(RoleState(Role.SHADOW, 4))
+    assert "*" in hearing.peers(identity)

@@ -14,6 +14,7 @@ from shadowline.application.liveness import Liveness
 from shadowline.application.monitoring import Monitor
 from shadowline.application.roles import CurrentRole
 from shadowline.application.status import Identity
+from shadowline.domain.roles import Role
 from shadowline.entrypoints.amqp.feed import MonitoringFeed
 from shadowline.entrypoints.amqp.heartbeats import HeartbeatListener
 from shadowline.settings import Settings
@@ -35,10 +36,16 @@ def monitoring_feed(settings: Settings, role: CurrentRole) -> MonitoringFeed:
 
 
 def peers(identity: Identity) -> tuple[str | None, ...]:
-    """The instances whose heartbeats this one hears: those its HA record names (its master,
-    its shadow; a fenced old master's record still names the shadow that took over)."""
+    """The instances whose heartbeats this one hears. A master that may write: those its HA
+    record names (its shadow), never its own, for its lease (entrypoints.amqp.heartbeats).
+    Anyone else, a fenced or starting master above all, every instance's (`*`): a fenced
+    master lifts its fence once it has heard no newer master for a takeover delay, and the
+    newer one may be an instance its record does not name (its shadow removed meanwhile, or
+    promoted and then failed over to a third)."""
     record = identity.record
-    return () if record is None else (record.master_instance, record.shadow_instance)
+    named = () if record is None else (record.master_instance, record.shadow_instance)
+    state = identity.role.state
+    return named if state.role == Role.MASTER and state.fence is None else ("*", *named)
 
 
 def liveness(

@@ -9,7 +9,9 @@ broker node that froze (application.liveness), its old exclusive queues stay bou
 until the cluster notices the node is gone (net_ticktime: 5 to 60 s), and every one of its own
 heartbeats routed there would wait that long for its confirm, past the lease: a failover for
 want of hearing itself. So the bindings follow the HA record (a shadow joining, a promotion, a
-rejoin), looked at every `FOLLOW_EVERY` seconds.
+rejoin), looked at every `FOLLOW_EVERY` seconds. Only a master that may write is that careful:
+any other instance (a fenced master first: bootstrap.hearing.peers says why) is told `*` and
+hears every instance's heartbeats, as all did before.
 
 Only heartbeats authenticated with the cluster's heartbeat key and fresh (domain.trust) are
 handed on: anyone with a broker login can publish, and a forged or replayed heartbeat must never
@@ -35,7 +37,7 @@ Heard = Callable[[dict[str, Any]], None]
 # Every authentic heartbeat of a peer as received (routing key, body, MAC): the HA screen's feed.
 Tee = Callable[[str, bytes, object], None]
 
-FOLLOW_EVERY = 0.5  # seconds between two looks at who the peers are
+FOLLOW_EVERY = 0.1  # seconds between two looks at who the peers are (a fence binds `*`)
 BIND_WITHIN = 5.0  # seconds a bind or unbind may take before it is tried again
 # One word of a routing key, as Settings.instance: a name with `*` or `#` would widen a binding.
 NAME = re.compile(r"[A-Za-z0-9_-]{1,63}")
@@ -68,6 +70,7 @@ class HeartbeatListener:
         self._fresh = trust.Freshness()
         self._queue: Any = None
         self.bound: set[str] = set()  # the peers whose heartbeats the queue is bound to
+        self._odd: set[str] = set()  # names refused last time (logged once)
 
     async def listen(self, heard: Heard) -> None:
         """Consume the peers' heartbeats, handing every authentic one to `heard`
@@ -91,8 +94,15 @@ class HeartbeatListener:
                 log.exception("following the peers' heartbeats failed; again in %g s", FOLLOW_EVERY)
 
     def wanted(self) -> set[str]:
+        """The peers to hear (`*`: every instance, this one's own heartbeats included)."""
         found = {p for p in self._peers() if p and p != self._instance}
-        return {p for p in found if NAME.fullmatch(p)}
+        if "*" in found:
+            return {"*"}
+        odd = {p for p in found if not NAME.fullmatch(p)}
+        if odd - self._odd:
+            log.warning("heartbeats of %s: not a name of one routing-key word, not heard", odd)
+        self._odd = odd
+        return found - odd
 
     async def bind_peers(self) -> None:
         """One look: a bind or unbind that fails (the link reconnecting) is tried next time."""
