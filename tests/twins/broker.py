@@ -81,6 +81,9 @@ class InMemoryBroker:
     def quiet(self) -> float | None:
         return None
 
+    async def answers(self, within: float) -> bool:
+        return True
+
     async def start(self) -> None:
         self.connected = True
 

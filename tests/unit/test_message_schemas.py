@@ -459,6 +459,9 @@ class Broker:
     def quiet(self) -> float | None:
         return None
 
+    async def answers(self, within: float) -> bool:
+        return True
+
     async def publish_monitoring(
         self, routing_key: str, body: Any, ttl: float | None = None
     ) -> None:

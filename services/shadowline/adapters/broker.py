@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import aio_pika
@@ -108,9 +108,6 @@ def json_message(
     )
 
 
-HeartbeatHandler = Callable[[str, dict[str, object] | None, str | None], None]
-
-
 def message_for(event: Event) -> tuple[str, aio_pika.Message]:
     """A replicated event as the relay publishes it: its envelope, routed by kind and type."""
     return event.routing_key, json_message(
@@ -167,6 +164,16 @@ class BrokerLink:
 
     def quiet(self) -> float | None:
         return self._connection.quiet() if self._connection is not None else None
+
+    async def answers(self, within: float) -> bool:
+        """Whether the node answers a request within `within` s (Basic.Qos: no queue, no
+        metadata, only the channel's own process on the node): a frozen node does not."""
+        try:
+            assert self._publish is not None, "start() first"
+            await asyncio.wait_for(self._publish.set_qos(prefetch_count=0), within)
+        except Exception:
+            return False
+        return True
 
     async def start(self) -> None:
         async with self._starting:
@@ -263,18 +270,6 @@ class BrokerLink:
         for instance in instances:
             await queue.bind(self.names.monitoring, f"heartbeat.{instance}")
         return queue
-
-    async def heartbeats(self, on_beat: HeartbeatHandler) -> None:
-        """Consume this cluster's heartbeats; `on_beat` hears each one's routing key and, as
-        `heartbeat_in` judged it, the heartbeat if it is authentic and fresh, else why not."""
-        queue = await self.heartbeat_queue()
-        fresh = trust.Freshness()
-
-        async def deliver(message: AbstractIncomingMessage) -> None:
-            beat, refusal = heartbeat_in(message, self.secret, self.names.cluster, fresh)
-            on_beat(message.routing_key or "", beat, refusal)
-
-        await queue.consume(deliver, no_ack=True)
 
     async def command_queue(self, instance: str) -> AbstractQueue:
         """An exclusive, server-named queue of the commands addressed to this instance.

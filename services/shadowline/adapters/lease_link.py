@@ -21,9 +21,20 @@ is its confirms, every interval. The main link leaves that node too, once as sil
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import aio_pika
+from aio_pika.exceptions import ChannelNotFoundEntity, DeliveryError
 
 from shadowline.adapters.broker import BrokerLink
 from shadowline.adapters.topology import connect
+
+log = logging.getLogger(__name__)
+
+NACK_LOG_EVERY = 60.0  # seconds: a queue that refuses every heartbeat logs a line that often
 
 
 class LeaseLink(BrokerLink):
@@ -38,6 +49,37 @@ class LeaseLink(BrokerLink):
         )
         self._main = main
         self._leaving: set[asyncio.Task[None]] = set()
+        self._nack_logged = 0.0
+
+    async def publish_monitoring(
+        self, routing_key: str, body: Any, ttl: float | None = None
+    ) -> None:
+        """Publish a heartbeat and wait for the broker's answer. A nack counts as an answer:
+        the node is alive and routed it, and only a queue that refuses messages (a length
+        limit with `reject-publish`, which anyone who may declare a queue and bind it can set
+        up) said no; every other queue, the watchdog's too, has it. Were a nack a lost
+        confirm, such a queue would hold the master fenced for as long as it existed. An
+        exchange gone (deleted by a broker user) is declared again, for the next heartbeat."""
+        try:
+            await super().publish_monitoring(routing_key, body, ttl)
+        except DeliveryError as refused:
+            now = time.monotonic()
+            if now - self._nack_logged >= NACK_LOG_EVERY:
+                self._nack_logged = now
+                log.warning("a queue refused %s (%s): taken as answered", routing_key, refused)
+        except ChannelNotFoundEntity:
+            await self._declare_monitoring()
+            raise
+
+    async def _declare_monitoring(self) -> None:
+        """On a channel of its own: the broker closed the heartbeats' one for the 404."""
+        assert self._connection is not None, "start() first"
+        with contextlib.suppress(Exception):  # the next heartbeat tries again
+            async with asyncio.timeout(self.per_node):
+                async with self._connection.channel() as channel:
+                    topic = aio_pika.ExchangeType.TOPIC
+                    await channel.declare_exchange(self.names.monitoring, topic, durable=True)
+            log.warning("the exchange %s was gone: declared it again", self.names.monitoring)
 
     async def _connect(self) -> None:
         connection = await connect(self.url, self.connection_name, self.per_node)

@@ -140,13 +140,18 @@ class Liveness:
     async def _leave_if_silent(self, seq: int, within: float) -> None:
         """Leave the node once nothing came from it for half the lease: now, or as soon as that
         is so (the next beat's timeout would come up to an interval later, and the lease with
-        it: the watchdog's takeover delay counts from the last heartbeat it heard)."""
+        it: the watchdog's takeover delay counts from the last heartbeat it heard). Unless it
+        answers a request: a live node whose confirm waits on a queue of another node (that
+        one frozen) is no better left for a third, where the confirm would wait the same."""
         silent = self._settings.lease / 2
         quiet = self._broker.quiet()
         if quiet is not None and quiet < silent:
             await asyncio.sleep(silent - quiet)
+        quiet = self._broker.quiet()
+        if quiet is None or quiet < silent or await self._broker.answers(self._settings.lease / 8):
+            return
         why = f"heartbeat {seq} not confirmed within {within:g} s and nothing heard from the node"
-        self._broker.abandon_node(f"{why} for {silent:g} s", silent)
+        self._broker.abandon_node(f"{why} for {silent:g} s, nor an answer", silent)
 
     async def wait_lease(self, within: float) -> bool:
         """Wait (at most `within` s) until a confirmed heartbeat gives this instance a lease."""

@@ -48,6 +48,10 @@ class HeartbeatPublisher(Protocol):
         """Seconds since anything came from the broker node; None while not connected."""
         ...
 
+    async def answers(self, within: float) -> bool:
+        """Whether the node answers a request (not a confirm) within `within` seconds."""
+        ...
+
     def abandon_node(self, why: str, silent: float) -> bool:
         """Leave the broker node for the next one if nothing came from it for `silent`
         seconds (it stopped answering); whether it did."""
