@@ -192,7 +192,7 @@ async def test_the_openapi_document_gives_each_kind_its_put_body_and_the_real_er
     assert invalid == {"$ref": "#/components/schemas/InvalidBody"}
     assert set(doc["components"]["schemas"]["InvalidBody"]["properties"]) == {"error", "errors"}
     unavailable = doc["components"]["schemas"]["NotWritableBody"]
-    assert set(unavailable["properties"]) == {"error", "master"}
+    assert set(unavailable["properties"]) == {"error", "master", "outcome"}  # outcome: unknown
     text = orjson.dumps(doc).decode()
     assert "HTTPValidationError" not in text and '"detail"' not in text
     for operations in doc["paths"].values():

@@ -13,6 +13,7 @@ from shadowline.domain.errors import (
     FieldError,
     Forbidden,
     InvalidInput,
+    NotAcknowledged,
     NotFound,
     NotWritable,
     Unauthorized,
@@ -31,6 +32,7 @@ CASES = [
     (Conflict("command_id reused"), 409),
     (NotFound("subaccount/eu10 does not exist"), 404),
     (NotWritable("this instance is shadow", "http://m:8080"), 503),
+    (NotAcknowledged("the shadow did not acknowledge this write", "http://m:8080"), 503),
     (TooManyFailures(7), 429),
     (Unauthorized("log in first"), 401),
     (Forbidden("role 'viewer' may not do this"), 403),
@@ -75,3 +77,20 @@ def test_only_http_answers_carry_the_headers_of_a_challenge_or_a_wait() -> None:
     assert refusal_of(TooManyFailures(7)).headers == {"Retry-After": "7"}
     assert refusal_of(Unavailable("x")).headers == {"Retry-After": "1"}
     assert error_response(Unavailable("x")).headers["Retry-After"] == "1"
+
+
+def test_a_write_stored_but_not_acknowledged_is_never_answered_as_refused() -> None:
+    """The chaos run's finding: such writes were 503 {error, master} without Retry-After, the
+    shape a client reads as "not done here, go to the master", yet they were in both stores.
+    Now Retry-After and `outcome: unknown` say: look before sending it again."""
+    import httpx
+
+    from shadowline.client.plans import refused_here
+
+    found = refusal_of(NotAcknowledged("the lease ran out", "http://m:8080"))
+    assert found.status == 503 and found.headers == {"Retry-After": "1"}
+    assert found.body["outcome"] == "unknown" and found.body["master"] == "http://m:8080"
+    response = httpx.Response(503, headers=found.headers, content=orjson.dumps(found.body))
+    assert refused_here(response) == (False, None)
+    plain = refusal_of(NotWritable("this instance is shadow", "http://m:8080"))
+    assert "outcome" not in plain.body and not plain.headers

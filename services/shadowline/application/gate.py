@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 
 from shadowline.application.status import ShadowRelation
 from shadowline.domain.alerting import AlertName
-from shadowline.domain.errors import NotWritable
+from shadowline.domain.errors import NotAcknowledged
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +119,16 @@ class CommitGate:
                 except TimeoutError:
                     break
             if self.relation.generation != generation:
-                raise NotWritable(
-                    "the roles changed before the shadow acknowledged this write: it was not "
-                    "acknowledged and may be quarantined",
+                raise NotAcknowledged(
+                    "the roles changed before the shadow acknowledged this write: its outcome "
+                    "is unknown (stored here; quarantined if a newer master took over without "
+                    "it)",
                     master_url,
                 )
             if self.acked < position and not await self._degrade(position):
-                raise NotWritable(
+                raise NotAcknowledged(
                     "the shadow did not acknowledge this write and the switch to async could "
-                    "not be announced: it was not acknowledged",
+                    "not be announced: its outcome is unknown (stored here, not acknowledged)",
                     master_url,
                 )
         # A fenced master may have been replaced (paused past its lease, or it heard a newer
@@ -135,9 +136,9 @@ class CommitGate:
         # about that, so only a write the shadow already holds may still be acknowledged.
         held = self.enabled and self.acked >= position
         if not self._lease_valid() or (self._fenced() and not held):
-            raise NotWritable(
-                "this master has no valid lease (cut off from the broker or paused): the write was "
-                "not acknowledged and may be quarantined if a newer master exists",
+            raise NotAcknowledged(
+                "this master has no valid lease (cut off from the broker or paused): the write's "
+                "outcome is unknown (stored here; quarantined if a newer master exists)",
                 master_url,
             )
 

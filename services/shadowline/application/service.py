@@ -15,7 +15,7 @@ from shadowline.application.ports.store import EventStore, LocalConfig
 from shadowline.application.roles import CurrentRole
 from shadowline.application.writer import Writer
 from shadowline.domain.commands import Command, DeleteItem, PutItem
-from shadowline.domain.errors import NotFound, NotWritable
+from shadowline.domain.errors import NotAcknowledged, NotFound, NotWritable
 from shadowline.domain.events import Event
 from shadowline.domain.kinds import LOCAL_KINDS, split_key
 from shadowline.domain.records import EventFilter
@@ -116,8 +116,9 @@ class ConfigService:
         if role == "master" and self.gate is not None:
             await self.gate.admit(event.position, self.role.master_url)
         if (self.role.epoch != epoch or not self.role.writable) and not self._held(event):
-            raise NotWritable(
-                "the roles changed before this write was acknowledged: it may be quarantined",
+            raise NotAcknowledged(
+                "the roles changed before this write was acknowledged: its outcome is unknown "
+                "(stored here; quarantined if a newer master took over without it)",
                 self.role.master_url,
             )
         return event, created

@@ -58,6 +58,14 @@ class NotWritable(ShadowlineError):
         super().__init__(reason)
 
 
+class NotAcknowledged(NotWritable):
+    """Raised when a write is stored here but may not be acknowledged (the shadow did not
+    apply it in time, the lease ran out, the roles changed): its outcome is unknown. It stays
+    if this master stays, is quarantined if a newer master took over without it, and may
+    already be on the shadow. So it is never reported as refused: a client must look before
+    sending it again."""
+
+
 class Unavailable(ShadowlineError):
     """Raised when a dependency (the database) failed, so the outcome of a write is unknown."""
 

@@ -16,6 +16,7 @@ from shadowline.domain.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
+    NotAcknowledged,
     NotFound,
     NotWritable,
     PreconditionFailed,
@@ -70,6 +71,9 @@ def refusal_of(error: Exception) -> Refusal:
             return Refusal(409, {"error": str(error)})
         case NotFound():
             return Refusal(404, {"error": str(error)})
+        case NotAcknowledged():  # stored, not acknowledged: Retry-After says "look first"
+            body = {"error": str(error), "master": error.master_url, "outcome": "unknown"}
+            return Refusal(503, body, {"Retry-After": "1"})
         case NotWritable():
             return Refusal(503, {"error": str(error), "master": error.master_url})
         case TooManyFailures():

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,6 +58,11 @@ class PreconditionBody(BaseModel):
 class NotWritableBody(BaseModel):
     error: str
     master: str | None = Field(description="the writable master's URL, when known")
+    outcome: Literal["unknown"] | None = Field(
+        None,
+        description="present when the write was stored here but not acknowledged (with "
+        "Retry-After): it may or may not last, so look before sending it again",
+    )
 
 
 class WriteResult(BaseModel):
