@@ -15,7 +15,7 @@ from shadowline.application.ports.store import EventStore, LocalConfig
 from shadowline.application.roles import CurrentRole
 from shadowline.application.writer import Writer
 from shadowline.domain.commands import Command, DeleteItem, PutItem
-from shadowline.domain.errors import NotAcknowledged, NotFound, NotWritable
+from shadowline.domain.errors import NotAcknowledged, NotFound, NotWritable, Unavailable
 from shadowline.domain.events import Event
 from shadowline.domain.kinds import LOCAL_KINDS, split_key
 from shadowline.domain.records import EventFilter
@@ -157,12 +157,29 @@ class ConfigService:
 
     async def get(self, kind: str, name: str) -> tuple[Any, int]:
         self.catalog.check_key(kind, name)
-        found = await (
-            self.local.get(kind, name) if kind in LOCAL_KINDS else self.store.item(kind, name)
-        )
+        if kind in LOCAL_KINDS:
+            found = await self.local.get(kind, name)
+        else:
+            found = await self.store.item(kind, name)
+            await self._acknowledged()
         if found is None:
             raise NotFound(f"{kind}/{name} does not exist")
         return found
+
+    async def _acknowledged(self) -> None:
+        """A master answers a read only once everything it may show is acknowledged: in sync
+        mode a write is stored before the shadow applied it, and a failover then quarantines
+        it, so showing it would be a read of a write that never was (a chaos run found it).
+        So it waits for the head the read may have seen (read after it) as a write waits, and
+        answers 503 if a write there would not be acknowledged either (no lease, no shadow's
+        ack and no announced switch to async)."""
+        if self.role.role != "master" or self.gate is None:
+            return
+        head = (await self.store.head()).position
+        try:
+            await self.gate.admit(head, self.role.master_url)
+        except NotAcknowledged as error:
+            raise Unavailable(f"this master cannot answer a read now: {error}") from None
 
     async def resolve(self, at: int | None = None, as_of: datetime | None = None) -> int:
         """The position a point in history names: `at` itself, or the last one as of a time."""
@@ -179,9 +196,13 @@ class ConfigService:
     ) -> tuple[int, State]:
         """(position, items) now, right after position `at`, or as of a moment."""
         if at is None and as_of is None:
-            return await self.store.current()
+            now = await self.store.current()
+            await self._acknowledged()
+            return now
         position = await self.resolve(at, as_of)
-        return position, await self.store.state_at(position)
+        found = await self.store.state_at(position)
+        await self._acknowledged()
+        return position, found
 
     async def diff(self, start: int, end: int) -> dict[str, Any]:
         before, after = await asyncio.gather(self.store.state_at(start), self.store.state_at(end))
