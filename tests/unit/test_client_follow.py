@@ -20,7 +20,7 @@ from shadowline.client.types import ClientError
 
 @dataclass
 class Node:
-    role: str  # "master", "shadow" or "down"
+    role: str  # "master", "shadow", "down" or "busy" (503 to everything but its probes)
     # the next writes' failures: "before" (lost, not applied), "after" (applied, answer lost)
     fail_next: list[str] = field(default_factory=list)
     stale: bool = False  # its /master still says master, its actions refuse (mid-handover)
@@ -41,6 +41,10 @@ class Cluster:
         self.seen.append((host, method, path))
         if node.role == "down":
             raise httpx.ConnectError("refused", request=request)
+        if node.role == "busy":  # a master that cannot vouch for what it would show now
+            return httpx.Response(
+                503, json={"error": "busy", "master": None}, headers={"Retry-After": "1"}
+            )
         if path == "/shadow":
             return httpx.Response(200 if node.role == "shadow" else 503, json={})
         if path == "/master":
@@ -192,6 +196,14 @@ def test_with_no_master_a_write_waits_its_patience_then_says_so() -> None:
 def test_reads_go_to_the_first_instance_that_answers() -> None:
     cluster = Cluster({"a": Node("down"), "b": Node("shadow")})
     assert client_of(cluster).health()["instance"] == "b"
+
+
+def test_a_read_answered_503_goes_to_the_next_instance_and_the_last_503_is_told() -> None:
+    cluster = Cluster({"a": Node("busy"), "b": Node("shadow")})
+    assert client_of(cluster).health()["instance"] == "b"
+    alone = Cluster({"a": Node("busy"), "b": Node("busy")})
+    with pytest.raises(ClientError, match="503"):
+        client_of(alone).health()
 
 
 def test_a_tls_context_is_made_only_when_an_instance_is_reached_over_https() -> None:

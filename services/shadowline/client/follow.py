@@ -136,7 +136,9 @@ class Instances:
         outcome: Outcome = None
         for url in order:
             outcome = yield Send(url, call)
-            if not not_received(outcome):
+            # A 503 (a master that cannot vouch for what it would show now, a shadow still
+            # copying its history): the next instance may answer.
+            if not not_received(outcome) and not _unavailable(outcome):
                 self.reader = url
                 break
         return answer(outcome)  # type: ignore[no-any-return]
@@ -266,3 +268,7 @@ def delete_plan(
         return R.delete(kind, name, if_match if if_match is not None else version, reason)
 
     return instances.write(kind, name, build, if_match is not None, deleting=True)
+
+
+def _unavailable(outcome: Outcome) -> bool:
+    return isinstance(outcome, httpx.Response) and outcome.status_code == 503
