@@ -22,7 +22,13 @@ from shadowline.adapters.resources import load_config_schemas
 from shadowline.application.roles import CurrentRole
 from shadowline.application.service import WriteResult
 from shadowline.client import command
-from shadowline.domain.errors import NotFound, NotWritable, Unavailable, VersionConflict
+from shadowline.domain.errors import (
+    NotAcknowledged,
+    NotFound,
+    NotWritable,
+    Unavailable,
+    VersionConflict,
+)
 from shadowline.domain.roles import FenceReason, Role, RoleState
 from shadowline.domain.validation import Catalog
 from shadowline.entrypoints.amqp.config_commands import (
@@ -313,6 +319,25 @@ async def test_a_database_outage_is_waited_out_with_the_command_neither_answered
     reply = orjson.loads(broker.done[0].split(" ", 2)[2])
     assert (reply["ok"], broker.done[1:]) == (True, ["ack"])
     assert len(service.calls) == 1 and broker.alerts == []
+
+
+async def test_a_command_stored_but_not_yet_acknowledged_waits_in_place_not_spending_deliveries() -> (
+    None
+):
+    """Handing it back would spend a delivery per try and, at the limit, dead-letter a command
+    that is stored: it waits here until it is acknowledged, as in an outage."""
+    service = Service(fail=NotAcknowledged("the shadow did not acknowledge this write", None))
+    handler, broker = commands(service)
+
+    async def acknowledged() -> None:
+        await asyncio.sleep(0.3)
+        service.fail = None
+
+    later = asyncio.create_task(acknowledged())
+    assert await handler._handle(Delivery(broker.done, put_body())) is True  # type: ignore[arg-type]
+    await later
+    assert orjson.loads(broker.done[0].split(" ", 2)[2])["ok"] is True
+    assert broker.done[1:] == ["ack"]
 
 
 async def test_a_master_fenced_during_an_outage_hands_the_command_back_unanswered() -> None:

@@ -5,8 +5,9 @@ confirms wait on a queue of another, frozen node is kept: a third node would wai
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
+from shadowline.adapters.broker import BrokerLink, Names
 from shadowline.application.liveness import Liveness
 from tests.conftest import make_settings
 
@@ -54,3 +55,31 @@ async def test_a_node_that_still_answers_is_kept_though_its_confirms_stall() -> 
     link = Stalled(answers=True)
     assert not await _liveness(link).beat_once()
     assert link.left == []
+
+
+class Channel:
+    """A channel whose Basic.Qos answers when told to; records whether it was cancelled."""
+
+    def __init__(self) -> None:
+        self.answer = asyncio.Event()
+        self.cancelled = False
+
+    async def set_qos(self, prefetch_count: int) -> None:
+        try:
+            await self.answer.wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+
+async def test_a_probe_that_times_out_is_left_to_finish_never_cancelled() -> None:
+    """aiormq closes a channel whose RPC is cancelled, and the broker then the connection: a
+    slow but live node must not lose the heartbeats' connection to the probe of its liveness."""
+    link = BrokerLink("amqp://127.0.0.1:9/", Names("c1"), "test")
+    channel = Channel()
+    link._publish = cast(Any, channel)
+    assert not await link.answers(0.01)
+    channel.answer.set()
+    await asyncio.sleep(0.01)
+    assert not channel.cancelled
+    assert await link.answers(0.01)

@@ -167,10 +167,15 @@ class BrokerLink:
 
     async def answers(self, within: float) -> bool:
         """Whether the node answers a request within `within` s (Basic.Qos: no queue, no
-        metadata, only the channel's own process on the node): a frozen node does not."""
+        metadata, only the channel's own process on the node): a frozen node does not. The
+        request is left to finish, never cancelled: aiormq closes a channel whose RPC is
+        cancelled, and the broker then the whole connection."""
+        if self._publish is None:
+            return False
+        probe = asyncio.ensure_future(self._publish.set_qos(prefetch_count=0))
+        probe.add_done_callback(lambda done: done.cancelled() or done.exception())
         try:
-            assert self._publish is not None, "start() first"
-            await asyncio.wait_for(self._publish.set_qos(prefetch_count=0), within)
+            await asyncio.wait_for(asyncio.shield(probe), within)
         except Exception:
             return False
         return True

@@ -54,11 +54,10 @@ class LeaseLink(BrokerLink):
     async def publish_monitoring(
         self, routing_key: str, body: Any, ttl: float | None = None
     ) -> None:
-        """Publish a heartbeat and wait for the broker's answer. A nack counts as an answer:
-        the node is alive and routed it, and only a queue that refuses messages (a length
-        limit with `reject-publish`, which anyone who may declare a queue and bind it can set
-        up) said no; every other queue, the watchdog's too, has it. Were a nack a lost
-        confirm, such a queue would hold the master fenced for as long as it existed. An
+        """Publish a heartbeat and wait for the broker's confirm. A nack is no confirm: it does
+        not say which queue refused (a length limit with `reject-publish`, which anyone who may
+        declare a queue and bind it can set up, or the watchdog's own queue under a policy),
+        so it renews no lease; it is logged, and the node, having answered, is not left. An
         exchange gone (deleted by a broker user) is declared again, for the next heartbeat."""
         try:
             await super().publish_monitoring(routing_key, body, ttl)
@@ -66,7 +65,8 @@ class LeaseLink(BrokerLink):
             now = time.monotonic()
             if now - self._nack_logged >= NACK_LOG_EVERY:
                 self._nack_logged = now
-                log.warning("a queue refused %s (%s): taken as answered", routing_key, refused)
+                log.warning("a queue refused %s (%s): not confirmed", routing_key, refused)
+            raise
         except ChannelNotFoundEntity:
             await self._declare_monitoring()
             raise

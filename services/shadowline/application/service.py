@@ -206,6 +206,7 @@ class ConfigService:
 
     async def diff(self, start: int, end: int) -> dict[str, Any]:
         before, after = await asyncio.gather(self.store.state_at(start), self.store.state_at(end))
+        await self._acknowledged()
         return {"from": start, "to": end, **diff(before, after).as_dict()}
 
     async def events(

@@ -134,13 +134,17 @@ class Instances:
             yield from self._choose_reader()
         order = [self.reader] + [u for u in self.urls if u != self.reader]
         outcome: Outcome = None
+        first: Outcome = None
         for url in order:
             outcome = yield Send(url, call)
             # A 503 (a master that cannot vouch for what it would show now, a shadow still
-            # copying its history): the next instance may answer.
+            # copying its history): the next instance may answer this once; the chosen one
+            # stays the reader (a 503 passes), a reader that is down does not.
             if not not_received(outcome) and not _unavailable(outcome):
-                self.reader = url
+                if url == order[0] or not _unavailable(first):
+                    self.reader = url
                 break
+            first = outcome if url == order[0] else first
         return answer(outcome)  # type: ignore[no-any-return]
 
     def on_master(self, call: Call[T]) -> Plan[T]:

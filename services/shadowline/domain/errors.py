@@ -67,7 +67,8 @@ class NotAcknowledged(NotWritable):
 
 
 class Unavailable(ShadowlineError):
-    """Raised when a dependency (the database) failed, so the outcome of a write is unknown."""
+    """Raised when a dependency (the database) failed, so the outcome of a write is unknown;
+    or when a master cannot vouch for what a read would show (application.service)."""
 
 
 class PeerUnreachable(Unavailable):

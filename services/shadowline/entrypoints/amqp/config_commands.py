@@ -35,7 +35,13 @@ from shadowline.adapters.command_log import CommandLog
 from shadowline.application.ports.monitoring import AlertSink
 from shadowline.application.service import ConfigService
 from shadowline.domain.alerting import AlertName
-from shadowline.domain.errors import Forbidden, NotWritable, ShadowlineError, Unavailable
+from shadowline.domain.errors import (
+    Forbidden,
+    NotAcknowledged,
+    NotWritable,
+    ShadowlineError,
+    Unavailable,
+)
 from shadowline.entrypoints.amqp.command_reader import (
     CommandReader,
     ConfigCommand,
@@ -197,6 +203,14 @@ class ConfigCommands:
     async def _answer_or_hand_back(self, message: AbstractIncomingMessage) -> dict[str, Any]:
         try:
             return await self.answer(message.routing_key or "", message.body, message.user_id)
+        except NotAcknowledged as error:
+            # Stored, not yet acknowledged: handing it back would spend a delivery per try and
+            # dead-letter a stored command at the limit; asked again here, it is found in the
+            # command log and waits at the gate once more.
+            if not self._service.role.writable:
+                raise
+            log.warning("config command waits to be acknowledged: %s", error)
+            raise Unavailable(str(error)) from error
         except Unavailable as error:
             if not self._service.role.writable:
                 raise NotWritable(f"stopped waiting for the store: {error}", None) from error
