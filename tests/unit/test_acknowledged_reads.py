@@ -34,10 +34,11 @@ class Store:
 class Gate:
     """The commit gate: acknowledges position 7 once `acked` is set, or refuses."""
 
-    def __init__(self, refuses: bool = False) -> None:
+    def __init__(self, refuses: bool = False, leased: bool = True) -> None:
         self.acked = asyncio.Event()
         self.asked: list[int] = []
         self.refuses = refuses
+        self.leased = leased
 
     async def admit(self, position: int, master_url: str | None = None) -> None:
         self.asked.append(position)
@@ -81,4 +82,11 @@ async def test_a_shadow_reads_what_it_applied_without_waiting() -> None:
     gate = Gate(refuses=True)
     service = _service(Role.SHADOW, gate)
     assert await service.get("subaccount", "a1") == (VALUE, 3)
+    assert gate.asked == []
+
+
+async def test_a_master_without_a_lease_refuses_a_read_at_once() -> None:
+    gate = Gate(leased=False)
+    with pytest.raises(Unavailable, match="no valid lease"):
+        await _service(Role.MASTER, gate).get("subaccount", "a1")
     assert gate.asked == []

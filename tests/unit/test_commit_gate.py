@@ -126,6 +126,19 @@ async def test_a_degrade_whose_announce_is_not_confirmed_acknowledges_nothing() 
     assert len(h.broker.heartbeats) == 1
 
 
+async def test_writes_queued_behind_a_failed_announcement_fail_at_once_not_each_announcing() -> (
+    None
+):
+    h = Harness(timeout=0.05)
+    await h.with_lease()
+    await h.sync_with_shadow_at(1)
+    h.broker.refuse_confirms(ConnectionError("the broker went away"))
+    before = h.broker.attempts
+    results = await asyncio.gather(*(h.gate.admit(n) for n in range(2, 12)), return_exceptions=True)
+    assert all(isinstance(r, NotWritable) for r in results)
+    assert h.broker.attempts - before == 1  # one announcement for the ten of them
+
+
 async def test_after_degrading_the_gate_turns_sync_again_once_the_shadow_caught_up() -> None:
     h = Harness(timeout=0.05)
     await h.with_lease()

@@ -21,6 +21,10 @@ from shadowline.domain.errors import NotAcknowledged
 
 log = logging.getLogger(__name__)
 
+# After an announcement of async mode failed, the writes and reads queued behind it fail at once
+# for this long rather than each announcing again (one heartbeat each, one after the other).
+ANNOUNCE_BACKOFF = 0.25  # seconds
+
 
 class CommitGate:
     def __init__(
@@ -44,10 +48,16 @@ class CommitGate:
         self._resolve = resolve
         self.relation = relation if relation is not None else ShadowRelation()
         self._degrading = asyncio.Lock()
+        self._failed_at = -ANNOUNCE_BACKOFF  # monotonic time of the last failed announcement
         self._signal = asyncio.Event()
 
     async def wait_lease(self, within: float) -> bool:
         return await self._wait_lease(within)
+
+    @property
+    def leased(self) -> bool:
+        """Whether the lease holds now (nothing is acknowledged without it)."""
+        return self._lease_valid()
 
     @property
     def replication(self) -> str | None:
@@ -148,12 +158,15 @@ class CommitGate:
         async with self._degrading:
             if self.mode != "sync":
                 return True
+            if time.monotonic() - self._failed_at < ANNOUNCE_BACKOFF:
+                return False  # it failed just now: the queued ones do not each try again
             self.relation.announcing = True  # heartbeats say async from now on
             try:
                 announced = await self._announce()
             finally:
                 self.relation.announcing = False
             if not announced:
+                self._failed_at = time.monotonic()
                 log.warning(
                     "could not announce async mode on the broker: write %d not acknowledged",
                     position,

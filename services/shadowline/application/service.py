@@ -175,6 +175,8 @@ class ConfigService:
         ack and no announced switch to async)."""
         if self.role.role != "master" or self.gate is None:
             return
+        if not self.gate.leased:  # not worth the wait: nothing is acknowledged without it
+            raise Unavailable("this master cannot answer a read now: it has no valid lease")
         head = (await self.store.head()).position
         try:
             await self.gate.admit(head, self.role.master_url)
