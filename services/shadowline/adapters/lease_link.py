@@ -13,9 +13,10 @@ Nothing to restore on it either: no queue, no consumer, and the monitoring excha
 main link declares) is named, not declared. Declaring a queue or a binding is a write to the
 broker cluster's metadata, which waits, on every node, until a frozen node is noticed as gone
 (net_ticktime); a reconnection that had to restore one would keep the heartbeats waiting that
-long. So leaving a node here costs a TCP and AMQP handshake only, and the lease can afford to
-leave a node that confirms nothing for half the lease (NodeConnection.abandon): what it reads
-is its confirms, every interval. The main link leaves that node too, once as silent.
+long. So leaving a node here costs a TCP and AMQP handshake only. What it reads is its
+confirms, so silence alone proves nothing (a confirm may wait on another node's queue): the
+liveness leaves a node silent for half the lease only if it answers no request either
+(BrokerLink.answers), and the main link then leaves that node too, once as silent.
 """
 
 from __future__ import annotations
