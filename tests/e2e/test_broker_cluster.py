@@ -158,7 +158,7 @@ def _assert_in_sync_with_every_ack(ha: HaCluster, master: Process, load: WriteLo
     assert_every_ack_is_on(shadow, load.acks)
 
 
-# Known failure, open in issue 11: in the three CI runs of 2026-12-03 (the whole suite, never in a run
+# Known failure, open in issue 11: in 3 of 4 CI runs of 2026-12-03 (the whole suite, never in a run
 # of this module alone) the replication quorum queue nacked every relay publish for 30 s and
 # more after the master's node was killed, though it had a new leader within 0.3 s and the broker
 # logged no error. Replication over the broker stopped, the shadow caught up over HTTP, the master
