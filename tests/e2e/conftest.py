@@ -6,8 +6,9 @@ and the benchmarks use too); this module gives them the tests' names and setting
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,37 @@ from shadowline.harness import InstanceProcess, free_port
 from tests.conftest import ADMIN_PASSWORD, AMQP_URL, delete_cluster_topology
 
 __all__ = ["Pair", "Process", "free_port", "make_process"]
+
+# A failed end-to-end test reports what its processes logged: CI keeps nothing else of a run.
+_TELLING = re.compile(r"WARNING|ERROR|CRITICAL|Traceback|rejected|refused|nack", re.IGNORECASE)
+_REPEATED = re.compile(r"\(again, still active\)|SHADOWLINE_CLUSTER_SECRET has")
+_TELLING_LINES, _LAST_LINES = 25, 10
+_TMP = pytest.StashKey[Path]()
+
+
+@pytest.fixture(autouse=True)
+def _remember_tmp_path(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    request.node.stash[_TMP] = tmp_path
+
+
+def _told(log: Path) -> str:
+    lines = log.read_text(errors="replace").splitlines()
+    telling = [line for line in lines if _TELLING.search(line) and not _REPEATED.search(line)]
+    last = [line for line in lines[-_LAST_LINES:] if line not in telling[-_TELLING_LINES:]]
+    return "\n".join([*telling[-_TELLING_LINES:], "-- then its last lines:", *last])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    tmp = item.stash.get(_TMP, None)
+    if report.failed and call.when == "call" and tmp is not None:
+        for log in sorted(tmp.rglob("*.log")):
+            report.sections.append((f"log {log.relative_to(tmp)}", _told(log)))
+    return report
+
 
 Process = InstanceProcess  # one `shadowline instance` that can be started, killed, started again
 
