@@ -21,6 +21,7 @@ from aio_pika.abc import (
     DeliveryMode,
 )
 
+from shadowline.adapters import publish_channel
 from shadowline.adapters.amqp_nodes import CONNECT_TIMEOUT, NodeConnection
 from shadowline.adapters.topology import (
     ALL_EXCHANGES,
@@ -32,6 +33,8 @@ from shadowline.adapters.topology import (
     declare_exchanges,
     declare_replication_queue,
     delete_topology,
+    deliveries,
+    last_delivery,
 )
 from shadowline.domain import signing, trust
 from shadowline.domain.events import Event, envelope
@@ -55,25 +58,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-def deliveries(message: AbstractIncomingMessage) -> int:
-    """How often the queue had this message delivered and returned before: `x-delivery-count`,
-    set by quorum queues (0 or absent on the first delivery). Every return counts, a nack or
-    reject with requeue and a channel closed while holding it alike."""
-    count = (message.headers or {}).get("x-delivery-count")
-    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0
-
-
-def last_delivery(message: AbstractIncomingMessage, limit: int) -> bool:
-    """True when a consumer must not return this message to its queue (x-delivery-limit
-    `limit`) again, but reject it (requeue=False: dead-lettered) and raise alert.dead-lettered.
-
-    A quorum queue dead-letters a returned message once its count exceeds the limit, silently;
-    so the deliveries are counts 0..limit. The consumer gives up one early, at limit - 1: that
-    keeps one delivery spare for a consumer that dies holding the message (its return counts
-    too), and the next one still gets to raise the alert."""
-    return deliveries(message) >= limit - 1
 
 
 def heartbeat_in(
@@ -146,6 +130,7 @@ class BrokerLink:
         # Several role tasks start the link at once: without the lock each would connect, and
         # the connections all but the last left open (with their exclusive queues) for ever.
         self._starting = asyncio.Lock()
+        self._renewing = asyncio.Lock()
         self.exchanges: dict[str, AbstractExchange] = {}
 
     @property
@@ -230,15 +215,32 @@ class BrokerLink:
         assert self._publish is not None, "start() first"
         routing_key, message = message_for(event)
         channel = await self._publish.get_underlay_channel()
-        await channel.basic_publish(
-            message.body,
-            exchange=self.names.events,
-            routing_key=routing_key,
-            properties=message.properties,
-            mandatory=True,
-            timeout=confirm_within,
-            wait=False,  # type: ignore[call-arg]  # aiormq >= 7 has it; its ABC does not say so
-        )
+        try:
+            await channel.basic_publish(
+                message.body,
+                exchange=self.names.events,
+                routing_key=routing_key,
+                properties=message.properties,
+                mandatory=True,
+                timeout=confirm_within,
+                wait=False,  # type: ignore[call-arg]  # aiormq >= 7 has it; its ABC does not
+            )
+        except Exception as error:
+            if publish_channel.nacked(error):
+                await self._renew_publishing(channel)
+            raise
+
+    async def _renew_publishing(self, nacked: object) -> None:
+        """Publish on a new channel from now on, once per nacked channel (publish_channel)."""
+        async with self._renewing:
+            if self._connection is None or self._publish is None:
+                return
+            if await self._publish.get_underlay_channel() is not nacked:
+                return  # renewed already, after another publish's nack on it
+            self._publish, self.exchanges = await publish_channel.renewed(
+                self._connection, self._publish, self.exchanges
+            )
+            log.warning("the broker nacked a publish: publishing on a new channel")
 
     async def publish_command(self, routing_key: str, body: Any) -> None:
         await self.exchanges["commands"].publish(

@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 
 from shadowline.adapters import amqp_nodes
 
@@ -27,6 +27,25 @@ DELIVERY_LIMIT = 5
 # back (nacks) the command it holds, so the limit must leave room for failovers and fencings
 # besides the real failures the master counts itself.
 CONFIG_DELIVERY_LIMIT = 20
+
+
+def deliveries(message: AbstractIncomingMessage) -> int:
+    """How often the queue had this message delivered and returned before: `x-delivery-count`,
+    set by quorum queues (0 or absent on the first delivery). Every return counts, a nack or
+    reject with requeue and a channel closed while holding it alike."""
+    count = (message.headers or {}).get("x-delivery-count")
+    return count if isinstance(count, int) and not isinstance(count, bool) and count > 0 else 0
+
+
+def last_delivery(message: AbstractIncomingMessage, limit: int) -> bool:
+    """True when a consumer must not return this message to its queue (x-delivery-limit
+    `limit`) again, but reject it (requeue=False: dead-lettered) and raise alert.dead-lettered.
+
+    A quorum queue dead-letters a returned message once its count exceeds the limit, silently;
+    so the deliveries are counts 0..limit. The consumer gives up one early, at limit - 1: that
+    keeps one delivery spare for a consumer that dies holding the message (its return counts
+    too), and the next one still gets to raise the alert."""
+    return deliveries(message) >= limit - 1
 
 
 @dataclass(frozen=True, slots=True)
