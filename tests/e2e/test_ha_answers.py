@@ -15,6 +15,7 @@ from shadowline import __version__
 from shadowline.adapters.migrate import head_revision
 from shadowline.adapters.peer import PeerClient
 from shadowline.domain import signing
+from shadowline.domain.errors import PeerRefused
 from tests.conftest import ADMIN_PASSWORD
 from tests.e2e.conftest import Pair
 from tests.openapi_answers import assert_conforms
@@ -80,6 +81,18 @@ async def test_every_ha_answer_of_a_real_pair_is_what_the_document_says(pair: Pa
         )
         assert registered["state"] == "confirmed", registered
         assert_conforms(doc, "POST", "/ha/peer/register", registered)
+        for url in (None, 7, "file:///etc/passwd"):  # a clear 422, not a 500 or a stored URL
+            with pytest.raises(PeerRefused) as refused:
+                await _signed(
+                    pair,
+                    pair.master.url,
+                    "shadow",
+                    "POST",
+                    "/ha/peer/register",
+                    body={**register, "url": url},
+                    auth=("admin", ADMIN_PASSWORD),
+                )
+            assert refused.value.status == 422, refused.value
 
         switched = master.post("/ha/switch-roles")
         assert switched.status_code == 200, switched.text

@@ -176,6 +176,9 @@ async def ha_verify(ha: HA, _: Auditor) -> dict[str, Any]:
 async def peer_register(ha: HA, _: Admin, caller: Peer, body: Body) -> dict[str, Any]:
     if body.get("instance") != caller:
         raise InvalidInput([FieldError("$.instance", "must be the calling instance")])
+    url = body.get("url")
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2000:
+        raise InvalidInput([FieldError("$.url", "must be the shadow's http(s) URL")])
     return await ha.register(body)
 
 
