@@ -19,9 +19,11 @@ from starlette.types import ASGIApp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shadowline.adapters.migrate import upgrade
+from shadowline.adapters.restore_store import restored_as
 from shadowline.bootstrap import Instance, build_instance
 from shadowline.domain.commands import RecordEvent
-from shadowline.domain.errors import Unavailable
+from shadowline.domain.errors import BackupRefused, Unavailable
+from shadowline.domain.restore import start_refusal
 from shadowline.entrypoints.http.limits import (
     ConnectionGuard,
     descriptor_room,
@@ -86,6 +88,8 @@ async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[
     if migrate:
         await _migrate(settings.database_url, patience)
     await _wait_for_database(instance, patience)
+    if (refusal := start_refusal(await restored_as(instance.engine), settings.cluster)) is not None:
+        raise BackupRefused(refusal)  # a restored copy never runs as its origin's cluster
     password = settings.admin_password
     if password is not None and await instance.users.bootstrap_admin(password.get_secret_value()):
         log.info("created user 'admin' (role admin) from SHADOWLINE_ADMIN_PASSWORD")

@@ -25,10 +25,9 @@ from shadowline.cli.common import (
     run,
     setup_logging,
 )
-from shadowline.domain.errors import Unavailable
+from shadowline.domain.errors import BackupRefused, Unavailable
 
 log = logging.getLogger("shadowline")
-
 GROUPS = ("config", "users", "history", "ha", "audit", "bench")  # each the `app` of cli/<name>.py
 Command = tuple[Callable[..., Any], dict[str, Any]]  # a function and its `app.command` kwargs
 
@@ -43,6 +42,7 @@ def _from(module: str, function: str) -> Callable[[], Command]:
 
 # The commands, in their order on the root's --help, each loaded only when the tree is built.
 COMMANDS = {"broker-setup": _from("broker", "broker_setup"), "watch": _from("watch", "watch")}
+COMMANDS |= {name: _from(name, name) for name in ("backup", "restore")}
 
 
 def _command(**settings: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -153,7 +153,7 @@ def instance(
     log.info("effective settings: %s", settings.masked())
     try:
         run(serve(settings, migrate=not no_migrate))
-    except (Unavailable, OSError, DBAPIError) as error:
+    except (Unavailable, BackupRefused, OSError, DBAPIError) as error:
         fail(f"database unreachable or unusable: {str(error).splitlines()[0]}", EXIT_USAGE)
     except KeyboardInterrupt:
         pass

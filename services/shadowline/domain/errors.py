@@ -129,3 +129,8 @@ class Divergence(ShadowlineError):
     def __init__(self, position: int, reason: str) -> None:
         self.position = position
         super().__init__(f"position {position}: {reason}")
+
+
+class BackupRefused(ShadowlineError):
+    """Raised when `shadowline backup` or `restore` will not go on: an archive that is not whole,
+    not authentic or not consistent, or a target that may not take it (the sentence says why)."""

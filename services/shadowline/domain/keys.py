@@ -30,8 +30,11 @@ PEER_ANSWER: Final = "peer-answer"  # the answers to those requests, bound to ea
 HEARTBEAT: Final = "heartbeat"  # heartbeat.<instance> on the monitoring exchange
 MONITORING: Final = "monitoring"  # role.changed, failover.<step>, alert.<name>, config.changed
 EVENT: Final = "event"  # each event's chain value: who holds the key wrote the log
+BACKUP: Final = "backup"  # a backup archive's MAC (domain.backup): no event key can forge one
 
-PURPOSES: Final = frozenset({COMMAND, PEER_REQUEST, PEER_ANSWER, HEARTBEAT, MONITORING, EVENT})
+PURPOSES: Final = frozenset(
+    {COMMAND, PEER_REQUEST, PEER_ANSWER, HEARTBEAT, MONITORING, EVENT, BACKUP}
+)
 
 SALT: Final = b"shadowline cluster keys v1"
 
