@@ -200,6 +200,11 @@ class Reader:
 
     def _event(self, data: bytes, position: int) -> Event:
         doc = _parse(data, self.number)
+        if isinstance(doc, dict) and list(doc) in (["state"], ["signature"]):
+            raise BackupRefused(
+                f"the archive ends after {position - 1} of {self.manifest.position} events "
+                f"(line {self.number} is the {next(iter(doc))}): lines were removed"
+            )
         try:
             event = from_envelope(doc)
         except (KeyError, TypeError, ValueError, AttributeError) as error:

@@ -70,7 +70,7 @@ class Verifier:
                     self.lineage.add(origin["cluster"])
         finding = self._audit.feed(events)
         if finding is not None:
-            raise BackupRefused(f"{finding['sentence']} (position {finding['position']})")
+            raise BackupRefused(_sentence({**finding, "cluster": self.manifest.cluster}))
         try:
             overlay = check_replicated(
                 self.position, self.chain, self.epoch, self._versions, events
@@ -95,7 +95,7 @@ class Verifier:
             # No signed event at all, yet a secret: stripped and re-chained (domain.audit).
             verdict = self._audit.finish(self.position, self.chain, self._audit.rows)
             if not verdict["ok"]:
-                raise BackupRefused(str(verdict["sentence"]))
+                raise BackupRefused(_sentence({**verdict, "cluster": self.manifest.cluster}))
         folded = served_state(self._audit.rows)
         if digest(folded) != digest(items):
             raise BackupRefused(
@@ -110,6 +110,15 @@ class Verifier:
     @property
     def items(self) -> dict[str, Any]:
         return served_state(self._audit.rows)
+
+
+def _sentence(finding: Mapping[str, Any]) -> str:
+    if finding["problem"] != "signature":
+        return str(finding["sentence"])
+    return (
+        f"{finding['sentence']} (or SHADOWLINE_CLUSTER_SECRET is not the secret of cluster "
+        f"{finding.get('cluster')!r})"
+    )
 
 
 def _first_key(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
