@@ -4,6 +4,7 @@ restored copy refuses to run under its origin's cluster name."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -111,6 +112,11 @@ async def test_a_backup_restored_onto_a_fresh_instance_has_the_origins_chain_and
         origin.wait_healthy()
         write(origin, 40)
         position, chain, state_digest = head(origin)
+        # The backup checks what it seals: a wrong cluster name or secret writes nothing.
+        for cluster, secret in ((copy_cluster, SECRET), (origin_cluster, "another-secret")):
+            refused = backup(origin, cluster, archive, SHADOWLINE_CLUSTER_SECRET=secret)
+            assert refused.returncode == 1 and "bad signature" in refused.stderr, refused.stderr
+            assert not [n for n in os.listdir(tmp_path) if n.startswith(archive.name)]
         made = backup(origin, origin_cluster, archive, SHADOWLINE_CLUSTER_SECRET=SECRET)
         assert made.returncode == 0, made.stderr
         assert f"backed up {position} events" in made.stderr

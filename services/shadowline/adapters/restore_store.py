@@ -45,9 +45,9 @@ class _Session:
 
     async def target(self) -> Target:
         c = self._c
-        head = (
-            await c.execute(select(store_head).where(store_head.c.id == 1).with_for_update())
-        ).one()
+        # No row lock (the app role may not take one): the append's compare-and-set on the head
+        # refuses the restore if anything wrote in between.
+        head = (await c.execute(select(store_head).where(store_head.c.id == 1))).one()
         role = (await c.execute(select(instance_state).where(instance_state.c.id == 1))).one()
         ha = (await c.execute(select(ha_state).where(ha_state.c.id == 1))).one()
         held = await c.scalar(

@@ -14,7 +14,7 @@ from shadowline.domain.events import Event
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """The target store as the restore's transaction found it (its head row locked)."""
+    """The target store as the restore's transaction found it."""
 
     role: str
     epoch: int
