@@ -34,7 +34,8 @@ def signed_log(
     """`count` puts of system-mapping m0..m2 (versions in sequence), chained and signed;
     event i in epoch epochs[i] (default 1)."""
     events: list[Event] = []
-    chain, versions = GENESIS, {}
+    chain = GENESIS
+    versions: dict[str, int] = {}
     for i in range(count):
         name = f"m{i % 3}"
         versions[name] = versions.get(name, 0) + 1

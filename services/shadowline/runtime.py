@@ -46,6 +46,15 @@ async def _wait_for_database(instance: Instance, patience: float) -> None:
             await instance.store.head()
 
 
+async def _open_store(instance: Instance, patience: float) -> None:
+    """Wait for the database; then refuse a store restored as another cluster than ours (a
+    restored copy never runs beside its origin as a second master: domain.restore)."""
+    await _wait_for_database(instance, patience)
+    refusal = start_refusal(await restored_as(instance.engine), instance.settings.cluster)
+    if refusal is not None:
+        raise BackupRefused(refusal)
+
+
 async def _migrate(url: str, patience: float) -> None:
     """Migrate, retrying while the database cannot be reached (it may be starting too)."""
     async for attempt in AsyncRetrying(
@@ -87,9 +96,7 @@ async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[
     patience = settings.startup_patience
     if migrate:
         await _migrate(settings.database_url, patience)
-    await _wait_for_database(instance, patience)
-    if (refusal := start_refusal(await restored_as(instance.engine), settings.cluster)) is not None:
-        raise BackupRefused(refusal)  # a restored copy never runs as its origin's cluster
+    await _open_store(instance, patience)
     password = settings.admin_password
     if password is not None and await instance.users.bootstrap_admin(password.get_secret_value()):
         log.info("created user 'admin' (role admin) from SHADOWLINE_ADMIN_PASSWORD")

@@ -139,6 +139,8 @@ async def test_a_backup_restored_onto_a_fresh_instance_has_the_origins_chain_and
                 assert orjson.loads(at)["chain"] == chain  # the origin's chain, link for link
                 assert c.get("/audit/verify").json()["ok"]
                 c.put("/config/system-mapping/after", json=_mapping(99)).raise_for_status()
+            busy = restore(target_db, f"{copy_cluster}x", archive)  # running, and not empty
+            assert busy.returncode == 1 and "stop the instance first" in busy.stderr, busy.stderr
             copied = head(copy)
             assert copied[0] == position + 2
         finally:

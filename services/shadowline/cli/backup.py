@@ -94,12 +94,9 @@ def backup(
     password: Password = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
 ) -> None:
-    """Write ONE archive of the replicated configuration and its whole history (every event,
-    chain included), signed with a key derived from SHADOWLINE_CLUSTER_SECRET.
+    """Write ONE archive of the replicated configuration and its whole history (every event, chain included), signed with a key derived from SHADOWLINE_CLUSTER_SECRET.
 
-    SHADOWLINE_CLUSTER must name the instance's cluster: every event's signature is checked
-    for it. Needs a user with role auditor or admin. The file is written as FILE.partial and
-    renamed once whole. Restore it with `shadowline restore FILE`.
+    SHADOWLINE_CLUSTER must name the instance's cluster: every event's signature is checked for it. Needs a user with role auditor or admin. The file is written as FILE.partial and renamed once whole. Restore it with `shadowline restore FILE`.
     """
     from shadowline.adapters.archive import compressed
     from shadowline.adapters.resources import load_config_schemas

@@ -71,14 +71,9 @@ def restore(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the restore event.")] = False,
 ) -> None:
-    """Restore an archive onto a stopped, standalone instance with an empty store
-    (SHADOWLINE_DATABASE_URL), as cluster SHADOWLINE_CLUSTER, which must differ from the
-    archive's cluster: a restored copy never runs beside its origin as a second master.
+    """Restore an archive onto a stopped, standalone instance with an empty store (SHADOWLINE_DATABASE_URL), as cluster SHADOWLINE_CLUSTER, which must differ from the archive's cluster: a restored copy never runs beside its origin as a second master.
 
-    Verifies the archive's signature (SHADOWLINE_CLUSTER_SECRET: the origin's secret), every
-    link of the hash chain, every event's signature, and that the state equals the fold of the
-    events; then appends the history and a BackupRestored event in one transaction. Anything
-    wrong: exit 1 and the database is as it was.
+    Verifies the archive's signature (SHADOWLINE_CLUSTER_SECRET: the origin's secret), every link of the hash chain, every event's signature, and that the state equals the fold of the events; then appends the history and a BackupRestored event in one transaction. Anything wrong: exit 1 and the database is as it was.
     """
     from sqlalchemy.exc import DBAPIError
 
