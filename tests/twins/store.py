@@ -53,6 +53,7 @@ class InMemoryStore:
         self.appending = asyncio.Event()  # an append is waiting at the gate
         self._gate: asyncio.Event | None = None
         self._failures: list[_Failure] = []
+        self.unusable: Exception | None = None  # what `probe` raises (the server is gone)
 
     # -- what a test controls ----------------------------------------------------------------
 
@@ -222,6 +223,10 @@ class InMemoryStore:
 
     async def head(self) -> Head:
         return self.top
+
+    async def probe(self) -> None:
+        if self.unusable is not None:
+            raise self.unusable
 
     async def versions(self) -> dict[tuple[str, str], ItemVersion]:
         return {key: ItemVersion(r["version"], r["live"]) for key, r in self.items.items()}

@@ -19,6 +19,7 @@ from shadowline.domain.errors import (
     ConcurrentWriter,
     Divergence,
     Gap,
+    NotAcknowledged,
     NotFound,
     NotWritable,
     Unavailable,
@@ -228,7 +229,7 @@ async def test_an_append_whose_outcome_is_unknown_fails_its_batch_and_the_writer
     harness: Harness,
 ) -> None:
     harness.store.fail_next_append(Unavailable("connection lost at COMMIT"), after_commit=True)
-    with pytest.raises(Unavailable):
+    with pytest.raises(NotAcknowledged, match="outcome is unknown"):
         await harness.writer.submit(put("acme", "eu10"))
     after, _ = await harness.writer.submit(put("acme", "eu20"))
 

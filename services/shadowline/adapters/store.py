@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -36,6 +36,9 @@ from shadowline.domain.state import State, digest
 
 # Re-exported for the callers that still name them here (tests, the HTTP entrypoints).
 __all__ = ["EventFilter", "EventStore", "Head", "Image", "LogView", "Snapshot"]
+
+# A new transaction would be read-write: no hot standby, no default_transaction_read_only.
+WRITABLE = "SELECT NOT pg_is_in_recovery() AND current_setting('transaction_read_only') = 'off'"
 
 # What a failed append raises from the driver: the appends' connection is dropped after any.
 # asyncpg answers a call on a connection the server has just terminated with either
@@ -131,6 +134,14 @@ class EventStore(StoreReads):
             if invalidate:
                 await held[0].invalidate()
             await held[0].close()
+
+    async def probe(self) -> None:
+        """Unavailable unless the database answers and would take a write now (not read-only,
+        not in recovery): what an instance's heartbeat vouches for (application.database)."""
+        async with self._connect(autocommit=True) as connection:
+            writable = await connection.scalar(text(WRITABLE))
+        if not writable:
+            raise Unavailable("the database is read-only")
 
     async def save_snapshot(self, position: int, state: State) -> None:
         at = select(events.c.chain, events.c.epoch).where(events.c.position == position)

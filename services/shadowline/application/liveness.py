@@ -37,6 +37,10 @@ async def _follow_nobody() -> None:
     await asyncio.Event().wait()
 
 
+async def _always_usable() -> bool:
+    return True
+
+
 RECONNECT_POLL = 0.02  # seconds between two looks at a link that is reconnecting
 
 
@@ -50,11 +54,13 @@ class Liveness:
         listen: Listen = _hear_nothing,
         follow: Callable[[], Coroutine[Any, Any, None]] = _follow_nobody,
         confirmed: Callable[[dict[str, Any]], None] = lambda beat: None,
+        usable: Callable[[], Awaitable[bool]] = _always_usable,
     ) -> None:
         self._settings = settings
         self._listen = listen
         self._follow = follow  # keeps the listener bound to the peers' heartbeats, for ever
         self._on_confirmed = confirmed  # each of our heartbeats the broker confirmed
+        self._usable = usable  # the instance's database answers and takes writes (probed)
         self._boot = secrets.token_hex(8)  # this run: a replayed heartbeat of an older one is stale
         self._broker = broker
         self._describe = describe
@@ -100,7 +106,7 @@ class Liveness:
 
     async def beat_once(self) -> bool:
         """Publish one heartbeat and wait for the broker's confirm (at most one interval, or a
-        quarter of the lease if that is shorter).
+        quarter of the lease if that is shorter); none while the database is unusable.
 
         A master whose confirm does not come over a connection that is up, from a node that
         sent nothing at all for half the lease, is on a node that stopped answering with its
@@ -111,6 +117,12 @@ class Liveness:
         # A node that confirms nothing for a quarter of the lease is left: the next node then
         # has the rest of the lease to connect, restore and confirm (a confirm takes ms).
         within = min(interval, self._settings.lease / 4)
+        if not await self._usable():
+            # An instance that cannot use its database cannot do its role: a master that kept
+            # its lease would answer no write and yet hold off the failover. No heartbeat, so
+            # its lease runs out and the watchdog hears it gone.
+            self.connected_at = None
+            return False
         beat = self.heartbeat()
         connected = self._broker.ready
         try:

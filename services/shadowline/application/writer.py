@@ -17,13 +17,14 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
 from shadowline.application.ports.store import EventStore
-from shadowline.application.writer_events import event_for
+from shadowline.application.writer_events import event_for, recorded_now
+from shadowline.application.writer_guard import StoreGuard, fail_all
 from shadowline.domain import trust
 from shadowline.domain.commands import Command, ItemVersion
 from shadowline.domain.errors import NotWritable, ShadowlineError, Unavailable
@@ -60,8 +61,10 @@ class Writer:
         secret: str | None = None,
         cluster: str = "",
         on_commit: Sequence[Callable[[list[Event]], None]] = (),
+        guard: StoreGuard | None = None,
     ) -> None:
         self._store = store
+        self._guard = guard or StoreGuard()
         self._secret = secret  # signs every event it writes (domain.trust.event_signature)
         self._cluster = cluster
         self._epoch = epoch
@@ -99,8 +102,11 @@ class Writer:
             reraise=True,
         ):
             with attempt:
-                head = await self._store.head()
-                self._versions = await self._store.versions()
+                await self._read_head()
+
+    async def _read_head(self) -> None:
+        head = await self._store.head()
+        self._versions = await self._store.versions()
         self._position, self._chain = head.position, head.chain
         self._head_epoch, self._last_recorded = head.epoch, head.recorded_at
 
@@ -202,16 +208,11 @@ class Writer:
         if not pending.future.done():
             pending.future.set_result(result)
 
-    def _now(self) -> datetime:
-        # recorded_at never goes backwards, so "state as of a time" is a prefix of the log.
-        now = datetime.now(UTC)
-        if self._last_recorded is not None and now < self._last_recorded:
-            return self._last_recorded
-        return now
-
     async def _commit(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()
-        epoch, recorded_at = self._epoch(), self._now()
+        if await self._guard.refused([p.future for p in batch], self._read_head):
+            return
+        epoch, recorded_at = self._epoch(), recorded_now(self._last_recorded)
         overlay: dict[tuple[str, str], ItemVersion] = {}
         accepted: list[tuple[_Pending, Event, bool]] = []
         position, chain = self._position, self._chain
@@ -258,6 +259,9 @@ class Writer:
             observer(events)
 
     async def _append_replicated(self, events: Sequence[Event]) -> None:
+        refused = await self._guard.ready(self._read_head)
+        if refused is not None:
+            raise Unavailable(refused)
         overlay = check_replicated(
             self._position, self._chain, self._head_epoch, self._versions, events
         )
@@ -276,11 +280,8 @@ class Writer:
             # The outcome is unknown (COMMIT may have landed): fail the batch, then re-read the
             # truth from the database before deciding anything else.
             log.error("append of %d events failed: %s", len(events), error)
-            failure = error if isinstance(error, ShadowlineError) else Unavailable(str(error))
-            for pending in waiting:
-                if not pending.future.done():
-                    pending.future.set_exception(failure)
-            await self._reload_after_failure()
+            fail_all((p.future for p in waiting), self._guard.failure(error))
+            await self._guard.reload(self._read_head)
             return False
         last = events[-1]
         self._versions.update(overlay)
@@ -292,9 +293,3 @@ class Writer:
     async def _notify(self) -> None:
         async with self.committed:
             self.committed.notify_all()
-
-    async def _reload_after_failure(self) -> None:
-        try:
-            await self.load()
-        except Unavailable as error:
-            log.error("could not re-read the store after a failed append: %s", error)

@@ -4,7 +4,7 @@ holds the versions, the position and the clock)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from uuid import uuid4
 
 from shadowline.domain.commands import Command, ItemVersion, RecordEvent, decide
@@ -44,3 +44,10 @@ def event_for(
         recorded_at=recorded_at,
     )
     return event, decision.created
+
+
+def recorded_now(last: datetime | None) -> datetime:
+    """The time to record now: never before `last`, so "state as of a time" is a prefix of
+    the log."""
+    now = datetime.now(UTC)
+    return last if last is not None and now < last else now

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import partial
 
 from shadowline.adapters.broker import BrokerLink, Names
+from shadowline.application.database import DatabaseHealth
 from shadowline.application.liveness import Liveness
 from shadowline.application.monitoring import Monitor
 from shadowline.application.roles import CurrentRole
@@ -55,6 +56,7 @@ def liveness(
     identity: Identity,
     monitor: Monitor,
     feed: MonitoringFeed,
+    database: DatabaseHealth,
 ) -> Liveness:
     listener = HeartbeatListener(
         instance=settings.instance,
@@ -72,4 +74,5 @@ def liveness(
         listen=listener.listen,
         follow=listener.follow_peers,
         confirmed=feed.own,
+        usable=database.check,
     )

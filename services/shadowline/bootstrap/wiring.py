@@ -20,6 +20,7 @@ from shadowline.adapters.peer import PeerClient
 from shadowline.adapters.resources import load_config_schemas
 from shadowline.adapters.store import EventStore
 from shadowline.application import role_tasks
+from shadowline.application.database import DatabaseHealth
 from shadowline.application.failover import Failover
 from shadowline.application.gate import CommitGate
 from shadowline.application.ha import HaService
@@ -33,6 +34,7 @@ from shadowline.application.service import ConfigService
 from shadowline.application.status import Identity, ShadowRelation
 from shadowline.application.supervisor import RoleChanges, RoleTask, Running
 from shadowline.application.writer import Writer
+from shadowline.application.writer_guard import StoreGuard
 from shadowline.bootstrap import hearing
 from shadowline.bootstrap.hearing import secret_of
 from shadowline.domain.validation import Catalog
@@ -88,6 +90,7 @@ class Core:
     monitor: Monitor
     writer: Writer
     catalog: Catalog
+    database: DatabaseHealth
 
 
 def build_core(settings: Settings, store: EventStore, broker: BrokerLink) -> Core:
@@ -101,6 +104,13 @@ def build_core(settings: Settings, store: EventStore, broker: BrokerLink) -> Cor
         role=lambda: role.shown,
     )
     role.watchers.append(monitor.role_changed)
+    database = DatabaseHealth(
+        store.probe,
+        # as long as a heartbeat may wait for its confirm (application.liveness.beat_once)
+        timeout=min(settings.heartbeat_interval, settings.lease / 4),
+        alert=lambda name, message: monitor.alert(name, message, {}),
+        resolve=monitor.resolve,
+    )
     writer = Writer(
         store,
         epoch=lambda: role.epoch,
@@ -110,8 +120,9 @@ def build_core(settings: Settings, store: EventStore, broker: BrokerLink) -> Cor
         secret=secret_of(settings),
         cluster=settings.cluster,
         on_commit=[monitor.config_changed],
+        guard=StoreGuard(database.usable_now, database.failed),
     )
-    return Core(role, metrics, monitor, writer, Catalog(load_config_schemas()))
+    return Core(role, metrics, monitor, writer, Catalog(load_config_schemas()), database)
 
 
 def _gate(
@@ -216,7 +227,9 @@ def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: Event
         relation,
         broker_node=lambda: broker.node,
     )
-    liveness = hearing.liveness(settings, broker, lease, identity, core.monitor, feed)
+    liveness = hearing.liveness(
+        settings, broker, lease, identity, core.monitor, feed, core.database
+    )
     gate = _gate(settings, core, liveness, relation)
     changes = RoleChanges()  # fired by the HA service, heard by the supervisor
     replicas: Running[Replicator] = Running()  # the shadow's, while its role task runs

@@ -37,11 +37,18 @@ class AlertName(StrEnum):
     SHADOW_LOST = "shadow-lost"
     LAG = "lag"
     REJECTED_MESSAGE = "rejected-message"
+    DATABASE_UNUSABLE = "database-unusable"
 
 
 # Resolved when their condition clears (shadow heard again, caught up, unfenced, sync again).
 CONDITIONS = frozenset(
-    {AlertName.SHADOW_LOST, AlertName.LAG, AlertName.FENCED, AlertName.SYNC_DEGRADED}
+    {
+        AlertName.SHADOW_LOST,
+        AlertName.LAG,
+        AlertName.FENCED,
+        AlertName.SYNC_DEGRADED,
+        AlertName.DATABASE_UNUSABLE,
+    }
 )
 QUIET_SECONDS = 300.0  # an event's alert resolves after this long without a recurrence
 RESOLVED_KEPT = 50  # resolved alerts listed (GET /alerts, the screen), the oldest go first

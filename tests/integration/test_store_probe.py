@@ -1,0 +1,46 @@
+"""The store's probe on the real PostgreSQL: what an instance's heartbeat vouches for (its
+database answers and would take a write)."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+
+from shadowline.adapters.db import create_engine
+from shadowline.adapters.store import EventStore
+from shadowline.domain.errors import Unavailable
+
+
+async def test_the_probe_passes_on_a_writable_database(db_url: str) -> None:
+    engine = create_engine(db_url, pool_size=1)
+    try:
+        await EventStore(engine).probe()
+    finally:
+        await engine.dispose()
+
+
+async def test_the_probe_fails_on_a_database_whose_transactions_are_read_only(db_url: str) -> None:
+    url = make_url(db_url)
+    admin = await asyncpg.connect(host=url.host, port=url.port, user=url.username)
+    try:  # this test's own database only: new sessions there start read-only
+        await admin.execute(
+            f'ALTER DATABASE "{url.database}" SET default_transaction_read_only = on'
+        )
+    finally:
+        await admin.close()
+    engine = create_engine(db_url, pool_size=1)
+    try:
+        with pytest.raises(Unavailable, match="read-only"):
+            await EventStore(engine).probe()
+    finally:
+        await engine.dispose()
+
+
+async def test_the_probe_fails_when_no_server_answers() -> None:
+    engine = create_engine("postgresql://postgres@127.0.0.1:1/none", pool_size=1)
+    try:
+        with pytest.raises(Unavailable, match="event store unavailable"):
+            await EventStore(engine).probe()
+    finally:
+        await engine.dispose()
