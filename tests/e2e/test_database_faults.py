@@ -176,3 +176,50 @@ def test_the_shadows_database_killed_degrades_the_master_to_async_and_the_shadow
     assert _alerts(master).get("sync-degraded") == ["resolved"]
     assert _alerts(shadow).get("database-unusable") == ["resolved"]
     assert _ha(master)["shadow"]["state"] in ("connected", "syncing")
+
+
+def _read_only(server: PostgresServer, on: bool) -> None:
+    """Every new transaction read-only (or not), and the sessions open now ended, as an
+    operator (or a full disk's emergency measure) would do it."""
+    change = (
+        "SET default_transaction_read_only = on" if on else "RESET default_transaction_read_only"
+    )
+    server.sql(f"ALTER SYSTEM {change}")
+    server.sql("SELECT pg_reload_conf()")
+    if on:
+        server.sql(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+
+
+def test_the_masters_database_turned_read_only_is_failed_over_once_and_acks_nothing_more(
+    own_dbs: OwnDatabases,
+) -> None:
+    cluster = own_dbs.ha
+    old, new = cluster.master, cluster.shadow
+    cluster.set_up()
+    load = WriteLoad([old.url, new.url]).start()
+    try:
+        load.wait_acks(100, timeout=20)
+        _read_only(own_dbs.master_db, True)
+        turned = time.monotonic()
+        promoted = wait_role(new, "master", 2, timeout=15)
+        print(f"\nnode-a's database read-only -> node-b promoted in {promoted - turned:.2f}s")
+        load.wait_acks(30, timeout=10, since=promoted)
+        # Two more takeover delays: the old master, unable to quarantine on a read-only
+        # database, stays fenced; nobody is promoted again.
+        time.sleep(2 * failover_fixtures.TAKEOVER_DELAY)
+        assert (health(old) or {}).get("role") == "fenced"
+        assert _alerts(old).get("database-unusable") == ["active"]
+        _read_only(own_dbs.master_db, False)
+        wait_role(old, "shadow", 2, timeout=20)
+        cluster.wait_sync(new)
+    finally:
+        load.stop()
+    refused = _sent_to(old, load.answers, turned, promoted)
+    assert refused and {a.status for a in refused} == {503}, refused[:5]
+    assert_every_ack_is_on(new, load.acks)
+    assert_single_promotion(new)
+    assert not promotions(old)[1:]
+    assert verify_agrees(old)["agree"]

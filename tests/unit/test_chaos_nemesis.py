@@ -14,6 +14,7 @@ from shadowline.harness import HaCluster
 from shadowline_bench.chaos.nemesis import (
     DOWN,
     GAPS,
+    POSTGRES_DOWN,
     RABBIT_DOWN,
     RABBIT_PAUSE,
     Fault,
@@ -45,6 +46,14 @@ def test_every_kind_of_fault_on_every_target_is_drawn() -> None:
     expected = {(kind, role) for kind in ("kill", "pause") for role in roles_}
     expected |= {(kind, node) for kind in ("kill-rabbit", "pause-rabbit") for node in rabbits}
     assert drawn == expected
+
+
+def test_with_private_database_servers_their_kills_are_drawn_too_within_their_bounds() -> None:
+    planned = list(itertools.islice(plan(3, DELAY, postgres=True), 300))
+    kills = [p for p in planned if p.type == "kill-postgres"]
+    assert {p.target for p in kills} == {"master", "shadow"}
+    assert all(POSTGRES_DOWN[0] - 1e-3 <= p.hold <= POSTGRES_DOWN[1] + 1e-3 for p in kills)
+    assert not [p for p in first(3, 300) if p.type == "kill-postgres"]  # none without them
 
 
 def test_each_fault_lasts_within_its_bounds_after_a_calm_within_its_own() -> None:

@@ -4,8 +4,10 @@ heal, drain, check and print the report; exit code 1 when the checker finds a vi
 
 The broker cluster is the harness's (shadowline.harness.rabbit_cluster: own ports, data and
 cookie; the shared node on 5672 is never touched); each process is given every node, its own
-first. The instances' databases are fresh ones on SHADOWLINE_DATABASE_URL's server, dropped
-afterwards. The history, the faults and every log are kept in the run's directory when the
+first. Each instance has a private PostgreSQL server of its own (shadowline.harness.postgres),
+which the nemesis kills and restarts too; where none can run (no PostgreSQL binaries), the
+databases are fresh ones on SHADOWLINE_DATABASE_URL's server, dropped afterwards, and no
+database is killed. The history, the faults and every log are kept in the run's directory when the
 checker fails or --keep-logs is given: history.jsonl, faults.jsonl, answers.jsonl (what the
 writes that were not ok got, but plain conflicts), stores.json (both final stores).
 """
@@ -30,6 +32,7 @@ import orjson
 
 from shadowline import harness
 from shadowline.harness import HarnessError, WatchdogProcess, wait_for
+from shadowline.harness.postgres import PostgresServer, postgres_problem, private_postgres
 from shadowline.harness.rabbit import rabbitmq_problem
 from shadowline.harness.rabbit_cluster import RabbitCluster
 from shadowline.settings import Settings
@@ -125,7 +128,11 @@ async def _drain(workload: Workload, task: asyncio.Task[None]) -> None:
 
 # One sequence, read top to bottom: set up, measure, fault under load, heal, drain, check.
 async def chaos(
-    options: Options, cluster: harness.HaCluster, rabbit: RabbitCluster, logs: Path
+    options: Options,
+    cluster: harness.HaCluster,
+    rabbit: RabbitCluster,
+    logs: Path,
+    databases: dict[str, PostgresServer],
 ) -> tuple[ChaosReport, bool]:
     await _set_up(cluster)
     say(f"pair set up and in sync, watchdog watching (logs: {logs})")
@@ -138,7 +145,8 @@ async def chaos(
                             refusals_unknown=options.refusals_unknown)  # fmt: skip
         task = asyncio.create_task(workload.run())
         begun = time.monotonic()
-        nemesis = Nemesis(cluster, rabbit, TAKEOVER_DELAY, logs / "faults.jsonl", options.seed)
+        nemesis = Nemesis(cluster, rabbit, TAKEOVER_DELAY, logs / "faults.jsonl", options.seed,
+                          databases)  # fmt: skip
         say(f"workload and nemesis running for {options.minutes:g} min (seed {options.seed})")
         faults = await asyncio.to_thread(nemesis.run, begun + options.minutes * 60)
         say(f"{len(faults)} faults done; healing")
@@ -166,6 +174,23 @@ async def chaos(
     return report, verdict.ok and settle is not None
 
 
+async def _databases(
+    stack: AsyncExitStack, settings: Settings
+) -> tuple[list[str], dict[str, PostgresServer]]:
+    """The instances' database URLs, and their private servers by instance name (if any)."""
+    problem = postgres_problem()
+    if problem is None:
+        servers = [stack.enter_context(private_postgres()) for _ in NAMES]
+        say("a private PostgreSQL server for each instance started")
+        return [s.create_database() for s in servers], dict(zip(NAMES, servers, strict=True))
+    say(f"no private PostgreSQL servers ({problem}): no database is killed")
+    urls = [
+        await stack.enter_async_context(fresh_database(settings.database_url, purpose))
+        for purpose in ("chaos_a", "chaos_b")
+    ]
+    return urls, {}
+
+
 async def main(settings: Settings, options: Options) -> int:
     problem = rabbitmq_problem()
     if problem is not None:
@@ -178,13 +203,10 @@ async def main(settings: Settings, options: Options) -> int:
         await asyncio.to_thread(rabbit.start)
         say(f"3-node RabbitMQ cluster started and joined in {rabbit.started_in:.1f} s")
         async with AsyncExitStack() as stack:
-            databases = [
-                await stack.enter_async_context(fresh_database(settings.database_url, purpose))
-                for purpose in ("chaos_a", "chaos_b")
-            ]
+            databases, servers = await _databases(stack, settings)
             cluster = _processes(rabbit, databases, logs)
             try:
-                report, ok = await chaos(options, cluster, rabbit, logs)
+                report, ok = await chaos(options, cluster, rabbit, logs, servers)
             finally:
                 for problem in await asyncio.shield(asyncio.to_thread(cluster.stop)):
                     say(problem)
