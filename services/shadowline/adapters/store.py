@@ -72,6 +72,10 @@ class EventStore(StoreReads):
         # than the commit itself (shadowline bench append, issue 15).
         self._appender: tuple[AsyncConnection, Any] | None = None
         self._appending = False
+        # The probe's own connection, held too: a probe waiting for a pooled connection behind
+        # a burst of reads would time out, and a master with a usable database would skip its
+        # heartbeat (application.database) for nothing but load.
+        self._prober: AsyncConnection | None = None
 
     async def append(self, batch: Sequence[Event], expected: int) -> None:
         """Append events expected+1.. and their current-state rows, atomically.
@@ -127,6 +131,7 @@ class EventStore(StoreReads):
 
     async def close(self, *, invalidate: bool = False) -> None:
         """Give the appends' connection back to the pool (once the writer has stopped)."""
+        await self._drop_prober()
         held, self._appender = self._appender, None
         if held is None:
             return
@@ -138,10 +143,25 @@ class EventStore(StoreReads):
     async def probe(self) -> None:
         """Unavailable unless the database answers and would take a write now (not read-only,
         not in recovery): what an instance's heartbeat vouches for (application.database)."""
-        async with self._connect(autocommit=True) as connection:
-            writable = await connection.scalar(text(WRITABLE))
+        try:
+            if self._prober is None:
+                self._prober = await self.engine.connect()
+                await self._prober.execution_options(isolation_level="AUTOCOMMIT")
+            writable = await self._prober.scalar(text(WRITABLE))
+        except BaseException as error:  # cancelled (timed out) or failed: never reuse it
+            await self._drop_prober()
+            if isinstance(error, DRIVER_ERRORS):
+                raise Unavailable(f"event store unavailable: {type(error).__name__}") from error
+            raise
         if not writable:
             raise Unavailable("the database is read-only")
+
+    async def _drop_prober(self) -> None:
+        prober, self._prober = self._prober, None
+        if prober is not None:
+            with contextlib.suppress(Exception):
+                await prober.invalidate()
+                await prober.close()
 
     async def save_snapshot(self, position: int, state: State) -> None:
         at = select(events.c.chain, events.c.epoch).where(events.c.position == position)
