@@ -16,6 +16,8 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shadowline.domain.ha import timing_problem
+
 log = logging.getLogger(__name__)
 
 LEASE_FRACTION = 0.6
@@ -158,12 +160,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _timing_rule(self) -> Settings:
-        if self.lease + self.lease_margin >= self.takeover_delay:
-            raise ValueError(
-                f"timing rule broken: master lease {self.lease:.2f}s + margin "
-                f"{self.lease_margin:.2f}s must be < takeover delay {self.takeover_delay:.2f}s "
-                "(raise SHADOWLINE_TAKEOVER_DELAY or lower SHADOWLINE_HEARTBEAT_INTERVAL)"
-            )
+        problem = timing_problem(self.lease, self.lease_margin, self.takeover_delay)
+        if problem is not None:
+            raise ValueError(problem)
         return self
 
     @property

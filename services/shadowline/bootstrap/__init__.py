@@ -14,17 +14,20 @@ from functools import partial
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from shadowline.adapters import node_probe
 from shadowline.adapters.broker import BrokerLink
 from shadowline.adapters.db import create_engine
 from shadowline.adapters.lease_link import LeaseLink
 from shadowline.adapters.local import Users
 from shadowline.adapters.metrics import Metrics, Scrape
+from shadowline.adapters.migrate import current_revision
 from shadowline.adapters.passwords import VerifiedCache, dummy_hash
 from shadowline.adapters.store import EventStore
 from shadowline.application.auth import Authenticator, LoginThrottle
 from shadowline.application.failover import Failover
 from shadowline.application.ha import HaService
 from shadowline.application.monitoring import Monitor
+from shadowline.application.preflight import Preflight
 from shadowline.application.service import ConfigService
 from shadowline.application.snapshots import Snapshotter
 from shadowline.application.supervisor import Supervisor, wanted_tasks
@@ -45,6 +48,18 @@ from shadowline.entrypoints.http.peer import PeerAnswers
 from shadowline.settings import Settings
 
 __all__ = ["Instance", "build_instance", "default_broker"]
+
+
+def _preflight(settings: Settings, ha: HaService, feed: MonitoringFeed) -> Preflight:
+    nodes = partial(
+        node_probe.answers,
+        settings.amqp_url.get_secret_value(),
+        settings.broker_connect_timeout,
+        f"shadowline {settings.instance} preflight",
+    )
+    return Preflight(
+        ha=ha, feed=feed, nodes=nodes, revision=partial(current_revision, settings.database_url)
+    )
 
 
 @dataclass(frozen=True)
@@ -106,6 +121,7 @@ def build_instance(
         feed=feed,
     )
     app.state.alerts = core.monitor  # GET /alerts and the screen (entrypoints.deps.Alerts)
+    app.state.preflight = _preflight(settings, wing.ha, feed)  # GET /ha/preflight
     return Instance(
         ha=wing.ha,
         supervisor=Supervisor(tasks, partial(wanted_tasks, wing.ha), wing.changes),

@@ -26,6 +26,7 @@ from shadowline.application.gate import CommitGate
 from shadowline.application.ha import HaService
 from shadowline.application.liveness import Liveness
 from shadowline.application.monitoring import Monitor
+from shadowline.application.ports.ha import PEER_DEADLINE_FACTOR, PEER_TIMEOUT
 from shadowline.application.ports.peer import Peer
 from shadowline.application.relay import Relay
 from shadowline.application.replica import Replicator
@@ -54,7 +55,7 @@ def _peer_client(
     rejected: Callable[[str, str], None],
     url: str,
     instance: str | None = None,
-    timeout: float = 10.0,
+    timeout: float = PEER_TIMEOUT,
 ) -> PeerClient:
     """A signed client of the instance at `url` (HaService.peer has checked the secret)."""
     secret = secret_of(settings)
@@ -66,7 +67,7 @@ def _peer_client(
         cluster=settings.cluster,
         peer=instance,
         timeout=timeout,
-        deadline=3 * timeout,
+        deadline=PEER_DEADLINE_FACTOR * timeout,
         on_rejected=lambda reason: rejected("peer-answer", reason),
     )
 

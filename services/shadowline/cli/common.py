@@ -42,7 +42,7 @@ class ExitCode(IntEnum):
 EXIT_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "done",
     ExitCode.REFUSED: "refused (4xx: 401, 403, 404, 409, 422), or a check failed "
-    "(ha verify, audit verify)",
+    "(ha verify, ha preflight, audit verify)",
     ExitCode.USAGE: "bad usage or settings (option, argument, URL), database unreachable",
     ExitCode.UNAVAILABLE: "instance or broker unreachable, timed out or failing (5xx, 503)",
     ExitCode.TIMEOUT: "--wait ran out of time (the shadow was not in sync before --timeout)",

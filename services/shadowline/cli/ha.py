@@ -21,6 +21,7 @@ from shadowline.cli.common import (
     examples,
     fail,
 )
+from shadowline.cli.ha_preflight import EPILOG, preflight
 from shadowline.cli.ha_view import describe, describe_quarantine, wait_in_sync
 
 app = typer.Typer(
@@ -180,6 +181,9 @@ def verify(
     emit(doc, as_json, doc["sentence"])
     if not doc["agree"]:
         raise typer.Exit(EXIT_REFUSED)
+
+
+app.command("preflight", epilog=EPILOG)(preflight)
 
 
 @app.command(

@@ -72,9 +72,6 @@ class Client:
     def _on_master(self, method: str, path: str, body: Any = None) -> Json:
         return self._do(self._instances.on_master(R.json(method, path, body)))
 
-    def _first(self, method: str, path: str, body: Any = None) -> Json:
-        return self._do(self._instances.first(R.json(method, path, body)))
-
     def put(
         self,
         kind: str,
@@ -142,7 +139,7 @@ class Client:
 
     def ha_join(self, master_url: str, user: str, password: str) -> Json:
         body = {"master_url": master_url, "user": user, "password": password}
-        return self._first("POST", "/ha/join", body)
+        return self._do(self._instances.first(R.json("POST", "/ha/join", body)))
 
     def ha_confirm(self, shadow: str | None = None) -> Json:
         return self._on_master("POST", "/ha/confirm", {"shadow": shadow} if shadow else {})
@@ -152,6 +149,9 @@ class Client:
 
     def ha_verify(self) -> Json:
         return self._call("GET", "/ha/verify")
+
+    def ha_preflight(self) -> Json:
+        return self._run(R.preflight())
 
     def ha_switch_roles(self) -> Json:
         return self._on_master("POST", "/ha/switch-roles")
@@ -208,9 +208,6 @@ class AsyncClient:
 
     async def _on_master(self, method: str, path: str, body: Any = None) -> Json:
         return await self._do(self._instances.on_master(R.json(method, path, body)))
-
-    async def _first(self, method: str, path: str, body: Any = None) -> Json:
-        return await self._do(self._instances.first(R.json(method, path, body)))
 
     async def put(
         self,
@@ -276,7 +273,7 @@ class AsyncClient:
 
     async def ha_join(self, master_url: str, user: str, password: str) -> Json:
         body = {"master_url": master_url, "user": user, "password": password}
-        return await self._first("POST", "/ha/join", body)
+        return await self._do(self._instances.first(R.json("POST", "/ha/join", body)))
 
     async def ha_confirm(self, shadow: str | None = None) -> Json:
         return await self._on_master("POST", "/ha/confirm", {"shadow": shadow} if shadow else {})
@@ -286,6 +283,9 @@ class AsyncClient:
 
     async def ha_verify(self) -> Json:
         return await self._call("GET", "/ha/verify")
+
+    async def ha_preflight(self) -> Json:
+        return await self._run(R.preflight())
 
     async def ha_switch_roles(self) -> Json:
         return await self._on_master("POST", "/ha/switch-roles")

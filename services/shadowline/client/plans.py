@@ -36,7 +36,8 @@ Plan = Generator[Send | Sleep, Outcome, T]
 
 
 def _request_args(step: Send) -> dict[str, Any]:
-    timeout = step.timeout if step.timeout is not None else httpx.USE_CLIENT_DEFAULT
+    given = step.timeout if step.timeout is not None else step.call.timeout
+    timeout = given if given is not None else httpx.USE_CLIENT_DEFAULT
     return {"timeout": timeout, **step.call.send_args()}
 
 

@@ -19,6 +19,9 @@ from shadowline.client.types import (
 
 T = TypeVar("T")
 PAGE = 1000
+# GET /ha/preflight makes signed calls of the instance's peer, one of which may take the 30 s
+# deadline of such a call before the answer comes.
+PREFLIGHT_TIMEOUT = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +33,7 @@ class Call(Generic[T]):
     params: dict[str, Any] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     content: bytes | None = None
+    timeout: float | None = None  # None: the client's own
 
     def send_args(self) -> dict[str, Any]:
         return {"params": self.params, "headers": self.headers, "content": self.content}
@@ -102,6 +106,10 @@ class _Requests:
         """Answered with NDJSON, one event envelope (schemas/event.json) a line."""
         params = {"after": after, "limit": limit, **_given(**filters)}
         return Call("GET", "/events", params=params | ({"wait": wait} if wait else {}))
+
+    @staticmethod
+    def preflight() -> Call[Json]:
+        return Call("GET", "/ha/preflight", timeout=PREFLIGHT_TIMEOUT)
 
     @staticmethod
     def json(method: str, path: str, body: Any = None) -> Call[Json]:

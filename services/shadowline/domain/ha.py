@@ -87,3 +87,17 @@ def handshake_problem(
             "install the same version on both"
         )
     return None
+
+
+def timing_problem(lease: float, margin: float, takeover_delay: float) -> str | None:
+    """Why a master with this lease (and margin: one heartbeat) might still take writes when a
+    watchdog with this takeover delay promotes its shadow, or None: the rule
+    `lease + margin < takeover delay` (settings check it at start, the preflight across
+    processes)."""
+    if lease + margin < takeover_delay:
+        return None
+    return (
+        f"timing rule broken: master lease {lease:.2f}s + margin {margin:.2f}s must be < "
+        f"takeover delay {takeover_delay:.2f}s "
+        "(raise SHADOWLINE_TAKEOVER_DELAY or lower SHADOWLINE_HEARTBEAT_INTERVAL)"
+    )

@@ -16,8 +16,10 @@ from prometheus_client import CollectorRegistry
 
 from shadowline.application.failover import Failover
 from shadowline.application.ha import HaService
+from shadowline.application.preflight import Preflight
 from shadowline.application.service import ConfigService
 from shadowline.domain.alerting import AlertBoard
+from shadowline.domain.errors import Unavailable
 from shadowline.domain.events import Event
 from shadowline.domain.records import Image
 from shadowline.settings import Settings
@@ -115,6 +117,13 @@ async def _alerts(request: Request) -> AlertLog | None:
     return found
 
 
+async def _preflight(request: Request) -> Preflight:
+    found: Preflight | None = getattr(request.app.state, "preflight", None)
+    if found is None:  # an app built without one (a test's)
+        raise Unavailable("this instance was built without a preflight")
+    return found
+
+
 Service = Annotated[ConfigService, Depends(_service)]
 Log = Annotated[LogReads, Depends(_log)]
 HA = Annotated[HaService, Depends(_ha)]
@@ -123,3 +132,4 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 Metrics = Annotated[Scraped, Depends(_metrics)]
 Feed = Annotated[Monitoring | None, Depends(_feed)]
 Alerts = Annotated[AlertLog | None, Depends(_alerts)]
+PreflightDep = Annotated[Preflight, Depends(_preflight)]

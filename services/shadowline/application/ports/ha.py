@@ -4,7 +4,7 @@ adapters.broker.BrokerLink satisfy these structurally."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from shadowline.application.ports.peer import Peer
 from shadowline.domain.ha import HaRecord, RoleChange
@@ -29,11 +29,20 @@ class HaRepo(Protocol):
     async def shadow_seen(self, instance: str, position: int) -> bool: ...
 
 
+# Every instance-to-instance call (adapters.peer.PeerClient, as bootstrap.wiring makes it): each
+# phase (connecting, sending, each wait for the answer) within PEER_TIMEOUT seconds, the whole
+# call within PEER_DEADLINE_FACTOR times that, however slowly the peer answers.
+PEER_TIMEOUT: Final = 10.0
+PEER_DEADLINE_FACTOR: Final = 3
+
+
 class Peers(Protocol):
     """Makes a client of the instance at `url`; when `instance` is given, only an answer of
     that instance counts (a genuine instance at the wrong address is not the peer)."""
 
-    def __call__(self, url: str, instance: str | None = None, timeout: float = 10.0) -> Peer: ...
+    def __call__(
+        self, url: str, instance: str | None = None, timeout: float = PEER_TIMEOUT
+    ) -> Peer: ...
 
 
 class HeartbeatPublisher(Protocol):

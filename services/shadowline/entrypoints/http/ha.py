@@ -18,7 +18,7 @@ from shadowline.domain.promote import PromoteCommand
 from shadowline.domain.records import EventFilter
 from shadowline.domain.roles import Role
 from shadowline.domain.state import digest
-from shadowline.entrypoints.deps import HA, FailoverDep, Log, Service
+from shadowline.entrypoints.deps import HA, FailoverDep, Log, PreflightDep, Service
 from shadowline.entrypoints.http.common import NDJSON, Admin, Auditor, Viewer, body_json
 from shadowline.entrypoints.http.openapi import READ, WRITE, HaStatus, answers
 from shadowline.entrypoints.http.openapi_ha import (
@@ -27,7 +27,9 @@ from shadowline.entrypoints.http.openapi_ha import (
     Acked,
     ChainAt,
     Fork,
+    PeerAbout,
     PeerCheck,
+    PreflightAnswer,
     Promoted,
     Quarantine,
     Registered,
@@ -165,7 +167,19 @@ async def ha_verify(ha: HA, _: Auditor) -> dict[str, Any]:
     return await ha.verify()
 
 
+@router.get("/ha/preflight", responses=answers(PreflightAnswer, *READ))
+async def ha_preflight(_: Viewer, preflight: PreflightDep) -> dict[str, Any]:
+    """Would a failover succeed now: each check a verdict and a reason (application.preflight)."""
+    return await preflight.run()
+
+
 # -- between the instances -----------------------------------------------------------------------
+
+
+@router.get("/ha/peer/about", responses=answers(PeerAbout, *READ))
+async def peer_about(_: Peer, preflight: PreflightDep) -> dict[str, Any]:
+    """What the peer's preflight needs of this instance: version, timings, clock, lag."""
+    return await preflight.about()
 
 
 @router.post(

@@ -139,7 +139,41 @@ class AuditFinding(_Closed):
     signatures: AuditSignatures | SkipJsonSchema[None] = _absent("only when ok")
 
 
+class PreflightCheck(_Closed):
+    """One check of GET /ha/preflight (domain.preflight)."""
+
+    name: Literal[
+        "role", "shadow", "watchdog", "timing", "clocks", "version", "broker", "peer-probes"
+    ] = Field(description="what is checked")
+    ok: bool = Field(description="whether it would let a failover succeed now")
+    detail: str = Field(description="the reason, a sentence an operator can act on")
+
+
+class PreflightAnswer(_Closed):
+    """GET /ha/preflight (application.preflight): would a failover succeed now."""
+
+    ok: bool = Field(description="every check is ok")
+    checks: list[PreflightCheck] = Field(description="each check, in a fixed order")
+
+
 # -- between the instances -----------------------------------------------------------------------
+
+
+class PeerAbout(_Closed):
+    """GET /ha/peer/about (application.preflight.Preflight.about): for the peer's preflight."""
+
+    instance: str
+    role: Literal["standalone", "master", "shadow", "fenced"]
+    epoch: int
+    version: str = Field(description="its shadowline version")
+    revision: str | None = Field(description="its schema's migration revision")
+    lease: float = Field(description="its master lease, in seconds")
+    lease_margin: float = Field(description="its lease margin (one heartbeat), in seconds")
+    takeover_delay: float = Field(description="its SHADOWLINE_TAKEOVER_DELAY, in seconds")
+    heartbeat_interval: float = Field(description="its SHADOWLINE_HEARTBEAT_INTERVAL, seconds")
+    lag_events: int | None = Field(description="on a shadow: events behind its master")
+    lag_seconds: float | None = Field(description="on a shadow: seconds behind its master")
+    time: float = Field(description="its clock when it answered: UNIX time in seconds")
 
 
 class Registered(_Closed):
