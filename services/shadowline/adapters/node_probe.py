@@ -27,6 +27,8 @@ async def _one(url: str, per_node: float, name: str) -> NodeAnswer:
             )
     except Exception as error:  # refused, timed out, login refused, ...: that node's verdict
         said = str(error) or type(error).__name__
+        if isinstance(error, TimeoutError):
+            said = f"no answer within {per_node:g} s"
         return NodeAnswer(node_of(url), time.monotonic() - started, said)
     seconds = time.monotonic() - started
     with contextlib.suppress(Exception):  # it answered: closing it is no part of the verdict
