@@ -89,6 +89,17 @@ async def _anchor_signatures(instance: Instance) -> None:
         log.info("events are signed from position %d on (SigningStarted)", start)
 
 
+def _helpers(instance: Instance) -> list[asyncio.Task[None]]:
+    """The background work of every role (the supervisor runs the role's own)."""
+    return [
+        asyncio.create_task(instance.snapshotter.run(), name="snapshotter"),
+        asyncio.create_task(instance.auth.run(), name="users-refresh"),
+        asyncio.create_task(instance.feed.run(), name="monitoring-feed"),
+        # Role-change hooks left pending (or running) by the last run first, then each new one.
+        asyncio.create_task(instance.hooks.run(), name="role-change-hooks"),
+    ]
+
+
 @contextlib.asynccontextmanager
 async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[Instance]:
     """Start the instance's background work; on exit drain the writer and stop the rest."""
@@ -110,11 +121,7 @@ async def running(instance: Instance, *, migrate: bool = True) -> AsyncIterator[
     await instance.service.apply_local()
     writer = asyncio.create_task(instance.writer.run(), name="writer")
     await _anchor_signatures(instance)
-    helpers = [
-        asyncio.create_task(instance.snapshotter.run(), name="snapshotter"),
-        asyncio.create_task(instance.auth.run(), name="users-refresh"),
-        asyncio.create_task(instance.feed.run(), name="monitoring-feed"),
-    ]
+    helpers = _helpers(instance)
     await instance.supervisor.reconcile()
     role = instance.service.role
     log.info(

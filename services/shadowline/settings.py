@@ -8,6 +8,9 @@ master always fences itself before a watchdog may promote its shadow.
 from __future__ import annotations
 
 import logging
+import os
+import shlex
+import shutil
 import socket
 from collections.abc import Collection
 from typing import Any, Final
@@ -46,6 +49,18 @@ def _masked_url(url: str) -> str:
         for k, v in parse_qsl(parts.query, keep_blank_values=True)
     ]
     return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
+
+
+def _program(command: str) -> str | None:
+    """The executable a hook's command line runs, as PATH resolves it; None if none is."""
+    try:
+        words = shlex.split(command)
+    except ValueError:
+        return None
+    if not words:
+        return None
+    found = shutil.which(words[0])
+    return found if found is not None and os.path.isfile(found) else None
 
 
 def broker_user(amqp_url: str) -> str:
@@ -113,6 +128,13 @@ class Settings(BaseSettings):
     # the window the source gets 429 with Retry-After, without an Argon2 check, until it ends.
     login_max_failures: int = Field(default=10, ge=1)
     login_failure_window: float = Field(default=60.0, gt=0)
+    # Hooks (application.hooks): command lines split as a shell splits words, run without one.
+    # on_role_change: once per epoch and role this instance takes; before_promote: before a
+    # shadow takes writes, its failure aborting the promotion. Each within its timeout.
+    on_role_change: str | None = None
+    on_role_change_timeout: float = Field(default=60.0, gt=0, le=3600)
+    before_promote: str | None = None
+    before_promote_timeout: float = Field(default=10.0, gt=0, le=60)
 
     @field_validator("database_url")
     @classmethod
@@ -157,6 +179,32 @@ class Settings(BaseSettings):
         if value is not None and (problem := password_problem(value.get_secret_value())):
             raise ValueError(problem)
         return value
+
+    @field_validator("on_role_change", "before_promote")
+    @classmethod
+    def _hook(cls, value: str | None) -> str | None:
+        from shadowline.domain.hooks import command_problem
+
+        if value is None or not value.strip():
+            return None  # set but empty: no hook, as when unset
+        problem = command_problem(value, _program(value))
+        if problem is not None:
+            raise ValueError(f"the hook's command {problem}")
+        return value
+
+    @model_validator(mode="after")
+    def _before_promote_rule(self) -> Settings:
+        # A promote command is taken only within signing.WINDOW of its issue: the drain (up to
+        # the takeover delay) and the hook must both fit, or no promotion could ever succeed.
+        from shadowline.domain.signing import WINDOW
+
+        if self.before_promote and self.takeover_delay + self.before_promote_timeout >= WINDOW:
+            raise ValueError(
+                f"SHADOWLINE_BEFORE_PROMOTE_TIMEOUT {self.before_promote_timeout:.1f}s + takeover "
+                f"delay {self.takeover_delay:.1f}s must be < {WINDOW:.0f}s, the time a promote "
+                "command stays valid"
+            )
+        return self
 
     @model_validator(mode="after")
     def _timing_rule(self) -> Settings:

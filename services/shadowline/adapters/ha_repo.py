@@ -10,6 +10,7 @@ from sqlalchemy import func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from shadowline.adapters import hook_journal
 from shadowline.adapters.store_sql import APPEND, DRIVER_ERRORS, columns, reason
 from shadowline.adapters.tables import ha_state, instance_state, relay_cursor
 from shadowline.domain.errors import Conflict, Unavailable
@@ -72,6 +73,7 @@ class HaRepository:
 
     async def _change_role(self, c: AsyncConnection, change: RoleChange) -> int:
         moved = 0
+        before = await _role_before(c)
         if change.quarantine_after is not None:
             assert change.epoch is not None, "a recovery enters a new epoch"
             fork = change.quarantine_after
@@ -96,6 +98,11 @@ class HaRepository:
         if taken.rowcount != 1:  # compare-and-set: never overwrite a role blindly
             expected = " or ".join(sorted(change.expect))
             raise Conflict(f"this instance is no longer in role {expected}")
+        # The one place every role change passes: its hook's row commits with it.
+        await hook_journal.record(
+            c, epoch=change.epoch or before.epoch, role=str(change.role),
+            previous_role=before.role, cause=change.cause,
+        )  # fmt: skip
         if change.ha:
             await c.execute(
                 update(ha_state)
@@ -201,6 +208,12 @@ class HaRepository:
                 )
             )
         return moved.rowcount == 1
+
+
+async def _role_before(c: AsyncConnection) -> Any:
+    """The role and epoch before a change, locked until it commits: the hook's row names it."""
+    query = select(instance_state.c.role, instance_state.c.epoch).where(instance_state.c.id == 1)
+    return (await c.execute(query.with_for_update())).one()
 
 
 async def _refused_as(step: str, work: Awaitable[T]) -> T:

@@ -31,7 +31,7 @@ APP_FUNCTIONS = (
 )
 APP_TABLES = (
     "events, snapshots, store_head, items, quarantine, instance_state, ha_state, relay_cursor, "
-    "users, local_config, alembic_version"
+    "users, local_config, role_hooks, alembic_version"
 )
 APP_GRANTS = (
     f"REVOKE ALL ON {APP_TABLES} FROM {{role}}",
@@ -39,6 +39,8 @@ APP_GRANTS = (
     "GRANT SELECT ON events, store_head, items, quarantine, alembic_version TO {role}",
     "GRANT SELECT, INSERT ON snapshots TO {role}",
     "GRANT SELECT, UPDATE ON instance_state, ha_state, relay_cursor TO {role}",
+    # Role-change hooks: a row is inserted with each role change, then marked as the hook runs.
+    "GRANT SELECT, INSERT, UPDATE ON role_hooks TO {role}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON users, local_config TO {role}",
     f"GRANT EXECUTE ON FUNCTION {', '.join(APP_FUNCTIONS)} TO {{role}}",
 )

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    Identity,
     Integer,
     LargeBinary,
     MetaData,
@@ -151,4 +152,23 @@ quarantine = Table(
     Column("quarantined_at", DateTime(timezone=True), nullable=False),
     Column("fork_position", BigInteger, nullable=False),
     Column("new_epoch", Integer, nullable=False),
+)
+
+# Which (epoch, role) SHADOWLINE_ON_ROLE_CHANGE was run for (migration 0007): one row per role
+# taken, inserted with the role change itself; pending -> running -> done | failed | skipped.
+role_hooks = Table(
+    "role_hooks",
+    metadata,
+    Column("seq", BigInteger, Identity(), nullable=False, unique=True),
+    Column("epoch", Integer, primary_key=True, autoincrement=False),
+    Column("role", Text, primary_key=True),
+    Column("previous_role", Text, nullable=False),
+    Column("cause", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("exit_code", Integer),
+    Column("detail", Text),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("finished_at", DateTime(timezone=True)),
 )

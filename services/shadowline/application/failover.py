@@ -18,6 +18,7 @@ from typing import Any
 from shadowline.application import handover, lease
 from shadowline.application.gate import CommitGate
 from shadowline.application.ha import HaService
+from shadowline.application.hooks import Hooks
 from shadowline.application.monitoring import Uncounted
 from shadowline.application.ports.monitoring import AlertSink, HaCounts
 from shadowline.application.ports.store import EventStore
@@ -30,6 +31,7 @@ from shadowline.domain.alerting import AlertName
 from shadowline.domain.errors import Conflict, Forbidden
 from shadowline.domain.failover import Fork
 from shadowline.domain.ha import RoleChange
+from shadowline.domain.hooks import Cause, HookCall, HookName
 from shadowline.domain.promote import PromoteCommand
 from shadowline.domain.roles import FenceReason, Role, RoleState
 from shadowline.settings import Settings
@@ -54,6 +56,7 @@ class Failover:
         alert: AlertSink,
         publish: Publish,
         metrics: HaCounts | None = None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.settings = settings
         self.ha = ha
@@ -64,6 +67,7 @@ class Failover:
         self.alert = alert
         self.publish = publish
         self.metrics = metrics or Uncounted()
+        self.hooks = hooks  # SHADOWLINE_BEFORE_PROMOTE, run before a promotion commits
         self.lock = asyncio.Lock()  # one role change at a time
         self._timing = rules.Timing(settings.instance, settings.lease, settings.takeover_delay)
 
@@ -135,6 +139,8 @@ class Failover:
                 raise refused
             if (replica := self.ha.replicas.current) is not None:
                 await replica.drain(self.settings.takeover_delay)
+            if self.hooks is not None:  # PromotionAborted: nothing claimed, still the shadow
+                await self.hooks.before_promote(self._before_promote(command))
             head, _ = await self.ha.commit(
                 lambda head: self._promotion(command, head.position, via)
             )
@@ -151,6 +157,18 @@ class Failover:
             "epoch": command.epoch,
             "fork_position": fork,
         }
+
+    def _before_promote(self, command: PromoteCommand) -> HookCall:
+        record = self.ha.record
+        return HookCall(
+            HookName.BEFORE_PROMOTE,
+            Role.MASTER,
+            Role.SHADOW,
+            command.epoch,
+            promotion.cause(command),
+            previous_master=record.master_instance if record else None,
+            previous_master_url=record.master_url if record else None,
+        )
 
     def _promotion(
         self, command: PromoteCommand, fork: int, via: str
@@ -180,6 +198,7 @@ class Failover:
                 "shadow_state": "confirmed",
                 "shadow_position": None,
             },
+            cause=promotion.cause(command),
         )
         event = promotion.master_promoted(
             command, fork=fork, previous_master=record.master_instance, via=via
@@ -188,7 +207,9 @@ class Failover:
 
     # -- recovery (an old master) --------------------------------------------------------------
 
-    async def recover(self, new_master_url: str, new_master: str | None) -> dict[str, Any]:
+    async def recover(
+        self, new_master_url: str, new_master: str | None, cause: Cause = Cause.REJOIN
+    ) -> dict[str, Any]:
         """Become the shadow of a newer master: quarantine what we wrote after the fork and
         take the role in one transaction. Only an authenticated answer of `new_master` itself
         (when named) is taken for the fork."""
@@ -214,6 +235,7 @@ class Failover:
                     "shadow_state": None,
                     "shadow_position": None,
                 },
+                cause=cause,
             )
             _, moved = await self.ha.commit(lambda head: (change, None))
             await self.ha.load(unfence=True)  # role.changed below says the new role and epoch

@@ -28,6 +28,7 @@ from shadowline.application.writer import Writer
 from shadowline.domain.commands import RecordEvent
 from shadowline.domain.errors import Conflict, Forbidden, PeerRefused
 from shadowline.domain.ha import HaRecord, RoleChange, handshake_problem
+from shadowline.domain.hooks import Cause
 from shadowline.domain.records import Head
 from shadowline.domain.roles import Role
 from shadowline.settings import Settings
@@ -133,8 +134,9 @@ class HaService:
             await self.repo.update(auto_confirm=auto_confirm)
         elif self.role.role == Role.STANDALONE:
             change = RoleChange(
-                Role.MASTER, frozenset({Role.STANDALONE}), ha={"auto_confirm": auto_confirm}
-            )
+                Role.MASTER, frozenset({Role.STANDALONE}), ha={"auto_confirm": auto_confirm},
+                cause=Cause.ENABLE,
+            )  # fmt: skip
             event = ("HaEnabled", {"master": self.instance}, {"actor": actor})
             await self.commit(lambda head: (change, event))
         else:
@@ -249,14 +251,11 @@ class HaService:
                 "a new shadow must start from an empty store"
             )
         answer = await self._register_with(master_url, user, password)
-        await self.repo.change_role(
-            RoleChange(
-                Role.SHADOW,
-                frozenset({Role.STANDALONE}),
-                epoch=int(answer["epoch"]),
-                ha={"master_instance": answer["master"], "master_url": url},
-            )
-        )
+        joined = RoleChange(
+            Role.SHADOW, frozenset({Role.STANDALONE}), epoch=int(answer["epoch"]),
+            ha={"master_instance": answer["master"], "master_url": url}, cause=Cause.JOIN,
+        )  # fmt: skip
+        await self.repo.change_role(joined)
         await self.changed(
             f"{self.instance} joined {answer['master']} as shadow ({answer['state']})"
         )

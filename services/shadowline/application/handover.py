@@ -17,6 +17,7 @@ from shadowline.domain import failover as rules
 from shadowline.domain import signing
 from shadowline.domain.errors import Conflict, PeerRefused, PeerUnreachable, Unavailable
 from shadowline.domain.ha import HaRecord
+from shadowline.domain.hooks import Cause
 from shadowline.domain.promote import handover_command
 from shadowline.domain.roles import FenceReason, Role
 
@@ -43,7 +44,7 @@ async def switch_roles(f: Failover, actor: str) -> dict[str, Any]:
     # lost), the lease watcher retries it instead of waiting on a handover that is done.
     rejoining = rules.rejoining_after_handover(shadow, epoch + 1)
     f.role.set(f.role.state.fenced_by(FenceReason.REJOINING, rejoining))
-    result = await f.recover(record.shadow_url, shadow)
+    result = await f.recover(record.shadow_url, shadow, Cause.SWITCH)
     took = time.monotonic() - started
     sentence = (
         f"roles switched: {shadow} is master in epoch {result['epoch']}, "
@@ -101,7 +102,9 @@ async def _hand_over(f: Failover, record: HaRecord, actor: str, deadline: float)
             fork=fork,
         ),
     )
-    peer = f.ha.peer(record.shadow_url, record.shadow_instance)
+    # The shadow drains, then runs its before-promote hook, before it answers.
+    hook = f.settings.before_promote_timeout if f.settings.before_promote else 0.0
+    peer = f.ha.peer(record.shadow_url, record.shadow_instance, timeout=10.0 + hook)
     try:
         await peer.call("POST", "/ha/peer/promote", command)
     except PeerRefused as error:

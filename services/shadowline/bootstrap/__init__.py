@@ -26,6 +26,7 @@ from shadowline.adapters.store import EventStore
 from shadowline.application.auth import Authenticator, LoginThrottle
 from shadowline.application.failover import Failover
 from shadowline.application.ha import HaService
+from shadowline.application.hooks import Hooks
 from shadowline.application.monitoring import Monitor
 from shadowline.application.preflight import Preflight
 from shadowline.application.service import ConfigService
@@ -82,6 +83,7 @@ class Instance:
     app: FastAPI
     asgi: BodyLimit  # around PeerAnswers around the app
     feed: MonitoringFeed
+    hooks: Hooks
 
 
 # Over 50 lines: it names every part of an instance once, in the order they depend on each
@@ -144,4 +146,5 @@ def build_instance(
             settings.max_body_bytes,
         ),
         feed=feed,
+        hooks=wing.hooks,
     )

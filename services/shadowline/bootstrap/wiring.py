@@ -13,6 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shadowline.adapters.broker import BrokerLink, Names
 from shadowline.adapters.command_log import CommandLog
 from shadowline.adapters.ha_repo import HaRepository
+from shadowline.adapters.hook_journal import HookJournal
+from shadowline.adapters.hook_process import HookProcess
 from shadowline.adapters.local import LocalConfig
 from shadowline.adapters.metrics import Metrics
 from shadowline.adapters.migrate import current_revision
@@ -24,6 +26,7 @@ from shadowline.application.database import DatabaseHealth
 from shadowline.application.failover import Failover
 from shadowline.application.gate import CommitGate
 from shadowline.application.ha import HaService
+from shadowline.application.hooks import Hooks
 from shadowline.application.liveness import Liveness
 from shadowline.application.monitoring import Monitor
 from shadowline.application.ports.ha import PEER_DEADLINE_FACTOR, PEER_TIMEOUT
@@ -212,6 +215,21 @@ class Wing:
     ha: HaService
     failover: Failover
     replicas: Running[Replicator]
+    hooks: Hooks
+
+
+def build_hooks(settings: Settings, core: Core, engine: AsyncEngine) -> Hooks:
+    """The operator's hooks; the role-change hook's runner looks at its journal whenever the
+    role may have changed."""
+    hooks = Hooks(
+        settings=settings,
+        journal=HookJournal(engine),
+        runner=HookProcess(settings.instance, settings.cluster),
+        alert=core.monitor.alert,
+        publish=core.monitor.publish,
+    )
+    core.role.watchers.append(hooks.wake)
+    return hooks
 
 
 def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: EventStore,
@@ -257,8 +275,9 @@ def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: Event
         alert=monitor.alert,
         publish=monitor.publish,
         metrics=core.metrics,
+        hooks=(hooks := build_hooks(settings, core, engine)),
     )
-    return Wing(liveness, gate, changes, ha, failover, replicas)
+    return Wing(liveness, gate, changes, ha, failover, replicas, hooks)
 
 
 def config_side(

@@ -82,7 +82,7 @@ def instance_grant(cluster: str, instance: str) -> Grant:
     # a queue declare it with a dead-letter exchange, and the master declares its shadow's.
     read = rf"^{c}({cluster_names}|commands|{any_replication}|commands\.{i})$|{SERVER_NAMED}"
     monitoring = rf"^heartbeat\.{i}$|^role\.changed$|^alert\.[a-z0-9-]+$|^config\.changed$" + (
-        r"|^failover\.switched$"
+        r"|^failover\.(switched|hook)$"
     )
     return Grant(
         f"shadowline-{cluster}-{instance}",

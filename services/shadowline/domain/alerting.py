@@ -38,6 +38,7 @@ class AlertName(StrEnum):
     LAG = "lag"
     REJECTED_MESSAGE = "rejected-message"
     DATABASE_UNUSABLE = "database-unusable"
+    HOOK_FAILED = "hook-failed"
 
 
 # Resolved when their condition clears (shadow heard again, caught up, unfenced, sync again).

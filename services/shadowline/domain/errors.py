@@ -114,6 +114,11 @@ class Conflict(ShadowlineError):
         super().__init__(reason)
 
 
+class PromotionAborted(Conflict):
+    """Raised when SHADOWLINE_BEFORE_PROMOTE failed or timed out: the shadow stays a read-only
+    shadow and no epoch was claimed (application.hooks has alerted and announced it)."""
+
+
 class Gap(ShadowlineError):
     """Raised when replicated events do not start right after the local head."""
 

@@ -53,6 +53,8 @@ class RoleChange:
     fence: int | None = None  # refuse appends of epochs older than this from now on
     relay_cursor: int | None = None  # publish from here on (forced, even backwards)
     event: Event | None = None  # appended at the head (its position is head + 1)
+    # Why (domain.hooks.Cause): recorded with the change for the role-change hook.
+    cause: str | None = None
 
 
 def shadow_state(

@@ -15,6 +15,7 @@ from typing import Any
 from shadowline.domain import signing, trust
 from shadowline.domain.errors import Conflict, Forbidden
 from shadowline.domain.events import Event, link
+from shadowline.domain.hooks import Cause
 from shadowline.domain.records import Head
 
 
@@ -77,6 +78,11 @@ def fork_mismatch(command: PromoteCommand, fork: int) -> Conflict | None:
     if expected is not None and expected != fork:
         return Conflict(f"the master handed over at position {expected}, this shadow is at {fork}")
     return None
+
+
+def cause(command: PromoteCommand) -> Cause:
+    """A planned handover names its fork position; a watchdog's promote does not."""
+    return Cause.SWITCH if command.fork_position is not None else Cause.FAILOVER
 
 
 def master_promoted(

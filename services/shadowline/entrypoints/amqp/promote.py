@@ -16,7 +16,7 @@ from aio_pika.abc import AbstractIncomingMessage
 from shadowline.application.ports.monitoring import Alerts, HaCounts
 from shadowline.application.supervisor import retrying
 from shadowline.domain import alerting
-from shadowline.domain.errors import Forbidden, ShadowlineError
+from shadowline.domain.errors import Forbidden, PromotionAborted, ShadowlineError
 from shadowline.domain.promote import PromoteCommand
 
 log = logging.getLogger(__name__)
@@ -72,6 +72,8 @@ class PromoteCommands:
             await self._failover.promote(command, via=f"broker ({routing_key})")
         except Forbidden as error:  # promote counted and alerted it, with the command's id
             log.warning("command %s refused: %s", routing_key, error)
+        except PromotionAborted as error:  # the hook failed: alerted as hook-failed already
+            log.warning("command %s not carried out: %s", routing_key, error)
         except ShadowlineError as error:
             self._refused(routing_key, error)
 
