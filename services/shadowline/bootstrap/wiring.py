@@ -13,8 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shadowline.adapters.broker import BrokerLink, Names
 from shadowline.adapters.command_log import CommandLog
 from shadowline.adapters.ha_repo import HaRepository
-from shadowline.adapters.hook_journal import HookJournal
-from shadowline.adapters.hook_process import HookProcess
 from shadowline.adapters.local import LocalConfig
 from shadowline.adapters.metrics import Metrics
 from shadowline.adapters.migrate import current_revision
@@ -41,6 +39,7 @@ from shadowline.application.writer import Writer
 from shadowline.application.writer_guard import StoreGuard
 from shadowline.bootstrap import hearing
 from shadowline.bootstrap.hearing import secret_of
+from shadowline.bootstrap.hooks import build_hooks
 from shadowline.domain.validation import Catalog
 from shadowline.entrypoints.amqp.config_commands import (
     CommandReader,
@@ -216,20 +215,6 @@ class Wing:
     failover: Failover
     replicas: Running[Replicator]
     hooks: Hooks
-
-
-def build_hooks(settings: Settings, core: Core, engine: AsyncEngine) -> Hooks:
-    """The operator's hooks; the role-change hook's runner looks at its journal whenever the
-    role may have changed."""
-    hooks = Hooks(
-        settings=settings,
-        journal=HookJournal(engine),
-        runner=HookProcess(settings.instance, settings.cluster),
-        alert=core.monitor.alert,
-        publish=core.monitor.publish,
-    )
-    core.role.watchers.append(hooks.wake)
-    return hooks
 
 
 def build_wing(settings: Settings, core: Core, engine: AsyncEngine, store: EventStore,
