@@ -24,13 +24,16 @@ async def test_the_probe_passes_on_a_writable_database(db_url: str) -> None:
         await engine.dispose()
 
 
-async def test_the_probe_holds_its_connection_so_a_busy_pool_does_not_fail_it(db_url: str) -> None:
+async def test_the_probe_connects_outside_the_pool_so_a_busy_pool_does_not_fail_it(
+    db_url: str,
+) -> None:
     engine = create_engine(db_url, pool_size=1)  # 1 + 1 overflow
     store = EventStore(engine)
     try:
-        await store.probe()
-        async with engine.connect():  # the pool's other connection (1 + 1 overflow) taken
+        async with engine.connect(), engine.connect():  # every pooled connection (1 + 1) taken
             await asyncio.wait_for(store.probe(), 5)  # would wait the pool's 30 s otherwise
+            await store.close()  # its connection dropped, as after a failed probe
+            await asyncio.wait_for(store.probe(), 5)  # reconnected outside the pool
     finally:
         await store.close()
         await engine.dispose()

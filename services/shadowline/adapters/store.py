@@ -15,7 +15,8 @@ import asyncpg
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 from shadowline.adapters.store_reads import StoreReads
 from shadowline.adapters.store_sql import (
@@ -72,9 +73,10 @@ class EventStore(StoreReads):
         # than the commit itself (shadowline bench append, issue 15).
         self._appender: tuple[AsyncConnection, Any] | None = None
         self._appending = False
-        # The probe's own connection, held too: a probe waiting for a pooled connection behind
-        # a burst of reads would time out, and a master with a usable database would skip its
-        # heartbeat (application.database) for nothing but load.
+        # The probe's own connection, held too, and made outside the pool (an engine without
+        # one): a probe waiting for a pooled connection behind a burst of reads would time out,
+        # and a master with a usable database would skip its heartbeat for load alone.
+        self._probes = create_async_engine(engine.url, poolclass=NullPool)
         self._prober: AsyncConnection | None = None
 
     async def append(self, batch: Sequence[Event], expected: int) -> None:
@@ -145,7 +147,7 @@ class EventStore(StoreReads):
         not in recovery): what an instance's heartbeat vouches for (application.database)."""
         try:
             if self._prober is None:
-                self._prober = await self.engine.connect()
+                self._prober = await self._probes.connect()
                 await self._prober.execution_options(isolation_level="AUTOCOMMIT")
             writable = await self._prober.scalar(text(WRITABLE))
         except BaseException as error:  # cancelled (timed out) or failed: never reuse it
@@ -162,6 +164,7 @@ class EventStore(StoreReads):
             with contextlib.suppress(Exception):
                 await prober.invalidate()
                 await prober.close()
+        await self._probes.dispose()
 
     async def save_snapshot(self, position: int, state: State) -> None:
         at = select(events.c.chain, events.c.epoch).where(events.c.position == position)
