@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import logging
 import signal
 import uuid
@@ -157,11 +158,28 @@ class _Server(uvicorn.Server):
         yield
 
 
+STUCK_AFTER = 20.0  # seconds after a stop signal by which the stop should long be done
+
+
+def _log_tasks(why: str) -> None:
+    """Every task's stack in the log: where a stop that does not end is waiting."""
+    stacks = []
+    for task in asyncio.all_tasks():
+        out = io.StringIO()
+        task.print_stack(limit=8, file=out)
+        stacks.append(out.getvalue())
+    log.error("%s; its %d tasks:\n%s", why, len(stacks), "\n".join(stacks))
+
+
 def _stop_on_signals(server: uvicorn.Server) -> None:
     loop = asyncio.get_running_loop()
 
     def stop(signum: signal.Signals) -> None:
         log.info("%s received: stopping intake, finishing in-flight work", signum.name)
+        if not server.should_exit:
+            loop.call_later(
+                STUCK_AFTER, _log_tasks, f"not stopped {STUCK_AFTER:g} s after {signum.name}"
+            )
         server.force_exit = server.should_exit and signum == signal.SIGINT
         server.should_exit = True
 
