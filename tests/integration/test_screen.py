@@ -435,3 +435,11 @@ async def test_the_monitoring_feed_waits_for_the_exchange_and_survives_a_lost_co
     assert [h.body["instance"] for h in feed.latest_heartbeats()] == ["m1", "me"]
     assert [e.routing_key for e in feed.recent_events()] == ["failover.probing", "role.changed"]
     assert [w.body["watchdog"] for w in feed.watchdogs_seen()] == ["w1"]
+    # A replayed (or copied) watchdog message says nothing newer of it: a dead watchdog must
+    # not look alive to the screen and preflight for as long as its messages can be replayed.
+    [kept] = feed.watchdogs_seen()
+    take("failover.probing", orjson.dumps(step))
+    assert feed.watchdogs_seen() == [kept]
+    later = {**step, "at": time.time() + 1}
+    take("failover.probing", orjson.dumps(later))
+    assert [w.body["at"] for w in feed.watchdogs_seen()] == [later["at"]]

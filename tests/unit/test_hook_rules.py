@@ -23,8 +23,9 @@ def test_the_arguments_follow_the_command_line_split_as_words() -> None:
 
 
 def test_the_environment_drops_every_shadowline_variable_and_keeps_the_rest() -> None:
-    env = CALL.env({"PATH": "/bin", "SHADOWLINE_CLUSTER_SECRET": "s"}, "node-b", "prod")
-    assert env["PATH"] == "/bin"
+    inherited = {"PATH": "/bin", "SHADOWLINE_CLUSTER_SECRET": "s", "shadowline_admin_password": "p"}
+    env = CALL.env(inherited, "node-b", "prod")  # settings are read whatever the names' case
+    assert env["PATH"] == "/bin" and "shadowline_admin_password" not in env
     assert {k for k in env if k.startswith("SHADOWLINE_")} == {
         f"SHADOWLINE_HOOK_{n}" for n in ("NAME", "ROLE", "PREVIOUS_ROLE", "EPOCH", "CAUSE",
                                          "ATTEMPT", "INSTANCE", "CLUSTER", "PREVIOUS_MASTER",

@@ -64,7 +64,8 @@ class HookCall:
         return [*shlex.split(command), self.role, self.previous_role, str(self.epoch), self.cause]
 
     def env(self, inherited: Mapping[str, str], instance: str, cluster: str) -> dict[str, str]:
-        own = {k: v for k, v in inherited.items() if not k.startswith(ENV_PREFIX)}
+        # Settings are read whatever the case of their names (pydantic-settings): so is this.
+        own = {k: v for k, v in inherited.items() if not k.upper().startswith(ENV_PREFIX)}
         told = {
             "NAME": str(self.hook),
             "ROLE": self.role,

@@ -170,6 +170,9 @@ class MonitoringFeed:
         name = heard.body.get("watchdog")
         if not heard.routing_key.startswith("failover.") or not isinstance(name, str):
             return
+        kept = self.watchdogs.get(name)
+        if kept is not None and not _later(heard.body.get("at"), kept.body.get("at")):
+            return  # a replay (or a copy) of what was heard: it says nothing newer of it
         self.watchdogs.pop(name, None)
         self.watchdogs[name] = heard  # last heard goes last: the oldest go first
         while len(self.watchdogs) > INSTANCES_KEPT:  # names anyone who may publish could invent
@@ -259,3 +262,11 @@ class MonitoringFeed:
             self.connected = False
             with contextlib.suppress(Exception):
                 await asyncio.shield(connection.close())
+
+
+def _later(at: object, than: object) -> bool:
+    """Whether the signed time `at` is after `than` (both as the messages say)."""
+    numbers = (int, float)
+    if not isinstance(at, numbers) or isinstance(at, bool):
+        return False
+    return not isinstance(than, numbers) or isinstance(than, bool) or at > than
