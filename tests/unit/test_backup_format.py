@@ -231,3 +231,15 @@ def test_the_appender_splits_batches_at_each_new_term_and_fences_skipped_terms()
     ]
     assert appender.position == 6
     assert envelope(events[0])["epoch"] == 1
+
+
+def test_a_page_of_events_is_cut_by_its_bytes_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page is handed on whole before it is checked: many huge event lines must not all be
+    held at once (backup.PAGE_BYTES)."""
+    from shadowline.domain import backup
+
+    lines = archive_lines(signed_log(CLUSTER, 10), CLUSTER)
+    monkeypatch.setattr(backup, "PAGE_BYTES", len(lines[1]) * 2)  # about two events a page
+    reader = Reader(iter(lines), SECRET)
+    pages = [len(events) for events in reader.events(1000)]
+    assert sum(pages) == 10 and max(pages) <= 3 and len(pages) >= 4

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from shadowline.application.preflight import Preflight
+from shadowline.application.preflight import REUSE_FOR, Preflight
 from shadowline.domain.errors import PeerUnreachable, Unauthenticated, Unavailable
 from shadowline.domain.ha import HaRecord
 from shadowline.domain.preflight_reach import NodeAnswer
@@ -243,7 +243,10 @@ async def test_concurrent_preflights_share_one_run() -> None:
     first, second = await asyncio.gather(check.run(), check.run())
     assert first == second
     assert pair.calls.count("/ha/peer/about") == 1
-    await check.run()  # once finished, the next caller gets a new run
+    await check.run()  # finished just now: its answer stands
+    assert pair.calls.count("/ha/peer/about") == 1
+    pair.clock.now += REUSE_FOR
+    await check.run()  # after that, the next caller gets a new run
     assert pair.calls.count("/ha/peer/about") == 2
 
 

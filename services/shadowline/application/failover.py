@@ -69,6 +69,7 @@ class Failover:
         self.metrics = metrics or Uncounted()
         self.hooks = hooks  # SHADOWLINE_BEFORE_PROMOTE, run before a promotion commits
         self.lock = asyncio.Lock()  # one role change at a time
+        self._tried = promotion.TriedCommands()  # ids of the promote commands taken up
         self._timing = rules.Timing(settings.instance, settings.lease, settings.takeover_delay)
 
     @property
@@ -130,6 +131,8 @@ class Failover:
         """Verify a promote command, drain what the master sent, and become master: fence the
         old epoch, take the role and record MasterPromoted in one transaction."""
         self._verified(command, via)
+        if not self._tried.first(command.command_id, time.time()):
+            raise Conflict(f"promote command {command.command_id[:64]} was taken up already")
         async with self.lock:
             if self.role.role != Role.SHADOW:
                 refused = Conflict(
@@ -139,7 +142,13 @@ class Failover:
                 raise refused
             if (replica := self.ha.replicas.current) is not None:
                 await replica.drain(self.settings.takeover_delay)
-            if self.hooks is not None:  # PromotionAborted: nothing claimed, still the shadow
+            if self.hooks is not None and self.settings.before_promote is not None:
+                late = promotion.hook_would_outlast(
+                    command, time.time(), self.settings.before_promote_timeout
+                )
+                if late is not None:
+                    raise late
+                # PromotionAborted: nothing claimed, still the shadow
                 await self.hooks.before_promote(self._before_promote(command))
             head, _ = await self.ha.commit(
                 lambda head: self._promotion(command, head.position, via)

@@ -92,6 +92,9 @@ def _about_valid(doc: Any) -> bool:
     return all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers)
 
 
+REUSE_FOR = 2.0  # seconds a finished run's answer stands for the next callers
+
+
 class Preflight:
     def __init__(
         self,
@@ -107,14 +110,26 @@ class Preflight:
         self._ha, self._feed, self._nodes, self._revision = ha, feed, nodes, revision
         self._count, self._wall, self._tick = probes, wall, tick
         self._running: asyncio.Task[dict[str, Any]] | None = None
+        self._ended_at = -REUSE_FOR
 
     async def run(self) -> dict[str, Any]:
-        """GET /ha/preflight. One run at a time: callers meanwhile share it (each run makes
-        signed calls of the peer and a connection to every broker node; a viewer asking in a
-        loop must not multiply them)."""
+        """GET /ha/preflight. One run at a time, shared, its answer reused for REUSE_FOR s: a
+        run calls the peer and every broker node, which a viewer's loop must not multiply."""
+        if (answer := self._reusable()) is not None:
+            return answer
         if self._running is None or self._running.done():
             self._running = asyncio.create_task(self._run())
+            self._running.add_done_callback(self._ended)
         return await asyncio.shield(self._running)
+
+    def _ended(self, _: asyncio.Task[dict[str, Any]]) -> None:
+        self._ended_at = self._tick()
+
+    def _reusable(self) -> dict[str, Any] | None:
+        run = self._running
+        if run is None or not run.done() or run.cancelled() or run.exception() is not None:
+            return None
+        return run.result() if self._tick() - self._ended_at < REUSE_FOR else None
 
     async def about(self) -> dict[str, Any]:
         """GET /ha/peer/about: what the peer's preflight needs of this instance."""

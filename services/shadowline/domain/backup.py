@@ -41,6 +41,9 @@ KEY: Final = "HKDF-SHA256(SHADOWLINE_CLUSTER_SECRET, info shadowline/v1/backup)"
 # One line's bytes at most (the state line holds every item): bounds what a crafted archive can
 # make a reader allocate before its MAC is known.
 MAX_LINE: Final = 256 * 1024 * 1024
+# The bytes of event lines one page may hold (a page is handed on whole, then checked): so a
+# crafted archive of many huge event lines costs at most this plus one line.
+PAGE_BYTES: Final = 64 * 1024 * 1024
 
 
 def line(doc: Any) -> bytes:
@@ -184,6 +187,7 @@ class Reader:
     def events(self, page: int) -> Iterator[list[Event]]:
         """The events 1..head, `page` at a time; positions must follow one another exactly."""
         batch: list[Event] = []
+        size = 0
         for position in range(1, self.manifest.position + 1):
             data = self._next(f"the event at position {position}")
             if data is None:
@@ -192,9 +196,10 @@ class Reader:
                     "truncated"
                 )
             batch.append(self._event(data, position))
-            if len(batch) == page:
+            size += len(data)
+            if len(batch) == page or size >= PAGE_BYTES:
                 yield batch
-                batch = []
+                batch, size = [], 0
         if batch:
             yield batch
 

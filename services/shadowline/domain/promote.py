@@ -159,3 +159,38 @@ def sealed_event(
     if not secret:
         return chained
     return replace(chained, signature=trust.event_signature(secret, cluster, chained))
+
+
+class TriedCommands:
+    """The promote commands this shadow took up, by id, for as long as a copy of one could
+    still pass its window: a copy replayed by anyone on the broker after an aborted promotion
+    must not run the before-promote hook again (the watchdog sends a new id for every try)."""
+
+    KEPT = 1000  # ids, at most; signed commands only, so only a watchdog could send more
+
+    def __init__(self) -> None:
+        self._seen: dict[str, float] = {}
+
+    def first(self, command_id: str, now: float) -> bool:
+        """Whether this id is new (and note it as taken up at `now`)."""
+        for old, at in list(self._seen.items()):
+            if now - at <= 2 * signing.WINDOW and len(self._seen) <= self.KEPT:
+                break  # in order of arrival: the rest are younger
+            del self._seen[old]
+        if command_id in self._seen:
+            return False
+        self._seen[command_id] = now
+        return True
+
+
+def hook_would_outlast(command: PromoteCommand, now: float, hook_timeout: float) -> Conflict | None:
+    """A before-promote hook may only start if the command outlives its longest run (and a
+    second for the commit): a hook that succeeded for a promotion then refused as expired
+    would have moved the virtual IP for nothing."""
+    late = expired_while_draining(command, now + hook_timeout + 1.0)
+    if late is None:
+        return None
+    return Conflict(
+        f"the promote command would expire while the before-promote hook runs (up to "
+        f"{hook_timeout:g} s): the hook was not run; the watchdog sends a new command"
+    )
