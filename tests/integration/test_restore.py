@@ -4,6 +4,7 @@ non-empty target is refused."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -172,5 +173,19 @@ async def test_an_instance_on_a_restored_store_refuses_the_origins_cluster_name(
     try:
         async with engine.connect() as c:
             assert await c.scalar(select(func.count()).select_from(events_table)) == 5
+    finally:
+        await engine.dispose()
+
+
+async def test_an_instance_starting_while_a_restore_runs_waits_for_its_outcome(db_url: str) -> None:
+    """Else it would see no BackupRestored yet, pass the check under the origin's cluster name,
+    and then run on the restored log as a second master of the origin's cluster."""
+    engine = create_engine(db_url, pool_size=2)
+    try:
+        async with RestoreTarget(engine).session():  # a restore's transaction, under way
+            check = asyncio.create_task(restored_as(engine))
+            await asyncio.sleep(0.5)
+            assert not check.done()  # held by the restore's lock
+        assert await asyncio.wait_for(check, 10) is None  # nothing restored: nothing bound
     finally:
         await engine.dispose()

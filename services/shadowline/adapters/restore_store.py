@@ -31,6 +31,10 @@ from shadowline.domain.errors import BackupRefused, Unavailable
 from shadowline.domain.events import Event
 from shadowline.domain.restore import RESTORED
 
+# Held by a restore's transaction and taken by an instance's start-up check: an instance
+# started while a restore runs waits for it, then sees what it restored (and whose cluster).
+RESTORE_LOCK = text("SELECT pg_advisory_xact_lock(8316003795934342258)")  # b"shadowlr"
+
 # Client sessions on this database other than ours: a running instance holds a few.
 OTHERS = text(
     "SELECT coalesce(application_name, '') FROM pg_stat_activity "
@@ -91,6 +95,7 @@ class RestoreTarget:
     async def session(self) -> AsyncIterator[_Session]:
         try:
             async with self._engine.begin() as connection:
+                await connection.execute(RESTORE_LOCK)
                 yield _Session(connection)
         except IntegrityError as error:  # the store's functions say why they refused
             raise BackupRefused(f"the target store refused the restore: {reason(error)}") from error
@@ -106,6 +111,7 @@ async def restored_as(engine: AsyncEngine) -> dict[str, Any] | None:
         .order_by(events.c.position.desc())
         .limit(1)
     )
-    async with engine.connect() as c:
+    async with engine.begin() as c:
+        await c.execute(RESTORE_LOCK)  # a restore under way: wait for its outcome
         data = await c.scalar(query)
     return data if isinstance(data, dict) else None
