@@ -24,6 +24,9 @@ from pamqp import commands
 
 log = logging.getLogger("shadowline.adapters.broker")
 
+# The old channel is closed this long after its replacement, so that what else was in flight
+# on it (a monitoring message, a command's reply) still gets its own confirm or nack.
+CLOSE_AFTER = 5.0
 CLOSE_WITHIN = 2.0  # seconds the old channel's close may take, in the background
 _closing: set[asyncio.Task[None]] = set()  # referenced until done (the loop holds tasks weakly)
 
@@ -39,7 +42,7 @@ async def renewed(
     connection: AbstractConnection, old: AbstractChannel, exchanges: dict[str, AbstractExchange]
 ) -> tuple[AbstractChannel, dict[str, AbstractExchange]]:
     """A new confirming channel and the same exchanges on it (no round trip: they exist);
-    `old` is closed in the background."""
+    `old` is closed in the background, once what was in flight on it is settled."""
     fresh = await connection.channel(publisher_confirms=True, on_return_raises=True)
     moved = {
         kind: await fresh.get_exchange(exchange.name, ensure=False)
@@ -52,5 +55,6 @@ async def renewed(
 
 
 async def _close(channel: AbstractChannel) -> None:
+    await asyncio.sleep(CLOSE_AFTER)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(channel.close(), CLOSE_WITHIN)
