@@ -215,6 +215,9 @@ def http_config(settings: Settings, app: ASGIApp) -> uvicorn.Config:
         access_log=False,
         timeout_graceful_shutdown=20,
         lifespan="off",
+        # TLS with the instance's own certificate (settings checked that the pair loads).
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
 
 
@@ -226,7 +229,10 @@ async def serve(settings: Settings, *, migrate: bool = True) -> None:
     instance = build_instance(settings)
     config = http_config(settings, instance.asgi)
     async with running(instance, migrate=migrate):
-        log.info("serving HTTP on %s (advertised as %s)", settings.http_bind, settings.public_url)
+        scheme = "HTTPS" if settings.tls_cert else "HTTP"
+        log.info(
+            "serving %s on %s (advertised as %s)", scheme, settings.http_bind, settings.public_url
+        )
         server = http_server(config)
         _stop_on_signals(server)
         await server.serve()

@@ -14,12 +14,13 @@ import shutil
 import socket
 from collections.abc import Collection
 from typing import Any, Final
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from shadowline.domain.ha import timing_problem
+from shadowline.masking import masked_url
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +32,6 @@ GUEST = "guest"
 # HMAC-SHA256 keys are derived from the cluster secret, and the heartbeats' MACs can be read by
 # any broker user: a shorter secret may be guessed offline from one captured heartbeat.
 MIN_SECRET_LENGTH = 32
-
-
-_SECRET_QUERY_KEYS = frozenset({"password", "passwd", "sslpassword"})
-
-
-def _masked_url(url: str) -> str:
-    """The URL with its password (in the user part or the query) replaced by ***. Parsed with
-    the standard library: settings are read by every layer, and the application layer may not
-    depend on SQLAlchemy (pyproject's import-linter contracts)."""
-    parts = urlsplit(url)
-    userinfo, at, hostport = parts.netloc.rpartition("@")
-    user, colon, _ = userinfo.partition(":")
-    netloc = f"{user}:***@{hostport}" if at and colon else parts.netloc
-    query = [
-        (k, "***" if k.lower() in _SECRET_QUERY_KEYS else v)
-        for k, v in parse_qsl(parts.query, keep_blank_values=True)
-    ]
-    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="*")))
 
 
 def _program(command: str) -> str | None:
@@ -72,6 +55,7 @@ def broker_user(amqp_url: str) -> str:
 # password settings, which it never uses).
 WATCHDOG_SETTINGS: Final = (
     "amqp_url",
+    "ca_file",
     "cluster",
     "cluster_secret",
     "instance",
@@ -135,6 +119,11 @@ class Settings(BaseSettings):
     on_role_change_timeout: float = Field(default=60.0, gt=0, le=3600)
     before_promote: str | None = None
     before_promote_timeout: float = Field(default=10.0, gt=0, le=60)
+    # HTTPS with this instance's own certificate (both or neither); the CA file its calls to
+    # peers trust (else the system's CAs): adapters.tls.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    ca_file: str | None = None
 
     @field_validator("database_url")
     @classmethod
@@ -207,6 +196,16 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _tls(self) -> Settings:
+        if not (self.tls_cert or self.tls_key or self.ca_file):
+            return self  # no TLS: no TLS modules loaded (the CLI's and watchdog's start-up)
+        from shadowline.tls_files import server_problem, trust_problem
+
+        if problem := server_problem(self.tls_cert, self.tls_key) or trust_problem(self.ca_file):
+            raise ValueError(problem)
+        return self
+
+    @model_validator(mode="after")
     def _timing_rule(self) -> Settings:
         problem = timing_problem(self.lease, self.lease_margin, self.takeover_delay)
         if problem is not None:
@@ -272,7 +271,7 @@ class Settings(BaseSettings):
         host = self.bind_host
         if host in ("0.0.0.0", "::", ""):
             host = socket.gethostname()
-        return f"http://{host}:{self.bind_port}"
+        return f"{'https' if self.tls_cert else 'http'}://{host}:{self.bind_port}"
 
     def masked_for_watchdog(self) -> dict[str, Any]:
         """What the watchdog logs: the settings it uses (WATCHDOG_SETTINGS), masked."""
@@ -285,9 +284,9 @@ class Settings(BaseSettings):
         for warning in self.startup_warnings():
             log.warning("%s", warning)
         shown = self.model_dump()
-        shown["database_url"] = _masked_url(self.database_url)
+        shown["database_url"] = masked_url(self.database_url)
         shown["amqp_url"] = ",".join(
-            _masked_url(url.strip()) for url in self.amqp_url.get_secret_value().split(",")
+            masked_url(url.strip()) for url in self.amqp_url.get_secret_value().split(",")
         )
         for secret in ("cluster_secret", "admin_password"):
             shown[secret] = "***" if getattr(self, secret) else None

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import stat
 from collections.abc import Callable, Mapping
 from functools import partial
@@ -19,6 +20,7 @@ from typing import Any
 import orjson
 
 from shadowline.adapters.peer import probe_health
+from shadowline.adapters.tls import client_context
 from shadowline.adapters.watchdog_link import SharedLink, start_until_connected
 from shadowline.settings import Settings
 from shadowline.watchdog import http
@@ -61,6 +63,7 @@ def _watch(
         caller=name,
         cluster=cluster,
         within=max(0.2, settings.takeover_delay / 4),
+        verify=client_context(settings.ca_file),
     )
     watch: ClusterWatch
 
@@ -93,6 +96,7 @@ async def _probe(
     caller: str,
     cluster: str,
     within: float,
+    verify: ssl.SSLContext,
 ) -> tuple[dict[str, Any] | None, str]:
     return await probe_health(
         url,
@@ -102,6 +106,7 @@ async def _probe(
         instance=instance,  # a genuine instance elsewhere (another cluster) is not it
         within=within,
         on_rejected=on_rejected,
+        verify=verify,
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -96,6 +97,7 @@ class PeerClient:
         on_rejected: Rejected | None = None,
         max_answer: int = 1024 * 1024,
         max_stream: int = 512 * 1024 * 1024,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._secret = secret
@@ -106,7 +108,8 @@ class PeerClient:
         self._on_rejected = on_rejected
         self._max_answer = max_answer
         self._max_stream = max_stream
-        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout)
+        # `verify`: the trust an https peer's certificate is checked against (adapters.tls).
+        self._http = httpx.AsyncClient(base_url=self.base_url, timeout=timeout, verify=verify)
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -262,6 +265,7 @@ async def probe_health(
     instance: str,
     within: float,
     on_rejected: Rejected | None = None,
+    verify: ssl.SSLContext | bool = True,
 ) -> tuple[dict[str, Any] | None, str]:
     """GET /health of `instance` at `url`, signed, its answer authenticated: (the answer, "")
     or (None, what went wrong). A fake instance at the URL cannot pass for it (its answer fails
@@ -277,6 +281,7 @@ async def probe_health(
         deadline=within,
         on_rejected=on_rejected,
         max_answer=64 * 1024,
+        verify=verify,
     )
     try:
         found = await client.call("GET", "/health")

@@ -19,6 +19,7 @@ from shadowline.adapters.migrate import current_revision
 from shadowline.adapters.peer import PeerClient
 from shadowline.adapters.resources import load_config_schemas
 from shadowline.adapters.store import EventStore
+from shadowline.adapters.tls import client_context
 from shadowline.application import role_tasks
 from shadowline.application.database import DatabaseHealth
 from shadowline.application.failover import Failover
@@ -71,6 +72,7 @@ def _peer_client(
         timeout=timeout,
         deadline=PEER_DEADLINE_FACTOR * timeout,
         on_rejected=lambda reason: rejected("peer-answer", reason),
+        verify=client_context(settings.ca_file),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 from collections.abc import Coroutine, Iterator
@@ -166,7 +167,10 @@ def client(url: str, user: str, password: str | None, prefer: str = "any") -> Cl
     from shadowline.client.http import Client
 
     try:
-        return Client(with_scheme(url), user, password, prefer=prefer)
+        # SHADOWLINE_CA_FILE: the certificates an https instance is checked against (its own
+        # self-signed one, or a private CA), else the system's CAs.
+        ca_file = os.environ.get("SHADOWLINE_CA_FILE") or None
+        return Client(with_scheme(url), user, password, prefer=prefer, ca_file=ca_file)
     except ValueError as error:  # --prefer not one of any, shadow, master
         fail(str(error), EXIT_USAGE)
 

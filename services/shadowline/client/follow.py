@@ -20,6 +20,7 @@ the answer.
 from __future__ import annotations
 
 import contextlib
+import ssl
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -86,6 +87,13 @@ class Instances:
         """Whether any instance is reached over HTTPS: only then is a TLS context (and the CA
         bundle, some 30 ms of a CLI call's start-up) needed; certificates are always checked."""
         return any(url.lower().startswith("https://") for url in self.urls)
+
+    def verify(self, ca_file: str | None) -> ssl.SSLContext | bool:
+        """What certificates are checked against: `ca_file` (PEM, e.g. the instances' own
+        self-signed certificates) when given, else the system's CAs; never unchecked."""
+        if ca_file and self.tls:
+            return ssl.create_default_context(cafile=ca_file)
+        return self.tls
 
     @property
     def several(self) -> bool:

@@ -11,15 +11,7 @@ import httpx
 
 from shadowline.client.follow import Instances, delete_plan, put_plan
 from shadowline.client.plans import Plan, arun, run
-from shadowline.client.requests import (
-    PAGE,
-    Call,
-    R,
-    T,
-    _event_line,
-    _stream_timeout,
-    parse,
-)
+from shadowline.client.requests import PAGE, Call, R, T, _event_line, _stream_timeout, parse
 from shadowline.client.types import (
     ConfigState,
     Health,
@@ -43,12 +35,13 @@ class Client:
         transport: httpx.BaseTransport | None = None,
         patience: float = 30.0,
         prefer: str = "any",
+        ca_file: str | None = None,
     ) -> None:
         """`patience`, `prefer`: waiting for a master, where reads go (follow.Instances)."""
         auth = (user, password or "") if user else None
         self._instances = Instances(url, patience, prefer)
         self._http = httpx.Client(
-            auth=auth, timeout=timeout, transport=transport, verify=self._instances.tls
+            auth=auth, timeout=timeout, transport=transport, verify=self._instances.verify(ca_file)
         )
 
     def __enter__(self) -> Client:
@@ -180,12 +173,13 @@ class AsyncClient:
         transport: httpx.AsyncBaseTransport | None = None,
         patience: float = 30.0,
         prefer: str = "any",
+        ca_file: str | None = None,
     ) -> None:
         """`transport`: e.g. httpx.ASGITransport(app) to talk to an in-process instance."""
         auth = (user, password or "") if user else None
         self._instances = Instances(url, patience, prefer)
         self._http = httpx.AsyncClient(
-            auth=auth, timeout=timeout, transport=transport, verify=self._instances.tls
+            auth=auth, timeout=timeout, transport=transport, verify=self._instances.verify(ca_file)
         )
 
     async def __aenter__(self) -> AsyncClient:

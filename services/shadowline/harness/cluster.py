@@ -26,7 +26,9 @@ from shadowline.harness.processes import (
 
 def admin(process: InstanceProcess, password: str, timeout: float = 30) -> httpx.Client:
     """A client of `process` logged in as admin (each instance has its own users)."""
-    return httpx.Client(base_url=process.url, auth=("admin", password), timeout=timeout)
+    return httpx.Client(
+        base_url=process.url, auth=("admin", password), timeout=timeout, verify=process.verify
+    )
 
 
 def call(process: InstanceProcess, password: str, method: str, path: str, body: Any = None) -> Any:

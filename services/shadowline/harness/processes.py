@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -180,10 +181,17 @@ class InstanceProcess(ShadowlineProcess):
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        """What a client of this instance checks its certificate with: SHADOWLINE_CA_FILE of
+        its environment (the same file its own calls trust), else the system's CAs."""
+        ca_file = self.env.get("SHADOWLINE_CA_FILE")
+        return ssl.create_default_context(cafile=ca_file) if ca_file else True
+
     def health(self, timeout: float = 0.5) -> dict[str, Any] | None:
         """GET /health, or None while the process is down, paused or starting."""
         try:
-            response = httpx.get(f"{self.url}/health", timeout=timeout)
+            response = httpx.get(f"{self.url}/health", timeout=timeout, verify=self.verify)
         except httpx.HTTPError:
             return None
         return response.json() if response.status_code == 200 else None
@@ -275,4 +283,5 @@ def instance(
         "SHADOWLINE_CLUSTER_SECRET": secret,
         **(env or {}),
     }
-    return InstanceProcess(env=environment, log=log, url=f"http://{bind}")
+    scheme = "https" if environment.get("SHADOWLINE_TLS_CERT") else "http"
+    return InstanceProcess(env=environment, log=log, url=f"{scheme}://{bind}")
