@@ -29,6 +29,7 @@ from shadowline.cli.demo_state import (
     CLUSTER_NAME,
     NODES,
     Footprint,
+    certificates,
     footprint,
     publishers,
     refusal,
@@ -69,6 +70,7 @@ class Demo:
     watchdog: WatchdogProcess
     watchdog_url: str
     epoch: int = 1
+    ca_file: str | None = None  # with --tls: the instances' own certificates, trusted
 
     @property
     def cluster(self) -> str:
@@ -79,9 +81,11 @@ class Demo:
         return [self.master, self.shadow, self.watchdog]
 
 
-def _demo(place: Footprint, port: int) -> Demo:
+def _demo(place: Footprint, port: int, tls: bool = False) -> Demo:
     password = secrets.token_urlsafe(12)
     secret = os.environ.get("SHADOWLINE_CLUSTER_SECRET") or secrets.token_hex(16)
+    own, ca_file = certificates(place.log_dir / "tls") if tls else ({}, None)
+    trust = {"SHADOWLINE_CA_FILE": ca_file} if ca_file else {}
 
     def node(name: str, port: int) -> InstanceProcess:
         made = instance(
@@ -92,7 +96,7 @@ def _demo(place: Footprint, port: int) -> Demo:
             password=password,
             secret=secret,
             port=port,
-            env={**TIMING, **publishers(place)},
+            env={**TIMING, **publishers(place), **own.get(name, {}), **trust},
         )
         if note := demo_text.port_note(port, made.port, name):
             _say(note)
@@ -112,11 +116,12 @@ def _demo(place: Footprint, port: int) -> Demo:
         "SHADOWLINE_CLUSTER": place.cluster,
         "SHADOWLINE_CLUSTER_SECRET": secret,
         "SHADOWLINE_WATCHDOG_HTTP_BIND": watchdog_url.removeprefix("http://"),
+        **trust,
     }
     watchdog = WatchdogProcess(
         env=watchdog_env, log=place.log_dir / "watchdog.log", cluster=place.cluster, own_group=True
     )
-    return Demo(place, password, first, second, watchdog, watchdog_url)
+    return Demo(place, password, first, second, watchdog, watchdog_url, ca_file=ca_file)
 
 
 def _set_up(demo: Demo) -> None:
@@ -124,7 +129,7 @@ def _set_up(demo: Demo) -> None:
     master, join the shadow, confirm it."""
     demo.watchdog.start()
     start_all((demo.master, demo.shadow), PATIENCE)
-    with Client(demo.master.url, "admin", demo.password) as client:
+    with Client(demo.master.url, "admin", demo.password, ca_file=demo.ca_file) as client:
         for kind, name, value in SAMPLES:
             client.put(kind, name, value, reason="demo sample")
     set_up_ha(demo.master, demo.shadow, demo.password)
@@ -150,7 +155,7 @@ def _show_failover(demo: Demo) -> None:
         f"  {new.name} is master in epoch 2, {took:.1f}s after the kill (the watchdog's log: "
         f"{demo.watchdog.log})"
     )
-    with Client(new.url, "admin", demo.password) as client:
+    with Client(new.url, "admin", demo.password, ca_file=demo.ca_file) as client:
         result = client.put(
             "subaccount", "after-failover", {"region": "eu10", "subaccount_id": "f1"}
         )
@@ -159,7 +164,7 @@ def _show_failover(demo: Demo) -> None:
     restarted = time.monotonic()
     old.start()
     took = wait_role(old, "shadow", 2, PATIENCE) - restarted
-    with Client(old.url, "admin", demo.password) as client:
+    with Client(old.url, "admin", demo.password, ca_file=demo.ca_file) as client:
         wait_for(
             lambda: client.ha_verify()["agree"],
             PATIENCE,
@@ -206,7 +211,7 @@ def _run(demo: Demo, exit_after: float | None, failover: bool) -> None:
     _set_up(demo)
     if failover:
         _show_failover(demo)
-    with Client(demo.master.url, "admin", demo.password) as client:
+    with Client(demo.master.url, "admin", demo.password, ca_file=demo.ca_file) as client:
         position = client.health()["position"]
     _say(
         demo_text.banner(
@@ -219,6 +224,11 @@ def _run(demo: Demo, exit_after: float | None, failover: bool) -> None:
             position=position,
         )
     )
+    if demo.ca_file:
+        _say(
+            f"HTTPS, each instance with its own self-signed certificate; trust them with\n"
+            f"  export SHADOWLINE_CA_FILE={demo.ca_file}   # curl: --cacert {demo.ca_file}"
+        )
     deadline = None if exit_after is None else time.monotonic() + exit_after
     died: dict[str, float] = {}
     while deadline is None or time.monotonic() < deadline:
@@ -252,6 +262,7 @@ def run_demo(
     failover: bool = False,
     cluster: str = "demo",
     force: bool = False,
+    tls: bool = False,
 ) -> int:
     if not CLUSTER_NAME.fullmatch(cluster):
         return _problem(
@@ -263,7 +274,7 @@ def run_demo(
     if (refused := refusal(place, force)) is not None:
         return _problem(refused)
     place.claim()
-    demo = _demo(place, port)
+    demo = _demo(place, port, tls)
     handlers = _stop_on_signals()
     try:
         if problem := place.reset():

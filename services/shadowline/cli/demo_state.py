@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 from shadowline.adapters.amqp_nodes import node_of, split_urls
 from shadowline.adapters.broker import Names, delete_topology
 from shadowline.adapters.migrate import create_database, database_exists, drop_database
+from shadowline.adapters.tls import self_signed
 from shadowline.cli.common import run
 from shadowline.settings import GUEST, broker_user
 
@@ -160,3 +161,13 @@ def clean_demo(cluster: str) -> int:
     gone = ", ".join(databases) if databases else "no databases"
     print(f"removed demo cluster {cluster}: {gone}, its broker names and {place.log_dir}/")
     return 0
+
+
+def certificates(folder: Path) -> tuple[dict[str, dict[str, str]], str]:
+    """--tls: a self-signed certificate of each instance's own, and the file trusting them."""
+    own, bundle = {}, folder / "trusted.pem"
+    for name in NODES:
+        cert, key = self_signed(folder, name, ["127.0.0.1", "localhost"])
+        own[name] = {"SHADOWLINE_TLS_CERT": str(cert), "SHADOWLINE_TLS_KEY": str(key)}
+    bundle.write_text("".join((folder / f"{name}.crt").read_text() for name in NODES))
+    return own, str(bundle)

@@ -179,8 +179,7 @@ def demo(
     port: Annotated[
         int,
         typer.Option(
-            help="HTTP port of the first instance (the next ones follow it; a busy "
-            "port is replaced by a free one, and the demo says so)."
+            help="HTTP port of the first instance (the next follow; a busy one is replaced)."
         ),
     ] = 8080,
     exit_after: Annotated[
@@ -201,6 +200,7 @@ def demo(
         bool,
         typer.Option("--force", help="Recreate an existing demo cluster empty without asking."),
     ] = False,
+    tls: Annotated[bool, typer.Option("--tls", help="HTTPS, self-signed certificates.")] = False,
     clean: Annotated[
         bool,
         typer.Option(
@@ -215,7 +215,7 @@ def demo(
     from shadowline.cli.demo import run_demo
 
     setup_logging("WARNING")
-    raise typer.Exit(run_demo(port, exit_after, failover, cluster, force))
+    raise typer.Exit(run_demo(port, exit_after, failover, cluster, force, tls))
 
 
 # Long only because typer declares each of its options in the signature, with its help.
