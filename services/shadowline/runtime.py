@@ -98,6 +98,7 @@ def _helpers(instance: Instance) -> list[asyncio.Task[None]]:
         asyncio.create_task(instance.feed.run(), name="monitoring-feed"),
         # Role-change hooks left pending (or running) by the last run first, then each new one.
         asyncio.create_task(instance.hooks.run(), name="role-change-hooks"),
+        asyncio.create_task(instance.switches.run(), name="scheduled-switch"),
     ]
 
 

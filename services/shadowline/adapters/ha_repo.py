@@ -10,7 +10,7 @@ from sqlalchemy import func, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shadowline.adapters import hook_journal
+from shadowline.adapters import hook_journal, switch_repo
 from shadowline.adapters.store_sql import APPEND, DRIVER_ERRORS, columns, reason
 from shadowline.adapters.tables import ha_state, instance_state, relay_cursor
 from shadowline.domain.errors import Conflict, Unavailable
@@ -98,11 +98,7 @@ class HaRepository:
         if taken.rowcount != 1:  # compare-and-set: never overwrite a role blindly
             expected = " or ".join(sorted(change.expect))
             raise Conflict(f"this instance is no longer in role {expected}")
-        # The one place every role change passes: its hook's row commits with it.
-        await hook_journal.record(
-            c, epoch=change.epoch or before.epoch, role=str(change.role),
-            previous_role=before.role, cause=change.cause,
-        )  # fmt: skip
+        await _with_role_change(c, change, before.epoch, before.role)
         if change.ha:
             await c.execute(
                 update(ha_state)
@@ -222,3 +218,17 @@ async def _refused_as(step: str, work: Awaitable[T]) -> T:
         return await work
     except IntegrityError as error:
         raise Conflict(f"the store refused {step}: {reason(error)}") from error
+
+
+async def _with_role_change(
+    c: AsyncConnection, change: RoleChange, epoch_before: int, role_before: str
+) -> None:
+    """What commits with every role change, the one place they all pass: its hook's row, and
+    the cancellation of a scheduled switch (one never outlives the role it was taken in)."""
+    await hook_journal.record(
+        c, epoch=change.epoch or epoch_before, role=str(change.role),
+        previous_role=role_before, cause=change.cause,
+    )  # fmt: skip
+    await switch_repo.cancel_open(
+        c, f"cancelled: the role changed to {change.role} ({change.cause or 'unknown'})"
+    )

@@ -31,7 +31,7 @@ APP_FUNCTIONS = (
 )
 APP_TABLES = (
     "events, snapshots, store_head, items, quarantine, instance_state, ha_state, relay_cursor, "
-    "users, local_config, role_hooks, alembic_version"
+    "users, local_config, role_hooks, switch_schedule, alembic_version"
 )
 APP_GRANTS = (
     f"REVOKE ALL ON {APP_TABLES} FROM {{role}}",
@@ -41,6 +41,8 @@ APP_GRANTS = (
     "GRANT SELECT, UPDATE ON instance_state, ha_state, relay_cursor TO {role}",
     # Role-change hooks: a row is inserted with each role change, then marked as the hook runs.
     "GRANT SELECT, INSERT, UPDATE ON role_hooks TO {role}",
+    # Scheduled switches: taken, then marked as they run or are cancelled.
+    "GRANT SELECT, INSERT, UPDATE ON switch_schedule TO {role}",
     "GRANT SELECT, INSERT, UPDATE, DELETE ON users, local_config TO {role}",
     f"GRANT EXECUTE ON FUNCTION {', '.join(APP_FUNCTIONS)} TO {{role}}",
 )

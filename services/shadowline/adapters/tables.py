@@ -172,3 +172,18 @@ role_hooks = Table(
     Column("started_at", DateTime(timezone=True)),
     Column("finished_at", DateTime(timezone=True)),
 )
+
+# Scheduled switches of roles (migration 0008): local to the master that took them;
+# scheduled -> running -> done | failed | unknown, or scheduled -> cancelled.
+switch_schedule = Table(
+    "switch_schedule",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("epoch", Integer, nullable=False),
+    Column("due_at", DateTime(timezone=True), nullable=False),
+    Column("requested_by", Text, nullable=False),
+    Column("state", Text, nullable=False),
+    Column("reason", Text),
+    Column("requested_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+)

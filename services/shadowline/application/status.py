@@ -42,6 +42,7 @@ class Whoami:
     replication: str | None  # on a master with a confirmed shadow: sync or async
     acked: int  # on a master: the shadow's acknowledged position
     broker_node: str | None = None  # the RabbitMQ node (host:port) connected to now
+    scheduled_switch: dict[str, Any] | None = None  # on a master that took one: the latest
 
     @property
     def master(self) -> bool:
@@ -88,6 +89,7 @@ class Whoami:
             "shadow": None,
             "master": None,
             "broker": {"node": self.broker_node},
+            "scheduled_switch": self.scheduled_switch,
         }
 
 
@@ -110,6 +112,8 @@ class Identity:
         self.relation = relation
         self._position = position
         self.record: HaRecord | None = None
+        # The latest scheduled switch of roles (application.switch_schedule sets it).
+        self.scheduled: Callable[[], dict[str, Any] | None] = lambda: None
 
     def now(self) -> Whoami:
         relation = self.relation
@@ -121,6 +125,7 @@ class Identity:
             relation.replication,
             relation.acked,
             self._broker_node(),
+            self.scheduled(),
         )
 
     def heartbeat(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,6 +24,7 @@ from shadowline.adapters.metrics import Metrics, Scrape
 from shadowline.adapters.migrate import current_revision
 from shadowline.adapters.passwords import VerifiedCache, dummy_hash
 from shadowline.adapters.store import EventStore
+from shadowline.adapters.switch_repo import SwitchSchedules
 from shadowline.application.auth import Authenticator, LoginThrottle
 from shadowline.application.failover import Failover
 from shadowline.application.ha import HaService
@@ -32,16 +34,19 @@ from shadowline.application.preflight import Preflight
 from shadowline.application.service import ConfigService
 from shadowline.application.snapshots import Snapshotter
 from shadowline.application.supervisor import Supervisor, wanted_tasks
+from shadowline.application.switch_schedule import SwitchScheduler
 from shadowline.application.writer import Writer
 from shadowline.bootstrap import hearing
 from shadowline.bootstrap.hearing import secret_of
 from shadowline.bootstrap.wiring import (
+    Wing,
     build_core,
     build_wing,
     config_side,
     default_broker,
     role_task_factories,
 )
+from shadowline.domain.commands import RecordEvent
 from shadowline.entrypoints.amqp.feed import MonitoringFeed
 from shadowline.entrypoints.app import create_app
 from shadowline.entrypoints.http.limits import BodyLimit
@@ -61,6 +66,17 @@ def _preflight(settings: Settings, ha: HaService, feed: MonitoringFeed) -> Prefl
     return Preflight(
         ha=ha, feed=feed, nodes=nodes, revision=partial(current_revision, settings.database_url)
     )
+
+
+def _switches(wing: Wing, writer: Writer, engine: AsyncEngine) -> SwitchScheduler:
+    """Scheduled switches of roles; each taken or cancelled is an audited HA event."""
+
+    async def record(type_: str, data: dict[str, Any], actor: str) -> None:
+        await writer.submit(RecordEvent(type_, data, {"actor": actor}))
+
+    switches = SwitchScheduler(wing.failover, SwitchSchedules(engine), record)
+    wing.ha.identity.scheduled = switches.view
+    return switches
 
 
 @dataclass(frozen=True)
@@ -84,6 +100,7 @@ class Instance:
     asgi: BodyLimit  # around PeerAnswers around the app
     feed: MonitoringFeed
     hooks: Hooks
+    switches: SwitchScheduler
 
 
 # Over 50 lines: it names every part of an instance once, in the order they depend on each
@@ -124,6 +141,7 @@ def build_instance(
     )
     app.state.alerts = core.monitor  # GET /alerts and the screen (entrypoints.deps.Alerts)
     app.state.preflight = _preflight(settings, wing.ha, feed)  # GET /ha/preflight
+    app.state.switches = _switches(wing, core.writer, engine)  # POST, DELETE /ha/switch-roles
     return Instance(
         ha=wing.ha,
         supervisor=Supervisor(tasks, partial(wanted_tasks, wing.ha), wing.changes),
@@ -147,4 +165,5 @@ def build_instance(
         ),
         feed=feed,
         hooks=wing.hooks,
+        switches=app.state.switches,
     )

@@ -22,6 +22,8 @@ from shadowline.cli.common import (
     fail,
 )
 from shadowline.cli.ha_preflight import EPILOG, preflight
+from shadowline.cli.ha_switch import EPILOG as SWITCH_EPILOG
+from shadowline.cli.ha_switch import switch_roles
 from shadowline.cli.ha_view import describe, describe_quarantine, wait_in_sync
 
 app = typer.Typer(
@@ -186,25 +188,7 @@ def verify(
 app.command("preflight", epilog=EPILOG)(preflight)
 
 
-@app.command(
-    "switch-roles",
-    epilog=examples(
-        "shadowline ha switch-roles --url http://master:8080",
-        "shadowline ha switch-roles --url http://master:8080 --json | jq .seconds",
-    ),
-)
-def switch_roles(
-    url: Url = DEFAULT_URL, user: User = "admin", password: Password = None, as_json: Json = False
-) -> None:
-    """Planned, lossless handover: the shadow becomes master, this master its shadow."""
-    with client(url, user, password) as c:
-        doc = call(c.ha_switch_roles)
-    emit(
-        doc,
-        as_json,
-        f"{doc['new_master']} is master in epoch {doc['epoch']} (handover took "
-        f"{doc['seconds'] * 1000:.0f} ms); this instance is its shadow",
-    )
+app.command("switch-roles", epilog=SWITCH_EPILOG)(switch_roles)
 
 
 @app.command(

@@ -12,13 +12,7 @@ import httpx
 from shadowline.client.follow import Instances, delete_plan, put_plan
 from shadowline.client.plans import Plan, arun, run
 from shadowline.client.requests import PAGE, Call, R, T, _event_line, _stream_timeout, parse
-from shadowline.client.types import (
-    ConfigState,
-    Health,
-    Item,
-    Json,
-    Written,
-)
+from shadowline.client.types import ConfigState, Health, Item, Json, Written
 
 
 class Client:
@@ -146,8 +140,12 @@ class Client:
     def ha_preflight(self) -> Json:
         return self._run(R.preflight())
 
-    def ha_switch_roles(self) -> Json:
-        return self._on_master("POST", "/ha/switch-roles")
+    def ha_switch_roles(self, at: str | None = None) -> Json:
+        """Switch now, or (`at`, ISO-8601 with offset) schedule the switch for then."""
+        return self._on_master("POST", "/ha/switch-roles", {"at": at} if at else None)
+
+    def ha_cancel_switch(self) -> Json:
+        return self._on_master("DELETE", "/ha/switch-roles")
 
     def ha_maintenance(self, on: bool) -> Json:
         return self._call("POST", "/ha/maintenance", {"on": on})
@@ -281,8 +279,11 @@ class AsyncClient:
     async def ha_preflight(self) -> Json:
         return await self._run(R.preflight())
 
-    async def ha_switch_roles(self) -> Json:
-        return await self._on_master("POST", "/ha/switch-roles")
+    async def ha_switch_roles(self, at: str | None = None) -> Json:
+        return await self._on_master("POST", "/ha/switch-roles", {"at": at} if at else None)
+
+    async def ha_cancel_switch(self) -> Json:
+        return await self._on_master("DELETE", "/ha/switch-roles")
 
     async def ha_maintenance(self, on: bool) -> Json:
         return await self._call("POST", "/ha/maintenance", {"on": on})

@@ -28,6 +28,7 @@ from shadowline.entrypoints.http import alerts, config, probes
 from shadowline.entrypoints.http.common import SameOriginJson
 from shadowline.entrypoints.http.ha import router as ha_router
 from shadowline.entrypoints.http.openapi import config_kind_paths, tidy
+from shadowline.entrypoints.http.switch import router as switch_router
 from shadowline.entrypoints.screen.routes import include_screen, is_screen_form
 from shadowline.entrypoints.web import ORJSONResponse, error_response
 from shadowline.settings import Settings
@@ -135,5 +136,6 @@ def create_app(
     # Last: routes are matched in order, and the config writes should not first be tried
     # against every /ha route (no path here overlaps one there, so the order changes nothing else).
     app.include_router(ha_router)
+    app.include_router(switch_router)  # POST, DELETE /ha/switch-roles
     app.openapi = _openapi(app, service)  # type: ignore[method-assign]
     return app

@@ -18,6 +18,7 @@ from shadowline.application.failover import Failover
 from shadowline.application.ha import HaService
 from shadowline.application.preflight import Preflight
 from shadowline.application.service import ConfigService
+from shadowline.application.switch_schedule import SwitchScheduler
 from shadowline.domain.alerting import AlertBoard
 from shadowline.domain.errors import Unavailable
 from shadowline.domain.events import Event
@@ -124,6 +125,13 @@ async def _preflight(request: Request) -> Preflight:
     return found
 
 
+async def _switches(request: Request) -> SwitchScheduler:
+    found: SwitchScheduler | None = getattr(request.app.state, "switches", None)
+    if found is None:  # an app built without one (a test's)
+        raise Unavailable("this instance was built without a switch scheduler")
+    return found
+
+
 Service = Annotated[ConfigService, Depends(_service)]
 Log = Annotated[LogReads, Depends(_log)]
 HA = Annotated[HaService, Depends(_ha)]
@@ -133,3 +141,4 @@ Metrics = Annotated[Scraped, Depends(_metrics)]
 Feed = Annotated[Monitoring | None, Depends(_feed)]
 Alerts = Annotated[AlertLog | None, Depends(_alerts)]
 PreflightDep = Annotated[Preflight, Depends(_preflight)]
+Switches = Annotated[SwitchScheduler, Depends(_switches)]

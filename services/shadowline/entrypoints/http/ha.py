@@ -12,11 +12,10 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
 from shadowline.application.replica import FETCH_PAGE
-from shadowline.domain.errors import Conflict, FieldError, Forbidden, InvalidInput, NotFound
+from shadowline.domain.errors import FieldError, Forbidden, InvalidInput, NotFound
 from shadowline.domain.events import envelope, format_time
 from shadowline.domain.promote import PromoteCommand
 from shadowline.domain.records import EventFilter
-from shadowline.domain.roles import Role
 from shadowline.domain.state import digest
 from shadowline.entrypoints.deps import HA, FailoverDep, Log, PreflightDep, Service
 from shadowline.entrypoints.http.common import NDJSON, Admin, Auditor, Viewer, body_json
@@ -33,7 +32,6 @@ from shadowline.entrypoints.http.openapi_ha import (
     Promoted,
     Quarantine,
     Registered,
-    RolesSwitched,
     ShadowRemoved,
     promote_command,
 )
@@ -71,10 +69,10 @@ async def _optional_body(request: Request) -> dict[str, Any]:
 
 # After the caller (Admin, Peer) in a signature: FastAPI solves dependencies in order, so a
 # caller who may not call is refused before the body is even read.
-Body = Annotated[dict[str, Any], Depends(_optional_body)]
+Body = Annotated[dict[str, Any], Depends(_optional_body)]  # also entrypoints.http.switch
 
 
-def _body(schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+def body_doc(schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
     """The OpenAPI request body of a route that reads its JSON itself (Body, body_json)."""
     content = {"application/json": {"schema": schema}}
     return {"requestBody": {"required": required, "content": content}}
@@ -102,7 +100,7 @@ async def ha_status(ha: HA, _: Viewer) -> dict[str, Any]:
     return await ha.status()
 
 
-@router.post("/ha/enable", responses=answers(HaStatus, *WRITE), openapi_extra=_body(_ENABLE))
+@router.post("/ha/enable", responses=answers(HaStatus, *WRITE), openapi_extra=body_doc(_ENABLE))
 async def ha_enable(ha: HA, user: Admin, body: Body) -> dict[str, Any]:
     auto_confirm = body.get("auto_confirm", False)
     if not isinstance(auto_confirm, bool):
@@ -110,7 +108,7 @@ async def ha_enable(ha: HA, user: Admin, body: Body) -> dict[str, Any]:
     return await ha.enable(auto_confirm, user.name)
 
 
-@router.post("/ha/join", responses=answers(HaStatus, *WRITE), openapi_extra=_body(_JOIN, True))
+@router.post("/ha/join", responses=answers(HaStatus, *WRITE), openapi_extra=body_doc(_JOIN, True))
 async def ha_join(ha: HA, _: Admin, body: Body) -> dict[str, Any]:
     missing = [f for f in ("master_url", "user", "password") if not isinstance(body.get(f), str)]
     if missing:
@@ -118,7 +116,7 @@ async def ha_join(ha: HA, _: Admin, body: Body) -> dict[str, Any]:
     return await ha.join(body["master_url"], body["user"], body["password"])
 
 
-@router.post("/ha/confirm", responses=answers(HaStatus, *WRITE), openapi_extra=_body(_CONFIRM))
+@router.post("/ha/confirm", responses=answers(HaStatus, *WRITE), openapi_extra=body_doc(_CONFIRM))
 async def ha_confirm(ha: HA, user: Admin, body: Body) -> dict[str, Any]:
     shadow = body.get("shadow")
     if shadow is not None and not isinstance(shadow, str):
@@ -132,22 +130,14 @@ async def ha_forget(ha: HA, user: Admin) -> dict[str, Any]:
 
 
 @router.post(
-    "/ha/maintenance", responses=answers(HaStatus, *WRITE), openapi_extra=_body(_MAINTENANCE, True)
+    "/ha/maintenance",
+    responses=answers(HaStatus, *WRITE),
+    openapi_extra=body_doc(_MAINTENANCE, True),
 )
 async def ha_maintenance(ha: HA, user: Admin, body: Body) -> dict[str, Any]:
     if not isinstance(body.get("on"), bool):
         raise InvalidInput([FieldError("$.on", "required boolean")])
     return await ha.maintenance(body["on"], user.name)
-
-
-@router.post("/ha/switch-roles", responses=answers(RolesSwitched, *WRITE))
-async def ha_switch_roles(failover: FailoverDep, ha: HA, user: Admin) -> dict[str, Any]:
-    # On a shadow the state does not allow it: 409 as for every HA action (DESIGN), and the
-    # refusal names the master so a person or a client knows where to ask instead.
-    if ha.role.role == Role.SHADOW:
-        master = ha.record.master_url if ha.record else None
-        raise Conflict("switch roles runs on the master; this instance is a shadow", master)
-    return await failover.switch_roles(user.name)
 
 
 @router.get("/ha/quarantine", responses=answers(Quarantine, *READ))
@@ -185,7 +175,7 @@ async def peer_about(_: Peer, preflight: PreflightDep) -> dict[str, Any]:
 @router.post(
     "/ha/peer/register",
     responses=answers(Registered, *WRITE),
-    openapi_extra=_body(REGISTER, True),
+    openapi_extra=body_doc(REGISTER, True),
 )
 async def peer_register(ha: HA, _: Admin, caller: Peer, body: Body) -> dict[str, Any]:
     if body.get("instance") != caller:
@@ -196,7 +186,7 @@ async def peer_register(ha: HA, _: Admin, caller: Peer, body: Body) -> dict[str,
     return await ha.register(body)
 
 
-@router.post("/ha/peer/ack", responses=answers(Acked, *WRITE), openapi_extra=_body(ACK, True))
+@router.post("/ha/peer/ack", responses=answers(Acked, *WRITE), openapi_extra=body_doc(ACK, True))
 async def peer_ack(ha: HA, caller: Peer, body: Body) -> dict[str, Any]:
     position = body.get("position")
     if not isinstance(position, int) or isinstance(position, bool) or not 0 <= position <= 2**62:
@@ -214,7 +204,7 @@ async def peer_ack(ha: HA, caller: Peer, body: Body) -> dict[str, Any]:
 @router.post(
     "/ha/peer/promote",
     responses=answers(Promoted, *WRITE),
-    openapi_extra=_body(promote_command(), True),
+    openapi_extra=body_doc(promote_command(), True),
 )
 async def peer_promote(failover: FailoverDep, caller: Peer, body: Body) -> dict[str, Any]:
     return await failover.promote(PromoteCommand.parse(body), via=f"http from {caller}")

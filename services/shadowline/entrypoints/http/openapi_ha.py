@@ -60,6 +60,21 @@ class RolesSwitched(_Closed):
     seconds: float = Field(description="how long writes were stopped, in seconds")
 
 
+class ScheduledSwitch(_Closed):
+    """POST /ha/switch-roles with `{"at": ...}` (202), DELETE /ha/switch-roles, and GET /ha's
+    `scheduled_switch` (application.switch_schedule): a switch of roles taken for later."""
+
+    at: str = Field(description=f"when it is due ({_TIME})")
+    requested_by: str = Field(description="the user who scheduled it")
+    requested_at: str = Field(description=f"when it was scheduled ({_TIME})")
+    state: Literal["scheduled", "running", "done", "failed", "unknown", "cancelled"] = Field(
+        description="unknown: the promote may have reached the shadow (kept apart from failed)"
+    )
+    reason: str | None = Field(description="why it ended so (null while scheduled or running)")
+    epoch: int = Field(description="the master's epoch it was taken in (it runs in no other)")
+    finished_at: str | None = Field(description=f"when it ended ({_TIME}), null before")
+
+
 class QuarantinedEvent(_Closed):
     """An event an old master wrote after the fork, kept apart (never dropped): the envelope's
     fields (GET /events) and the signature, plus where and when it was moved."""
