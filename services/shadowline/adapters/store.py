@@ -7,6 +7,7 @@ functions in adapters.store_sql.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Sequence
 from typing import Any
@@ -78,6 +79,7 @@ class EventStore(StoreReads):
         # and a master with a usable database would skip its heartbeat for load alone.
         self._probes = create_async_engine(engine.url, poolclass=NullPool)
         self._prober: AsyncConnection | None = None
+        self._probing = asyncio.Lock()  # a heartbeat's probe and the writer's may overlap
 
     async def append(self, batch: Sequence[Event], expected: int) -> None:
         """Append events expected+1.. and their current-state rows, atomically.
@@ -145,6 +147,10 @@ class EventStore(StoreReads):
     async def probe(self) -> None:
         """Unavailable unless the database answers and would take a write now (not read-only,
         not in recovery): what an instance's heartbeat vouches for (application.database)."""
+        async with self._probing:  # one connection: one statement at a time
+            await self._probe()
+
+    async def _probe(self) -> None:
         try:
             if self._prober is None:
                 self._prober = await self._probes.connect()
@@ -157,6 +163,14 @@ class EventStore(StoreReads):
             raise
         if not writable:
             raise Unavailable("the database is read-only")
+
+    async def recycle(self) -> None:
+        """Drop every connection made before now (the database is back after a failure: they
+        are dead, and the first request on each would fail and count as a new failure)."""
+        async with self._probing:
+            await self._drop_prober()
+        await self.close(invalidate=True)
+        await self.engine.dispose()
 
     async def _drop_prober(self) -> None:
         prober, self._prober = self._prober, None

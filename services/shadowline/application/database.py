@@ -31,12 +31,14 @@ class DatabaseHealth:
         *,
         timeout: float,
         alert: Callable[[AlertName, str], None] = lambda name, message: None,
+        recycle: Callable[[], Awaitable[None]] | None = None,
         resolve: Callable[[AlertName, str], None] = lambda name, sentence: None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._probe = probe  # Unavailable unless the database answers and takes writes
         self._timeout = timeout
         self._alert = alert
+        self._recycle = recycle  # drops the connections made before it failed (all dead)
         self._resolve = resolve
         self._clock = clock
         self.usable = True
@@ -55,6 +57,8 @@ class DatabaseHealth:
             self.failed(f"the database did not answer within {self._timeout:g} s")
             return False
         if not self.usable:
+            if self._recycle is not None:
+                await self._recycle()
             self.usable, self.problem = True, None
             log.info("the database is usable again")
             self._resolve(

@@ -115,6 +115,7 @@ def build_core(settings: Settings, store: EventStore, broker: BrokerLink) -> Cor
         timeout=min(settings.heartbeat_interval, settings.lease / 4),
         alert=lambda name, message: monitor.alert(name, message, {}),
         resolve=monitor.resolve,
+        recycle=store.recycle,
     )
     writer = Writer(
         store,
