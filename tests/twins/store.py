@@ -228,6 +228,9 @@ class InMemoryStore:
         if self.unusable is not None:
             raise self.unusable
 
+    async def recycle(self) -> None:
+        """It holds no connection: nothing to drop."""
+
     async def versions(self) -> dict[tuple[str, str], ItemVersion]:
         return {key: ItemVersion(r["version"], r["live"]) for key, r in self.items.items()}
 
