@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import logging
 import signal
 import uuid
@@ -21,6 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, w
 
 from shadowline.adapters.migrate import upgrade
 from shadowline.adapters.restore_store import restored_as
+from shadowline.application.supervisor import awaiting
 from shadowline.bootstrap import Instance, build_instance
 from shadowline.domain.commands import RecordEvent
 from shadowline.domain.errors import BackupRefused, Unavailable
@@ -164,11 +164,7 @@ STUCK_AFTER = 20.0  # seconds after a stop signal by which the stop should long 
 
 def _log_tasks(why: str) -> None:
     """Every task's stack in the log: where a stop that does not end is waiting."""
-    stacks = []
-    for task in asyncio.all_tasks():
-        out = io.StringIO()
-        task.print_stack(limit=8, file=out)
-        stacks.append(out.getvalue())
+    stacks = [f"{task!r}: {awaiting(task)}" for task in asyncio.all_tasks()]
     log.error("%s; its %d tasks:\n%s", why, len(stacks), "\n".join(stacks))
 
 

@@ -23,4 +23,6 @@ async def test_the_log_names_each_task_and_where_it_waits(caplog: pytest.LogCapt
     finally:
         stuck.cancel()
     assert "not stopped 20 s after SIGTERM; its" in caplog.text
-    assert "_waits_for_ever" in caplog.text and "await asyncio.Event().wait()" in caplog.text
+    # the whole chain of awaits, down to where it waits (a task's own stack has one frame)
+    assert "test_stuck_stop.py" in caplog.text and "_waits_for_ever <- " in caplog.text
+    assert "locks.py" in caplog.text  # asyncio.Event.wait, where the chain ends

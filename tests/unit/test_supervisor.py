@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from shadowline.application import supervisor as supervisor_module
 from shadowline.application.monitoring import Monitor
 from shadowline.application.supervisor import (
     RoleChanges,
@@ -221,3 +222,27 @@ def test_an_alert_name_nobody_documented_is_refused() -> None:
     monitor, _, _ = _monitor()
     with pytest.raises(ValueError):
         monitor.alert("made-up", "no such alert", {})  # type: ignore[arg-type]
+
+
+async def test_a_stop_waits_a_bounded_time_for_a_task_that_does_not_end_and_names_it(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task stuck in its cleanup (one e2e stop waited 20 s and more) must not hold the
+    instance's stop: it is named, with where it waits, and left behind."""
+    monkeypatch.setattr(supervisor_module, "STOP_WITHIN", 0.2)
+    release = asyncio.Event()
+
+    async def stubborn(first: bool) -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await release.wait()  # a cleanup that does not end on its own
+
+    factories = Factories("heartbeats", "commands", "lease")
+    factories.tasks["commands"] = stubborn
+    supervisor = Supervisor(factories.tasks, lambda: wanted_tasks(Ha(Role("master"))))
+    await supervisor.reconcile()
+    await asyncio.sleep(0)
+    await supervisor.stop()
+    assert "did not end 0.2 s after its cancel" in caplog.text and "stubborn" in caplog.text
+    release.set()

@@ -21,6 +21,8 @@ from shadowline.domain.roles import FenceReason
 
 log = logging.getLogger(__name__)
 
+STOP_WITHIN = 5.0  # seconds a stop waits for its cancelled tasks to end
+
 T = TypeVar("T")
 
 # A role task: called with `first=True` when it starts with the process rather than after a
@@ -135,10 +137,16 @@ class Supervisor:
         self._started = True
 
     async def stop(self) -> None:
+        """Cancel every task; a stop never waits more than STOP_WITHIN s for them (one that
+        does not end is named in the log, with where it waits, and left behind)."""
         tasks = [*self._running.values(), *self._background]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, left = await asyncio.wait(tasks, timeout=STOP_WITHIN)
+            for task in left:
+                log.error("task %s did not end %g s after its cancel: %s", task.get_name(),
+                          STOP_WITHIN, awaiting(task))  # fmt: skip
         self._running.clear()
 
 
@@ -175,3 +183,16 @@ class Running(Generic[T]):
             yield value
         finally:
             self._current = None
+
+
+def awaiting(task: asyncio.Task[Any]) -> str:
+    """Where a task waits: its chain of awaited coroutines, outermost first (a suspended
+    task's own stack names only its outermost frame)."""
+    where: list[str] = []
+    coro: Any = task.get_coro()
+    while coro is not None and len(where) < 30:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            where.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " <- ".join(where) or repr(task)
