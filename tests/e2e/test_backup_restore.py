@@ -11,28 +11,18 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import orjson
 import pytest
 
+from tests.archives import mapping
 from tests.conftest import ADMIN_PASSWORD
 from tests.e2e.conftest import Process, make_process
 
 pytestmark = pytest.mark.e2e
 
 SECRET = "e2e-secret"  # make_process's cluster secret
-
-
-def _mapping(i: int) -> dict[str, Any]:
-    return {
-        "virtual_host": f"v{i}",
-        "virtual_port": 443,
-        "internal_host": "10.0.0.1",
-        "internal_port": 1000 + i,
-        "protocol": "HTTPS",
-    }
 
 
 def cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -80,7 +70,7 @@ def admin(process: Process) -> httpx.Client:
 def write(process: Process, count: int) -> None:
     with admin(process) as c:
         for i in range(count):
-            c.put(f"/config/system-mapping/m{i % 5}", json=_mapping(i)).raise_for_status()
+            c.put(f"/config/system-mapping/m{i % 5}", json=mapping(i)).raise_for_status()
         c.delete("/config/system-mapping/m4").raise_for_status()
 
 
@@ -138,7 +128,7 @@ async def test_a_backup_restored_onto_a_fresh_instance_has_the_origins_chain_and
                 at = c.get("/events", params={"after": position - 1, "limit": 1}).text
                 assert orjson.loads(at)["chain"] == chain  # the origin's chain, link for link
                 assert c.get("/audit/verify").json()["ok"]
-                c.put("/config/system-mapping/after", json=_mapping(99)).raise_for_status()
+                c.put("/config/system-mapping/after", json=mapping(99)).raise_for_status()
             busy = restore(target_db, f"{copy_cluster}x", archive)  # running, and not empty
             assert busy.returncode == 1 and "stop the instance first" in busy.stderr, busy.stderr
             copied = head(copy)
@@ -172,7 +162,7 @@ async def test_a_backup_taken_while_writes_go_on_ends_at_one_position(
         with admin(origin) as c:
             i = 0
             while not stop.is_set() and i < 5000:
-                c.put(f"/config/system-mapping/w{i % 20}", json=_mapping(i)).raise_for_status()
+                c.put(f"/config/system-mapping/w{i % 20}", json=mapping(i)).raise_for_status()
                 i += 1
 
     try:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select, true, update
@@ -11,9 +11,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shadowline.adapters import hook_journal, switch_repo
-from shadowline.adapters.store_sql import APPEND, DRIVER_ERRORS, columns, reason
+from shadowline.adapters.store_sql import APPEND, columns, connected, reason
 from shadowline.adapters.tables import ha_state, instance_state, relay_cursor
-from shadowline.domain.errors import Conflict, Unavailable
+from shadowline.domain.errors import Conflict
 from shadowline.domain.ha import HaRecord, RoleChange
 
 __all__ = ["HaRecord", "HaRepository"]
@@ -57,19 +57,8 @@ class HaRepository:
         except IntegrityError as error:  # the functions of migration 0006 explain refusals
             raise Conflict(f"the store refused the role change: {reason(error)}") from error
 
-    @asynccontextmanager
-    async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        """A connection (a transaction when `write`); driver errors become Unavailable, as the
-        store's (a database restarting is a pause to retry, not a crash of the caller)."""
-        try:
-            async with self._engine.begin() if write else self._engine.connect() as c:
-                yield c
-        except IntegrityError:
-            raise
-        except DRIVER_ERRORS as error:
-            raise Unavailable(
-                f"event store unavailable: {error.__class__.__name__}: {error}"
-            ) from error
+    def _connect(self, *, write: bool = False) -> AbstractAsyncContextManager[AsyncConnection]:
+        return connected(self._engine, "event store", write=write)
 
     async def _change_role(self, c: AsyncConnection, change: RoleChange) -> int:
         moved = 0

@@ -3,16 +3,18 @@ of the log (for the audit). Shared by the store's reads and writes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 import orjson
 from sqlalchemy import Row, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shadowline.adapters.tables import events, items, snapshots, store_head
 from shadowline.domain import audit
+from shadowline.domain.errors import Unavailable
 from shadowline.domain.events import Event
 from shadowline.domain.records import Head
 from shadowline.domain.state import State
@@ -114,3 +116,18 @@ class LogView:
     async def snapshot_state(self, position: int) -> State:
         query = select(snapshots.c.state).where(snapshots.c.position == position)
         return dict(await self._c.scalar(query) or {})
+
+
+@asynccontextmanager
+async def connected(
+    engine: AsyncEngine, what: str, *, write: bool = False
+) -> AsyncIterator[AsyncConnection]:
+    """A connection (a transaction when `write`); driver errors become Unavailable naming
+    `what` (a database restarting is a pause to retry, not a crash of the caller)."""
+    try:
+        async with engine.begin() if write else engine.connect() as c:
+            yield c
+    except IntegrityError:
+        raise
+    except DRIVER_ERRORS as error:
+        raise Unavailable(f"{what} unavailable: {error.__class__.__name__}: {error}") from error

@@ -5,8 +5,7 @@ handover starts, then its outcome; `cancel_open` runs inside every role change's
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from datetime import datetime
 from typing import Any
 
@@ -14,9 +13,9 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shadowline.adapters.store_sql import DRIVER_ERRORS
+from shadowline.adapters.store_sql import connected
 from shadowline.adapters.tables import switch_schedule as t
-from shadowline.domain.errors import Conflict, Unavailable
+from shadowline.domain.errors import Conflict
 from shadowline.domain.switch import CANCELLED, OPEN, UNKNOWN, ScheduledSwitch
 
 REASON_CHARS = 2000
@@ -98,17 +97,8 @@ class SwitchSchedules:
             row = (await c.execute(update(t).where(where).values(**values).returning(t))).first()
         return _switch(row._mapping) if row is not None else None
 
-    @asynccontextmanager
-    async def _connect(self, *, write: bool = False) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self._engine.begin() if write else self._engine.connect() as c:
-                yield c
-        except IntegrityError:
-            raise
-        except DRIVER_ERRORS as error:
-            raise Unavailable(
-                f"switch schedule unavailable: {error.__class__.__name__}: {error}"
-            ) from error
+    def _connect(self, *, write: bool = False) -> AbstractAsyncContextManager[AsyncConnection]:
+        return connected(self._engine, "switch schedule", write=write)
 
 
 def _switch(r: Any) -> ScheduledSwitch:
